@@ -1,0 +1,1 @@
+//! X509-SVID verification (placeholder being written).

@@ -1,0 +1,169 @@
+//! Test certificate authorities made with rcgen at test time.
+//!
+//! Include with `#[path = "support/ca.rs"] mod ca;`. Every certificate is real: signed,
+//! DER encoded, parseable by any X.509 library.
+
+#![allow(dead_code, unused_imports, reason = "each test crate uses a different subset")]
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SignatureAlgorithm,
+};
+use time::{Duration, OffsetDateTime};
+
+pub(crate) use rcgen::{
+    PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ECDSA_P521_SHA512, PKCS_ED25519,
+    PKCS_RSA_SHA256,
+};
+
+/// A CA: its certificate (DER) and what it needs to sign more.
+pub(crate) struct TestCa {
+    pub(crate) der: Vec<u8>,
+    pub(crate) params: CertificateParams,
+    pub(crate) key: KeyPair,
+}
+
+/// A leaf or intermediate certificate with its key.
+pub(crate) struct Issued {
+    pub(crate) der: Vec<u8>,
+    pub(crate) key: KeyPair,
+}
+
+/// Options for a certificate; defaults make a valid SPIFFE CA for `td`.
+#[derive(Clone)]
+pub(crate) struct CertSpec {
+    pub(crate) alg: &'static SignatureAlgorithm,
+    pub(crate) common_name: String,
+    pub(crate) uris: Vec<String>,
+    pub(crate) dns: Vec<String>,
+    pub(crate) is_ca: bool,
+    pub(crate) key_usages: Vec<KeyUsagePurpose>,
+    pub(crate) ekus: Vec<ExtendedKeyUsagePurpose>,
+    pub(crate) not_before: OffsetDateTime,
+    pub(crate) not_after: OffsetDateTime,
+}
+
+impl CertSpec {
+    /// A self-signable SPIFFE CA for `td`: CA=true, keyCertSign+cRLSign, URI SAN
+    /// `spiffe://td`, valid from an hour ago for a year.
+    pub(crate) fn ca(td: &str) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            alg: &PKCS_ECDSA_P256_SHA256,
+            common_name: format!("{td} test CA"),
+            uris: vec![format!("spiffe://{td}")],
+            dns: vec![],
+            is_ca: true,
+            key_usages: vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign],
+            ekus: vec![],
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::days(365),
+        }
+    }
+
+    /// An X509-SVID leaf for `id`: CA=false, digitalSignature, server+client auth.
+    pub(crate) fn svid(id: &str) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            alg: &PKCS_ECDSA_P256_SHA256,
+            common_name: "svid".to_owned(),
+            uris: vec![id.to_owned()],
+            dns: vec![],
+            is_ca: false,
+            key_usages: vec![KeyUsagePurpose::DigitalSignature],
+            ekus: vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::days(1),
+        }
+    }
+
+    pub(crate) fn alg(mut self, alg: &'static SignatureAlgorithm) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    pub(crate) fn validity(mut self, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Self {
+        self.not_before = not_before;
+        self.not_after = not_after;
+        self
+    }
+
+    pub(crate) fn uris(mut self, uris: &[&str]) -> Self {
+        self.uris = uris.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    pub(crate) fn params(&self) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, self.common_name.as_str());
+        params.distinguished_name = dn;
+        params.subject_alt_names = self
+            .uris
+            .iter()
+            .map(|u| SanType::URI(u.as_str().try_into().unwrap()))
+            .chain(
+                self.dns
+                    .iter()
+                    .map(|d| SanType::DnsName(d.as_str().try_into().unwrap())),
+            )
+            .collect();
+        params.is_ca = if self.is_ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
+        params.key_usages = self.key_usages.clone();
+        params.extended_key_usages = self.ekus.clone();
+        params.not_before = self.not_before;
+        params.not_after = self.not_after;
+        params.use_authority_key_identifier_extension = true;
+        params
+    }
+}
+
+impl TestCa {
+    /// A self-signed SPIFFE CA for `td` with default options.
+    pub(crate) fn new(td: &str) -> Self {
+        Self::from_spec(&CertSpec::ca(td))
+    }
+
+    /// A self-signed certificate made from `spec` (a CA unless `spec.is_ca` is false).
+    pub(crate) fn from_spec(spec: &CertSpec) -> Self {
+        let key = KeyPair::generate_for(spec.alg).unwrap();
+        let params = spec.params();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        Self { der, params, key }
+    }
+
+    /// A certificate signed by this CA.
+    pub(crate) fn issue(&self, spec: &CertSpec) -> Issued {
+        let key = KeyPair::generate_for(spec.alg).unwrap();
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let der = spec.params().signed_by(&key, &issuer).unwrap().der().to_vec();
+        Issued { der, key }
+    }
+
+    /// An intermediate CA signed by this CA, usable to sign further.
+    pub(crate) fn intermediate(&self, spec: &CertSpec) -> TestCa {
+        let key = KeyPair::generate_for(spec.alg).unwrap();
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let params = spec.params();
+        let der = params.signed_by(&key, &issuer).unwrap().der().to_vec();
+        TestCa { der, params, key }
+    }
+
+    /// An X509-SVID leaf for `id` signed by this CA.
+    pub(crate) fn svid(&self, id: &str) -> Issued {
+        self.issue(&CertSpec::svid(id))
+    }
+
+    /// The CA certificate as standard base64 (an `x5c` value).
+    pub(crate) fn x5c(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&self.der)
+    }
+}

@@ -1,0 +1,1 @@
+//! fedgw: a SPIFFE trust-domain federation gateway.

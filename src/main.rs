@@ -1,0 +1,2 @@
+//! The `fedgw` command line.
+fn main() {}
