@@ -264,7 +264,7 @@ pub enum BundleError {
         column: usize,
     },
     /// A value has the wrong JSON type where the document structure requires one.
-    #[error("{location}: expected {expected}, found {found}")]
+    #[error("{}: expected {expected}, found {found}", at(.location))]
     WrongType {
         /// JSON Pointer (`""` for the whole document).
         location: String,
@@ -274,7 +274,7 @@ pub enum BundleError {
         found: &'static str,
     },
     /// A required member is absent (`keys`, TDB §4.1.3; `trust_domains`, TDB §5.1.1).
-    #[error("{location}: required member {member:?} is missing{}", hint_text(.found_instead))]
+    #[error("{}: required member {member:?} is missing{}", at(.location), hint_text(.found_instead))]
     MissingMember {
         /// JSON Pointer of the object.
         location: String,
@@ -284,7 +284,7 @@ pub enum BundleError {
         found_instead: Option<String>,
     },
     /// A top-level member occurs twice (RFC 7517 §4, TDB §6.3).
-    #[error("{location}: member {name:?} occurs more than once")]
+    #[error("{}: member {name:?} occurs more than once", at(.location))]
     DuplicateMember {
         /// JSON Pointer of the object.
         location: String,
@@ -326,6 +326,15 @@ pub enum BundleError {
     /// A PEM input could not be used.
     #[error(transparent)]
     Pem(#[from] PemError),
+}
+
+/// A JSON Pointer for messages: the empty pointer is the whole document.
+fn at(location: &str) -> &str {
+    if location.is_empty() {
+        "document"
+    } else {
+        location
+    }
 }
 
 fn hint_text(found: &Option<String>) -> String {

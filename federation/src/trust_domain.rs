@@ -384,13 +384,16 @@ fn check_trust_domain(name: &str, offset: usize) -> Result<(), IdError> {
             actual: name.len(),
         });
     }
+    // Userinfo may itself contain ':' ("user:password@"), so look for '@' first.
+    if name.contains('@') {
+        return Err(IdError::UserInfo);
+    }
     let mut has_upper = false;
     for (index, ch) in name.char_indices() {
         let position = offset + index;
         match ch {
             'a'..='z' | '0'..='9' | '.' | '-' | '_' => {}
             'A'..='Z' => has_upper = true,
-            '@' => return Err(IdError::UserInfo),
             ':' => return Err(IdError::Port),
             '%' => return Err(IdError::PercentEncoded { position }),
             found => return Err(IdError::TrustDomainChar { found, position }),

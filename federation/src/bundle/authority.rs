@@ -62,15 +62,17 @@ pub struct CertInfo {
     pub not_before: OffsetDateTime,
     /// End of validity.
     pub not_after: OffsetDateTime,
-    /// Issuer equals subject (the certificate names itself as issuer; its signature is
-    /// not checked here).
-    pub self_issued: bool,
+    /// Self-signed: issuer equals subject and the certificate's own key verifies its
+    /// signature (X509-SVID §6.1 says bundle CAs SHOULD be).
+    pub self_signed: bool,
     /// The URI SANs that parse as SPIFFE IDs.
     pub spiffe_ids: Vec<SpiffeId>,
     /// How many URI SANs the certificate carries in total.
     pub uri_san_count: usize,
     /// The public key, as JWK members.
     pub key: PublicKey,
+    /// SHA-256 of the DER certificate, lower-case hex (the usual certificate fingerprint).
+    pub sha256: String,
 }
 
 impl X509Authority {
@@ -287,6 +289,17 @@ pub(crate) fn trim_leading_zeros(bytes: &[u8]) -> Vec<u8> {
     bytes[start..].to_vec()
 }
 
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 fn bit_length(n: &[u8]) -> usize {
     let trimmed = trim_leading_zeros(n);
     match trimmed.first() {
@@ -325,10 +338,12 @@ fn inspect(der: &[u8]) -> Result<CertInfo, AuthorityError> {
         issuer: cert.issuer().to_string(),
         not_before: cert.validity().not_before.to_datetime(),
         not_after: cert.validity().not_after.to_datetime(),
-        self_issued: cert.subject().as_raw() == cert.issuer().as_raw(),
+        self_signed: cert.subject().as_raw() == cert.issuer().as_raw()
+            && cert.verify_signature(None).is_ok(),
         spiffe_ids,
         uri_san_count,
         key,
+        sha256: hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref()),
     })
 }
 

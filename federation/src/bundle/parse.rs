@@ -31,10 +31,12 @@ pub(crate) fn read_document(document: &[u8], limit: usize) -> Result<Json, Bundl
     })?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let json: Json = serde::Deserialize::deserialize(&mut deserializer).map_err(syntax_error)?;
-    deserializer.end().map_err(|err| BundleError::TrailingData {
-        line: err.line(),
-        column: err.column(),
-    })?;
+    deserializer
+        .end()
+        .map_err(|err| BundleError::TrailingData {
+            line: err.line(),
+            column: err.column(),
+        })?;
     Ok(json)
 }
 
@@ -270,7 +272,7 @@ impl Collector<'_> {
             self.lint(location, LintKind::ExtraX5c { count: certs.len() });
         }
         let info = authority.info();
-        if !info.self_issued {
+        if !info.self_signed {
             self.lint(location, LintKind::NotSelfSigned);
         }
         let td_id = self.trust_domain.id();
@@ -346,10 +348,14 @@ impl Collector<'_> {
         let wit = std::mem::take(&mut self.wit);
         for (kid, entry) in jwt.iter() {
             if entry.conflict {
-                self.ignore_all(kid, entry, IgnoreReason::DuplicateKid {
-                    kid: kid.clone(),
-                    use_: "jwt-svid",
-                });
+                self.ignore_all(
+                    kid,
+                    entry,
+                    IgnoreReason::DuplicateKid {
+                        kid: kid.clone(),
+                        use_: "jwt-svid",
+                    },
+                );
             } else if let Ok(authority) = JwtAuthority::new(kid.clone(), entry.key.clone()) {
                 bundle.insert_jwt_authority(authority);
             }
@@ -372,7 +378,8 @@ impl Collector<'_> {
         }
         bundle.sequence = sequence;
         bundle.refresh_hint = refresh_hint;
-        self.ignored.sort_by(|a, b| location_key(&a.location).cmp(&location_key(&b.location)));
+        self.ignored
+            .sort_by(|a, b| location_key(&a.location).cmp(&location_key(&b.location)));
         Parsed {
             bundle,
             ignored: self.ignored,
@@ -439,10 +446,7 @@ fn key_from_members(members: &Members<'_>, kty: &str) -> Result<PublicKey, Ignor
     }
 }
 
-fn string_member<'a>(
-    members: &Members<'a>,
-    member: &'static str,
-) -> Result<&'a str, IgnoreReason> {
+fn string_member<'a>(members: &Members<'a>, member: &'static str) -> Result<&'a str, IgnoreReason> {
     match members.get(member) {
         Some(Json::String(s)) => Ok(s),
         Some(other) => Err(IgnoreReason::BadKeyMember {
