@@ -3,11 +3,15 @@
 //! Include with `#[path = "support/ca.rs"] mod ca;`. Every certificate is real: signed,
 //! DER encoded, parseable by any X.509 library.
 
-#![allow(dead_code, unused_imports, reason = "each test crate uses a different subset")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test crate uses a different subset"
+)]
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SignatureAlgorithm,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SignatureAlgorithm,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -85,7 +89,11 @@ impl CertSpec {
         self
     }
 
-    pub(crate) fn validity(mut self, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Self {
+    pub(crate) fn validity(
+        mut self,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Self {
         self.not_before = not_before;
         self.not_after = not_after;
         self
@@ -143,7 +151,12 @@ impl TestCa {
     pub(crate) fn issue(&self, spec: &CertSpec) -> Issued {
         let key = KeyPair::generate_for(spec.alg).unwrap();
         let issuer = Issuer::from_params(&self.params, &self.key);
-        let der = spec.params().signed_by(&key, &issuer).unwrap().der().to_vec();
+        let der = spec
+            .params()
+            .signed_by(&key, &issuer)
+            .unwrap()
+            .der()
+            .to_vec();
         Issued { der, key }
     }
 
@@ -166,4 +179,94 @@ impl TestCa {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(&self.der)
     }
+}
+
+// ---- Extensions `CertSpec` does not model (name constraints, odd extensions) -----
+
+impl TestCa {
+    /// Like [`TestCa::from_spec`], with `edit` applied to the parameters before signing.
+    pub(crate) fn from_spec_with(
+        spec: &CertSpec,
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> Self {
+        let key = KeyPair::generate_for(spec.alg).unwrap();
+        let mut params = spec.params();
+        edit(&mut params);
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        Self { der, params, key }
+    }
+
+    /// Like [`TestCa::issue`], with `edit` applied to the parameters before signing.
+    pub(crate) fn issue_with(
+        &self,
+        spec: &CertSpec,
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> Issued {
+        let key = KeyPair::generate_for(spec.alg).unwrap();
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let mut params = spec.params();
+        edit(&mut params);
+        let der = params.signed_by(&key, &issuer).unwrap().der().to_vec();
+        Issued { der, key }
+    }
+
+    /// Like [`TestCa::intermediate`], with `edit` applied to the parameters before signing.
+    pub(crate) fn intermediate_with(
+        &self,
+        spec: &CertSpec,
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> TestCa {
+        let key = KeyPair::generate_for(spec.alg).unwrap();
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let mut params = spec.params();
+        edit(&mut params);
+        let der = params.signed_by(&key, &issuer).unwrap().der().to_vec();
+        TestCa { der, params, key }
+    }
+}
+
+/// A critical nameConstraints extension (RFC 5280 §4.2.1.10) whose subtrees are
+/// `uniformResourceIdentifier` names (`td.example` or `.example`, per RFC 5280 a host or
+/// domain, not a full URI). rcgen's `GeneralSubtree` has no URI form, so the DER is
+/// built here. Add it with `params.custom_extensions.push(..)` in a `*_with` edit.
+pub(crate) fn uri_name_constraints(
+    permitted: &[&str],
+    excluded: &[&str],
+) -> rcgen::CustomExtension {
+    // GeneralSubtrees ::= SEQUENCE OF GeneralSubtree; GeneralSubtree ::= SEQUENCE { base };
+    // base is GeneralName [6] IA5String, implicitly tagged (0x86).
+    fn subtrees(tag: u8, hosts: &[&str]) -> Vec<u8> {
+        if hosts.is_empty() {
+            return Vec::new();
+        }
+        let body: Vec<u8> = hosts
+            .iter()
+            .flat_map(|host| der_tlv(0x30, &der_tlv(0x86, host.as_bytes())))
+            .collect();
+        der_tlv(tag, &body)
+    }
+    let mut body = subtrees(0xA0, permitted);
+    body.extend(subtrees(0xA1, excluded));
+    let mut ext = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 30], der_tlv(0x30, &body));
+    ext.set_criticality(true);
+    ext
+}
+
+/// One DER tag-length-value with a definite length.
+fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = value.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(value);
+    out
 }
