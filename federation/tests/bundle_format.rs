@@ -878,3 +878,23 @@ fn fed_7_trust_domain_comes_from_the_caller_never_the_document() {
     let parsed = parse_value(json!({"keys": [jwk::x509_element(&foreign.der)]}));
     assert_eq!(parsed.bundle.trust_domain(), &td());
 }
+
+#[test]
+fn svid_7_signing_certificates_must_be_path_less_cas() {
+    // A leaf SVID (cA=false) is never an authority; a CA whose SPIFFE ID has a path is
+    // kept but flagged, since X509-SVID §3.2 says its ID MUST NOT have one.
+    let ca = ca::TestCa::new("example.org");
+    let leaf = ca.svid("spiffe://example.org/w");
+    let parsed = parse_value(json!({"keys": [jwk::x509_element(&leaf.der)]}));
+    assert!(parsed.bundle.x509_authorities().is_empty());
+    let with_path =
+        ca::TestCa::from_spec(&ca::CertSpec::ca("example.org").uris(&["spiffe://example.org/ca"]));
+    let parsed = parse_value(json!({"keys": [jwk::x509_element(&with_path.der)]}));
+    assert_eq!(parsed.bundle.x509_authorities().len(), 1);
+    assert!(
+        parsed
+            .lints
+            .iter()
+            .any(|l| matches!(l.kind, LintKind::CaIdMismatch { .. }))
+    );
+}

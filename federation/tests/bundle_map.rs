@@ -240,3 +240,32 @@ fn pem_of(der: &[u8]) -> String {
         body.join("\n")
     )
 }
+
+#[test]
+fn sec_8_duplicate_keys_are_refused_wherever_they_would_be_ambiguous() {
+    // A map naming a trust domain twice, and a bundle naming `keys` twice, are refused:
+    // the last-one-wins behaviour of common JSON parsers would be a security risk.
+    assert!(matches!(
+        refuse(br#"{"trust_domains":{"a.example":{"keys":[]},"a.example":{"keys":[]}}}"#),
+        BundleError::DuplicateTrustDomain { .. }
+    ));
+    assert!(matches!(
+        Bundle::parse(
+            &td("a.example"),
+            br#"{"keys":[],"keys":[{"use":"jwt-svid"}]}"#
+        ),
+        Err(BundleError::DuplicateMember { .. })
+    ));
+}
+
+#[test]
+fn spf_3_bootstrap_bundle_formats_spiffe_json_and_pem() {
+    let original = bundle_with_ca("example.org", 5);
+    let from_json = Bundle::parse(&td("example.org"), &original.to_json()).unwrap();
+    let from_pem = Bundle::from_pem(&td("example.org"), original.to_pem().as_bytes()).unwrap();
+    assert!(from_json.bundle.same_authorities(&original));
+    assert!(from_pem.same_authorities(&original));
+    // Garbage is refused in either format.
+    assert!(Bundle::parse(&td("example.org"), b"garbage").is_err());
+    assert!(Bundle::from_pem(&td("example.org"), b"garbage").is_err());
+}

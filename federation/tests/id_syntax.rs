@@ -234,3 +234,16 @@ fn serde_uses_the_validating_constructor() {
     assert!(serde_json::from_str::<SpiffeId>(r#""spiffe://TD/a""#).is_err());
     assert!(serde_json::from_str::<TrustDomain>(r#""bad td""#).is_err());
 }
+
+#[test]
+fn sec_1_no_trust_domain_is_derived_from_a_url() {
+    // The trust domain of a relationship is configured, never inferred from the
+    // endpoint URL (SPIFFE Federation §7.2): a URL is not a trust domain name.
+    for url in [
+        "https://bundle.example.org/",
+        "https://example.org",
+        "example.org:443",
+    ] {
+        assert!(TrustDomain::new(url).is_err(), "{url}");
+    }
+}
