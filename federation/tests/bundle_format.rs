@@ -495,6 +495,15 @@ fn x509_authorities_of_every_supported_key_type_accepted() {
         let ca = ca::TestCa::from_spec(&ca::CertSpec::ca("example.org").alg(alg));
         let parsed = parse_value(json!({"keys": [jwk::x509_element(&ca.der)]}));
         assert!(parsed.ignored.is_empty(), "{alg:?}: {:?}", parsed.ignored);
+        // Each CA is self-signed; the warning must not fire for any key type.
+        assert!(
+            !parsed
+                .lints
+                .iter()
+                .any(|l| l.kind == LintKind::NotSelfSigned),
+            "{alg:?}: {:?}",
+            parsed.lints
+        );
         let again = parse(&parsed.bundle.to_json());
         assert_eq!(again.bundle, parsed.bundle);
     }

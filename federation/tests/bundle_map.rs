@@ -269,3 +269,18 @@ fn spf_3_bootstrap_bundle_formats_spiffe_json_and_pem() {
     assert!(Bundle::parse(&td("example.org"), b"garbage").is_err());
     assert!(Bundle::from_pem(&td("example.org"), b"garbage").is_err());
 }
+
+#[test]
+fn map_6_refresh_hints_inside_a_map_are_dropped() {
+    let doc = br#"{"trust_domains":{"a.example":{"keys":[],"spiffe_refresh_hint":60}}}"#;
+    let parsed = BundleMap::parse(doc).unwrap();
+    assert_eq!(
+        parsed.map.get(&td("a.example")).unwrap().refresh_hint(),
+        None
+    );
+    // And so a map round-trips exactly.
+    assert_eq!(
+        BundleMap::parse(&parsed.map.to_json()).unwrap().map,
+        parsed.map
+    );
+}

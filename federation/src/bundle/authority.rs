@@ -339,12 +339,89 @@ fn inspect(der: &[u8]) -> Result<CertInfo, AuthorityError> {
         not_before: cert.validity().not_before.to_datetime(),
         not_after: cert.validity().not_after.to_datetime(),
         self_signed: cert.subject().as_raw() == cert.issuer().as_raw()
-            && cert.verify_signature(None).is_ok(),
+            && verifies_own_signature(&cert, &key),
         spiffe_ids,
         uri_san_count,
         key,
         sha256: hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref()),
     })
+}
+
+/// Whether the certificate's own key verifies its signature.
+///
+/// Done with aws-lc-rs directly because x509-parser's check does not cover P-521 or
+/// ecdsa-with-SHA512. An algorithm outside the table (e.g. RSASSA-PSS) cannot be
+/// checked here; a self-issued certificate is then taken as self-signed, since the
+/// result only decides a warning, never trust.
+fn verifies_own_signature(cert: &X509Certificate<'_>, key: &PublicKey) -> bool {
+    use aws_lc_rs::signature::{self, VerificationAlgorithm};
+
+    let oid = cert.signature_algorithm.algorithm.to_id_string();
+    let algorithm: &'static dyn VerificationAlgorithm = match (oid.as_str(), key) {
+        (
+            "1.2.840.10045.4.3.2",
+            PublicKey::Ec {
+                curve: EcCurve::P256,
+                ..
+            },
+        ) => &signature::ECDSA_P256_SHA256_ASN1,
+        (
+            "1.2.840.10045.4.3.3",
+            PublicKey::Ec {
+                curve: EcCurve::P256,
+                ..
+            },
+        ) => &signature::ECDSA_P256_SHA384_ASN1,
+        (
+            "1.2.840.10045.4.3.2",
+            PublicKey::Ec {
+                curve: EcCurve::P384,
+                ..
+            },
+        ) => &signature::ECDSA_P384_SHA256_ASN1,
+        (
+            "1.2.840.10045.4.3.3",
+            PublicKey::Ec {
+                curve: EcCurve::P384,
+                ..
+            },
+        ) => &signature::ECDSA_P384_SHA384_ASN1,
+        (
+            "1.2.840.10045.4.3.2",
+            PublicKey::Ec {
+                curve: EcCurve::P521,
+                ..
+            },
+        ) => &signature::ECDSA_P521_SHA256_ASN1,
+        (
+            "1.2.840.10045.4.3.3",
+            PublicKey::Ec {
+                curve: EcCurve::P521,
+                ..
+            },
+        ) => &signature::ECDSA_P521_SHA384_ASN1,
+        (
+            "1.2.840.10045.4.3.4",
+            PublicKey::Ec {
+                curve: EcCurve::P521,
+                ..
+            },
+        ) => &signature::ECDSA_P521_SHA512_ASN1,
+        ("1.2.840.113549.1.1.11", PublicKey::Rsa { .. }) => &signature::RSA_PKCS1_2048_8192_SHA256,
+        ("1.2.840.113549.1.1.12", PublicKey::Rsa { .. }) => &signature::RSA_PKCS1_2048_8192_SHA384,
+        ("1.2.840.113549.1.1.13", PublicKey::Rsa { .. }) => &signature::RSA_PKCS1_2048_8192_SHA512,
+        ("1.3.101.112", PublicKey::Ed25519 { .. }) => &signature::ED25519,
+        _ => return true,
+    };
+    // EC: the uncompressed point; RSA: the DER RSAPublicKey; Ed25519: the raw key —
+    // in each case the content of the SPKI's BIT STRING.
+    let public_key = cert.public_key().subject_public_key.data.as_ref();
+    signature::UnparsedPublicKey::new(algorithm, public_key)
+        .verify(
+            cert.tbs_certificate.as_ref(),
+            cert.signature_value.data.as_ref(),
+        )
+        .is_ok()
 }
 
 /// Read a certificate's subject public key as JWK members.

@@ -41,7 +41,8 @@ impl BundleMap {
     ///
     /// The map is refused as a whole if `trust_domains` is missing or not an object, a
     /// key is not a valid trust domain name (TDB §5.1.1), a trust domain occurs twice
-    /// (TDB §5.1.1 MUST), or any bundle in it is refused.
+    /// (TDB §5.1.1 MUST), or any bundle in it is refused. A `spiffe_refresh_hint` inside
+    /// a bundle is validated but dropped (TDB §5.1.1: it must not drive refreshes).
     ///
     /// # Errors
     /// A [`BundleError`] naming the location of the fault.
@@ -102,7 +103,11 @@ impl BundleMap {
             if parsed.map.bundles.contains_key(&trust_domain) {
                 return Err(BundleError::DuplicateTrustDomain { name: name.clone() });
             }
-            let one = bundle_from_json(&trust_domain, document, &location)?;
+            let mut one = bundle_from_json(&trust_domain, document, &location)?;
+            // TDB §5.1.1: a map's consumers must not let per-bundle refresh hints
+            // change their refresh behaviour, and producers omit them; the map drops
+            // them so that a map means the same whatever produced it.
+            one.bundle.set_refresh_hint(None);
             parsed.ignored.extend(one.ignored);
             parsed.lints.extend(one.lints);
             parsed.map.bundles.insert(trust_domain, one.bundle);

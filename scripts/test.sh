@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every check and test of fedgw, installing what the tests need first.
+#
+#   ./scripts/test.sh            everything (what CI runs, via .ci/run)
+#
+# Steps: system packages (apt, only what is missing) -> formatting and lints ->
+# Rust unit, conformance and end-to-end tests -> Python interop tests (in .venv) ->
+# a short fuzz smoke run of each parser (if cargo-fuzz and a nightly toolchain can
+# be installed; skipped with a message otherwise).
+#
+# Environment: FUZZ_SECONDS (default 15) per fuzz target; SKIP_FUZZ=1 to skip it.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# --- system packages --------------------------------------------------------------
+need=()
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    need+=(python3-venv)
+fi
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+if ((${#need[@]})); then
+    log "installing system packages: ${need[*]}"
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+
+# --- formatting and lints ---------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+# --- Rust tests -------------------------------------------------------------------
+log "cargo test --workspace"
+cargo test --workspace --locked
+
+# --- independent implementations (Python) -----------------------------------------
+log "interop tests against independent implementations (PyPI spiffe, cryptography)"
+"$root/tests/interop/run.sh"
+
+# --- fuzz smoke -------------------------------------------------------------------
+if [[ "${SKIP_FUZZ:-0}" == 1 ]]; then
+    log "fuzz smoke skipped (SKIP_FUZZ=1)"
+else
+    "$root/federation/fuzz/smoke.sh" "${FUZZ_SECONDS:-15}"
+fi
+
+log "all checks passed"
