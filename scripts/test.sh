@@ -16,6 +16,10 @@ root=$(pwd)
 
 log() { printf '\n==> %s\n' "$*"; }
 
+# Every runner's output is kept so that the closing line can total what ran.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
 # --- system packages --------------------------------------------------------------
 need=()
 command -v python3 >/dev/null 2>&1 || need+=(python3)
@@ -39,11 +43,11 @@ cargo clippy --all-targets --locked -- -D warnings
 
 # --- Rust tests -------------------------------------------------------------------
 log "cargo test --workspace"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee -a "$results"
 
 # --- independent implementations (Python) -----------------------------------------
 log "interop tests against independent implementations (PyPI spiffe, cryptography)"
-"$root/tests/interop/run.sh"
+"$root/tests/interop/run.sh" 2>&1 | tee -a "$results"
 
 # --- fuzz smoke -------------------------------------------------------------------
 if [[ "${SKIP_FUZZ:-0}" == 1 ]]; then
@@ -53,3 +57,10 @@ else
 fi
 
 log "all checks passed"
+# One closing line for all runners: cargo's "test result: ok. N passed; M failed" lines
+# and pytest's "N passed" line.
+awk '
+    /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+    / passed in / { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
+    END { printf "total: %d passed, %d failed\n", p, f }
+' "$results"

@@ -32,7 +32,7 @@ fi
 for target in bundle_parse bundle_map_parse spiffe_id_parse; do
     printf '\n--- fuzz %s for %ss\n' "$target" "$seconds"
     mkdir -p "fuzz/corpus/$target"
-    args=("-max_total_time=$seconds" "-print_final_stats=1")
+    args=("-max_total_time=$seconds" "-print_final_stats=1" "-print_funcs=0")
     case "$target" in
         bundle_*) args+=("-dict=fuzz/bundle.dict") ;;
     esac
