@@ -1,8 +1,12 @@
 //! fedgw: a SPIFFE trust-domain federation gateway.
 //!
 //! The protocol lives in the `spiffe-federation` crate; this crate is the service
-//! and its command line. Today it provides offline bundle validation
-//! ([`validate`]); the gateway itself (serve, poll, store, distribute) follows the
-//! design in `docs/`.
+//! and its command line: offline bundle validation ([`validate`]), configuration
+//! ([`config`]), acceptance policy ([`policy`]), durable storage ([`store`]) and the
+//! in-memory trust store every reader uses ([`trust_store`]).
 
+pub mod config;
+pub mod policy;
+pub mod store;
+pub mod trust_store;
 pub mod validate;

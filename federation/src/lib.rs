@@ -26,6 +26,7 @@
 //! ```
 
 pub mod bundle;
+pub mod endpoint;
 pub mod trust_domain;
 pub mod verify;
 

@@ -1,0 +1,1 @@
+//! Fetching a bundle from a bundle endpoint (being written).

@@ -1,0 +1,1 @@
+//! Serving a bundle at a bundle endpoint (being written).
