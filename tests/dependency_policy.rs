@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-/// Every package actually built for the workspace (all targets, all dependency kinds),
+/// Every package actually built for the workspace on this host (all dependency kinds),
 /// as resolved by cargo with the features in use. Cargo.lock alone is not enough: it
 /// also lists optional dependencies that no enabled feature pulls in.
 fn built_packages() -> Vec<String> {
@@ -15,9 +15,6 @@ fn built_packages() -> Vec<String> {
         .args([
             "tree",
             "--workspace",
-            "--offline",
-            "--target",
-            "all",
             "--edges",
             "normal,build,dev",
             "--prefix",
