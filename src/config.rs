@@ -1,1 +1,902 @@
-//! (being written)
+//! The gateway's TOML configuration: schema, defaults, and validation.
+//!
+//! Owns turning a file into a validated [`Config`] with no side effects: nothing is
+//! bound, opened or spawned here (STYLE rule 5). Unknown keys are errors that name the
+//! key; bad values are errors that name the key and say why; nothing is silently
+//! fixed. It does not own reading certificate or bundle files (their paths are checked
+//! for presence by the subsystem that loads them).
+//!
+//! ```
+//! let config = fedgw::config::Config::from_toml(r#"
+//!     data_dir = "/var/lib/fedgw"
+//!
+//!     [[local]]
+//!     trust_domain = "east.example"
+//!     source = { file = "/etc/fedgw/east.json" }
+//!
+//!     [[federation]]
+//!     trust_domain = "west.example"
+//!     url = "https://bundle.west.example/"
+//!     profile = "https_web"
+//! "#)?;
+//! assert_eq!(config.federation[0].trust_domain.as_str(), "west.example");
+//! # Ok::<(), fedgw::config::ConfigError>(())
+//! ```
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use spiffe_federation::{SpiffeId, TrustDomain};
+use url::Url;
+
+use crate::policy::SequencePolicy;
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML is malformed, has an unknown key, or a value of the wrong type. The
+    /// message from the TOML reader names the key and the position.
+    #[error("invalid configuration: {message}")]
+    Syntax {
+        /// What the reader said, including line and column.
+        message: String,
+    },
+    /// A value is well-typed but not acceptable.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// The key, as a path such as `federation[1].url`.
+        key: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// The whole configuration of one gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the gateway keeps its sled database and generated material.
+    pub data_dir: PathBuf,
+    /// The admin API listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Acceptance policy for fetched and pushed bundles.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Polling schedule bounds.
+    #[serde(default)]
+    pub polling: PollingConfig,
+    /// Trust domains this gateway speaks for.
+    #[serde(default)]
+    pub local: Vec<LocalDomain>,
+    /// Listeners serving the local bundles (and relayed foreign ones).
+    #[serde(default)]
+    pub endpoint: EndpointConfig,
+    /// Foreign trust domains to fetch.
+    #[serde(default)]
+    pub federation: Vec<Relationship>,
+}
+
+/// Where the admin API listens. Default: a unix socket `admin.sock` in `data_dir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `unix:/path/to.sock`, or `host:port` for TCP (which requires authentication).
+    pub listen: Option<AdminListen>,
+    /// Bearer tokens accepted on a TCP listener, stored as SHA-256 hashes.
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
+}
+
+/// An admin listener address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AdminListen {
+    /// A unix socket path, created with mode 0600.
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+/// A bearer token for the admin API, by hash: the configuration never holds the secret.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who the token belongs to, for the audit log.
+    pub name: String,
+    /// Lower-case hex SHA-256 of the token.
+    pub sha256: String,
+    /// What the token may do.
+    pub scope: Scope,
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("name", &self.name)
+            .field("sha256", &"<redacted>")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// Admin API permission scopes: reads and writes are separate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Read-only routes.
+    Read,
+    /// Read and mutate.
+    Write,
+}
+
+/// Acceptance policy settings (see `policy`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// What to do when a fetched bundle's sequence is lower than the stored one.
+    pub sequence: SequencePolicy,
+    /// Most authorities accepted in one bundle.
+    pub max_authorities: usize,
+    /// Largest bundle document accepted, in bytes.
+    pub max_document_bytes: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            sequence: SequencePolicy::Reject,
+            max_authorities: 10_000,
+            max_document_bytes: spiffe_federation::bundle::DEFAULT_MAX_DOCUMENT_SIZE,
+        }
+    }
+}
+
+/// How often foreign bundles are fetched (SPIFFE Federation §4.1; SPIRE polls at a
+/// quarter of the refresh hint).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollingConfig {
+    /// Refresh interval used when a bundle has no hint (TDB §6.1 recommends 5 minutes).
+    pub default_refresh: Seconds,
+    /// Hints below this are raised to it.
+    pub min_refresh: Seconds,
+    /// Hints above this are lowered to it.
+    pub max_refresh: Seconds,
+    /// Per-fetch deadline (connect, TLS, headers, body, redirects).
+    pub fetch_timeout: Seconds,
+}
+
+impl Default for PollingConfig {
+    fn default() -> Self {
+        Self {
+            default_refresh: Seconds(300),
+            min_refresh: Seconds(60),
+            max_refresh: Seconds(3600),
+            fetch_timeout: Seconds(30),
+        }
+    }
+}
+
+/// A trust domain this gateway serves.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalDomain {
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// Where its bundle comes from.
+    pub source: LocalSource,
+    /// The HTTP path it is served at on the endpoint listeners (default `/` for the
+    /// first local domain, `/<trust domain>` otherwise).
+    pub path: Option<String>,
+    /// `spiffe_refresh_hint` served with the bundle (default 300 s; TDB §6.1).
+    #[serde(default = "default_served_hint")]
+    pub refresh_hint: Seconds,
+}
+
+fn default_served_hint() -> Seconds {
+    Seconds(300)
+}
+
+/// Where a local trust domain's bundle comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, untagged)]
+pub enum LocalSource {
+    /// A file, watched for changes.
+    File {
+        /// The file.
+        file: PathBuf,
+        /// Its format.
+        #[serde(default)]
+        format: DocumentFormat,
+    },
+    /// Pushed through the admin API only.
+    Admin {
+        /// Always `true`.
+        admin: bool,
+    },
+}
+
+/// The formats a bundle file may be in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentFormat {
+    /// SPIFFE bundle JSON.
+    #[default]
+    Spiffe,
+    /// PEM certificates.
+    Pem,
+}
+
+/// Bundle endpoint listeners. At least one profile is needed to serve (FED-2); with
+/// neither, the gateway only fetches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// The `https_web` listener.
+    pub https_web: Option<WebListener>,
+    /// The `https_spiffe` listener.
+    pub https_spiffe: Option<SpiffeListener>,
+}
+
+/// An `https_web` listener: Web PKI certificate, reloaded when the files change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebListener {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// DNS names or IPs clients use; each must be in the certificate (SRV-6).
+    #[serde(default)]
+    pub public_names: Vec<String>,
+}
+
+/// An `https_spiffe` listener: an X509-SVID, reloaded when the files change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpiffeListener {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// PEM X509-SVID chain, leaf first.
+    pub svid: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// The SPIFFE ID the SVID must carry (SRV-8); its trust domain must be local.
+    pub endpoint_spiffe_id: SpiffeId,
+}
+
+/// The two bundle endpoint profiles (SPIFFE Federation §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileName {
+    /// Server authenticated by Web PKI.
+    HttpsWeb,
+    /// Server authenticated by its X509-SVID.
+    HttpsSpiffe,
+}
+
+/// A federation relationship: "trust domain X, fetched from URL U with profile P"
+/// (SPIFFE Federation §5.1: all three are configured, never inferred).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relationship {
+    /// The foreign trust domain.
+    pub trust_domain: TrustDomain,
+    /// The bundle endpoint URL.
+    pub url: Option<Url>,
+    /// Mirror URLs tried in order (use either `url` or `urls`).
+    #[serde(default)]
+    pub urls: Vec<Url>,
+    /// The endpoint profile.
+    pub profile: ProfileName,
+    /// `https_spiffe`: the endpoint server's SPIFFE ID (SPF-2).
+    pub endpoint_spiffe_id: Option<SpiffeId>,
+    /// `https_spiffe`: a bundle for the endpoint's trust domain to start from (SPF-3).
+    pub bootstrap_bundle: Option<PathBuf>,
+    /// Format of `bootstrap_bundle`.
+    #[serde(default)]
+    pub bootstrap_format: DocumentFormat,
+    /// `https_web`: extra PEM CA roots trusted besides the system store.
+    pub extra_ca_roots: Option<PathBuf>,
+    /// Follow HTTP redirects (at most 3 hops, never remembered; SEC-4).
+    #[serde(default = "yes")]
+    pub follow_redirects: bool,
+    /// `env` (HTTPS_PROXY/NO_PROXY, the default), `off`, or a proxy URL (EXT-5).
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Proxy choice for one relationship.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ProxyConfig {
+    /// Honour `HTTPS_PROXY` and `NO_PROXY`.
+    #[default]
+    Environment,
+    /// Connect directly.
+    Off,
+    /// Use this proxy.
+    Url(Url),
+}
+
+/// A duration in whole seconds, written `300`, `"300s"`, `"5m"`, `"1h"` or `"1d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "SecondsRepr", into = "u64")]
+pub struct Seconds(pub u64);
+
+impl Seconds {
+    /// As a [`Duration`].
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SecondsRepr {
+    Number(u64),
+    Text(String),
+}
+
+impl TryFrom<SecondsRepr> for Seconds {
+    type Error = String;
+
+    fn try_from(value: SecondsRepr) -> Result<Self, Self::Error> {
+        match value {
+            SecondsRepr::Number(n) => Ok(Self(n)),
+            SecondsRepr::Text(text) => text.parse(),
+        }
+    }
+}
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let value: u64 = digits.parse().map_err(|_| {
+            format!("{text:?} is not a duration like 300, \"300s\", \"5m\" or \"1h\"")
+        })?;
+        let factor = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => {
+                return Err(format!(
+                    "unknown unit {unit:?} in {text:?}: use s, m, h or d"
+                ));
+            }
+        };
+        value
+            .checked_mul(factor)
+            .map(Self)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl From<Seconds> for u64 {
+    fn from(value: Seconds) -> Self {
+        value.0
+    }
+}
+
+impl TryFrom<String> for AdminListen {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        if let Some(path) = value.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path".to_owned());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        value
+            .parse()
+            .map(Self::Tcp)
+            .map_err(|_| format!("{value:?} is neither unix:/path/to.sock nor a host:port address"))
+    }
+}
+
+impl From<AdminListen> for String {
+    fn from(value: AdminListen) -> Self {
+        match value {
+            AdminListen::Unix(path) => format!("unix:{}", path.display()),
+            AdminListen::Tcp(addr) => addr.to_string(),
+        }
+    }
+}
+
+impl TryFrom<String> for ProxyConfig {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "env" => Ok(Self::Environment),
+            "off" => Ok(Self::Off),
+            other => Url::parse(other)
+                .map(Self::Url)
+                .map_err(|err| format!("{other:?} is not \"env\", \"off\" or a proxy URL: {err}")),
+        }
+    }
+}
+
+impl From<ProxyConfig> for String {
+    fn from(value: ProxyConfig) -> Self {
+        match value {
+            ProxyConfig::Environment => "env".to_owned(),
+            ProxyConfig::Off => "off".to_owned(),
+            ProxyConfig::Url(url) => url.to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Parse and validate a TOML document.
+    ///
+    /// # Errors
+    /// [`ConfigError::Syntax`] for malformed TOML, unknown keys and wrong types;
+    /// [`ConfigError::Invalid`] for values that break a rule, naming the key.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|err| ConfigError::Syntax {
+            message: err.to_string().trim_end().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The admin listener, defaulting to `<data_dir>/admin.sock`.
+    pub fn admin_listen(&self) -> AdminListen {
+        self.admin
+            .listen
+            .clone()
+            .unwrap_or_else(|| AdminListen::Unix(self.data_dir.join("admin.sock")))
+    }
+
+    /// The path a local domain is served at: configured, else `/` for the first local
+    /// domain and `/<trust domain>` for the others.
+    pub fn local_path(&self, index: usize) -> Option<String> {
+        let local = self.local.get(index)?;
+        Some(local.path.clone().unwrap_or_else(|| {
+            if index == 0 {
+                "/".to_owned()
+            } else {
+                format!("/{}", local.trust_domain)
+            }
+        }))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid { key, reason };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir".into(), "must not be empty".into()));
+        }
+        if matches!(self.admin_listen(), AdminListen::Tcp(_)) && self.admin.tokens.is_empty() {
+            return Err(invalid(
+                "admin.listen".into(),
+                "a TCP admin listener needs authentication: add [[admin.tokens]]".into(),
+            ));
+        }
+        for (i, token) in self.admin.tokens.iter().enumerate() {
+            let hex = token.sha256.len() == 64
+                && token
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex {
+                return Err(invalid(
+                    format!("admin.tokens[{i}].sha256"),
+                    "must be 64 lower-case hex digits (the SHA-256 of the token)".into(),
+                ));
+            }
+        }
+        let p = &self.polling;
+        if p.min_refresh.0 == 0 || p.min_refresh > p.max_refresh {
+            return Err(invalid(
+                "polling.min_refresh".into(),
+                format!(
+                    "must be positive and at most polling.max_refresh ({}s)",
+                    p.max_refresh.0
+                ),
+            ));
+        }
+        if p.default_refresh < p.min_refresh || p.default_refresh > p.max_refresh {
+            return Err(invalid(
+                "polling.default_refresh".into(),
+                "must lie between polling.min_refresh and polling.max_refresh".into(),
+            ));
+        }
+        if p.fetch_timeout.0 == 0 {
+            return Err(invalid(
+                "polling.fetch_timeout".into(),
+                "must be positive".into(),
+            ));
+        }
+        let mut locals = BTreeSet::new();
+        let mut paths = BTreeSet::new();
+        for (i, local) in self.local.iter().enumerate() {
+            if !locals.insert(local.trust_domain.clone()) {
+                return Err(invalid(
+                    format!("local[{i}].trust_domain"),
+                    format!("{} is configured twice", local.trust_domain),
+                ));
+            }
+            if let LocalSource::Admin { admin: false } = local.source {
+                return Err(invalid(
+                    format!("local[{i}].source"),
+                    "use { file = \"…\" } or { admin = true }".into(),
+                ));
+            }
+            let path = self.local_path(i).unwrap_or_default();
+            if !path.starts_with('/') || path.starts_with("/relay/") {
+                return Err(invalid(
+                    format!("local[{i}].path"),
+                    "must start with '/' and not with /relay/ (reserved for relayed bundles)"
+                        .into(),
+                ));
+            }
+            if !paths.insert(path.clone()) {
+                return Err(invalid(
+                    format!("local[{i}].path"),
+                    format!("{path} is used twice"),
+                ));
+            }
+            if local.refresh_hint.0 == 0 {
+                return Err(invalid(
+                    format!("local[{i}].refresh_hint"),
+                    "must be positive".into(),
+                ));
+            }
+        }
+        if let Some(spiffe) = &self.endpoint.https_spiffe {
+            if !locals.contains(spiffe.endpoint_spiffe_id.trust_domain()) {
+                return Err(invalid(
+                    "endpoint.https_spiffe.endpoint_spiffe_id".into(),
+                    format!(
+                        "{} is not in a local trust domain: the endpoint's SVID must chain to a bundle this gateway serves",
+                        spiffe.endpoint_spiffe_id
+                    ),
+                ));
+            }
+            if spiffe.endpoint_spiffe_id.is_root() {
+                return Err(invalid(
+                    "endpoint.https_spiffe.endpoint_spiffe_id".into(),
+                    "an X509-SVID's SPIFFE ID needs a path (X509-SVID §3.1)".into(),
+                ));
+            }
+        }
+        let mut foreign = BTreeSet::new();
+        for (i, rel) in self.federation.iter().enumerate() {
+            validate_relationship(rel, &format!("federation[{i}]"), &locals)?;
+            if !foreign.insert(rel.trust_domain.clone()) {
+                return Err(invalid(
+                    format!("federation[{i}].trust_domain"),
+                    format!("{} has two relationships", rel.trust_domain),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Relationship {
+    /// The URLs to try, in order.
+    pub fn endpoint_urls(&self) -> Vec<Url> {
+        self.url.iter().chain(self.urls.iter()).cloned().collect()
+    }
+}
+
+/// Check a relationship; `key` is its path in the configuration, for messages.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the field at fault (FED-4, SPF-2, WEB-1, EXT-7).
+pub fn validate_relationship(
+    rel: &Relationship,
+    key: &str,
+    locals: &BTreeSet<TrustDomain>,
+) -> Result<(), ConfigError> {
+    let invalid = |field: &str, reason: String| ConfigError::Invalid {
+        key: format!("{key}.{field}"),
+        reason,
+    };
+    if locals.contains(&rel.trust_domain) {
+        return Err(invalid(
+            "trust_domain",
+            format!(
+                "{} is served by this gateway; a relationship with a local trust domain is refused",
+                rel.trust_domain
+            ),
+        ));
+    }
+    match (&rel.url, rel.urls.is_empty()) {
+        (None, true) => return Err(invalid("url", "a bundle endpoint URL is required".into())),
+        (Some(_), false) => {
+            return Err(invalid("urls", "use either url or urls, not both".into()));
+        }
+        _ => {}
+    }
+    for (i, url) in rel.endpoint_urls().iter().enumerate() {
+        let field = if rel.url.is_some() {
+            "url".to_owned()
+        } else {
+            format!("urls[{i}]")
+        };
+        check_endpoint_url(url).map_err(|reason| invalid(&field, reason))?;
+    }
+    match rel.profile {
+        ProfileName::HttpsSpiffe => {
+            if rel.endpoint_spiffe_id.is_none() {
+                return Err(invalid(
+                    "endpoint_spiffe_id",
+                    "required for profile https_spiffe (SPIFFE Federation §5.2.2.2)".into(),
+                ));
+            }
+            if rel.extra_ca_roots.is_some() {
+                return Err(invalid(
+                    "extra_ca_roots",
+                    "only for profile https_web; https_spiffe trusts the endpoint trust domain's bundle".into(),
+                ));
+            }
+        }
+        ProfileName::HttpsWeb => {
+            if rel.endpoint_spiffe_id.is_some() || rel.bootstrap_bundle.is_some() {
+                return Err(invalid(
+                    if rel.endpoint_spiffe_id.is_some() {
+                        "endpoint_spiffe_id"
+                    } else {
+                        "bootstrap_bundle"
+                    },
+                    "only for profile https_spiffe".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SPIFFE Federation §5.2.1.1, §5.2.2.1: `https`, no userinfo, a host.
+fn check_endpoint_url(url: &Url) -> Result<(), String> {
+    if url.scheme() != "https" {
+        return Err(format!("{url} must use https (found {:?})", url.scheme()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{url} must not carry userinfo"));
+    }
+    if url.host().is_none() {
+        return Err(format!("{url} has no host"));
+    }
+    if url.fragment().is_some() {
+        return Err(format!("{url} must not have a fragment"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"data_dir = "/tmp/fedgw""#;
+
+    fn invalid_key(text: &str) -> String {
+        match Config::from_toml(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    fn syntax(text: &str) -> String {
+        match Config::from_toml(text) {
+            Err(ConfigError::Syntax { message }) => message,
+            other => panic!("expected Syntax, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(
+            config.admin_listen(),
+            AdminListen::Unix("/tmp/fedgw/admin.sock".into())
+        );
+        assert_eq!(config.polling.default_refresh, Seconds(300));
+        assert_eq!(config.polling.min_refresh, Seconds(60));
+        assert_eq!(config.polling.max_refresh, Seconds(3600));
+        assert_eq!(config.polling.fetch_timeout, Seconds(30));
+        assert_eq!(config.policy.sequence, SequencePolicy::Reject);
+        assert_eq!(config.policy.max_document_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named() {
+        let message = syntax("data_dir = \"/x\"\nfrobnicate = 1\n");
+        assert!(message.contains("frobnicate"), "{message}");
+    }
+
+    #[test]
+    fn unknown_nested_key_is_named() {
+        let message = syntax(
+            "data_dir = \"/x\"\n[[federation]]\ntrust_domain = \"w.example\"\nurl = \"https://w\"\nprofile = \"https_web\"\nfolow_redirects = false\n",
+        );
+        assert!(message.contains("folow_redirects"), "{message}");
+    }
+
+    #[test]
+    fn fed_4_relationship_needs_url_profile_and_trust_domain() {
+        assert_eq!(
+            invalid_key(
+                "data_dir = \"/x\"\n[[federation]]\ntrust_domain = \"w.example\"\nprofile = \"https_web\"\n"
+            ),
+            "federation[0].url"
+        );
+        let message = syntax(
+            "data_dir = \"/x\"\n[[federation]]\ntrust_domain = \"w.example\"\nurl = \"https://w\"\n",
+        );
+        assert!(message.contains("profile"), "{message}");
+        let message = syntax(
+            "data_dir = \"/x\"\n[[federation]]\nurl = \"https://w\"\nprofile = \"https_web\"\n",
+        );
+        assert!(message.contains("trust_domain"), "{message}");
+    }
+
+    #[test]
+    fn spf_2_https_spiffe_needs_endpoint_id() {
+        assert_eq!(
+            invalid_key(
+                "data_dir = \"/x\"\n[[federation]]\ntrust_domain = \"w.example\"\nurl = \"https://w\"\nprofile = \"https_spiffe\"\n"
+            ),
+            "federation[0].endpoint_spiffe_id"
+        );
+    }
+
+    #[test]
+    fn web_1_http_and_userinfo_urls_refused() {
+        for url in [
+            "http://w.example/",
+            "https://user:pw@w.example/",
+            "https://w.example/#frag",
+        ] {
+            let text = format!(
+                "data_dir = \"/x\"\n[[federation]]\ntrust_domain = \"w.example\"\nurl = \"{url}\"\nprofile = \"https_web\"\n"
+            );
+            assert_eq!(invalid_key(&text), "federation[0].url", "{url}");
+        }
+    }
+
+    #[test]
+    fn ext_7_relationship_with_local_trust_domain_refused() {
+        let text = "data_dir = \"/x\"\n[[local]]\ntrust_domain = \"e.example\"\nsource = { admin = true }\n[[federation]]\ntrust_domain = \"e.example\"\nurl = \"https://e\"\nprofile = \"https_web\"\n";
+        assert_eq!(invalid_key(text), "federation[0].trust_domain");
+    }
+
+    #[test]
+    fn id_5_upper_case_trust_domain_refused_with_suggestion() {
+        let message = syntax(
+            "data_dir = \"/x\"\n[[local]]\ntrust_domain = \"East.example\"\nsource = { admin = true }\n",
+        );
+        assert!(message.contains("east.example"), "{message}");
+    }
+
+    #[test]
+    fn duplicate_relationship_refused() {
+        let rel = "[[federation]]\ntrust_domain = \"w.example\"\nurl = \"https://w\"\nprofile = \"https_web\"\n";
+        assert_eq!(
+            invalid_key(&format!("data_dir = \"/x\"\n{rel}{rel}")),
+            "federation[1].trust_domain"
+        );
+    }
+
+    #[test]
+    fn tcp_admin_needs_tokens() {
+        assert_eq!(
+            invalid_key("data_dir = \"/x\"\n[admin]\nlisten = \"127.0.0.1:8081\"\n"),
+            "admin.listen"
+        );
+        let ok = format!(
+            "data_dir = \"/x\"\n[admin]\nlisten = \"127.0.0.1:8081\"\n[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nscope = \"write\"\n",
+            "a".repeat(64)
+        );
+        let config = Config::from_toml(&ok).unwrap();
+        assert!(
+            !format!("{:?}", config.admin.tokens[0]).contains("aaaa"),
+            "hash must be redacted in Debug"
+        );
+    }
+
+    #[test]
+    fn durations_accept_units_and_refuse_nonsense() {
+        assert_eq!("300".parse::<Seconds>(), Ok(Seconds(300)));
+        assert_eq!("5m".parse::<Seconds>(), Ok(Seconds(300)));
+        assert_eq!("1h".parse::<Seconds>(), Ok(Seconds(3600)));
+        assert_eq!("2d".parse::<Seconds>(), Ok(Seconds(172_800)));
+        assert!("5 minutes".parse::<Seconds>().is_err());
+        assert!("m".parse::<Seconds>().is_err());
+        let config =
+            Config::from_toml("data_dir = \"/x\"\n[polling]\ndefault_refresh = \"10m\"\n").unwrap();
+        assert_eq!(config.polling.default_refresh, Seconds(600));
+    }
+
+    #[test]
+    fn polling_bounds_must_be_ordered() {
+        assert_eq!(
+            invalid_key("data_dir = \"/x\"\n[polling]\nmin_refresh = \"2h\"\n"),
+            "polling.min_refresh"
+        );
+        assert_eq!(
+            invalid_key("data_dir = \"/x\"\n[polling]\ndefault_refresh = \"10s\"\n"),
+            "polling.default_refresh"
+        );
+    }
+
+    #[test]
+    fn local_paths_default_and_must_be_unique() {
+        let text = "data_dir = \"/x\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = { admin = true }\n[[local]]\ntrust_domain = \"b.example\"\nsource = { file = \"/b.json\" }\n";
+        let config = Config::from_toml(text).unwrap();
+        assert_eq!(config.local_path(0).as_deref(), Some("/"));
+        assert_eq!(config.local_path(1).as_deref(), Some("/b.example"));
+        let clash = "data_dir = \"/x\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = { admin = true }\npath = \"/x\"\n[[local]]\ntrust_domain = \"b.example\"\nsource = { admin = true }\npath = \"/x\"\n";
+        assert_eq!(invalid_key(clash), "local[1].path");
+        let relay = "data_dir = \"/x\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = { admin = true }\npath = \"/relay/a\"\n";
+        assert_eq!(invalid_key(relay), "local[0].path");
+    }
+
+    #[test]
+    fn spiffe_endpoint_id_must_be_local_and_have_a_path() {
+        let base = "data_dir = \"/x\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = { admin = true }\n[endpoint.https_spiffe]\nlisten = \"127.0.0.1:0\"\nsvid = \"/s\"\nkey = \"/k\"\n";
+        assert_eq!(
+            invalid_key(&format!(
+                "{base}endpoint_spiffe_id = \"spiffe://b.example/fedgw\"\n"
+            )),
+            "endpoint.https_spiffe.endpoint_spiffe_id"
+        );
+        assert_eq!(
+            invalid_key(&format!(
+                "{base}endpoint_spiffe_id = \"spiffe://a.example\"\n"
+            )),
+            "endpoint.https_spiffe.endpoint_spiffe_id"
+        );
+        assert!(
+            Config::from_toml(&format!(
+                "{base}endpoint_spiffe_id = \"spiffe://a.example/fedgw\"\n"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn proxy_setting_parses() {
+        let rel = |proxy: &str| {
+            format!(
+                "data_dir = \"/x\"\n[[federation]]\ntrust_domain = \"w.example\"\nurl = \"https://w\"\nprofile = \"https_web\"\nproxy = \"{proxy}\"\n"
+            )
+        };
+        assert_eq!(
+            Config::from_toml(&rel("off")).unwrap().federation[0].proxy,
+            ProxyConfig::Off
+        );
+        assert!(matches!(
+            Config::from_toml(&rel("http://proxy:3128"))
+                .unwrap()
+                .federation[0]
+                .proxy,
+            ProxyConfig::Url(_)
+        ));
+        assert!(syntax(&rel("sometimes")).contains("sometimes"));
+    }
+}
