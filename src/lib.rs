@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod policy;
+pub mod poller;
+pub mod shutdown;
 pub mod store;
 pub mod trust_store;
 pub mod validate;
