@@ -10,5 +10,6 @@ pub mod policy;
 pub mod poller;
 pub mod shutdown;
 pub mod store;
+pub mod telemetry;
 pub mod trust_store;
 pub mod validate;
