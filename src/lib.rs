@@ -6,6 +6,7 @@
 //! in-memory trust store every reader uses ([`trust_store`]).
 
 pub mod config;
+pub mod local_source;
 pub mod policy;
 pub mod poller;
 pub mod shutdown;

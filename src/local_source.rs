@@ -1,0 +1,353 @@
+//! Where local trust domains' bundles come from: files, watched for changes.
+//!
+//! Owns reading a local bundle file (SPIFFE JSON or PEM) off the reactor, noticing
+//! that it changed, and handing each new version to a caller-supplied sink (the trust
+//! store's submit). It does not own acceptance (policy) or the served sequence number
+//! (the trust store assigns it when the source has none).
+//!
+//! Change detection polls the file's metadata and content digest at a fixed interval:
+//! it works the same on every filesystem, including Kubernetes ConfigMap volumes whose
+//! files are replaced through symlink swaps, where inotify-style watches miss updates.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use spiffe_federation::bundle::{Ignored, Lint};
+use spiffe_federation::{Bundle, BundleError, TrustDomain};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DocumentFormat;
+
+/// How often a watched file is checked.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why a local bundle could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalSourceError {
+    /// The file could not be read.
+    #[error("cannot read local bundle {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid bundle document.
+    #[error("local bundle {path} is invalid: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: BundleError,
+    },
+    /// The blocking read task was lost (runtime shutting down).
+    #[error("reading {path} was interrupted")]
+    Interrupted {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A loaded local bundle with what its parse reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The bundle, under the configured trust domain.
+    pub bundle: Bundle,
+    /// Elements left out.
+    pub ignored: Vec<Ignored>,
+    /// Warnings about kept content.
+    pub lints: Vec<Lint>,
+    /// SHA-256 of the file's bytes, to notice changes.
+    pub digest: [u8; 32],
+}
+
+/// Read and parse a local bundle file, on a blocking thread.
+///
+/// # Errors
+/// [`LocalSourceError`] naming the file and the fault.
+pub async fn load(
+    path: &Path,
+    format: DocumentFormat,
+    trust_domain: &TrustDomain,
+    max_bytes: usize,
+) -> Result<Loaded, LocalSourceError> {
+    let owned = path.to_path_buf();
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(&owned))
+        .await
+        .map_err(|_| LocalSourceError::Interrupted {
+            path: path.to_path_buf(),
+        })?
+        .map_err(|source| LocalSourceError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    parse(&bytes, path, format, trust_domain, max_bytes)
+}
+
+fn parse(
+    bytes: &[u8],
+    path: &Path,
+    format: DocumentFormat,
+    trust_domain: &TrustDomain,
+    max_bytes: usize,
+) -> Result<Loaded, LocalSourceError> {
+    let invalid = |source| LocalSourceError::Invalid {
+        path: path.to_path_buf(),
+        source,
+    };
+    let digest = digest(bytes);
+    match format {
+        DocumentFormat::Spiffe => {
+            let parsed =
+                Bundle::parse_with_limit(trust_domain, bytes, max_bytes).map_err(invalid)?;
+            Ok(Loaded {
+                bundle: parsed.bundle,
+                ignored: parsed.ignored,
+                lints: parsed.lints,
+                digest,
+            })
+        }
+        DocumentFormat::Pem => {
+            if bytes.len() > max_bytes {
+                return Err(invalid(BundleError::TooLarge {
+                    limit: max_bytes,
+                    actual: bytes.len(),
+                }));
+            }
+            let bundle = Bundle::from_pem(trust_domain, bytes).map_err(invalid)?;
+            Ok(Loaded {
+                bundle,
+                ignored: Vec::new(),
+                lints: Vec::new(),
+                digest,
+            })
+        }
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// What the watcher reports to its sink.
+#[derive(Debug)]
+pub enum Event {
+    /// A new version of the file loaded (also sent once at start).
+    Changed(Box<Loaded>),
+    /// The file could not be loaded; the last good version stays in force.
+    Failed(LocalSourceError),
+}
+
+/// Decides which load results are worth reporting: a version whose bytes differ from
+/// the last one reported, and a failure whose message differs from the last failure
+/// (so a broken file does not flood the log). Pure, so it is tested without a clock.
+#[derive(Debug, Default)]
+pub struct ChangeFilter {
+    last_digest: Option<[u8; 32]>,
+    last_error: Option<String>,
+}
+
+impl ChangeFilter {
+    /// The event to report for this load result, if any.
+    pub fn observe(&mut self, result: Result<Loaded, LocalSourceError>) -> Option<Event> {
+        match result {
+            Ok(loaded) => {
+                self.last_error = None;
+                if self.last_digest == Some(loaded.digest) {
+                    return None;
+                }
+                self.last_digest = Some(loaded.digest);
+                Some(Event::Changed(Box::new(loaded)))
+            }
+            Err(err) => {
+                let message = err.to_string();
+                if self.last_error.as_deref() == Some(message.as_str()) {
+                    return None;
+                }
+                self.last_error = Some(message);
+                Some(Event::Failed(err))
+            }
+        }
+    }
+}
+
+/// Watch a file until `cancel` fires: load it now, then every `interval`, and call
+/// `sink` with what [`ChangeFilter`] lets through.
+pub async fn watch<S, F>(
+    path: PathBuf,
+    format: DocumentFormat,
+    trust_domain: TrustDomain,
+    max_bytes: usize,
+    interval: Duration,
+    cancel: CancellationToken,
+    mut sink: S,
+) where
+    S: FnMut(Event) -> F,
+    F: Future<Output = ()>,
+{
+    let mut filter = ChangeFilter::default();
+    loop {
+        let result = load(&path, format, &trust_domain, max_bytes).await;
+        if let Some(event) = filter.observe(result) {
+            sink(event).await;
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td() -> TrustDomain {
+        "local.example".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn spiffe_file_loads_under_the_configured_domain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        std::fs::write(&path, br#"{"keys":[],"spiffe_sequence":4}"#).unwrap();
+        let loaded = load(&path, DocumentFormat::Spiffe, &td(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(loaded.bundle.trust_domain(), &td());
+        assert_eq!(loaded.bundle.sequence(), Some(4));
+    }
+
+    #[tokio::test]
+    async fn missing_and_invalid_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.json");
+        let err = load(&missing, DocumentFormat::Spiffe, &td(), 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LocalSourceError::Read { ref path, .. } if path == &missing));
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, b"{}").unwrap();
+        let err = load(&bad, DocumentFormat::Spiffe, &td(), 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            LocalSourceError::Invalid {
+                source: BundleError::MissingMember { .. },
+                ..
+            }
+        ));
+        let err = load(&bad, DocumentFormat::Pem, &td(), 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            LocalSourceError::Invalid {
+                source: BundleError::Pem(_),
+                ..
+            }
+        ));
+        let err = load(&bad, DocumentFormat::Spiffe, &td(), 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            LocalSourceError::Invalid {
+                source: BundleError::TooLarge { .. },
+                ..
+            }
+        ));
+    }
+
+    fn loaded(bytes: &[u8]) -> Result<Loaded, LocalSourceError> {
+        parse(
+            bytes,
+            Path::new("b.json"),
+            DocumentFormat::Spiffe,
+            &td(),
+            1024,
+        )
+    }
+
+    fn describe(event: Option<Event>) -> String {
+        match event {
+            None => "none".to_owned(),
+            Some(Event::Changed(loaded)) => format!("seq {:?}", loaded.bundle.sequence()),
+            Some(Event::Failed(_)) => "failed".to_owned(),
+        }
+    }
+
+    #[test]
+    fn filter_reports_each_change_once_and_each_failure_once() {
+        let mut filter = ChangeFilter::default();
+        let one = br#"{"keys":[],"spiffe_sequence":1}"#;
+        let two = br#"{"keys":[],"spiffe_sequence":2}"#;
+        let seen: Vec<String> = [
+            loaded(one),
+            loaded(one),
+            loaded(b"not json"),
+            loaded(b"not json"),
+            loaded(one),
+            loaded(two),
+        ]
+        .into_iter()
+        .map(|result| describe(filter.observe(result)))
+        .collect();
+        // After a failure, the same good bytes are not reported again: nothing changed
+        // for readers, who kept the last good version.
+        assert_eq!(
+            seen,
+            [
+                "seq Some(1)",
+                "none",
+                "failed",
+                "none",
+                "none",
+                "seq Some(2)"
+            ]
+        );
+    }
+
+    async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn watcher_reports_the_file_and_its_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        std::fs::write(&path, br#"{"keys":[],"spiffe_sequence":1}"#).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(watch(
+            path.clone(),
+            DocumentFormat::Spiffe,
+            td(),
+            1024,
+            Duration::from_millis(10),
+            cancel.clone(),
+            move |event| {
+                let _ = tx.send(describe(Some(event)));
+                async {}
+            },
+        ));
+        assert_eq!(next(&mut rx).await, "seq Some(1)");
+        // Replace atomically, as operators (and Kubernetes) do, so that no read sees a
+        // half-written file.
+        let tmp = dir.path().join("b.json.tmp");
+        std::fs::write(&tmp, br#"{"keys":[],"spiffe_sequence":2}"#).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(next(&mut rx).await, "seq Some(2)");
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}
