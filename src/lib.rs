@@ -5,6 +5,7 @@
 //! ([`config`]), acceptance policy ([`policy`]), durable storage ([`store`]) and the
 //! in-memory trust store every reader uses ([`trust_store`]).
 
+pub mod admin;
 pub mod config;
 pub mod local_source;
 pub mod policy;
