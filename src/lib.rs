@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dev_pki;
 pub mod local_source;
 pub mod policy;
 pub mod poller;
