@@ -6,6 +6,7 @@
 //! in-memory trust store every reader uses ([`trust_store`]).
 
 pub mod admin;
+pub mod admin_client;
 pub mod config;
 pub mod dev_pki;
 pub mod local_source;

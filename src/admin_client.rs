@@ -1,0 +1,282 @@
+//! A client for the admin API, used by the CLI verbs (`fedgw federation …`,
+//! `fedgw bundle …`, `fedgw status`).
+//!
+//! Owns reaching the gateway (unix socket by default, or an `https://` / `http://` URL
+//! with a bearer token) and turning its JSON errors into [`ClientError`]s that keep the
+//! API's code and message. It does not own output formatting (the CLI does).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Where the admin API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTarget {
+    /// A unix socket.
+    Unix(PathBuf),
+    /// A TCP base URL, e.g. `https://gw.example:8081`.
+    Url(url::Url),
+}
+
+impl std::str::FromStr for AdminTarget {
+    type Err = String;
+
+    /// `unix:/path`, a bare path, or an `http(s)://` URL.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        if s.starts_with("http://") || s.starts_with("https://") {
+            return url::Url::parse(s)
+                .map(Self::Url)
+                .map_err(|err| format!("{s:?}: {err}"));
+        }
+        if s.is_empty() {
+            return Err("empty admin address".to_owned());
+        }
+        Ok(Self::Unix(PathBuf::from(s)))
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The gateway could not be reached.
+    #[error("cannot reach the admin API at {target}: {reason}")]
+    Unreachable {
+        /// Where we tried.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// The gateway answered with an API error.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The API's stable code.
+        code: String,
+        /// The API's message.
+        message: String,
+    },
+    /// The gateway answered something that is not the API's JSON.
+    #[error("unexpected answer from the admin API (HTTP {status}): {body}")]
+    Unexpected {
+        /// HTTP status.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+}
+
+/// A connected admin client.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: url::Url,
+    token: Option<String>,
+    target: String,
+}
+
+/// A successful answer: the status and the body (JSON, or text for non-JSON routes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Parsed JSON, when the body is JSON.
+    pub json: Option<Value>,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl AdminClient {
+    /// A client for `target`, sending `token` as a bearer token when given.
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`] when the HTTP client cannot be built.
+    pub fn new(target: &AdminTarget, token: Option<String>) -> Result<Self, ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable {
+            target: describe(target),
+            reason,
+        };
+        let builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .no_proxy();
+        let (builder, base) = match target {
+            AdminTarget::Unix(path) => (
+                builder.unix_socket(path.as_path()),
+                url::Url::parse("http://fedgw.local/").map_err(|e| unreachable(e.to_string()))?,
+            ),
+            AdminTarget::Url(url) => (builder, url.clone()),
+        };
+        let http = builder.build().map_err(|e| unreachable(e.to_string()))?;
+        Ok(Self {
+            http,
+            base,
+            token,
+            target: describe(target),
+        })
+    }
+
+    /// Call `method path` with an optional JSON or raw body.
+    ///
+    /// # Errors
+    /// [`ClientError`]: unreachable, an API error, or an unexpected answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> Result<Answer, ClientError> {
+        let url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .map_err(|err| ClientError::Unreachable {
+                target: self.target.clone(),
+                reason: format!("bad path {path:?}: {err}"),
+            })?;
+        let mut request = self.http.request(method, url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request = match body {
+            Some(Body::Json(value)) => request
+                .header("content-type", "application/json")
+                .body(value.to_string()),
+            Some(Body::Raw {
+                content_type,
+                bytes,
+            }) => request.header("content-type", content_type).body(bytes),
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|err| ClientError::Unreachable {
+                target: self.target.clone(),
+                reason: error_chain(&err),
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| ClientError::Unreachable {
+                target: self.target.clone(),
+                reason: error_chain(&err),
+            })?
+            .to_vec();
+        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            return Ok(Answer {
+                status: status.as_u16(),
+                json,
+                body: bytes,
+            });
+        }
+        Err(api_error(status, json.as_ref(), &bytes))
+    }
+}
+
+/// A request body.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// JSON.
+    Json(Value),
+    /// Raw bytes with a content type (e.g. a PEM bundle).
+    Raw {
+        /// The content type.
+        content_type: &'static str,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+fn api_error(status: StatusCode, json: Option<&Value>, bytes: &[u8]) -> ClientError {
+    let field = |name: &str| {
+        json.and_then(|v| v.get("error"))
+            .and_then(|e| e.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    match (field("code"), field("message")) {
+        (Some(code), Some(message)) => ClientError::Api {
+            status: status.as_u16(),
+            code,
+            message,
+        },
+        _ => ClientError::Unexpected {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+        },
+    }
+}
+
+fn describe(target: &AdminTarget) -> String {
+    match target {
+        AdminTarget::Unix(path) => format!("unix:{}", path.display()),
+        AdminTarget::Url(url) => url.to_string(),
+    }
+}
+
+/// An error and its sources on one line ("connection refused" is usually a source).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            "unix:/run/fedgw.sock".parse::<AdminTarget>(),
+            Ok(AdminTarget::Unix("/run/fedgw.sock".into()))
+        );
+        assert_eq!(
+            "/run/fedgw.sock".parse::<AdminTarget>(),
+            Ok(AdminTarget::Unix("/run/fedgw.sock".into()))
+        );
+        assert!(matches!(
+            "https://gw:8081".parse::<AdminTarget>(),
+            Ok(AdminTarget::Url(_))
+        ));
+        assert!("".parse::<AdminTarget>().is_err());
+    }
+
+    #[tokio::test]
+    async fn missing_socket_is_unreachable_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = AdminTarget::Unix(dir.path().join("nothing.sock"));
+        let client = AdminClient::new(&target, None).unwrap();
+        let err = client
+            .call(Method::GET, "/v1/status", None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::Unreachable { ref target, .. } if target.ends_with("nothing.sock")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn api_errors_keep_code_and_message() {
+        let json = serde_json::json!({"error": {"code": "not_found", "message": "no bundle"}});
+        let err = api_error(StatusCode::NOT_FOUND, Some(&json), b"");
+        assert!(
+            matches!(err, ClientError::Api { status: 404, ref code, .. } if code == "not_found")
+        );
+        let err = api_error(StatusCode::BAD_GATEWAY, None, b"<html>");
+        assert!(matches!(err, ClientError::Unexpected { status: 502, .. }));
+    }
+}
