@@ -1,0 +1,545 @@
+//! The CLI's admin verbs: turn arguments into admin API calls and answers into tables
+//! or JSON. Names mirror `spire-server federation …` and `spire-server bundle …` where
+//! they overlap.
+//!
+//! Owns request shapes and output formatting. It does not own argument parsing
+//! (`main.rs`) or the transport ([`crate::admin_client`]).
+
+use std::path::PathBuf;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use spiffe_federation::{SpiffeId, TrustDomain};
+use url::Url;
+
+use crate::admin_client::{AdminClient, Body, ClientError};
+use crate::config::{DocumentFormat, ProfileName};
+
+/// The default admin address: the socket of the embedded default configuration.
+pub const DEFAULT_ADMIN: &str = "unix:fedgw-data/admin.sock";
+
+/// What a CLI verb prints.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Text for people.
+    Text(String),
+    /// JSON for scripts.
+    Json(Value),
+    /// Raw bytes (a bundle document).
+    Raw(Vec<u8>),
+}
+
+/// Why a verb failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The admin API call failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A local file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The fields of a federation relationship given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationshipArgs {
+    /// The foreign trust domain.
+    pub trust_domain: TrustDomain,
+    /// Endpoint URLs, tried in order.
+    pub urls: Vec<Url>,
+    /// The profile.
+    pub profile: ProfileName,
+    /// `https_spiffe`: the endpoint's SPIFFE ID.
+    pub endpoint_spiffe_id: Option<SpiffeId>,
+    /// `https_spiffe`: a bootstrap bundle file.
+    pub bootstrap_bundle: Option<PathBuf>,
+    /// Its format.
+    pub bootstrap_format: DocumentFormat,
+    /// `https_web`: extra CA roots (PEM file).
+    pub extra_ca_roots: Option<PathBuf>,
+    /// Whether redirects are followed.
+    pub follow_redirects: bool,
+}
+
+impl RelationshipArgs {
+    /// The JSON body of a create or update call. Files are read here and sent inline,
+    /// so the gateway does not need access to the caller's filesystem.
+    ///
+    /// # Errors
+    /// [`CliError::Read`] when a referenced file cannot be read.
+    pub fn to_json(&self) -> Result<Value, CliError> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|source| CliError::Read {
+                path: path.clone(),
+                source,
+            })
+        };
+        let mut body = json!({
+            "trust_domain": self.trust_domain,
+            "urls": self.urls,
+            "profile": self.profile,
+            "follow_redirects": self.follow_redirects,
+        });
+        if let Some(id) = &self.endpoint_spiffe_id {
+            body["endpoint_spiffe_id"] = json!(id);
+        }
+        if let Some(path) = &self.bootstrap_bundle {
+            body["bootstrap_bundle"] = json!({
+                "format": self.bootstrap_format,
+                "document": read(path)?,
+            });
+        }
+        if let Some(path) = &self.extra_ca_roots {
+            body["extra_ca_roots_pem"] = json!(read(path)?);
+        }
+        Ok(body)
+    }
+}
+
+/// `fedgw federation create`.
+///
+/// # Errors
+/// [`CliError`] from the file reads or the API.
+pub async fn federation_create(
+    client: &AdminClient,
+    args: &RelationshipArgs,
+    json: bool,
+) -> Result<Output, CliError> {
+    let answer = client
+        .call(
+            Method::POST,
+            "/v1/federation-relationships",
+            Some(Body::Json(args.to_json()?)),
+        )
+        .await?;
+    Ok(relationship_output(
+        answer.json.unwrap_or(Value::Null),
+        json,
+        "created",
+    ))
+}
+
+/// `fedgw federation update` (replaces the relationship).
+///
+/// # Errors
+/// [`CliError`] from the file reads or the API.
+pub async fn federation_update(
+    client: &AdminClient,
+    args: &RelationshipArgs,
+    json: bool,
+) -> Result<Output, CliError> {
+    let path = format!("/v1/federation-relationships/{}", args.trust_domain);
+    let answer = client
+        .call(Method::PUT, &path, Some(Body::Json(args.to_json()?)))
+        .await?;
+    Ok(relationship_output(
+        answer.json.unwrap_or(Value::Null),
+        json,
+        "updated",
+    ))
+}
+
+/// `fedgw federation list`.
+///
+/// # Errors
+/// [`CliError`] from the API.
+pub async fn federation_list(client: &AdminClient, json: bool) -> Result<Output, CliError> {
+    let answer = client
+        .call(Method::GET, "/v1/federation-relationships", None)
+        .await?;
+    let value = answer.json.unwrap_or(Value::Null);
+    if json {
+        return Ok(Output::Json(value));
+    }
+    let rows: Vec<Vec<String>> = items(&value, "relationships")
+        .iter()
+        .map(|r| {
+            vec![
+                text(r, "trust_domain"),
+                text(r, "profile"),
+                r.get("urls")
+                    .and_then(Value::as_array)
+                    .and_then(|u| u.first())
+                    .and_then(Value::as_str)
+                    .unwrap_or("-")
+                    .to_owned(),
+                text(&r["status"], "state"),
+            ]
+        })
+        .collect();
+    Ok(Output::Text(table(
+        &["TRUST DOMAIN", "PROFILE", "URL", "STATE"],
+        &rows,
+    )))
+}
+
+/// `fedgw federation show TD`.
+///
+/// # Errors
+/// [`CliError`] from the API.
+pub async fn federation_show(
+    client: &AdminClient,
+    td: &TrustDomain,
+    json: bool,
+) -> Result<Output, CliError> {
+    let answer = client
+        .call(
+            Method::GET,
+            &format!("/v1/federation-relationships/{td}"),
+            None,
+        )
+        .await?;
+    Ok(relationship_output(
+        answer.json.unwrap_or(Value::Null),
+        json,
+        "relationship",
+    ))
+}
+
+/// `fedgw federation delete TD`: stops polling and removes the bundle (POLL-4).
+///
+/// # Errors
+/// [`CliError`] from the API.
+pub async fn federation_delete(client: &AdminClient, td: &TrustDomain) -> Result<Output, CliError> {
+    client
+        .call(
+            Method::DELETE,
+            &format!("/v1/federation-relationships/{td}"),
+            None,
+        )
+        .await?;
+    Ok(Output::Text(format!(
+        "deleted the relationship with {td} and its bundle\n"
+    )))
+}
+
+/// `fedgw federation refresh TD`: fetch now.
+///
+/// # Errors
+/// [`CliError`] from the API.
+pub async fn federation_refresh(
+    client: &AdminClient,
+    td: &TrustDomain,
+    json: bool,
+) -> Result<Output, CliError> {
+    let answer = client
+        .call(
+            Method::POST,
+            &format!("/v1/federation-relationships/{td}/refresh"),
+            None,
+        )
+        .await?;
+    let value = answer.json.unwrap_or(Value::Null);
+    if json {
+        return Ok(Output::Json(value));
+    }
+    Ok(Output::Text(format!("{td}: {}\n", text(&value, "outcome"))))
+}
+
+/// `fedgw bundle list`.
+///
+/// # Errors
+/// [`CliError`] from the API.
+pub async fn bundle_list(client: &AdminClient, json: bool) -> Result<Output, CliError> {
+    let answer = client.call(Method::GET, "/v1/bundles", None).await?;
+    let value = answer.json.unwrap_or(Value::Null);
+    if json {
+        return Ok(Output::Json(value));
+    }
+    let rows: Vec<Vec<String>> = items(&value, "bundles")
+        .iter()
+        .map(|b| {
+            vec![
+                text(b, "trust_domain"),
+                text(b, "sequence"),
+                text(b, "authorities"),
+                text(b, "source"),
+                text(b, "accepted_at"),
+            ]
+        })
+        .collect();
+    Ok(Output::Text(table(
+        &[
+            "TRUST DOMAIN",
+            "SEQUENCE",
+            "AUTHORITIES",
+            "SOURCE",
+            "ACCEPTED",
+        ],
+        &rows,
+    )))
+}
+
+/// `fedgw bundle show TD [--format pem]`: the document itself.
+///
+/// # Errors
+/// [`CliError`] from the API.
+pub async fn bundle_show(
+    client: &AdminClient,
+    td: &TrustDomain,
+    format: DocumentFormat,
+) -> Result<Output, CliError> {
+    let format = match format {
+        DocumentFormat::Spiffe => "spiffe",
+        DocumentFormat::Pem => "pem",
+    };
+    let answer = client
+        .call(
+            Method::GET,
+            &format!("/v1/bundles/{td}?format={format}"),
+            None,
+        )
+        .await?;
+    Ok(Output::Raw(answer.body))
+}
+
+/// `fedgw bundle set TD FILE`: an operator override (STO-4).
+///
+/// # Errors
+/// [`CliError`] from the file read or the API.
+pub async fn bundle_set(
+    client: &AdminClient,
+    td: &TrustDomain,
+    document: Vec<u8>,
+    format: DocumentFormat,
+    json: bool,
+) -> Result<Output, CliError> {
+    let content_type = match format {
+        DocumentFormat::Spiffe => "application/json",
+        DocumentFormat::Pem => "application/x-pem-file",
+    };
+    let answer = client
+        .call(
+            Method::PUT,
+            &format!("/v1/bundles/{td}"),
+            Some(Body::Raw {
+                content_type,
+                bytes: document,
+            }),
+        )
+        .await?;
+    let value = answer.json.unwrap_or(Value::Null);
+    if json {
+        return Ok(Output::Json(value));
+    }
+    Ok(Output::Text(format!("{td}: {}\n", text(&value, "outcome"))))
+}
+
+/// `fedgw bundle delete TD`.
+///
+/// # Errors
+/// [`CliError`] from the API.
+pub async fn bundle_delete(client: &AdminClient, td: &TrustDomain) -> Result<Output, CliError> {
+    client
+        .call(Method::DELETE, &format!("/v1/bundles/{td}"), None)
+        .await?;
+    Ok(Output::Text(format!("deleted the bundle of {td}\n")))
+}
+
+/// `fedgw bundle history TD`.
+///
+/// # Errors
+/// [`CliError`] from the API.
+pub async fn bundle_history(
+    client: &AdminClient,
+    td: &TrustDomain,
+    json: bool,
+) -> Result<Output, CliError> {
+    let answer = client
+        .call(Method::GET, &format!("/v1/bundles/{td}/history"), None)
+        .await?;
+    let value = answer.json.unwrap_or(Value::Null);
+    if json {
+        return Ok(Output::Json(value));
+    }
+    let rows: Vec<Vec<String>> = items(&value, "history")
+        .iter()
+        .map(|h| {
+            vec![
+                text(h, "revision"),
+                text(h, "sequence"),
+                text(h, "source"),
+                text(h, "accepted_at"),
+                text(h, "digest").chars().take(16).collect(),
+            ]
+        })
+        .collect();
+    Ok(Output::Text(table(
+        &["REVISION", "SEQUENCE", "SOURCE", "ACCEPTED", "SHA-256"],
+        &rows,
+    )))
+}
+
+/// `fedgw status`.
+///
+/// # Errors
+/// [`CliError`] from the API.
+pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError> {
+    let answer = client.call(Method::GET, "/v1/status", None).await?;
+    let value = answer.json.unwrap_or(Value::Null);
+    if json {
+        return Ok(Output::Json(value));
+    }
+    let rows: Vec<Vec<String>> = items(&value, "domains")
+        .iter()
+        .map(|d| {
+            vec![
+                text(d, "trust_domain"),
+                text(d, "role"),
+                text(d, "state"),
+                text(d, "sequence"),
+                text(d, "age_seconds"),
+                text(d, "soonest_expiry"),
+                text(d, "last_error"),
+            ]
+        })
+        .collect();
+    Ok(Output::Text(table(
+        &[
+            "TRUST DOMAIN",
+            "ROLE",
+            "STATE",
+            "SEQUENCE",
+            "AGE (s)",
+            "SOONEST EXPIRY",
+            "LAST ERROR",
+        ],
+        &rows,
+    )))
+}
+
+fn relationship_output(value: Value, json: bool, verb: &str) -> Output {
+    if json {
+        return Output::Json(value);
+    }
+    let mut out = format!("{verb}: {}\n", text(&value, "trust_domain"));
+    for key in ["profile", "endpoint_spiffe_id", "follow_redirects"] {
+        if let Some(v) = value.get(key).filter(|v| !v.is_null()) {
+            out.push_str(&format!("  {key}: {}\n", plain(v)));
+        }
+    }
+    for url in items(&value, "urls") {
+        out.push_str(&format!("  url: {}\n", plain(url)));
+    }
+    if let Some(status) = value.get("status").filter(|s| s.is_object()) {
+        for key in [
+            "state",
+            "last_success",
+            "last_error",
+            "next_attempt",
+            "consecutive_failures",
+        ] {
+            if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
+                out.push_str(&format!("  {key}: {}\n", plain(v)));
+            }
+        }
+    }
+    Output::Text(out)
+}
+
+fn items<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn text(value: &Value, key: &str) -> String {
+    value.get(key).map_or_else(|| "-".to_owned(), plain)
+}
+
+fn plain(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A plain text table with left-aligned columns.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(i) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let out = table(
+            &["A", "LONG HEADER", "C"],
+            &[vec!["xyz".into(), "1".into(), "end".into()]],
+        );
+        assert_eq!(out, "A    LONG HEADER  C\nxyz  1            end\n");
+    }
+
+    #[test]
+    fn relationship_body_inlines_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = dir.path().join("roots.pem");
+        std::fs::write(&roots, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let args = RelationshipArgs {
+            trust_domain: "w.example".parse().unwrap(),
+            urls: vec![Url::parse("https://w.example/bundle").unwrap()],
+            profile: ProfileName::HttpsWeb,
+            endpoint_spiffe_id: None,
+            bootstrap_bundle: None,
+            bootstrap_format: DocumentFormat::Spiffe,
+            extra_ca_roots: Some(roots),
+            follow_redirects: false,
+        };
+        let body = args.to_json().unwrap();
+        assert_eq!(body["trust_domain"], "w.example");
+        assert_eq!(body["profile"], "https_web");
+        assert_eq!(body["follow_redirects"], false);
+        assert_eq!(body["extra_ca_roots_pem"], "-----BEGIN CERTIFICATE-----\n");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let args = RelationshipArgs {
+            trust_domain: "w.example".parse().unwrap(),
+            urls: vec![],
+            profile: ProfileName::HttpsSpiffe,
+            endpoint_spiffe_id: None,
+            bootstrap_bundle: Some("/no/such/bundle.json".into()),
+            bootstrap_format: DocumentFormat::Spiffe,
+            extra_ca_roots: None,
+            follow_redirects: true,
+        };
+        assert!(
+            matches!(args.to_json(), Err(CliError::Read { ref path, .. }) if path.ends_with("bundle.json"))
+        );
+    }
+}
