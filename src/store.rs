@@ -23,19 +23,25 @@
 //!
 //! Trust domain names never contain `0x00`, so a `history` prefix scan is exact.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+mod error;
+mod records;
 
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
     TransactionalTree,
 };
 use sled::{Batch, Db, IVec, Transactional as _, Tree};
-use spiffe_federation::{BundleError, TrustDomain};
+use spiffe_federation::TrustDomain;
 
-use crate::policy::Source;
+pub use self::error::{Keyspace, StoreError};
+pub use self::records::{
+    AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipStatus,
+};
 
 /// How many past versions of each trust domain's bundle `history` keeps.
 pub const HISTORY_DEPTH: usize = 20;
@@ -43,250 +49,6 @@ pub const HISTORY_DEPTH: usize = 20;
 const REVISION_KEY: &[u8] = b"revision";
 const AUDIT_SEQ_KEY: &[u8] = b"audit_seq";
 const LOCAL_SEQUENCE_PREFIX: &[u8] = b"local_sequence\0";
-
-/// One sled tree of the store, named in errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Keyspace {
-    /// Current bundle per trust domain.
-    Bundles,
-    /// Past bundles per trust domain.
-    History,
-    /// Fetch status per federation relationship.
-    Status,
-    /// Append-only audit log.
-    Audit,
-    /// Counters: global revision, audit sequence, local served sequences.
-    Meta,
-}
-
-impl Keyspace {
-    /// The sled tree name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Bundles => "bundles",
-            Self::History => "history",
-            Self::Status => "status",
-            Self::Audit => "audit",
-            Self::Meta => "meta",
-        }
-    }
-}
-
-impl fmt::Display for Keyspace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A stored bundle version (POLL-3: kept under the trust domain it belongs to).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BundleRecord {
-    /// The trust domain.
-    pub trust_domain: TrustDomain,
-    /// The canonical SPIFFE bundle document (`Bundle::to_json`), served byte for byte.
-    #[serde(with = "utf8_document")]
-    pub document: Vec<u8>,
-    /// Where it came from.
-    pub source: Source,
-    /// When it was accepted, in Unix seconds.
-    pub accepted_at: i64,
-    /// SHA-256 of `document`, lower-case hex.
-    pub digest: String,
-    /// Its `spiffe_sequence`, if any.
-    pub sequence: Option<u64>,
-    /// The global revision at which it was accepted.
-    pub revision: u64,
-}
-
-/// A bundle to store; the store adds the digest and the revision.
-#[derive(Debug, Clone)]
-pub struct NewBundle {
-    /// The trust domain.
-    pub trust_domain: TrustDomain,
-    /// The canonical document (`Bundle::to_json`).
-    pub document: Vec<u8>,
-    /// Where it came from.
-    pub source: Source,
-    /// When it was accepted, in Unix seconds.
-    pub accepted_at: i64,
-    /// Its `spiffe_sequence`, if any.
-    pub sequence: Option<u64>,
-}
-
-/// Fetch health of one federation relationship.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RelationshipStatus {
-    /// Last successful fetch, Unix seconds.
-    pub last_success: Option<i64>,
-    /// Last failed fetch (kept after a later success, for the operator).
-    pub last_error: Option<LastError>,
-    /// When the poller plans the next fetch, Unix seconds.
-    pub next_attempt: Option<i64>,
-    /// Failures since the last success.
-    pub consecutive_failures: u32,
-}
-
-/// A failed fetch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastError {
-    /// When it failed, Unix seconds.
-    pub at: i64,
-    /// What went wrong, as shown to the operator.
-    pub message: String,
-}
-
-/// What an audit entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum AuditAction {
-    /// A bundle was accepted (fetched, local, operator or bootstrap).
-    Accept,
-    /// A trust domain's bundle was removed (POLL-4).
-    Remove,
-    /// An operator re-accepted a past version.
-    Rollback,
-}
-
-/// One audit log entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// When, Unix seconds.
-    pub at: i64,
-    /// Who did it: an operator identity or a bundle source.
-    pub who: String,
-    /// What was done.
-    pub action: AuditAction,
-    /// The trust domain concerned, if any.
-    pub trust_domain: Option<TrustDomain>,
-    /// Digest of the bundle before.
-    pub old_digest: Option<String>,
-    /// Digest of the bundle after.
-    pub new_digest: Option<String>,
-    /// Free text for people (warnings, rollback target).
-    pub detail: String,
-}
-
-/// The caller's part of the audit entry a change writes.
-#[derive(Debug, Clone)]
-pub struct AuditNote {
-    /// Who made the change.
-    pub who: String,
-    /// What kind of change.
-    pub action: AuditAction,
-    /// Free text for people.
-    pub detail: String,
-}
-
-/// A storage failure, naming the keyspace and the key or trust domain concerned.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The database could not be opened (missing permissions, locked by another
-    /// process, corrupt files).
-    #[error("cannot open the store at {path}: {source}")]
-    Open {
-        /// The database directory.
-        path: PathBuf,
-        /// sled's error.
-        source: sled::Error,
-    },
-    /// sled failed reading or writing.
-    #[error("store keyspace {keyspace}{}: {source}", for_domain(.trust_domain.as_ref()))]
-    Storage {
-        /// The keyspace concerned.
-        keyspace: Keyspace,
-        /// The trust domain concerned, if one.
-        trust_domain: Option<TrustDomain>,
-        /// sled's error.
-        source: sled::Error,
-    },
-    /// Writing the change to disk failed; the change may not survive a crash.
-    #[error("cannot flush the store to disk: {source}")]
-    Flush {
-        /// sled's error.
-        source: sled::Error,
-    },
-    /// A stored record is not valid JSON of the expected shape.
-    #[error("store keyspace {keyspace}, key {key:?}: record does not decode: {source}")]
-    Decode {
-        /// The keyspace.
-        keyspace: Keyspace,
-        /// The key, readable (`td@revision` in `history`).
-        key: String,
-        /// The decoder's error.
-        source: serde_json::Error,
-    },
-    /// A record could not be encoded.
-    #[error("store keyspace {keyspace}, key {key:?}: record does not encode: {source}")]
-    Encode {
-        /// The keyspace.
-        keyspace: Keyspace,
-        /// The key.
-        key: String,
-        /// The encoder's error.
-        source: serde_json::Error,
-    },
-    /// A stored key does not have the layout of its keyspace.
-    #[error("store keyspace {keyspace}: key {key:?} is malformed: {problem}")]
-    InvalidKey {
-        /// The keyspace.
-        keyspace: Keyspace,
-        /// The key, lossily printed.
-        key: String,
-        /// What is wrong.
-        problem: &'static str,
-    },
-    /// A counter in `meta` is not 8 bytes.
-    #[error("store keyspace meta, counter {key:?}: expected 8 bytes, found {len}")]
-    InvalidCounter {
-        /// The counter's key.
-        key: String,
-        /// The stored length.
-        len: usize,
-    },
-    /// A counter reached `u64::MAX`.
-    #[error("store counter {key:?} cannot grow past {}", u64::MAX)]
-    CounterExhausted {
-        /// The counter's key.
-        key: String,
-    },
-    /// A stored document no longer parses as a bundle of its trust domain.
-    #[error("{trust_domain}: stored bundle at revision {revision} does not parse: {source}")]
-    InvalidDocument {
-        /// The trust domain.
-        trust_domain: TrustDomain,
-        /// The record's revision.
-        revision: u64,
-        /// The parser's error.
-        source: BundleError,
-    },
-    /// A stored timestamp is out of range.
-    #[error("store keyspace {keyspace}, key {key:?}: timestamp {value} is out of range")]
-    InvalidTimestamp {
-        /// The keyspace.
-        keyspace: Keyspace,
-        /// The key.
-        key: String,
-        /// The stored Unix seconds.
-        value: i64,
-    },
-    /// The blocking task running a store call panicked or was cancelled.
-    #[error("store task for {operation} did not finish: {source}")]
-    Blocking {
-        /// The store call.
-        operation: &'static str,
-        /// tokio's error.
-        source: tokio::task::JoinError,
-    },
-}
-
-fn for_domain(trust_domain: Option<&TrustDomain>) -> String {
-    trust_domain
-        .map(|td| format!(" ({td})"))
-        .unwrap_or_default()
-}
 
 /// The sled database and its keyspaces. Cloning is cheap (sled handles are shared).
 #[derive(Clone)]
@@ -763,25 +525,10 @@ fn append_audit_in(
     Ok(seq)
 }
 
-/// `document` is stored as a JSON string (it is always UTF-8 JSON), not a byte array.
-mod utf8_document {
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        let text = std::str::from_utf8(bytes).map_err(serde::ser::Error::custom)?;
-        serializer.serialize_str(text)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<u8>, D::Error> {
-        String::deserialize(deserializer).map(String::into_bytes)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Source;
     use crate::policy::testing::td;
 
     fn operator() -> Source {
