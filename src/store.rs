@@ -22,6 +22,26 @@
 //! | `meta`    | `revision`, `audit_seq`, `local_sequence\0<td>` | u64 BE counters |
 //!
 //! Trust domain names never contain `0x00`, so a `history` prefix scan is exact.
+//!
+//! ```
+//! use fedgw::policy::Source;
+//! use fedgw::store::{AuditAction, AuditNote, NewBundle, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path())?; // blocking: async code uses spawn_blocking
+//! let new = NewBundle {
+//!     trust_domain: "east.example".parse()?,
+//!     document: br#"{"keys":[]}"#.to_vec(),
+//!     source: Source::Operator { who: "alice".into() },
+//!     accepted_at: 1_700_000_000,
+//!     sequence: None,
+//! };
+//! let note = AuditNote { who: "alice".into(), action: AuditAction::Accept, detail: String::new() };
+//! let record = store.put_bundle(new, note)?; // committed and flushed
+//! assert_eq!(record.revision, 1);
+//! assert_eq!(store.history(&record.trust_domain)?.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod error;
 mod records;

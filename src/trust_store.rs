@@ -11,6 +11,28 @@
 //! so a write that started always finishes and publishes, even if its caller stops
 //! waiting. It does not fetch, parse documents from the network, schedule polls or
 //! serve HTTP; sinks follow [`TrustStore::subscribe`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use fedgw::policy::{PolicySettings, Source};
+//! use fedgw::trust_store::{Outcome, TrustStore};
+//! use spiffe_federation::{Bundle, TrustDomain};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = TrustStore::open(dir.path(), PolicySettings::default()).await?;
+//! let mut feed = store.subscribe();
+//! let td: TrustDomain = "east.example".parse()?;
+//! let bundle = Bundle::parse(&td, br#"{"keys":[],"spiffe_sequence":1}"#)?.bundle;
+//! let source = Source::Operator { who: "alice".into() };
+//! let now = time::OffsetDateTime::now_utc();
+//! let outcome = store.submit(&td, bundle, source, now).await?;
+//! assert!(matches!(outcome, Outcome::Accepted { revision: 1, .. }));
+//! assert_eq!(*feed.borrow_and_update(), 1);
+//! assert_eq!(&store.snapshot().get(&td).unwrap().json[..], br#"{"keys":[],"spiffe_sequence":1}"#);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
