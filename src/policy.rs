@@ -1,16 +1,600 @@
-//! (being written; temporary minimal content for config)
+//! Acceptance policy: whether a well-formed candidate bundle may replace the stored one.
+//!
+//! Owns the rules that sit between the format gate (`spiffe_federation::Bundle::parse`)
+//! and the [`TrustStore`](crate::trust_store::TrustStore): trust domain match
+//! (FED-7), sequence ordering (STO-2, STO-3, L-3), operator overrides (STO-4, L-5),
+//! "nothing changed" detection (POLL-1), revocation by an empty bundle (BUN-11, L-4),
+//! expired-only bundles and size limits. Every rule is a pure function of
+//! `(current, candidate, source, settings, now)`: no I/O, no clock, no state.
+//!
+//! It does not own the document format (the `spiffe-federation` crate), storage
+//! ([`store`](crate::store)) or publishing ([`trust_store`](crate::trust_store)).
+//!
+//! ```
+//! use fedgw::policy::{evaluate, Decision, PolicySettings, Source, Warning};
+//! use spiffe_federation::{Bundle, TrustDomain};
+//!
+//! let td: TrustDomain = "east.example".parse()?;
+//! let candidate = Bundle::new(td.clone()); // no authorities: a revocation
+//! let source = Source::Operator { who: "alice".into() };
+//! let now = time::OffsetDateTime::UNIX_EPOCH;
+//! let decision = evaluate(&td, None, &candidate, &source, &PolicySettings::default(), now)?;
+//! assert_eq!(decision, Decision::Accept { warnings: vec![Warning::Revocation] });
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use spiffe_federation::{Bundle, TrustDomain};
+use time::OffsetDateTime;
+use url::Url;
 
-/// What to do with a sequence regression.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The default cap on authorities in one bundle (X.509, JWT and WIT together).
+pub const DEFAULT_MAX_AUTHORITIES: usize = 10_000;
+
+/// What to do when a candidate's `spiffe_sequence` is lower than the stored one (STO-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SequencePolicy {
-    /// Refuse.
+    /// Refuse the candidate and keep the stored bundle (the default: a stale replica
+    /// behind a load balancer must not roll keys back).
     #[default]
     Reject,
-    /// Accept with a warning.
+    /// Accept the candidate and report [`Warning::SequenceRegression`].
     Warn,
-    /// Accept.
+    /// Accept the candidate silently (for publishers known to reset their sequence).
     Accept,
+}
+
+/// Tunable acceptance rules; the `[policy]` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PolicySettings {
+    /// Reaction to a sequence regression (default `reject`).
+    pub sequence: SequencePolicy,
+    /// Most authorities one bundle may carry (default [`DEFAULT_MAX_AUTHORITIES`]).
+    pub max_authorities: usize,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            sequence: SequencePolicy::default(),
+            max_authorities: DEFAULT_MAX_AUTHORITIES,
+        }
+    }
+}
+
+/// Where a bundle came from; stored with it and shown in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Source {
+    /// Fetched from a foreign bundle endpoint (FED §5).
+    Fetched {
+        /// The configured endpoint URL.
+        url: Url,
+        /// The URL that answered, after redirects.
+        final_url: Url,
+        /// The peer's socket address or authenticated SPIFFE ID, as the fetcher saw it.
+        peer: String,
+    },
+    /// Read from a local file (a local domain's own bundle).
+    LocalFile {
+        /// The file read.
+        path: PathBuf,
+    },
+    /// Set by an operator through the admin API or CLI (STO-4).
+    Operator {
+        /// The authenticated caller.
+        who: String,
+    },
+    /// The bootstrap bundle from configuration, used to authenticate the first
+    /// `https_spiffe` fetch.
+    Bootstrap {
+        /// Who configured it (e.g. the configuration file path).
+        who: String,
+    },
+}
+
+impl Source {
+    /// Whether this is an operator override, which resets the sequence baseline (L-5).
+    pub fn is_operator(&self) -> bool {
+        matches!(self, Self::Operator { .. })
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fetched { url, final_url, .. } if url == final_url => {
+                write!(f, "fetched from {url}")
+            }
+            Self::Fetched { url, final_url, .. } => {
+                write!(f, "fetched from {url} (redirected to {final_url})")
+            }
+            Self::LocalFile { path } => write!(f, "local file {}", path.display()),
+            Self::Operator { who } => write!(f, "operator {who}"),
+            Self::Bootstrap { who } => write!(f, "bootstrap from {who}"),
+        }
+    }
+}
+
+/// The bundle stored now for the trust domain, and where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Current<'a> {
+    /// The stored bundle.
+    pub bundle: &'a Bundle,
+    /// Where it came from.
+    pub source: &'a Source,
+}
+
+/// The verdict on an acceptable candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Store the candidate and announce it; the warnings say what was odd about it.
+    Accept {
+        /// Facts worth an operator's attention, in the order the rules ran.
+        warnings: Vec<Warning>,
+    },
+    /// The candidate equals the stored bundle (content and sequence): nothing to store
+    /// or announce (POLL-1, no sink churn).
+    Unchanged,
+}
+
+/// Something odd about an accepted bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Warning {
+    /// The sequence went down and [`SequencePolicy::Warn`] let it through (STO-2).
+    #[error("spiffe_sequence went down from {current} to {candidate}; accepted by policy")]
+    SequenceRegression {
+        /// The stored sequence.
+        current: u64,
+        /// The candidate's sequence.
+        candidate: u64,
+    },
+    /// The authorities changed but the sequence did not: a publisher bug (BUN-4, L-3).
+    #[error("authorities changed but spiffe_sequence stayed {sequence} (publisher bug)")]
+    SameSequenceNewContent {
+        /// The unchanged sequence.
+        sequence: u64,
+    },
+    /// The stored bundle had a sequence and the candidate has none (STO-3).
+    #[error("spiffe_sequence dropped (was {previous}); the latest bundle is taken as current")]
+    SequenceDropped {
+        /// The stored sequence.
+        previous: u64,
+    },
+    /// The candidate has no authorities: the trust domain revoked every key (BUN-11).
+    #[error("bundle has no authorities: every SVID of the trust domain is now untrusted")]
+    Revocation,
+    /// Every X.509 authority has expired; the bundle is stored but cannot verify
+    /// X509-SVIDs.
+    #[error("all {count} X.509 authorities expired; the latest expired at {latest_not_after}")]
+    ExpiredOnly {
+        /// How many X.509 authorities the bundle has.
+        count: usize,
+        /// The latest `notAfter` among them.
+        latest_not_after: OffsetDateTime,
+    },
+}
+
+/// Why a well-formed candidate was refused; the stored bundle stays as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The candidate belongs to another trust domain than the one it was fetched or
+    /// submitted for (FED-7).
+    #[error("bundle is for trust domain {actual}, expected {expected}")]
+    TrustDomainMismatch {
+        /// The configured trust domain.
+        expected: TrustDomain,
+        /// The candidate's trust domain.
+        actual: TrustDomain,
+    },
+    /// The candidate's sequence is lower than the stored one (STO-2).
+    #[error(
+        "{trust_domain}: spiffe_sequence went down from {current} to {candidate}; keeping the stored bundle"
+    )]
+    SequenceRegression {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// The stored sequence.
+        current: u64,
+        /// The candidate's sequence.
+        candidate: u64,
+    },
+    /// The candidate carries more authorities than allowed.
+    #[error("bundle has {actual} authorities; the limit is {limit}")]
+    TooManyAuthorities {
+        /// The configured limit.
+        limit: usize,
+        /// The candidate's count.
+        actual: usize,
+    },
+    /// A bootstrap bundle only seeds an empty slot: it never replaces a stored bundle,
+    /// which is newer than the configuration's copy.
+    #[error("{trust_domain}: a bundle is already stored; the bootstrap bundle is not used")]
+    BootstrapOverStored {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+    },
+}
+
+/// Decide whether `candidate`, submitted for `expected` by `source`, replaces `current`.
+///
+/// Rules, in order:
+/// 1. the candidate's trust domain must be `expected` (FED-7);
+/// 2. at most `settings.max_authorities` authorities;
+/// 3. equal to the stored bundle (content and sequence) → [`Decision::Unchanged`];
+/// 4. a [`Source::Bootstrap`] never replaces a stored bundle;
+/// 5. sequences are compared unless either side is an operator override (L-5: an
+///    override is always accepted and resets the baseline): lower → per
+///    [`SequencePolicy`]; equal with other authorities → warning (L-3); dropped →
+///    warning (STO-3); unsequenced on both sides → the latest wins;
+/// 6. flags that never refuse: no authorities ([`Warning::Revocation`], BUN-11) and
+///    every X.509 authority expired at `now` ([`Warning::ExpiredOnly`]).
+///
+/// # Errors
+/// A [`PolicyError`] naming the rule that refused the candidate.
+pub fn evaluate(
+    expected: &TrustDomain,
+    current: Option<Current<'_>>,
+    candidate: &Bundle,
+    source: &Source,
+    settings: &PolicySettings,
+    now: OffsetDateTime,
+) -> Result<Decision, PolicyError> {
+    if candidate.trust_domain() != expected {
+        return Err(PolicyError::TrustDomainMismatch {
+            expected: expected.clone(),
+            actual: candidate.trust_domain().clone(),
+        });
+    }
+    let count = authority_count(candidate);
+    if count > settings.max_authorities {
+        return Err(PolicyError::TooManyAuthorities {
+            limit: settings.max_authorities,
+            actual: count,
+        });
+    }
+    let mut warnings = Vec::new();
+    if let Some(current) = current {
+        if current.bundle == candidate {
+            return Ok(Decision::Unchanged);
+        }
+        if matches!(source, Source::Bootstrap { .. }) {
+            return Err(PolicyError::BootstrapOverStored {
+                trust_domain: expected.clone(),
+            });
+        }
+        if !source.is_operator() && !current.source.is_operator() {
+            sequence_rules(expected, current.bundle, candidate, settings, &mut warnings)?;
+        }
+    }
+    if candidate.is_empty() {
+        warnings.push(Warning::Revocation);
+    }
+    if let Some(latest_not_after) = expired_only(candidate, now) {
+        warnings.push(Warning::ExpiredOnly {
+            count: candidate.x509_authorities().len(),
+            latest_not_after,
+        });
+    }
+    Ok(Decision::Accept { warnings })
+}
+
+/// All authorities of every kind.
+fn authority_count(bundle: &Bundle) -> usize {
+    bundle.x509_authorities().len()
+        + bundle.jwt_authorities().len()
+        + bundle.wit_authorities().len()
+}
+
+/// STO-2, STO-3 and L-3 between two non-operator bundles.
+fn sequence_rules(
+    trust_domain: &TrustDomain,
+    current: &Bundle,
+    candidate: &Bundle,
+    settings: &PolicySettings,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), PolicyError> {
+    match (current.sequence(), candidate.sequence()) {
+        (Some(old), Some(new)) if new < old => match settings.sequence {
+            SequencePolicy::Reject => {
+                return Err(PolicyError::SequenceRegression {
+                    trust_domain: trust_domain.clone(),
+                    current: old,
+                    candidate: new,
+                });
+            }
+            SequencePolicy::Warn => warnings.push(Warning::SequenceRegression {
+                current: old,
+                candidate: new,
+            }),
+            SequencePolicy::Accept => {}
+        },
+        // A refresh-hint-only change under the same sequence is not a content change.
+        (Some(old), Some(new)) if new == old && !current.same_authorities(candidate) => {
+            warnings.push(Warning::SameSequenceNewContent { sequence: new });
+        }
+        (Some(old), None) => warnings.push(Warning::SequenceDropped { previous: old }),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The latest `notAfter` when there is at least one X.509 authority and all expired.
+fn expired_only(bundle: &Bundle, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    let authorities = bundle.x509_authorities();
+    let latest = authorities.iter().map(|a| a.info().not_after).max()?;
+    (latest < now).then_some(latest)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Bundles with real rcgen certificates, shared by the unit tests of the data path.
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    use spiffe_federation::bundle::X509Authority;
+    use spiffe_federation::{Bundle, TrustDomain};
+    use time::{Duration, OffsetDateTime};
+
+    /// A fixed "now" for tests: 2030-01-01T00:00:00Z.
+    pub(crate) fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_893_456_000).unwrap()
+    }
+
+    pub(crate) fn td(name: &str) -> TrustDomain {
+        name.parse().unwrap()
+    }
+
+    /// A self-signed CA for `td` valid from a year before [`now`] until `not_after`.
+    pub(crate) fn ca(td: &TrustDomain, not_after: OffsetDateTime) -> X509Authority {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            format!("spiffe://{td}").as_str().try_into().unwrap(),
+        )];
+        params.not_before = now() - Duration::days(365);
+        params.not_after = not_after;
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        X509Authority::from_der(der).unwrap()
+    }
+
+    /// A bundle for `td` with one fresh CA (valid a year past [`now`]) and `sequence`.
+    pub(crate) fn bundle(td: &TrustDomain, sequence: Option<u64>) -> Bundle {
+        let mut bundle = Bundle::new(td.clone());
+        bundle.add_x509_authority(ca(td, now() + Duration::days(365)));
+        bundle.set_sequence(sequence);
+        bundle
+    }
+
+    /// `bundle` with `sequence` replaced.
+    pub(crate) fn with_sequence(bundle: &Bundle, sequence: Option<u64>) -> Bundle {
+        let mut bundle = bundle.clone();
+        bundle.set_sequence(sequence);
+        bundle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration as StdDuration;
+
+    use time::Duration;
+
+    use super::testing::{bundle, ca, now, td, with_sequence};
+    use super::*;
+
+    fn fetched() -> Source {
+        let url: Url = "https://east.example/bundle".parse().unwrap();
+        Source::Fetched {
+            final_url: url.clone(),
+            url,
+            peer: "192.0.2.1:443".into(),
+        }
+    }
+
+    fn operator() -> Source {
+        Source::Operator {
+            who: "alice".into(),
+        }
+    }
+
+    /// One table row: the stored state, the candidate and how it arrives.
+    struct Case {
+        expected: TrustDomain,
+        current: Option<(Bundle, Source)>,
+        candidate: Bundle,
+        source: Source,
+        settings: PolicySettings,
+    }
+
+    impl Case {
+        fn new(current: Option<(Bundle, Source)>, candidate: Bundle) -> Self {
+            Self {
+                expected: td("east.example"),
+                current,
+                candidate,
+                source: fetched(),
+                settings: PolicySettings::default(),
+            }
+        }
+
+        fn source(mut self, source: Source) -> Self {
+            self.source = source;
+            self
+        }
+
+        fn sequence_policy(mut self, policy: SequencePolicy) -> Self {
+            self.settings.sequence = policy;
+            self
+        }
+
+        fn max_authorities(mut self, limit: usize) -> Self {
+            self.settings.max_authorities = limit;
+            self
+        }
+
+        fn run(&self) -> Result<Decision, PolicyError> {
+            let current = self
+                .current
+                .as_ref()
+                .map(|(bundle, source)| Current { bundle, source });
+            evaluate(
+                &self.expected,
+                current,
+                &self.candidate,
+                &self.source,
+                &self.settings,
+                now(),
+            )
+        }
+    }
+
+    fn east() -> TrustDomain {
+        td("east.example")
+    }
+
+    /// Stored (fetched, seq `seq`) and a candidate with other authorities and `next`.
+    fn update(seq: Option<u64>, next: Option<u64>) -> Case {
+        Case::new(
+            Some((bundle(&east(), seq), fetched())),
+            bundle(&east(), next),
+        )
+    }
+
+    fn accept(warnings: &[Warning]) -> Result<Decision, PolicyError> {
+        Ok(Decision::Accept {
+            warnings: warnings.to_vec(),
+        })
+    }
+
+    /// One `#[test]` per row: `name: case => expected result;`.
+    macro_rules! policy_table {
+        ($($name:ident: $case:expr => $expected:expr;)+) => {$(
+            #[test]
+            fn $name() {
+                let case: Case = $case;
+                assert_eq!(case.run(), $expected);
+            }
+        )+};
+    }
+
+    policy_table! {
+        fed_7_other_trust_domain_is_refused:
+            Case::new(None, bundle(&td("west.example"), Some(1)))
+            => Err(PolicyError::TrustDomainMismatch { expected: east(), actual: td("west.example") });
+        first_bundle_is_accepted:
+            Case::new(None, bundle(&east(), Some(1))) => accept(&[]);
+        sto_2_higher_sequence_is_accepted:
+            update(Some(5), Some(6)) => accept(&[]);
+        sto_2_regression_is_rejected_by_default:
+            update(Some(5), Some(4))
+            => Err(PolicyError::SequenceRegression { trust_domain: east(), current: 5, candidate: 4 });
+        sto_2_regression_with_warn_policy_is_accepted_with_warning:
+            update(Some(5), Some(4)).sequence_policy(SequencePolicy::Warn)
+            => accept(&[Warning::SequenceRegression { current: 5, candidate: 4 }]);
+        sto_2_regression_with_accept_policy_is_accepted_silently:
+            update(Some(5), Some(4)).sequence_policy(SequencePolicy::Accept) => accept(&[]);
+        sto_3_unsequenced_after_unsequenced_replaces:
+            update(None, None) => accept(&[]);
+        sto_3_unsequenced_after_sequenced_is_flagged:
+            update(Some(5), None) => accept(&[Warning::SequenceDropped { previous: 5 }]);
+        sto_3_sequenced_after_unsequenced_is_accepted:
+            update(None, Some(1)) => accept(&[]);
+        l_3_same_sequence_new_content_is_accepted_with_warning:
+            update(Some(5), Some(5)) => accept(&[Warning::SameSequenceNewContent { sequence: 5 }]);
+        sto_4_operator_override_with_lower_sequence_is_accepted:
+            update(Some(5), Some(1)).source(operator()) => accept(&[]);
+        l_5_fetch_after_operator_override_is_not_compared_by_sequence:
+            Case::new(Some((bundle(&east(), Some(9)), operator())), bundle(&east(), Some(2)))
+            => accept(&[]);
+        poll_1_identical_bundle_is_unchanged:
+            { let b = bundle(&east(), Some(3)); Case::new(Some((b.clone(), fetched())), b) }
+            => Ok(Decision::Unchanged);
+        poll_1_identical_bundle_from_operator_is_unchanged:
+            { let b = bundle(&east(), None); Case::new(Some((b.clone(), fetched())), b).source(operator()) }
+            => Ok(Decision::Unchanged);
+        poll_1_same_authorities_new_sequence_is_accepted:
+            { let b = bundle(&east(), Some(3)); Case::new(Some((b.clone(), fetched())), with_sequence(&b, Some(4))) }
+            => accept(&[]);
+        l_3_refresh_hint_change_under_same_sequence_is_not_flagged:
+            {
+                let b = bundle(&east(), Some(3));
+                let mut c = b.clone();
+                c.set_refresh_hint(Some(StdDuration::from_secs(300)));
+                Case::new(Some((b, fetched())), c)
+            }
+            => accept(&[]);
+        bun_11_empty_bundle_is_accepted_as_revocation:
+            Case::new(Some((bundle(&east(), Some(1)), fetched())), with_sequence(&Bundle::new(east()), Some(2)))
+            => accept(&[Warning::Revocation]);
+        bun_11_first_bundle_empty_is_a_revocation:
+            Case::new(None, Bundle::new(east())) => accept(&[Warning::Revocation]);
+        expired_only_bundle_is_flagged_not_refused:
+            {
+                let mut b = Bundle::new(east());
+                b.add_x509_authority(ca(&east(), now() - Duration::days(2)));
+                b.add_x509_authority(ca(&east(), now() - Duration::days(1)));
+                Case::new(None, b)
+            }
+            => accept(&[Warning::ExpiredOnly { count: 2, latest_not_after: now() - Duration::days(1) }]);
+        one_valid_authority_is_not_expired_only:
+            {
+                let mut b = bundle(&east(), None);
+                b.add_x509_authority(ca(&east(), now() - Duration::days(1)));
+                Case::new(None, b)
+            }
+            => accept(&[]);
+        too_many_authorities_are_refused:
+            {
+                let mut b = bundle(&east(), None);
+                b.add_x509_authority(ca(&east(), now() + Duration::days(1)));
+                Case::new(None, b).max_authorities(1)
+            }
+            => Err(PolicyError::TooManyAuthorities { limit: 1, actual: 2 });
+        authorities_at_the_limit_are_accepted:
+            Case::new(None, bundle(&east(), None)).max_authorities(1) => accept(&[]);
+        bootstrap_fills_an_empty_slot:
+            Case::new(None, bundle(&east(), None)).source(Source::Bootstrap { who: "fedgw.toml".into() })
+            => accept(&[]);
+        bootstrap_never_replaces_a_stored_bundle:
+            update(Some(1), Some(2)).source(Source::Bootstrap { who: "fedgw.toml".into() })
+            => Err(PolicyError::BootstrapOverStored { trust_domain: east() });
+    }
+
+    #[test]
+    fn sequence_policy_is_lowercase_in_config_and_defaults_to_reject() {
+        let settings: PolicySettings = serde_json::from_str(r#"{"sequence":"warn"}"#).unwrap();
+        assert_eq!(settings.sequence, SequencePolicy::Warn);
+        assert_eq!(settings.max_authorities, DEFAULT_MAX_AUTHORITIES);
+        assert_eq!(PolicySettings::default().sequence, SequencePolicy::Reject);
+        assert!(serde_json::from_str::<PolicySettings>(r#"{"sequence":"Warn"}"#).is_err());
+    }
+
+    #[test]
+    fn source_round_trips_through_serde() {
+        for source in [
+            fetched(),
+            operator(),
+            Source::LocalFile {
+                path: "/etc/fedgw/local.json".into(),
+            },
+            Source::Bootstrap {
+                who: "fedgw.toml".into(),
+            },
+        ] {
+            let json = serde_json::to_string(&source).unwrap();
+            assert_eq!(serde_json::from_str::<Source>(&json).unwrap(), source);
+        }
+    }
 }

@@ -1,1 +1,1000 @@
-//! (being written)
+//! The trust store: the single writer of bundles and the lock-free view every reader uses.
+//!
+//! Owns the publish step of the data flow (sources → format → policy → **trust store**
+//! → readers): it runs [`policy::evaluate`], makes an accepted change durable through
+//! [`Store`] on a blocking thread, and only then swaps in a new immutable [`Snapshot`]
+//! (`ArcSwap`) and announces the new global revision on a `watch` channel. Readers
+//! call [`TrustStore::snapshot`] and never lock or touch sled; a rejected bundle
+//! changes nothing, so the last good snapshot keeps serving.
+//!
+//! Writers are serialised by a tokio mutex whose guard moves into the blocking task,
+//! so a write that started always finishes and publishes, even if its caller stops
+//! waiting. It does not fetch, parse documents from the network, schedule polls or
+//! serve HTTP; sinks follow [`TrustStore::subscribe`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use fedgw::policy::{PolicySettings, Source};
+//! use fedgw::trust_store::{Outcome, TrustStore};
+//! use spiffe_federation::{Bundle, TrustDomain};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = TrustStore::open(dir.path(), PolicySettings::default()).await?;
+//! let mut feed = store.subscribe();
+//! let td: TrustDomain = "east.example".parse()?;
+//! let bundle = Bundle::parse(&td, br#"{"keys":[],"spiffe_sequence":1}"#)?.bundle;
+//! let source = Source::Operator { who: "alice".into() };
+//! let now = time::OffsetDateTime::now_utc();
+//! let outcome = store.submit(&td, bundle, source, now).await?;
+//! assert!(matches!(outcome, Outcome::Accepted { revision: 1, .. }));
+//! assert_eq!(*feed.borrow_and_update(), 1);
+//! assert_eq!(&store.snapshot().get(&td).unwrap().json[..], br#"{"keys":[],"spiffe_sequence":1}"#);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use spiffe_federation::{Bundle, TrustDomain};
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+
+use crate::policy::{self, Current, Decision, PolicyError, PolicySettings, Source, Warning};
+use crate::store::{
+    AuditAction, AuditNote, AuditRecord, BundleRecord, Keyspace, LastError, NewBundle,
+    RelationshipStatus, Store, StoreError,
+};
+
+/// An immutable view of every stored bundle at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The global revision this view reflects.
+    pub revision: u64,
+    /// Current bundle per trust domain.
+    pub domains: BTreeMap<TrustDomain, Entry>,
+}
+
+impl Snapshot {
+    /// The entry of `trust_domain`, if stored.
+    pub fn get(&self, trust_domain: &TrustDomain) -> Option<&Entry> {
+        self.domains.get(trust_domain)
+    }
+}
+
+/// One trust domain's current bundle, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The parsed bundle.
+    pub bundle: Arc<Bundle>,
+    /// The canonical document, pre-serialised: what the bundle endpoint serves.
+    pub json: Bytes,
+    /// SHA-256 of `json`, lower-case hex.
+    pub digest: String,
+    /// `spiffe_sequence`, if any.
+    pub sequence: Option<u64>,
+    /// Where it came from.
+    pub source: Source,
+    /// When it was accepted (whole seconds, as stored).
+    pub accepted_at: OffsetDateTime,
+    /// The global revision at which it was accepted.
+    pub revision: u64,
+}
+
+/// What a submission did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Stored, flushed and announced at `revision`.
+    Accepted {
+        /// The new global revision.
+        revision: u64,
+        /// What policy flagged about the bundle.
+        warnings: Vec<Warning>,
+    },
+    /// Equal to the stored bundle: nothing written or announced (POLL-1).
+    Unchanged,
+}
+
+/// Why a submission or rollback changed nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// Policy refused the bundle; the stored one keeps serving.
+    #[error(transparent)]
+    Rejected(#[from] PolicyError),
+    /// Storage failed; the snapshot was not changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Rollback to a revision the history of this trust domain does not hold.
+    #[error("{trust_domain}: no stored version at revision {revision}")]
+    UnknownRevision {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// The revision asked for.
+        revision: u64,
+    },
+}
+
+/// Handle to the trust store; cloning is cheap and every clone is the same store.
+#[derive(Clone)]
+pub struct TrustStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    settings: PolicySettings,
+    snapshot: ArcSwap<Snapshot>,
+    statuses: ArcSwap<BTreeMap<TrustDomain, RelationshipStatus>>,
+    feed: watch::Sender<u64>,
+    writer: Arc<Mutex<()>>,
+}
+
+impl TrustStore {
+    /// Open the database in directory `path` and load every stored bundle into the
+    /// first snapshot before returning, so a restarted gateway serves everything it
+    /// had before any re-fetch (STO-1).
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be opened or a stored record does not
+    /// decode or parse (naming its key).
+    pub async fn open(
+        path: impl AsRef<Path>,
+        settings: PolicySettings,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_owned();
+        let (store, snapshot, statuses) = run_blocking("open", move || {
+            let store = Store::open(&path)?;
+            let revision = store.revision()?;
+            let domains = store
+                .bundles()?
+                .into_iter()
+                .map(|record| Ok((record.trust_domain.clone(), load_entry(record)?)))
+                .collect::<Result<_, StoreError>>()?;
+            let statuses = store.statuses()?.into_iter().collect();
+            Ok((store, Snapshot { revision, domains }, statuses))
+        })
+        .await?;
+        let (feed, _) = watch::channel(snapshot.revision);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                snapshot: ArcSwap::from_pointee(snapshot),
+                statuses: ArcSwap::from_pointee(statuses),
+                feed,
+                writer: Arc::new(Mutex::new(())),
+            }),
+        })
+    }
+
+    /// The current view; lock-free, never waits for a writer.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.load_full()
+    }
+
+    /// The change feed: the global revision, updated after each durable change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.feed.subscribe()
+    }
+
+    /// Fetch status of every relationship; lock-free.
+    pub fn statuses(&self) -> Arc<BTreeMap<TrustDomain, RelationshipStatus>> {
+        self.inner.statuses.load_full()
+    }
+
+    /// Offer `candidate` as the bundle of `expected` (the configured trust domain,
+    /// FED-7). If policy accepts it, it is written and flushed, then published and
+    /// announced; otherwise nothing changes.
+    ///
+    /// # Errors
+    /// [`SubmitError::Rejected`] when policy refuses it, [`SubmitError::Store`] when
+    /// it could not be made durable.
+    pub async fn submit(
+        &self,
+        expected: &TrustDomain,
+        candidate: Bundle,
+        source: Source,
+        now: OffsetDateTime,
+    ) -> Result<Outcome, SubmitError> {
+        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
+        let warnings = match self.evaluate(expected, &candidate, &source, now)? {
+            Decision::Accept { warnings } => warnings,
+            Decision::Unchanged => return Ok(Outcome::Unchanged),
+        };
+        let note = AuditNote {
+            who: source.to_string(),
+            action: AuditAction::Accept,
+            detail: describe(&warnings),
+        };
+        let revision = self.commit(guard, candidate, source, now, note).await?;
+        Ok(Outcome::Accepted { revision, warnings })
+    }
+
+    /// Stop trusting `trust_domain` (POLL-4): delete its current bundle and status,
+    /// keep its history and the audit log, and announce. Returns the new revision, or
+    /// `None` if no bundle was stored.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; the snapshot is unchanged unless the removal was durable.
+    pub async fn remove(
+        &self,
+        trust_domain: &TrustDomain,
+        who: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<u64>, StoreError> {
+        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
+        let inner = Arc::clone(&self.inner);
+        let td = trust_domain.clone();
+        let note = AuditNote {
+            who: who.to_owned(),
+            action: AuditAction::Remove,
+            detail: String::new(),
+        };
+        run_blocking("remove", move || {
+            let _writer = guard;
+            let revision = inner.store.remove_bundle(&td, note, now.unix_timestamp())?;
+            inner.replace_statuses(|statuses| {
+                statuses.remove(&td);
+            });
+            if let Some(revision) = revision {
+                inner.publish(revision, |domains| {
+                    domains.remove(&td);
+                });
+                tracing::info!(trust_domain = %td, revision, "bundle removed");
+            }
+            Ok(revision)
+        })
+        .await
+    }
+
+    /// Stored versions of `trust_domain`, newest first (also after removal).
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming a record that cannot be read.
+    pub async fn history(
+        &self,
+        trust_domain: &TrustDomain,
+    ) -> Result<Vec<BundleRecord>, StoreError> {
+        let store = self.inner.store.clone();
+        let td = trust_domain.clone();
+        run_blocking("history", move || store.history(&td)).await
+    }
+
+    /// Re-accept the version of `trust_domain` stored at `revision`, as an operator
+    /// override by `who` (L-5), recorded in the audit log as a rollback.
+    ///
+    /// # Errors
+    /// [`SubmitError::UnknownRevision`] if history does not hold it; otherwise as
+    /// [`TrustStore::submit`].
+    pub async fn rollback(
+        &self,
+        trust_domain: &TrustDomain,
+        revision: u64,
+        who: &str,
+        now: OffsetDateTime,
+    ) -> Result<Outcome, SubmitError> {
+        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
+        let store = self.inner.store.clone();
+        let td = trust_domain.clone();
+        let bundle = run_blocking("rollback", move || {
+            let Some(record) = store.history_entry(&td, revision)? else {
+                return Ok(None);
+            };
+            parse_record(&record).map(Some)
+        })
+        .await?
+        .ok_or_else(|| SubmitError::UnknownRevision {
+            trust_domain: trust_domain.clone(),
+            revision,
+        })?;
+        let source = Source::Operator {
+            who: who.to_owned(),
+        };
+        let warnings = match self.evaluate(trust_domain, &bundle, &source, now)? {
+            Decision::Accept { warnings } => warnings,
+            Decision::Unchanged => return Ok(Outcome::Unchanged),
+        };
+        let mut detail = format!("rollback to revision {revision}");
+        if !warnings.is_empty() {
+            detail = format!("{detail}; {}", describe(&warnings));
+        }
+        let note = AuditNote {
+            who: who.to_owned(),
+            action: AuditAction::Rollback,
+            detail,
+        };
+        let new_revision = self.commit(guard, bundle, source, now, note).await?;
+        Ok(Outcome::Accepted {
+            revision: new_revision,
+            warnings,
+        })
+    }
+
+    /// Record a successful fetch of `trust_domain` at `at` (persisted, then visible in
+    /// [`TrustStore::statuses`]).
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the status cannot be made durable.
+    pub async fn record_fetch_success(
+        &self,
+        trust_domain: &TrustDomain,
+        at: OffsetDateTime,
+        next_attempt: Option<OffsetDateTime>,
+    ) -> Result<RelationshipStatus, StoreError> {
+        self.update_status(trust_domain, move |status| {
+            status.last_success = Some(at.unix_timestamp());
+            status.consecutive_failures = 0;
+            status.next_attempt = next_attempt.map(OffsetDateTime::unix_timestamp);
+        })
+        .await
+    }
+
+    /// Record a failed fetch of `trust_domain`; the stored bundle is not touched (the
+    /// last good one keeps serving).
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the status cannot be made durable.
+    pub async fn record_fetch_failure(
+        &self,
+        trust_domain: &TrustDomain,
+        at: OffsetDateTime,
+        message: String,
+        next_attempt: Option<OffsetDateTime>,
+    ) -> Result<RelationshipStatus, StoreError> {
+        self.update_status(trust_domain, move |status| {
+            status.last_error = Some(LastError {
+                at: at.unix_timestamp(),
+                message,
+            });
+            status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+            status.next_attempt = next_attempt.map(OffsetDateTime::unix_timestamp);
+        })
+        .await
+    }
+
+    /// Append `record` to the audit log (for actions outside bundle changes, which
+    /// are logged by the store itself); returns its sequence number.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be made durable.
+    pub async fn audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
+        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
+        let store = self.inner.store.clone();
+        run_blocking("audit", move || {
+            let _writer = guard;
+            store.append_audit(&record)
+        })
+        .await
+    }
+
+    /// Up to `limit` audit entries after sequence number `after`, oldest first.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming an entry that cannot be read.
+    pub async fn audit_log(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        let store = self.inner.store.clone();
+        run_blocking("audit log", move || store.audit_log(after, limit)).await
+    }
+
+    /// The next `spiffe_sequence` to serve for local domain `trust_domain`: persisted,
+    /// only grows, never resets, even after removal (BUN-4).
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the counter cannot be made durable.
+    pub async fn next_local_sequence(&self, trust_domain: &TrustDomain) -> Result<u64, StoreError> {
+        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
+        let store = self.inner.store.clone();
+        let td = trust_domain.clone();
+        run_blocking("local sequence", move || {
+            let _writer = guard;
+            store.next_local_sequence(&td)
+        })
+        .await
+    }
+
+    /// Policy against the current snapshot; call with the writer lock held.
+    fn evaluate(
+        &self,
+        expected: &TrustDomain,
+        candidate: &Bundle,
+        source: &Source,
+        now: OffsetDateTime,
+    ) -> Result<Decision, PolicyError> {
+        let snapshot = self.inner.snapshot.load();
+        let current = snapshot.get(expected).map(|entry| Current {
+            bundle: &entry.bundle,
+            source: &entry.source,
+        });
+        policy::evaluate(
+            expected,
+            current,
+            candidate,
+            source,
+            &self.inner.settings,
+            now,
+        )
+    }
+
+    /// Write, flush, then publish and announce, all on one blocking task that owns the
+    /// writer lock.
+    async fn commit(
+        &self,
+        guard: OwnedMutexGuard<()>,
+        bundle: Bundle,
+        source: Source,
+        now: OffsetDateTime,
+        note: AuditNote,
+    ) -> Result<u64, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking("submit", move || {
+            let _writer = guard;
+            let td = bundle.trust_domain().clone();
+            // Checked before writing so nothing can fail between durable and published.
+            let accepted_at = whole_seconds(&td, now.unix_timestamp())?;
+            let new = NewBundle {
+                trust_domain: td.clone(),
+                document: bundle.to_json(),
+                source,
+                accepted_at: now.unix_timestamp(),
+                sequence: bundle.sequence(),
+            };
+            let record = inner.store.put_bundle(new, note)?;
+            let revision = record.revision;
+            tracing::info!(
+                trust_domain = %td,
+                revision,
+                sequence = ?record.sequence,
+                source = %record.source,
+                digest = %record.digest,
+                "bundle accepted"
+            );
+            let entry = entry(Arc::new(bundle), record, accepted_at);
+            inner.publish(revision, |domains| {
+                domains.insert(td, entry);
+            });
+            Ok(revision)
+        })
+        .await
+    }
+
+    async fn update_status(
+        &self,
+        trust_domain: &TrustDomain,
+        change: impl FnOnce(&mut RelationshipStatus) + Send + 'static,
+    ) -> Result<RelationshipStatus, StoreError> {
+        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
+        let inner = Arc::clone(&self.inner);
+        let td = trust_domain.clone();
+        run_blocking("status", move || {
+            let _writer = guard;
+            let mut status = inner.statuses.load().get(&td).cloned().unwrap_or_default();
+            change(&mut status);
+            inner.store.put_status(&td, &status)?;
+            let stored = status.clone();
+            inner.replace_statuses(|statuses| {
+                statuses.insert(td, stored);
+            });
+            Ok(status)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    /// Swap in a snapshot with `change` applied and announce `revision`. Only called
+    /// with the writer lock held and after the change is durable.
+    fn publish(&self, revision: u64, change: impl FnOnce(&mut BTreeMap<TrustDomain, Entry>)) {
+        let mut domains = self.snapshot.load().domains.clone();
+        change(&mut domains);
+        self.snapshot
+            .store(Arc::new(Snapshot { revision, domains }));
+        self.feed.send_replace(revision);
+    }
+
+    fn replace_statuses(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<TrustDomain, RelationshipStatus>),
+    ) {
+        let mut statuses = BTreeMap::clone(&self.statuses.load());
+        change(&mut statuses);
+        self.statuses.store(Arc::new(statuses));
+    }
+}
+
+impl fmt::Debug for TrustStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let snapshot = self.inner.snapshot.load();
+        f.debug_struct("TrustStore")
+            .field("revision", &snapshot.revision)
+            .field("domains", &snapshot.domains.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Run a store call on the blocking pool (STYLE rule 9).
+async fn run_blocking<T: Send + 'static>(
+    operation: &'static str,
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|source| StoreError::Blocking { operation, source })?
+}
+
+/// Re-parse a stored document under its trust domain.
+fn parse_record(record: &BundleRecord) -> Result<Bundle, StoreError> {
+    Bundle::parse(&record.trust_domain, &record.document)
+        .map(|parsed| parsed.bundle)
+        .map_err(|source| StoreError::InvalidDocument {
+            trust_domain: record.trust_domain.clone(),
+            revision: record.revision,
+            source,
+        })
+}
+
+/// A snapshot entry for a stored record, re-parsing its document.
+fn load_entry(record: BundleRecord) -> Result<Entry, StoreError> {
+    let bundle = parse_record(&record)?;
+    let accepted_at = whole_seconds(&record.trust_domain, record.accepted_at)?;
+    Ok(entry(Arc::new(bundle), record, accepted_at))
+}
+
+fn entry(bundle: Arc<Bundle>, record: BundleRecord, accepted_at: OffsetDateTime) -> Entry {
+    Entry {
+        bundle,
+        json: Bytes::from(record.document),
+        digest: record.digest,
+        sequence: record.sequence,
+        source: record.source,
+        accepted_at,
+        revision: record.revision,
+    }
+}
+
+/// `accepted_at` as stored (Unix seconds) back to a date.
+fn whole_seconds(trust_domain: &TrustDomain, unix: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp(unix).map_err(|_| StoreError::InvalidTimestamp {
+        keyspace: Keyspace::Bundles,
+        key: trust_domain.to_string(),
+        value: unix,
+    })
+}
+
+fn describe(warnings: &[Warning]) -> String {
+    warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::io::Write as _;
+    use std::process::Command;
+
+    use time::Duration;
+
+    use super::*;
+    use crate::policy::testing::{bundle, now, td, with_sequence};
+
+    fn fetched() -> Source {
+        let url: url::Url = "https://peer.example/bundle".parse().unwrap();
+        Source::Fetched {
+            final_url: url.clone(),
+            url,
+            peer: "192.0.2.7:443".into(),
+        }
+    }
+
+    async fn open(dir: &tempfile::TempDir) -> TrustStore {
+        TrustStore::open(dir.path(), PolicySettings::default())
+            .await
+            .unwrap()
+    }
+
+    async fn accept(store: &TrustStore, bundle: &Bundle) -> u64 {
+        let outcome = store
+            .submit(bundle.trust_domain(), bundle.clone(), fetched(), now())
+            .await
+            .unwrap();
+        match outcome {
+            Outcome::Accepted { revision, .. } => revision,
+            Outcome::Unchanged => panic!("expected an accepted change"),
+        }
+    }
+
+    #[tokio::test]
+    async fn accepted_change_is_visible_in_snapshot_and_feed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let mut feed = store.subscribe();
+        let east = td("east.example");
+        let b = bundle(&east, Some(1));
+
+        let outcome = store
+            .submit(&east, b.clone(), fetched(), now())
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Accepted {
+                revision: 1,
+                warnings: vec![]
+            }
+        );
+        assert!(feed.has_changed().unwrap());
+        assert_eq!(*feed.borrow_and_update(), 1);
+        let snapshot = store.snapshot();
+        assert_eq!(snapshot.revision, 1);
+        let entry = snapshot.get(&east).unwrap();
+        assert_eq!(*entry.bundle, b);
+        assert_eq!(entry.json, b.to_json());
+        assert_eq!(entry.digest, crate::store::digest(&b.to_json()));
+        assert_eq!(entry.sequence, Some(1));
+        assert_eq!(entry.source, fetched());
+        assert_eq!(entry.accepted_at, now());
+    }
+
+    #[tokio::test]
+    async fn sto_2_rejected_regression_leaves_bytes_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let east = td("east.example");
+        accept(&store, &bundle(&east, Some(5))).await;
+        let before = store.snapshot();
+        let feed = store.subscribe();
+
+        let err = store
+            .submit(&east, bundle(&east, Some(4)), fetched(), now())
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            SubmitError::Rejected(PolicyError::SequenceRegression {
+                current: 5,
+                candidate: 4,
+                ..
+            })
+        ));
+        let after = store.snapshot();
+        assert!(Arc::ptr_eq(&before, &after), "snapshot not swapped");
+        assert!(!feed.has_changed().unwrap(), "nothing announced");
+        assert_eq!(
+            store.history(&east).await.unwrap().len(),
+            1,
+            "sled untouched"
+        );
+        drop(store);
+        let reopened = open(&dir).await;
+        assert_eq!(
+            reopened.snapshot().get(&east).unwrap().json,
+            before.get(&east).unwrap().json
+        );
+        assert_eq!(reopened.snapshot().revision, 1);
+    }
+
+    #[tokio::test]
+    async fn fed_7_bundle_of_another_domain_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let err = store
+            .submit(
+                &td("east.example"),
+                bundle(&td("west.example"), None),
+                fetched(),
+                now(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            SubmitError::Rejected(PolicyError::TrustDomainMismatch { .. })
+        ));
+        assert!(store.snapshot().domains.is_empty());
+    }
+
+    #[tokio::test]
+    async fn poll_1_unchanged_bundle_is_not_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let east = td("east.example");
+        let b = bundle(&east, Some(2));
+        accept(&store, &b).await;
+        let feed = store.subscribe();
+        let outcome = store.submit(&east, b, fetched(), now()).await.unwrap();
+        assert_eq!(outcome, Outcome::Unchanged);
+        assert!(!feed.has_changed().unwrap());
+        assert_eq!(store.snapshot().revision, 1);
+    }
+
+    #[tokio::test]
+    async fn sto_1_restart_serves_everything_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        for name in ["a.example", "b.example", "c.example"] {
+            accept(&store, &bundle(&td(name), Some(1))).await;
+        }
+        store
+            .record_fetch_success(&td("a.example"), now(), Some(now() + Duration::minutes(5)))
+            .await
+            .unwrap();
+        let before = store.snapshot();
+        let statuses = store.statuses();
+        drop(store);
+
+        let store = open(&dir).await;
+        let after = store.snapshot();
+        assert_eq!(after.revision, before.revision);
+        assert_eq!(*store.subscribe().borrow(), before.revision);
+        assert_eq!(
+            after.domains.keys().collect::<Vec<_>>(),
+            before.domains.keys().collect::<Vec<_>>()
+        );
+        for (td, entry) in &before.domains {
+            let reloaded = after.get(td).unwrap();
+            assert_eq!(reloaded.bundle, entry.bundle);
+            assert_eq!(reloaded.json, entry.json);
+            assert_eq!(reloaded.digest, entry.digest);
+            assert_eq!(reloaded.source, entry.source);
+            assert_eq!(reloaded.accepted_at, entry.accepted_at);
+            assert_eq!(reloaded.revision, entry.revision);
+        }
+        assert_eq!(store.statuses(), statuses);
+    }
+
+    #[tokio::test]
+    async fn revision_strictly_increases() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let east = td("east.example");
+        let mut last = store.snapshot().revision;
+        for sequence in 1..=5 {
+            let revision = accept(&store, &bundle(&east, Some(sequence))).await;
+            assert!(revision > last, "{revision} after {last}");
+            last = revision;
+        }
+        let removed = store.remove(&east, "alice", now()).await.unwrap().unwrap();
+        assert!(removed > last);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_submits_all_land_with_unique_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for writer in 0..8 {
+            let store = store.clone();
+            let bundles: Vec<Bundle> = (0..4)
+                .map(|n| bundle(&td(&format!("d{writer}.example")), Some(n + 1)))
+                .collect();
+            tasks.spawn(async move {
+                let mut revisions = Vec::new();
+                for b in bundles {
+                    revisions.push(accept(&store, &b).await);
+                }
+                revisions
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(revisions) = tasks.join_next().await {
+            all.extend(revisions.unwrap());
+        }
+        let unique: BTreeSet<u64> = all.iter().copied().collect();
+        assert_eq!(unique.len(), 32, "every submit got its own revision");
+        assert_eq!(unique, (1..=32).collect());
+        let snapshot = store.snapshot();
+        assert_eq!(snapshot.revision, 32);
+        assert_eq!(snapshot.domains.len(), 8);
+        assert!(snapshot.domains.values().all(|e| e.sequence == Some(4)));
+    }
+
+    #[tokio::test]
+    async fn poll_4_removal_drops_the_domain_and_announces() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let east = td("east.example");
+        let west = td("west.example");
+        accept(&store, &bundle(&east, Some(1))).await;
+        accept(&store, &bundle(&west, Some(1))).await;
+        store
+            .record_fetch_failure(&east, now(), "timeout".into(), None)
+            .await
+            .unwrap();
+        let mut feed = store.subscribe();
+
+        let revision = store.remove(&east, "alice", now()).await.unwrap();
+        assert_eq!(revision, Some(3));
+        assert!(feed.has_changed().unwrap());
+        assert_eq!(*feed.borrow_and_update(), 3);
+        let snapshot = store.snapshot();
+        assert!(snapshot.get(&east).is_none());
+        assert!(snapshot.get(&west).is_some());
+        assert!(!store.statuses().contains_key(&east));
+        assert_eq!(store.history(&east).await.unwrap().len(), 1, "history kept");
+        let log = store.audit_log(0, 100).await.unwrap();
+        assert_eq!(log.last().unwrap().1.action, AuditAction::Remove);
+
+        assert_eq!(store.remove(&east, "alice", now()).await.unwrap(), None);
+        assert!(!feed.has_changed().unwrap(), "removing nothing is silent");
+        drop(store);
+        assert!(open(&dir).await.snapshot().get(&east).is_none());
+    }
+
+    #[tokio::test]
+    async fn rollback_reaccepts_a_past_version_as_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let east = td("east.example");
+        let v1 = bundle(&east, Some(1));
+        let v2 = bundle(&east, Some(2));
+        let r1 = accept(&store, &v1).await;
+        accept(&store, &v2).await;
+
+        let outcome = store.rollback(&east, r1, "alice", now()).await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Accepted {
+                revision: 3,
+                warnings: vec![]
+            }
+        );
+        let entry = store.snapshot().get(&east).cloned().unwrap();
+        assert_eq!(*entry.bundle, v1);
+        assert_eq!(
+            entry.source,
+            Source::Operator {
+                who: "alice".into()
+            }
+        );
+        let log = store.audit_log(0, 100).await.unwrap();
+        let (_, last) = log.last().unwrap();
+        assert_eq!(last.action, AuditAction::Rollback);
+        assert_eq!(last.who, "alice");
+        assert_eq!(last.new_digest.as_deref(), Some(entry.digest.as_str()));
+
+        // L-5: the override reset the baseline; the next fetch replaces it.
+        assert_eq!(accept(&store, &with_sequence(&v2, Some(2))).await, 4);
+        assert!(matches!(
+            store.rollback(&east, 99, "alice", now()).await,
+            Err(SubmitError::UnknownRevision { revision: 99, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn fetch_status_is_persisted_and_readable_lock_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let east = td("east.example");
+        let later = now() + Duration::minutes(1);
+        store
+            .record_fetch_failure(&east, now(), "connection refused".into(), Some(later))
+            .await
+            .unwrap();
+        let status = store
+            .record_fetch_failure(&east, later, "timeout".into(), None)
+            .await
+            .unwrap();
+        assert_eq!(status.consecutive_failures, 2);
+        assert_eq!(status.last_error.as_ref().unwrap().message, "timeout");
+        let status = store
+            .record_fetch_success(&east, later, Some(later))
+            .await
+            .unwrap();
+        assert_eq!(status.consecutive_failures, 0);
+        assert_eq!(status.last_success, Some(later.unix_timestamp()));
+        assert!(
+            status.last_error.is_some(),
+            "last error kept for the operator"
+        );
+        assert_eq!(store.statuses().get(&east), Some(&status));
+        drop(store);
+        assert_eq!(open(&dir).await.statuses().get(&east), Some(&status));
+    }
+
+    #[tokio::test]
+    async fn bun_4_local_sequence_never_resets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let local = td("local.example");
+        assert_eq!(store.next_local_sequence(&local).await.unwrap(), 1);
+        accept(&store, &bundle(&local, Some(1))).await;
+        store.remove(&local, "alice", now()).await.unwrap();
+        assert_eq!(store.next_local_sequence(&local).await.unwrap(), 2);
+        drop(store);
+        let store = open(&dir).await;
+        assert_eq!(store.next_local_sequence(&local).await.unwrap(), 3);
+    }
+
+    /// Set only for the child process of `sto_1_acknowledged_changes_survive_abort`.
+    const ABORT_CHILD_DIR: &str = "FEDGW_TEST_STO_1_ABORT_CHILD_DIR";
+    const ABORT_CHILD_SUBMITS: u64 = 24;
+
+    /// Child half of the crash test; does nothing unless the parent set
+    /// [`ABORT_CHILD_DIR`]. Submits bundles, prints `ACK <td> <revision> <digest>` for
+    /// each acknowledged one, then aborts like `kill -9` (no destructors, no flush).
+    #[tokio::test]
+    async fn sto_1_abort_child() {
+        let Some(dir) = std::env::var_os(ABORT_CHILD_DIR) else {
+            return;
+        };
+        let store = TrustStore::open(&dir, PolicySettings::default())
+            .await
+            .unwrap();
+        let mut stdout = std::io::stdout().lock();
+        for n in 1..=ABORT_CHILD_SUBMITS {
+            let domain = td(&format!("d{}.example", n % 4));
+            let revision = accept(&store, &bundle(&domain, Some(n))).await;
+            let digest = store.snapshot().get(&domain).unwrap().digest.clone();
+            writeln!(stdout, "ACK {domain} {revision} {digest}").unwrap();
+            stdout.flush().unwrap();
+        }
+        std::process::abort();
+    }
+
+    #[tokio::test]
+    async fn sto_1_acknowledged_changes_survive_abort() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "trust_store::tests::sto_1_abort_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ABORT_CHILD_DIR, dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "the child must die by abort: {output:?}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt as _;
+            assert_eq!(output.status.signal(), Some(6), "SIGABRT: {output:?}");
+        }
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let acks: Vec<(TrustDomain, u64, String)> = stdout
+            .lines()
+            // libtest may print "test ... " on the same line as the first ACK.
+            .filter_map(|line| line.split_once("ACK ").map(|(_, ack)| ack))
+            .map(|ack| {
+                let parts: Vec<&str> = ack.split(' ').collect();
+                (td(parts[0]), parts[1].parse().unwrap(), parts[2].to_owned())
+            })
+            .collect();
+        assert_eq!(acks.len() as u64, ABORT_CHILD_SUBMITS, "{stdout}");
+
+        let store = open(&dir).await;
+        let snapshot = store.snapshot();
+        let mut latest = BTreeMap::new();
+        for (domain, revision, digest) in &acks {
+            let history = store.history(domain).await.unwrap();
+            assert!(
+                history
+                    .iter()
+                    .any(|r| r.revision == *revision && r.digest == *digest),
+                "{domain}@{revision} lost"
+            );
+            latest.insert(domain.clone(), (*revision, digest.clone()));
+        }
+        for (domain, (revision, digest)) in latest {
+            let entry = snapshot.get(&domain).unwrap();
+            assert_eq!((entry.revision, &entry.digest), (revision, &digest));
+        }
+        assert_eq!(snapshot.revision, ABORT_CHILD_SUBMITS);
+    }
+}

@@ -1,0 +1,124 @@
+//! The records the store keeps, as serde_json values: what each keyspace holds.
+//!
+//! Owns the record shapes and their codecs; not where or how they are stored.
+
+use serde::{Deserialize, Serialize};
+use spiffe_federation::TrustDomain;
+
+use crate::policy::Source;
+
+/// A stored bundle version (POLL-3: kept under the trust domain it belongs to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRecord {
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// The canonical SPIFFE bundle document (`Bundle::to_json`), served byte for byte.
+    #[serde(with = "utf8_document")]
+    pub document: Vec<u8>,
+    /// Where it came from.
+    pub source: Source,
+    /// When it was accepted, in Unix seconds.
+    pub accepted_at: i64,
+    /// SHA-256 of `document`, lower-case hex.
+    pub digest: String,
+    /// Its `spiffe_sequence`, if any.
+    pub sequence: Option<u64>,
+    /// The global revision at which it was accepted.
+    pub revision: u64,
+}
+
+/// A bundle to store; the store adds the digest and the revision.
+#[derive(Debug, Clone)]
+pub struct NewBundle {
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// The canonical document (`Bundle::to_json`).
+    pub document: Vec<u8>,
+    /// Where it came from.
+    pub source: Source,
+    /// When it was accepted, in Unix seconds.
+    pub accepted_at: i64,
+    /// Its `spiffe_sequence`, if any.
+    pub sequence: Option<u64>,
+}
+
+/// Fetch health of one federation relationship.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelationshipStatus {
+    /// Last successful fetch, Unix seconds.
+    pub last_success: Option<i64>,
+    /// Last failed fetch (kept after a later success, for the operator).
+    pub last_error: Option<LastError>,
+    /// When the poller plans the next fetch, Unix seconds.
+    pub next_attempt: Option<i64>,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+}
+
+/// A failed fetch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// When it failed, Unix seconds.
+    pub at: i64,
+    /// What went wrong, as shown to the operator.
+    pub message: String,
+}
+
+/// What an audit entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditAction {
+    /// A bundle was accepted (fetched, local, operator or bootstrap).
+    Accept,
+    /// A trust domain's bundle was removed (POLL-4).
+    Remove,
+    /// An operator re-accepted a past version.
+    Rollback,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When, Unix seconds.
+    pub at: i64,
+    /// Who did it: an operator identity or a bundle source.
+    pub who: String,
+    /// What was done.
+    pub action: AuditAction,
+    /// The trust domain concerned, if any.
+    pub trust_domain: Option<TrustDomain>,
+    /// Digest of the bundle before.
+    pub old_digest: Option<String>,
+    /// Digest of the bundle after.
+    pub new_digest: Option<String>,
+    /// Free text for people (warnings, rollback target).
+    pub detail: String,
+}
+
+/// The caller's part of the audit entry a change writes.
+#[derive(Debug, Clone)]
+pub struct AuditNote {
+    /// Who made the change.
+    pub who: String,
+    /// What kind of change.
+    pub action: AuditAction,
+    /// Free text for people.
+    pub detail: String,
+}
+
+/// `document` is stored as a JSON string (it is always UTF-8 JSON), not a byte array.
+mod utf8_document {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        let text = std::str::from_utf8(bytes).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(text)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        String::deserialize(deserializer).map(String::into_bytes)
+    }
+}
