@@ -27,6 +27,9 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >
     need+=(python3-venv)
 fi
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+# Independent TLS and HTTP peers for the bundle endpoint server tests.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if ((${#need[@]})); then
     log "installing system packages: ${need[*]}"
     sudo=""
