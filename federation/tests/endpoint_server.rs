@@ -1043,3 +1043,23 @@ async fn ext_6_cache_control_max_age_at_most_refresh_hint() {
         assert_eq!(max_age, hint.min(300));
     }
 }
+
+// ---- BUN-6: the served refresh hint ----------------------------------------------
+
+#[tokio::test]
+async fn bun_6_served_bundle_without_hint_gets_the_300_s_default() {
+    let (ca, server, _) = web_server(&PKCS_ECDSA_P256_SHA256).await;
+    let mut no_hint = bundle(&ca, 7, 60);
+    no_hint.set_refresh_hint(None);
+    server.set_bundle(&no_hint);
+    let reply = curl(&ca, server.port(), PUBLIC_NAME, "/", &[]).await;
+    let served = Bundle::parse(&TD.parse().unwrap(), &reply.body)
+        .unwrap()
+        .bundle;
+    assert_eq!(
+        served.refresh_hint(),
+        Some(std::time::Duration::from_secs(300))
+    );
+    assert_eq!(served.sequence(), Some(7));
+    assert_eq!(reply.header("cache-control"), "max-age=300");
+}
