@@ -8,7 +8,6 @@
 //! latest one on every request, so nothing here can serve a stale copy: SRV-2).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +23,8 @@ use crate::bundle::Bundle;
 /// max-age served: five minutes, the default TDB §6.1 and SPIFFE Federation §4.1
 /// recommend (BUN-6, EXT-6).
 const DEFAULT_REFRESH_HINT: Duration = Duration::from_secs(300);
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// A bundle as served: the SPIFFE bundle JSON, its entity tag and cache lifetime,
 /// computed once when the bundle changes rather than on every request.
@@ -64,8 +65,9 @@ impl ServedBundle {
         let mut etag = String::with_capacity(2 + 2 * digest.as_ref().len());
         etag.push('"');
         for byte in digest.as_ref() {
-            // Writing to a String cannot fail.
-            let _ = write!(etag, "{byte:02x}");
+            for nibble in [byte >> 4, byte & 0x0f] {
+                etag.push(char::from(HEX_DIGITS[usize::from(nibble)]));
+            }
         }
         etag.push('"');
 
