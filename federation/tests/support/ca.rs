@@ -270,3 +270,49 @@ fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
     out.extend_from_slice(value);
     out
 }
+
+// ---- Serving certificates (bundle endpoint server tests) --------------------------
+
+impl CertSpec {
+    /// A Web PKI server leaf: no URI SAN, the given DNS SANs, CA=false,
+    /// digitalSignature, serverAuth+clientAuth. Add IP SANs with an `issue_with` edit.
+    pub(crate) fn web_server(dns: &[&str]) -> Self {
+        let mut spec = Self::svid("spiffe://unused.invalid/x");
+        spec.common_name = "bundle endpoint".to_owned();
+        spec.uris = vec![];
+        spec.dns = dns.iter().map(|d| (*d).to_owned()).collect();
+        spec
+    }
+}
+
+impl TestCa {
+    /// The CA certificate as one PEM `CERTIFICATE` block (for `curl --cacert`).
+    pub(crate) fn pem(&self) -> String {
+        pem_certificate(&self.der)
+    }
+}
+
+impl Issued {
+    /// The certificate as rustls takes it.
+    pub(crate) fn cert_der(&self) -> rustls_pki_types::CertificateDer<'static> {
+        rustls_pki_types::CertificateDer::from(self.der.clone())
+    }
+
+    /// The private key as PKCS#8 DER, as rustls takes it.
+    pub(crate) fn key_der(&self) -> rustls_pki_types::PrivateKeyDer<'static> {
+        rustls_pki_types::PrivateKeyDer::Pkcs8(self.key.serialize_der().into())
+    }
+}
+
+/// One PEM `CERTIFICATE` block, 64 base64 characters a line (RFC 7468).
+pub(crate) fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
