@@ -166,7 +166,8 @@ async fn fed_1_https_web_fetch_ok() {
         PeerIdentity::Web(Host::Domain("localhost".into()))
     );
     assert_eq!(fetched.status, 200);
-    assert_eq!(fetched.body_len, served_document().len());
+    // The fixture serves `Bundle::to_json` output, which round-trips byte for byte.
+    assert_eq!(fetched.body_len, fetched.parsed.bundle.to_json().len());
     assert_eq!(server.hits(BUNDLE_PATH), 1);
 }
 
@@ -1048,7 +1049,30 @@ async fn ext_5_proxy_off_and_explicit() {
     fetcher.fetch(&request(&ProxySetting::Off)).await.unwrap();
     assert_eq!(server.accepted(), 1);
 
-    // A proxy on a port where nothing listens: the fetch must go there and fail.
+    // A "proxy" that reads the tunnel request and hangs up: the fetch must go there
+    // (not to the server) and fail to connect.
+    let proxy_listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let proxy_port = proxy_listener.local_addr().unwrap().port();
+    let proxy_seen = tokio::spawn(async move {
+        let (mut conn, _) = proxy_listener.accept().await.unwrap();
+        let mut buf = vec![0; 4096];
+        let n = tokio::io::AsyncReadExt::read(&mut conn, &mut buf)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    let proxy = ProxySetting::Url(format!("http://127.0.0.1:{proxy_port}").parse().unwrap());
+    let err = fetcher.fetch(&request(&proxy)).await.unwrap_err();
+    assert!(matches!(err, FetchError::Connect { .. }), "{err:?}");
+    let seen = proxy_seen.await.unwrap();
+    assert!(
+        seen.starts_with(&format!("CONNECT localhost:{} ", server.port())),
+        "{seen:?}"
+    );
+
+    // A proxy on a port where nothing listens.
     let closed = {
         let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         listener.local_addr().unwrap().port()
