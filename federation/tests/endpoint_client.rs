@@ -223,6 +223,52 @@ async fn fed_7_bundle_stored_under_configured_domain() {
     );
 }
 
+#[tokio::test]
+async fn ext_8_fetch_reports_what_the_audit_log_needs() {
+    let ca = TestCa::new("example.org");
+    let target = spiffe_fixture(&ca, ENDPOINT_ID).await;
+    let server = fixture(svid_identity(&ca, ENDPOINT_ID))
+        .route("/a", Route::redirect(302, &target.url(BUNDLE_PATH)))
+        .start()
+        .await;
+    let fetched = fetch_spiffe(
+        &server.url("/a"),
+        ENDPOINT_ID,
+        &bundle_of("example.org", &ca),
+        &short_limits(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fetched.final_url.as_str(), target.url(BUNDLE_PATH));
+    assert_eq!(
+        fetched
+            .redirects
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [target.url(BUNDLE_PATH)]
+    );
+    assert_eq!(
+        fetched.peer,
+        PeerIdentity::Spiffe(ENDPOINT_ID.parse().unwrap())
+    );
+    assert_eq!(fetched.parsed.bundle.sequence(), Some(7));
+
+    // A failure names the URL it happened at.
+    let err = fetch_spiffe(
+        &server.url("/missing"),
+        ENDPOINT_ID,
+        &bundle_of("example.org", &ca),
+        &short_limits(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Status { url, status: 404 } if url.as_str() == server.url("/missing")),
+        "{err:?}"
+    );
+}
+
 // ---- WEB-1, SPF-1: URL rules -------------------------------------------------------
 
 #[test]
@@ -823,6 +869,42 @@ async fn rdr_4_permanent_redirect_not_remembered() {
         assert_eq!(server.hits("/old"), round);
         assert_eq!(server.hits(BUNDLE_PATH), round);
     }
+}
+
+#[tokio::test]
+async fn rdr_5_every_redirect_status_is_temporary() {
+    let ca = web_ca("trusted");
+    let mut builder =
+        fixture(localhost_identity(&ca)).route(BUNDLE_PATH, Route::ok(served_document()));
+    for status in [301, 302, 303, 307, 308] {
+        builder = builder.route(&format!("/{status}"), Route::redirect(status, BUNDLE_PATH));
+    }
+    let server = builder.start().await;
+    let fetcher = Fetcher::new();
+    let (options, limits) = (web_only(&[&ca]), short_limits());
+    for status in [301, 302, 303, 307, 308] {
+        let path = format!("/{status}");
+        let configured = url(&server.url_with_host("localhost", &path));
+        for _ in 0..2 {
+            let fetched = fetcher
+                .fetch(&FetchRequest {
+                    trust_domain: &td(),
+                    url: &configured,
+                    auth: ServerAuth::Web(&options),
+                    limits: &limits,
+                    proxy: &ProxySetting::Off,
+                })
+                .await
+                .unwrap();
+            assert_eq!(fetched.redirects.len(), 1, "{status}");
+        }
+        assert_eq!(
+            server.hits(&path),
+            2,
+            "{status}: second fetch went elsewhere"
+        );
+    }
+    assert_eq!(server.hits(BUNDLE_PATH), 10);
 }
 
 #[tokio::test]
