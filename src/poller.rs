@@ -7,7 +7,11 @@
 //! never waiting longer than the clamped hint itself; spread polls with jitter. Time
 //! and randomness are inputs, so every rule is tested without a clock.
 //!
-//! It does not own the fetch, storage or the per-relationship task loop.
+//! The per-relationship task loop is in [`manager`]; the relationship's resolved form
+//! in [`relationship`].
+
+pub mod manager;
+pub mod relationship;
 
 use std::time::Duration;
 

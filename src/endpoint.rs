@@ -1,0 +1,405 @@
+//! Bundle endpoint listeners: serve every local trust domain's bundle at its path and
+//! every foreign one at `/relay/<trust domain>`, over `https_web` and/or `https_spiffe`.
+//!
+//! Owns binding, accepting, TLS handshakes, HTTP framing (hyper) and the table of what
+//! is served at which path, rebuilt from the trust store's snapshot on every change
+//! (SRV-2) so that requests only read a pre-serialised document. TLS material is
+//! reloaded when its files change, without dropping the listener. It does not own the
+//! response rules (the library's `respond`) or which bundle is current (the trust
+//! store).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use spiffe_federation::endpoint::server::{
+    ServedBundle, ServerError, ServerTls, https_spiffe_server_config, https_web_server_config,
+    respond,
+};
+use spiffe_federation::{SpiffeId, TrustDomain};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::shutdown::Shutdown;
+use crate::trust_store::{Snapshot, TrustStore};
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often certificate files are checked for changes.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// A certificate or key file cannot be read or holds no PEM item.
+    #[error("cannot load {path}: {reason}")]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS configuration was refused (SRV-6, SRV-8, key mismatch, …).
+    #[error("{profile} endpoint: {source}")]
+    Tls {
+        /// `https_web` or `https_spiffe`.
+        profile: &'static str,
+        /// The library's reason.
+        source: ServerError,
+    },
+    /// `https_spiffe` needs the local bundle its SVID chains to, and it is not stored.
+    #[error(
+        "https_spiffe endpoint: no bundle for local trust domain {trust_domain} to verify the SVID against"
+    )]
+    NoLocalBundle {
+        /// The endpoint ID's trust domain.
+        trust_domain: TrustDomain,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What is served at which path; rebuilt on every trust store change.
+#[derive(Debug, Default)]
+pub struct ServedTable {
+    paths: BTreeMap<String, ServedBundle>,
+}
+
+impl ServedTable {
+    /// Local domains at their configured paths, foreign ones at `/relay/<td>`.
+    pub fn build(snapshot: &Snapshot, locals: &[(TrustDomain, String)]) -> Self {
+        let mut paths = BTreeMap::new();
+        for (td, path) in locals {
+            if let Some(entry) = snapshot.get(td) {
+                paths.insert(path.clone(), ServedBundle::new(&entry.bundle));
+            }
+        }
+        for (td, entry) in &snapshot.domains {
+            if !locals.iter().any(|(local, _)| local == td) {
+                paths.insert(format!("/relay/{td}"), ServedBundle::new(&entry.bundle));
+            }
+        }
+        Self { paths }
+    }
+
+    /// The bundle served at exactly `path`.
+    pub fn get(&self, path: &str) -> Option<&ServedBundle> {
+        self.paths.get(path)
+    }
+
+    /// Every served path.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.paths.keys().map(String::as_str)
+    }
+}
+
+/// Keep `table` equal to the trust store's snapshot until cancelled.
+pub fn follow(
+    trust_store: TrustStore,
+    locals: Vec<(TrustDomain, String)>,
+    shutdown: &Shutdown,
+) -> Arc<ArcSwap<ServedTable>> {
+    let table = Arc::new(ArcSwap::from_pointee(ServedTable::build(
+        &trust_store.snapshot(),
+        &locals,
+    )));
+    let mut changes = trust_store.subscribe();
+    let cancel = shutdown.token();
+    let out = Arc::clone(&table);
+    shutdown.spawn(async move {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            table.store(Arc::new(ServedTable::build(
+                &trust_store.snapshot(),
+                &locals,
+            )));
+        }
+    });
+    out
+}
+
+/// The files and parameters of one listener's TLS identity.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// `https_web`: a Web PKI certificate for `public_names`.
+    Web {
+        /// PEM chain.
+        cert: PathBuf,
+        /// PEM key.
+        key: PathBuf,
+        /// Names clients use (SRV-6).
+        public_names: Vec<ServerName<'static>>,
+        /// Roots considered public (SRV-7 warning).
+        public_roots: Arc<RootCertStore>,
+    },
+    /// `https_spiffe`: an X509-SVID for `endpoint_id` (SRV-8).
+    Spiffe {
+        /// PEM chain.
+        svid: PathBuf,
+        /// PEM key.
+        key: PathBuf,
+        /// The SPIFFE ID it must carry.
+        endpoint_id: SpiffeId,
+    },
+}
+
+impl TlsSource {
+    fn profile(&self) -> &'static str {
+        match self {
+            Self::Web { .. } => "https_web",
+            Self::Spiffe { .. } => "https_spiffe",
+        }
+    }
+
+    /// Build the TLS configuration from the files now. Blocks (file reads).
+    ///
+    /// # Errors
+    /// [`EndpointError`] naming the file or the check that failed.
+    pub fn build(&self, snapshot: &Snapshot) -> Result<(ServerTls, Vec<u8>), EndpointError> {
+        let now = UnixTime::now();
+        let tls_error = |source| EndpointError::Tls {
+            profile: self.profile(),
+            source,
+        };
+        match self {
+            Self::Web {
+                cert,
+                key,
+                public_names,
+                public_roots,
+            } => {
+                let (chain, key_der, fingerprint) = load_pair(cert, key)?;
+                let tls = https_web_server_config(chain, key_der, public_names, public_roots, now)
+                    .map_err(tls_error)?;
+                Ok((tls, fingerprint))
+            }
+            Self::Spiffe {
+                svid,
+                key,
+                endpoint_id,
+            } => {
+                let local = snapshot.get(endpoint_id.trust_domain()).ok_or_else(|| {
+                    EndpointError::NoLocalBundle {
+                        trust_domain: endpoint_id.trust_domain().clone(),
+                    }
+                })?;
+                let (chain, key_der, mut fingerprint) = load_pair(svid, key)?;
+                // A rotated local CA can invalidate (or validate) the SVID: rebuild then too.
+                fingerprint.extend_from_slice(local.digest.as_bytes());
+                let tls =
+                    https_spiffe_server_config(chain, key_der, &local.bundle, endpoint_id, now)
+                        .map_err(tls_error)?;
+                Ok((tls, fingerprint))
+            }
+        }
+    }
+}
+
+fn load_pair(
+    cert: &PathBuf,
+    key: &PathBuf,
+) -> Result<
+    (
+        Vec<CertificateDer<'static>>,
+        PrivateKeyDer<'static>,
+        Vec<u8>,
+    ),
+    EndpointError,
+> {
+    let load_error = |path: &PathBuf, reason: String| EndpointError::Load {
+        path: path.clone(),
+        reason,
+    };
+    let cert_pem = std::fs::read(cert).map_err(|e| load_error(cert, e.to_string()))?;
+    let key_pem = std::fs::read(key).map_err(|e| load_error(key, e.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| load_error(cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(load_error(cert, "no CERTIFICATE block".to_owned()));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| load_error(key, e.to_string()))?;
+    let mut fingerprint = cert_pem;
+    fingerprint.extend_from_slice(&key_pem);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &fingerprint);
+    Ok((chain, key_der, digest.as_ref().to_vec()))
+}
+
+/// A bound listener, not yet accepting.
+#[derive(Debug)]
+pub struct Listener {
+    listener: TcpListener,
+    source: TlsSource,
+    tls: Arc<ArcSwap<rustls::ServerConfig>>,
+    fingerprint: Vec<u8>,
+}
+
+impl Listener {
+    /// Build the TLS configuration (refusing to start on a failed check) and bind.
+    ///
+    /// # Errors
+    /// [`EndpointError`] from the TLS checks or the bind.
+    pub async fn bind(
+        addr: SocketAddr,
+        source: TlsSource,
+        trust_store: &TrustStore,
+    ) -> Result<Self, EndpointError> {
+        let snapshot = trust_store.snapshot();
+        let built_source = source.clone();
+        let (tls, fingerprint) = tokio::task::spawn_blocking(move || built_source.build(&snapshot))
+            .await
+            .map_err(|err| EndpointError::Load {
+                path: PathBuf::new(),
+                reason: err.to_string(),
+            })??;
+        for warning in &tls.warnings {
+            tracing::warn!(profile = source.profile(), %warning, "bundle endpoint certificate");
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| EndpointError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            source,
+            tls: Arc::new(ArcSwap::new(tls.config)),
+            fingerprint,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    ///
+    /// # Errors
+    /// The socket's error if it has no local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accept connections until shutdown, serving `table`, and reload the TLS identity
+    /// when its files (or, for `https_spiffe`, the local bundle) change.
+    pub fn serve(
+        self,
+        table: Arc<ArcSwap<ServedTable>>,
+        trust_store: TrustStore,
+        shutdown: &Shutdown,
+    ) {
+        let profile = self.source.profile();
+        shutdown.spawn(reload(
+            self.source,
+            Arc::clone(&self.tls),
+            self.fingerprint,
+            trust_store,
+            shutdown.token(),
+        ));
+        let tracker = shutdown.clone();
+        let cancel = shutdown.token();
+        let tls = self.tls;
+        let listener = self.listener;
+        shutdown.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        // One failed accept (e.g. too many open files) never ends the loop.
+                        tracing::warn!(profile, error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = TlsAcceptor::from(tls.load_full());
+                let table = Arc::clone(&table);
+                let cancel = cancel.clone();
+                tracker.spawn(async move {
+                    connection(acceptor, stream, table, cancel).await;
+                    tracing::trace!(profile, %peer, "connection closed");
+                });
+            }
+        });
+    }
+}
+
+async fn connection(
+    acceptor: TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    table: Arc<ArcSwap<ServedTable>>,
+    cancel: CancellationToken,
+) {
+    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+        return;
+    };
+    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let table = table.load();
+        let (parts, _body) = request.into_parts();
+        let response = respond(&parts, table.get(parts.uri.path())).map(Full::<Bytes>::new);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let serving = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        _ = serving => {}
+    }
+}
+
+async fn reload(
+    source: TlsSource,
+    tls: Arc<ArcSwap<rustls::ServerConfig>>,
+    mut fingerprint: Vec<u8>,
+    trust_store: TrustStore,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(RELOAD_INTERVAL) => {}
+        }
+        let snapshot = trust_store.snapshot();
+        let candidate = source.clone();
+        let Ok(built) = tokio::task::spawn_blocking(move || candidate.build(&snapshot)).await
+        else {
+            return;
+        };
+        match built {
+            Ok((_, new)) if new == fingerprint => {}
+            Ok((config, new)) => {
+                fingerprint = new;
+                tls.store(config.config);
+                tracing::info!(
+                    profile = source.profile(),
+                    "bundle endpoint TLS identity reloaded"
+                );
+            }
+            Err(err) => {
+                // Keep serving with the last good identity.
+                tracing::error!(profile = source.profile(), error = %err, "TLS identity reload failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! One polling task per federation relationship.
+//!
+//! Owns the task loop: bootstrap (SPF-3/SPF-4), fetch from each mirror in order,
+//! submit to the trust store (which applies policy and persists), record the outcome,
+//! and wait the time the [`Schedule`] gives, or until an operator asks for a refresh.
+//! A failed fetch never touches the stored bundle (FED §6.2). Deleting a relationship
+//! cancels its task (POLL-4). It does not own the wire (the library's endpoint client)
+//! or acceptance rules (policy).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Serialize;
+use spiffe_federation::TrustDomain;
+use spiffe_federation::endpoint::client::{
+    FetchError, FetchRequest, Fetcher, PeerIdentity, ServerAuth,
+};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Schedule;
+use super::relationship::Relationship;
+use crate::policy::Source;
+use crate::shutdown::Shutdown;
+use crate::telemetry::Metrics;
+use crate::trust_store::{Outcome, SubmitError, TrustStore};
+
+/// What the pollers share.
+#[derive(Debug)]
+pub struct PollerContext {
+    /// Where fetched bundles go.
+    pub trust_store: TrustStore,
+    /// The endpoint client.
+    pub fetcher: Fetcher,
+    /// Refresh-hint bounds.
+    pub schedule: Schedule,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// The result of one poll, as the admin API reports a manual refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PollReport {
+    /// The relationship.
+    pub trust_domain: TrustDomain,
+    /// `accepted`, `unchanged`, `rejected`, `failed` or `awaiting_bootstrap`.
+    pub outcome: &'static str,
+    /// The new revision when accepted.
+    pub revision: Option<u64>,
+    /// The URL that answered, after redirects.
+    pub final_url: Option<String>,
+    /// The authenticated peer.
+    pub peer: Option<String>,
+    /// The fetched bundle's sequence.
+    pub sequence: Option<u64>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// When the next poll is planned, RFC 3339.
+    pub next_attempt: Option<String>,
+}
+
+struct Handle {
+    cancel: CancellationToken,
+    refresh: mpsc::Sender<oneshot::Sender<PollReport>>,
+}
+
+/// The set of running pollers; cheap to clone.
+#[derive(Clone)]
+pub struct Pollers {
+    ctx: Arc<PollerContext>,
+    tasks: Arc<Mutex<BTreeMap<TrustDomain, Handle>>>,
+    shutdown: Shutdown,
+}
+
+impl std::fmt::Debug for Pollers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pollers").finish_non_exhaustive()
+    }
+}
+
+impl Pollers {
+    /// No pollers yet.
+    pub fn new(ctx: PollerContext, shutdown: Shutdown) -> Self {
+        Self {
+            ctx: Arc::new(ctx),
+            tasks: Arc::default(),
+            shutdown,
+        }
+    }
+
+    /// Start polling `relationship` (replacing a running poller of the same domain).
+    pub fn start(&self, relationship: Relationship) {
+        let cancel = self.shutdown.token().child_token();
+        let (refresh, requests) = mpsc::channel(4);
+        let td = relationship.trust_domain.clone();
+        let previous = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                td,
+                Handle {
+                    cancel: cancel.clone(),
+                    refresh,
+                },
+            );
+        if let Some(previous) = previous {
+            previous.cancel.cancel();
+        }
+        let ctx = Arc::clone(&self.ctx);
+        self.shutdown
+            .spawn(run(ctx, relationship, cancel, requests));
+    }
+
+    /// Stop polling `trust_domain`; returns whether a poller was running.
+    pub fn stop(&self, trust_domain: &TrustDomain) -> bool {
+        let handle = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(trust_domain);
+        handle.map(|h| h.cancel.cancel()).is_some()
+    }
+
+    /// Poll `trust_domain` now and wait for the result; `None` if it has no poller.
+    pub async fn refresh(&self, trust_domain: &TrustDomain) -> Option<PollReport> {
+        let sender = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(trust_domain)
+            .map(|h| h.refresh.clone())?;
+        let (reply, answer) = oneshot::channel();
+        sender.send(reply).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+async fn run(
+    ctx: Arc<PollerContext>,
+    relationship: Relationship,
+    cancel: CancellationToken,
+    mut requests: mpsc::Receiver<oneshot::Sender<PollReport>>,
+) {
+    let mut failures = 0_u32;
+    let mut reply: Option<oneshot::Sender<PollReport>> = None;
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let mut report = poll_once(&ctx, &relationship, now).await;
+        let hint = ctx
+            .trust_store
+            .snapshot()
+            .get(&relationship.trust_domain)
+            .and_then(|entry| entry.bundle.refresh_hint());
+        let succeeded = matches!(report.outcome, "accepted" | "unchanged");
+        let jitter: f64 = rand::random();
+        let wait = if succeeded {
+            failures = 0;
+            ctx.schedule.after_success(hint, jitter)
+        } else {
+            failures = failures.saturating_add(1);
+            ctx.schedule.after_failure(failures, hint, jitter)
+        };
+        let next = now + wait;
+        report.next_attempt = rfc3339(next);
+        record(&ctx, &relationship, &report, succeeded, now, next).await;
+        if let Some(reply) = reply.take() {
+            // The caller may have given up waiting; the poll still counted.
+            let _ignored = reply.send(report);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+            request = requests.recv() => match request {
+                Some(request) => reply = Some(request),
+                None => return,
+            },
+        }
+    }
+}
+
+/// One poll: bootstrap if needed, then each URL in order until one succeeds.
+async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime) -> PollReport {
+    let td = &rel.trust_domain;
+    let mut report = PollReport {
+        trust_domain: td.clone(),
+        outcome: "failed",
+        revision: None,
+        final_url: None,
+        peer: None,
+        sequence: None,
+        error: None,
+        next_attempt: None,
+    };
+    bootstrap(ctx, rel, now).await;
+    let snapshot = ctx.trust_store.snapshot();
+    let auth = match ServerAuth::for_profile(&rel.profile, |endpoint_td| {
+        snapshot.get(endpoint_td).map(|entry| entry.bundle.as_ref())
+    }) {
+        Ok(auth) => auth,
+        Err(err @ FetchError::NoEndpointBundle { .. }) => {
+            // SPF-2: never fetch over an unauthenticated connection.
+            report.outcome = "awaiting_bootstrap";
+            report.error = Some(err.to_string());
+            return report;
+        }
+        Err(err) => {
+            report.error = Some(err.to_string());
+            return report;
+        }
+    };
+    for url in &rel.urls {
+        let request = FetchRequest {
+            trust_domain: td,
+            url,
+            auth,
+            limits: &rel.limits,
+            proxy: &rel.proxy,
+        };
+        let fetched = match ctx.fetcher.fetch(&request).await {
+            Ok(fetched) => fetched,
+            Err(err) => {
+                tracing::warn!(trust_domain = %td, url = %url.as_url(), error = %err, "bundle fetch failed");
+                report.error = Some(err.to_string());
+                continue;
+            }
+        };
+        let peer = match &fetched.peer {
+            PeerIdentity::Spiffe(id) => id.to_string(),
+            PeerIdentity::Web(host) => host.to_string(),
+            other => format!("{other:?}"),
+        };
+        let sequence = fetched.parsed.bundle.sequence();
+        for ignored in &fetched.parsed.ignored {
+            tracing::warn!(trust_domain = %td, url = %url.as_url(), %ignored, "bundle element ignored");
+        }
+        let source = Source::Fetched {
+            url: url.as_url().clone(),
+            final_url: fetched.final_url.clone(),
+            peer: peer.clone(),
+        };
+        report.final_url = Some(fetched.final_url.to_string());
+        report.peer = Some(peer.clone());
+        report.sequence = sequence;
+        match ctx
+            .trust_store
+            .submit(td, fetched.parsed.bundle, source, now)
+            .await
+        {
+            Ok(outcome) => {
+                let (name, revision) = match outcome {
+                    Outcome::Accepted { revision, .. } => ("accepted", Some(revision)),
+                    Outcome::Unchanged => ("unchanged", None),
+                };
+                // EXT-8: every fetch is logged with where, who and what.
+                tracing::info!(
+                    trust_domain = %td, url = %url.as_url(), final_url = %fetched.final_url,
+                    redirects = fetched.redirects.len(), %peer, ?sequence, outcome = name,
+                    "bundle fetched"
+                );
+                report.outcome = name;
+                report.revision = revision;
+                report.error = None;
+                return report;
+            }
+            Err(SubmitError::Rejected(err)) => {
+                // A stale mirror (STO-2) or another policy refusal: try the next URL.
+                tracing::warn!(trust_domain = %td, url = %url.as_url(), error = %err, "fetched bundle rejected");
+                report.outcome = "rejected";
+                report.error = Some(err.to_string());
+            }
+            Err(err) => {
+                tracing::error!(trust_domain = %td, error = %err, "storing a fetched bundle failed");
+                report.outcome = "failed";
+                report.error = Some(err.to_string());
+                return report;
+            }
+        }
+    }
+    report
+}
+
+/// SPF-3/SPF-4: while no bundle of the endpoint's trust domain is stored, the
+/// configured bootstrap bundle fills the slot; afterwards it is never used again
+/// (policy refuses a bootstrap over a stored bundle).
+async fn bootstrap(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime) {
+    let (Some(bundle), Some(endpoint_td)) = (&rel.bootstrap, rel.endpoint_trust_domain()) else {
+        return;
+    };
+    if ctx.trust_store.snapshot().get(endpoint_td).is_some() {
+        return;
+    }
+    let source = Source::Bootstrap {
+        who: format!("configuration (relationship {})", rel.trust_domain),
+    };
+    if let Err(err) = ctx
+        .trust_store
+        .submit(endpoint_td, bundle.clone(), source, now)
+        .await
+    {
+        tracing::warn!(trust_domain = %endpoint_td, error = %err, "bootstrap bundle not stored");
+    }
+}
+
+async fn record(
+    ctx: &PollerContext,
+    rel: &Relationship,
+    report: &PollReport,
+    succeeded: bool,
+    now: OffsetDateTime,
+    next: OffsetDateTime,
+) {
+    let td = &rel.trust_domain;
+    let td_label = td.as_str();
+    ctx.metrics.inc(
+        "fedgw_fetches_total",
+        "Bundle fetches by trust domain and outcome.",
+        &[("trust_domain", td_label), ("outcome", report.outcome)],
+        1.0,
+    );
+    if let Some(sequence) = report.sequence {
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a metric value; precision loss above 2^53 is acceptable"
+        )]
+        let value = sequence as f64;
+        ctx.metrics.set(
+            "fedgw_fetched_sequence",
+            "spiffe_sequence of the last fetched bundle.",
+            &[("trust_domain", td_label)],
+            value,
+        );
+    }
+    let result = if succeeded {
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "Unix seconds fit an f64 exactly"
+        )]
+        let seconds = now.unix_timestamp() as f64;
+        ctx.metrics.set(
+            "fedgw_last_success_timestamp_seconds",
+            "Unix time of the last successful fetch.",
+            &[("trust_domain", td_label)],
+            seconds,
+        );
+        ctx.trust_store
+            .record_fetch_success(td, now, Some(next))
+            .await
+    } else {
+        let message = report
+            .error
+            .clone()
+            .unwrap_or_else(|| report.outcome.to_owned());
+        ctx.trust_store
+            .record_fetch_failure(td, now, message, Some(next))
+            .await
+    };
+    if let Err(err) = result {
+        tracing::error!(trust_domain = %td, error = %err, "recording fetch status failed");
+    }
+}
+
+fn rfc3339(at: OffsetDateTime) -> Option<String> {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}

@@ -1,0 +1,213 @@
+//! A federation relationship in the form the poller uses: URLs validated, profile
+//! resolved, extra roots and the bootstrap bundle read and parsed.
+//!
+//! Owns turning a [`config::Relationship`](crate::config::Relationship) into that form,
+//! reading its files once (blocking: call from `spawn_blocking`). It does not own
+//! configuration validation (config.rs) or fetching.
+
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+use spiffe_federation::endpoint::{
+    EndpointUrl, FetchLimits, Profile, ProxySetting, UrlError, WebOptions,
+};
+use spiffe_federation::{Bundle, BundleError, TrustDomain};
+
+use crate::config::{self, DocumentFormat, ProfileName, ProxyConfig};
+
+/// Why a configured relationship cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelationshipError {
+    /// A URL breaks the bundle endpoint URL rules.
+    #[error("relationship {trust_domain}: {url}: {source}")]
+    Url {
+        /// The relationship.
+        trust_domain: TrustDomain,
+        /// The URL.
+        url: String,
+        /// The rule broken.
+        source: UrlError,
+    },
+    /// A referenced file cannot be read.
+    #[error("relationship {trust_domain}: cannot read {path}: {source}")]
+    Read {
+        /// The relationship.
+        trust_domain: TrustDomain,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The extra CA roots file holds no usable certificate.
+    #[error("relationship {trust_domain}: {path} holds no PEM certificate")]
+    NoRoots {
+        /// The relationship.
+        trust_domain: TrustDomain,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The bootstrap bundle is invalid.
+    #[error("relationship {trust_domain}: bootstrap bundle {path}: {source}")]
+    Bootstrap {
+        /// The relationship.
+        trust_domain: TrustDomain,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: BundleError,
+    },
+    /// Configuration validation should have caught this; named rather than assumed.
+    #[error("relationship {trust_domain}: profile https_spiffe needs endpoint_spiffe_id")]
+    MissingEndpointId {
+        /// The relationship.
+        trust_domain: TrustDomain,
+    },
+}
+
+/// A relationship ready to poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relationship {
+    /// The foreign trust domain.
+    pub trust_domain: TrustDomain,
+    /// Endpoint URLs, tried in order (mirrors).
+    pub urls: Vec<EndpointUrl>,
+    /// How the endpoint is authenticated.
+    pub profile: Profile,
+    /// The bootstrap bundle for the endpoint ID's trust domain (https_spiffe), used
+    /// only while no bundle for that domain is stored (SPF-3, SPF-4).
+    pub bootstrap: Option<Bundle>,
+    /// Size, time and redirect limits.
+    pub limits: FetchLimits,
+    /// Proxy choice (EXT-5).
+    pub proxy: ProxySetting,
+    /// The configuration as written, for the admin API.
+    pub config: config::Relationship,
+}
+
+impl Relationship {
+    /// Resolve a configured relationship, reading its files. Blocks.
+    ///
+    /// # Errors
+    /// [`RelationshipError`] naming the relationship and the fault.
+    pub fn from_config(
+        rel: &config::Relationship,
+        max_document_bytes: usize,
+        total_timeout: std::time::Duration,
+    ) -> Result<Self, RelationshipError> {
+        let td = &rel.trust_domain;
+        let urls = rel
+            .endpoint_urls()
+            .into_iter()
+            .map(|url| {
+                EndpointUrl::from_url(url.clone()).map_err(|source| RelationshipError::Url {
+                    trust_domain: td.clone(),
+                    url: url.to_string(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let profile = match rel.profile {
+            ProfileName::HttpsWeb => {
+                let mut options = WebOptions::default();
+                if let Some(path) = &rel.extra_ca_roots {
+                    options.extra_roots = read_roots(td, path)?;
+                }
+                Profile::HttpsWeb(options)
+            }
+            ProfileName::HttpsSpiffe => Profile::HttpsSpiffe {
+                endpoint_id: rel.endpoint_spiffe_id.clone().ok_or_else(|| {
+                    RelationshipError::MissingEndpointId {
+                        trust_domain: td.clone(),
+                    }
+                })?,
+            },
+        };
+        let bootstrap = match (&profile, &rel.bootstrap_bundle) {
+            (Profile::HttpsSpiffe { endpoint_id }, Some(path)) => Some(read_bootstrap(
+                td,
+                endpoint_id.trust_domain(),
+                path,
+                rel.bootstrap_format,
+                max_document_bytes,
+            )?),
+            _ => None,
+        };
+        let limits = FetchLimits {
+            max_body_bytes: max_document_bytes,
+            total_timeout,
+            follow_redirects: rel.follow_redirects,
+            ..FetchLimits::default()
+        };
+        let proxy = match &rel.proxy {
+            ProxyConfig::Environment => ProxySetting::FromEnvironment,
+            ProxyConfig::Off => ProxySetting::Off,
+            ProxyConfig::Url(url) => ProxySetting::Url(url.clone()),
+        };
+        Ok(Self {
+            trust_domain: td.clone(),
+            urls,
+            profile,
+            bootstrap,
+            limits,
+            proxy,
+            config: rel.clone(),
+        })
+    }
+
+    /// The trust domain whose bundle authenticates the endpoint (https_spiffe), which
+    /// is the relationship's own for a self-serving endpoint.
+    pub fn endpoint_trust_domain(&self) -> Option<&TrustDomain> {
+        match &self.profile {
+            Profile::HttpsSpiffe { endpoint_id } => Some(endpoint_id.trust_domain()),
+            Profile::HttpsWeb(_) => None,
+        }
+    }
+}
+
+fn read(td: &TrustDomain, path: &Path) -> Result<Vec<u8>, RelationshipError> {
+    std::fs::read(path).map_err(|source| RelationshipError::Read {
+        trust_domain: td.clone(),
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_roots(
+    td: &TrustDomain,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, RelationshipError> {
+    let bytes = read(td, path)?;
+    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .filter_map(Result::ok)
+        .collect();
+    if roots.is_empty() {
+        return Err(RelationshipError::NoRoots {
+            trust_domain: td.clone(),
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(roots)
+}
+
+fn read_bootstrap(
+    td: &TrustDomain,
+    endpoint_td: &TrustDomain,
+    path: &Path,
+    format: DocumentFormat,
+    max: usize,
+) -> Result<Bundle, RelationshipError> {
+    let bytes = read(td, path)?;
+    let invalid = |source| RelationshipError::Bootstrap {
+        trust_domain: td.clone(),
+        path: path.to_path_buf(),
+        source,
+    };
+    match format {
+        DocumentFormat::Spiffe => Bundle::parse_with_limit(endpoint_td, &bytes, max)
+            .map(|parsed| parsed.bundle)
+            .map_err(invalid),
+        DocumentFormat::Pem => Bundle::from_pem(endpoint_td, &bytes).map_err(invalid),
+    }
+}
