@@ -1,18 +1,24 @@
 //! The `fedgw` command line: parses arguments, calls the library, prints, and sets
 //! the exit code. Nothing else lives here.
 //!
-//! Exit codes: 0 success; 1 the input was refused or could not be read; 2 usage error.
+//! Exit codes: 0 success; 1 the input was refused, could not be read, or the gateway
+//! could not start; 2 usage error.
 
 #![expect(clippy::print_stdout, reason = "the CLI's output is stdout")]
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use fedgw::admin_client::{AdminClient, AdminTarget};
+use fedgw::cli::{self, Output, RelationshipArgs};
+use fedgw::config::{Config, DocumentFormat, ProfileName};
+use fedgw::telemetry::LogFormat;
 use fedgw::validate::{self, Format, ValidateError};
-use spiffe_federation::TrustDomain;
+use spiffe_federation::{SpiffeId, TrustDomain};
+use url::Url;
 
 /// fedgw: SPIFFE trust-domain federation gateway.
 #[derive(Debug, Parser)]
@@ -24,9 +30,138 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Work with SPIFFE bundles.
+    /// Run the gateway (with no --config: one local development trust domain).
+    Serve(ServeArgs),
+    /// Federation relationships (like `spire-server federation`).
+    #[command(subcommand)]
+    Federation(FederationCommand),
+    /// Work with SPIFFE bundles (like `spire-server bundle`).
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Freshness of every trust domain the gateway knows.
+    Status(AdminArgs),
+    /// Admin helpers.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The TOML configuration file.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// With no --config: where the embedded default keeps its data.
+    #[arg(long, default_value = "fedgw-data")]
+    data_dir: PathBuf,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, default_value = "info", env = "FEDGW_LOG")]
+    log: String,
+}
+
+#[derive(Debug, Args, Clone)]
+struct AdminArgs {
+    /// The admin API: `unix:/path/to.sock` or `https://host:port`.
+    #[arg(long, env = "FEDGW_ADMIN", default_value = cli::DEFAULT_ADMIN)]
+    admin: AdminTarget,
+    /// A file holding a bearer token for a TCP admin API.
+    #[arg(long, env = "FEDGW_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RelationshipFlags {
+    /// The foreign trust domain.
+    #[arg(long, short = 't')]
+    trust_domain: TrustDomain,
+    /// The bundle endpoint URL (repeat for mirrors, tried in order).
+    #[arg(long = "url", required = true)]
+    urls: Vec<Url>,
+    /// The endpoint profile.
+    #[arg(long, value_enum)]
+    profile: ProfileArg,
+    /// https_spiffe: the endpoint's SPIFFE ID.
+    #[arg(long)]
+    endpoint_spiffe_id: Option<SpiffeId>,
+    /// https_spiffe: a bundle for the endpoint's trust domain to start from.
+    #[arg(long)]
+    bootstrap_bundle: Option<PathBuf>,
+    /// Format of --bootstrap-bundle.
+    #[arg(long, value_enum, default_value = "spiffe")]
+    bootstrap_format: FormatArg,
+    /// https_web: extra PEM CA roots.
+    #[arg(long)]
+    extra_ca_roots: Option<PathBuf>,
+    /// Do not follow redirects.
+    #[arg(long)]
+    no_follow_redirects: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProfileArg {
+    HttpsWeb,
+    HttpsSpiffe,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Spiffe,
+    Pem,
+}
+
+impl From<FormatArg> for DocumentFormat {
+    fn from(value: FormatArg) -> Self {
+        match value {
+            FormatArg::Spiffe => Self::Spiffe,
+            FormatArg::Pem => Self::Pem,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum FederationCommand {
+    /// Create a relationship.
+    Create {
+        #[command(flatten)]
+        relationship: RelationshipFlags,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List relationships with their state.
+    List(AdminArgs),
+    /// Show one relationship.
+    Show {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Replace a relationship.
+    Update {
+        #[command(flatten)]
+        relationship: RelationshipFlags,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete a relationship: stop polling and remove its bundle everywhere.
+    Delete {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Fetch a foreign bundle now.
+    Refresh {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +180,51 @@ enum BundleCommand {
         /// The document; `-` reads standard input.
         file: PathBuf,
     },
+    /// List the bundles the gateway holds.
+    List(AdminArgs),
+    /// Print one bundle document.
+    Show {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "spiffe")]
+        format: FormatArg,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Set a bundle as an operator override (replaced by the next successful fetch).
+    Set {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// The document; `-` reads standard input.
+        file: PathBuf,
+        /// Document format.
+        #[arg(long, value_enum, default_value = "spiffe")]
+        format: FormatArg,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete a bundle.
+    Delete {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Past versions of a bundle.
+    History {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Read a token on standard input and print the SHA-256 to put in
+    /// `[[admin.tokens]] sha256`.
+    HashToken,
 }
 
 fn main() -> ExitCode {
@@ -56,7 +236,181 @@ fn main() -> ExitCode {
             json,
             file,
         }) => run_validate(trust_domain.as_ref(), format, json, &file),
+        Command::Serve(args) => run_serve(args),
+        Command::Admin(AdminCommand::HashToken) => hash_token(),
+        other => run_admin_verb(other),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run_serve(args: ServeArgs) -> ExitCode {
+    fedgw::telemetry::init_logging(args.log_format, &args.log);
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let config = match &args.config {
+                Some(path) => {
+                    let text = tokio::fs::read_to_string(path)
+                        .await
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    Config::from_toml(&text).with_context(|| path.display().to_string())?
+                }
+                None => {
+                    let dir = args.data_dir.clone();
+                    let gateway = fedgw::defaults::DefaultGateway::default();
+                    let (config, _paths) = tokio::task::spawn_blocking(move || {
+                        fedgw::defaults::embedded(&dir, &gateway, "")
+                    })
+                    .await
+                    .context("preparing the embedded default")??;
+                    tracing::info!(data_dir = %args.data_dir.display(), "no --config: running the embedded development default");
+                    config
+                }
+            };
+            fedgw::gateway::run(&config).await.map_err(anyhow::Error::from)
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_token() -> ExitCode {
+    let mut token = String::new();
+    if let Err(err) = std::io::stdin().read_to_string(&mut token) {
+        eprintln!("error: cannot read standard input: {err}");
+        return ExitCode::FAILURE;
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        eprintln!("error: empty token on standard input");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", fedgw::admin::auth::sha256_hex(token.as_bytes()));
+    ExitCode::SUCCESS
+}
+
+fn run_admin_verb(command: Command) -> ExitCode {
+    let result = runtime().and_then(|rt| rt.block_on(admin_verb(command)));
+    match result {
+        Ok(Output::Text(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Output::Json(value)) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Ok(Output::Raw(bytes)) => {
+            let mut stdout = std::io::stdout();
+            if stdout
+                .write_all(&bytes)
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(args: &AdminArgs) -> anyhow::Result<AdminClient> {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    Ok(AdminClient::new(&args.admin, token)?)
+}
+
+fn relationship(flags: RelationshipFlags) -> RelationshipArgs {
+    RelationshipArgs {
+        trust_domain: flags.trust_domain,
+        urls: flags.urls,
+        profile: match flags.profile {
+            ProfileArg::HttpsWeb => ProfileName::HttpsWeb,
+            ProfileArg::HttpsSpiffe => ProfileName::HttpsSpiffe,
+        },
+        endpoint_spiffe_id: flags.endpoint_spiffe_id,
+        bootstrap_bundle: flags.bootstrap_bundle,
+        bootstrap_format: flags.bootstrap_format.into(),
+        extra_ca_roots: flags.extra_ca_roots,
+        follow_redirects: !flags.no_follow_redirects,
+    }
+}
+
+async fn admin_verb(command: Command) -> anyhow::Result<Output> {
+    use BundleCommand as B;
+    use FederationCommand as F;
+    let output = match command {
+        Command::Status(a) => cli::status(&client(&a)?, a.json).await?,
+        Command::Federation(F::Create {
+            relationship: r,
+            admin: a,
+        }) => cli::federation_create(&client(&a)?, &relationship(r), a.json).await?,
+        Command::Federation(F::Update {
+            relationship: r,
+            admin: a,
+        }) => cli::federation_update(&client(&a)?, &relationship(r), a.json).await?,
+        Command::Federation(F::List(a)) => cli::federation_list(&client(&a)?, a.json).await?,
+        Command::Federation(F::Show {
+            trust_domain,
+            admin: a,
+        }) => cli::federation_show(&client(&a)?, &trust_domain, a.json).await?,
+        Command::Federation(F::Delete {
+            trust_domain,
+            admin: a,
+        }) => cli::federation_delete(&client(&a)?, &trust_domain).await?,
+        Command::Federation(F::Refresh {
+            trust_domain,
+            admin: a,
+        }) => cli::federation_refresh(&client(&a)?, &trust_domain, a.json).await?,
+        Command::Bundle(B::List(a)) => cli::bundle_list(&client(&a)?, a.json).await?,
+        Command::Bundle(B::Show {
+            trust_domain,
+            format,
+            admin: a,
+        }) => cli::bundle_show(&client(&a)?, &trust_domain, format.into()).await?,
+        Command::Bundle(B::Set {
+            trust_domain,
+            file,
+            format,
+            admin: a,
+        }) => {
+            let document = read_input(&file)?;
+            cli::bundle_set(&client(&a)?, &trust_domain, document, format.into(), a.json).await?
+        }
+        Command::Bundle(B::Delete {
+            trust_domain,
+            admin: a,
+        }) => cli::bundle_delete(&client(&a)?, &trust_domain).await?,
+        Command::Bundle(B::History {
+            trust_domain,
+            admin: a,
+        }) => cli::bundle_history(&client(&a)?, &trust_domain, a.json).await?,
+        Command::Bundle(B::Validate { .. }) | Command::Serve(_) | Command::Admin(_) => {
+            anyhow::bail!("not an admin API verb")
+        }
+    };
+    Ok(output)
 }
 
 fn run_validate(

@@ -1,0 +1,133 @@
+//! The embedded default configuration: what `fedgw serve` runs with no `--config`.
+//!
+//! One local development trust domain whose CA, bundle endpoint certificate and
+//! X509-SVID are generated in `data_dir` ([`crate::dev_pki`]), served over both
+//! profiles on loopback, with the admin API on the default unix socket. It goes
+//! through the same validation as a written configuration.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use spiffe_federation::{SpiffeId, TrustDomain};
+use time::OffsetDateTime;
+
+use crate::config::{Config, ConfigError};
+use crate::dev_pki::{self, DevPkiError, DevPkiPaths};
+
+/// Why the embedded default could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DefaultsError {
+    /// The development PKI could not be made.
+    #[error(transparent)]
+    Pki(#[from] DevPkiError),
+    /// The generated configuration was refused (a bug, named rather than hidden).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A generated name was invalid.
+    #[error("invalid generated name: {0}")]
+    Name(#[from] spiffe_federation::IdError),
+}
+
+/// Parameters of an embedded gateway.
+#[derive(Debug, Clone)]
+pub struct DefaultGateway {
+    /// The local trust domain.
+    pub trust_domain: TrustDomain,
+    /// Where the `https_web` endpoint listens.
+    pub web_listen: SocketAddr,
+    /// Where the `https_spiffe` endpoint listens.
+    pub spiffe_listen: SocketAddr,
+}
+
+impl Default for DefaultGateway {
+    fn default() -> Self {
+        Self {
+            trust_domain: TrustDomain::new("dev.fedgw.localhost")
+                .unwrap_or_else(|_| unreachable_td()),
+            web_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            spiffe_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
+        }
+    }
+}
+
+#[expect(
+    clippy::panic,
+    reason = "a constant, valid trust domain name; covered by a unit test"
+)]
+fn unreachable_td() -> TrustDomain {
+    panic!("the default trust domain name is valid")
+}
+
+/// The endpoint SPIFFE ID a development gateway serves `https_spiffe` with.
+///
+/// # Errors
+/// Never for a valid trust domain; the path is constant.
+pub fn endpoint_id(td: &TrustDomain) -> Result<SpiffeId, DefaultsError> {
+    Ok(SpiffeId::new(td.clone(), "/fedgw/bundle-endpoint")?)
+}
+
+/// Prepare the development PKI and return the configuration and its files. Blocks.
+///
+/// # Errors
+/// [`DefaultsError`] if the PKI cannot be written or the result is invalid.
+pub fn embedded(
+    data_dir: &Path,
+    gateway: &DefaultGateway,
+    extra_toml: &str,
+) -> Result<(Config, DevPkiPaths), DefaultsError> {
+    let td = &gateway.trust_domain;
+    let id = endpoint_id(td)?;
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let paths = dev_pki::ensure(data_dir, td, &id, &names, OffsetDateTime::now_utc())?;
+    let toml = format!(
+        r#"
+data_dir = {data_dir:?}
+
+[[local]]
+trust_domain = "{td}"
+source = {{ file = {bundle:?} }}
+
+[endpoint.https_web]
+listen = "{web}"
+cert = {web_cert:?}
+key = {web_key:?}
+public_names = ["localhost", "127.0.0.1"]
+
+[endpoint.https_spiffe]
+listen = "{spiffe}"
+svid = {svid:?}
+key = {svid_key:?}
+endpoint_spiffe_id = "{id}"
+{extra_toml}
+"#,
+        data_dir = data_dir.display().to_string(),
+        bundle = paths.bundle.display().to_string(),
+        web = gateway.web_listen,
+        web_cert = paths.web_cert.display().to_string(),
+        web_key = paths.web_key.display().to_string(),
+        spiffe = gateway.spiffe_listen,
+        svid = paths.svid.display().to_string(),
+        svid_key = paths.svid_key.display().to_string(),
+    );
+    Ok((Config::from_toml(&toml)?, paths))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_gateway_is_valid_and_self_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = DefaultGateway::default();
+        let (config, paths) = embedded(dir.path(), &gateway, "").unwrap();
+        assert_eq!(config.local[0].trust_domain, gateway.trust_domain);
+        assert!(paths.bundle.exists());
+        let spiffe = config.endpoint.https_spiffe.unwrap();
+        assert_eq!(
+            spiffe.endpoint_spiffe_id.trust_domain(),
+            &gateway.trust_domain
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! Starting and stopping a gateway: load, bind, then spawn (STYLE rule 5).
+//!
+//! Owns the order of startup: open the trust store (every stored bundle is served
+//! before any re-fetch, STO-1), load local bundles, bind the bundle endpoint
+//! listeners, start a poller per relationship, then report ready. It does not own what
+//! each part does.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls_pki_types::ServerName;
+use spiffe_federation::endpoint::client::Fetcher;
+use spiffe_federation::{Bundle, TrustDomain};
+use time::OffsetDateTime;
+
+use crate::config::{Config, LocalSource};
+use crate::endpoint::{EndpointError, Listener, TlsSource};
+use crate::local_source::{self, Event, LocalSourceError};
+use crate::policy::{PolicySettings, Source};
+use crate::poller::Schedule;
+use crate::poller::manager::{PollerContext, Pollers};
+use crate::poller::relationship::{Relationship, RelationshipError};
+use crate::shutdown::{Ended, Shutdown};
+use crate::store::StoreError;
+use crate::telemetry::Metrics;
+use crate::trust_store::{SubmitError, TrustStore};
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The data directory could not be created.
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The trust store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A local bundle could not be loaded at startup.
+    #[error(transparent)]
+    Local(#[from] LocalSourceError),
+    /// A local bundle was refused.
+    #[error("local bundle of {trust_domain} refused: {source}")]
+    LocalRefused {
+        /// The local trust domain.
+        trust_domain: TrustDomain,
+        /// Why.
+        source: SubmitError,
+    },
+    /// A bundle endpoint listener could not start.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// A relationship could not be resolved.
+    #[error(transparent)]
+    Relationship(#[from] RelationshipError),
+    /// A name in `public_names` is neither a DNS name nor an IP address.
+    #[error("endpoint.https_web.public_names: {name:?} is not a DNS name or IP address")]
+    PublicName {
+        /// The name.
+        name: String,
+    },
+    /// A blocking startup step was interrupted.
+    #[error("startup interrupted: {step}")]
+    Interrupted {
+        /// The step.
+        step: &'static str,
+    },
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Running {
+    /// The `https_web` endpoint's address, when configured.
+    pub web_addr: Option<SocketAddr>,
+    /// The `https_spiffe` endpoint's address, when configured.
+    pub spiffe_addr: Option<SocketAddr>,
+    /// The trust store every part reads.
+    pub trust_store: TrustStore,
+    /// The pollers.
+    pub pollers: Pollers,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Local trust domains and the paths they are served at.
+    pub locals: Vec<(TrustDomain, String)>,
+    shutdown: Shutdown,
+}
+
+impl Running {
+    /// The owner of every task, for parts started after [`start`] (the admin API).
+    pub fn shutdown_handle(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Stop every task, waiting at most `grace`.
+    pub async fn shutdown(self, grace: Duration) -> Ended {
+        self.shutdown.shutdown(grace).await
+    }
+}
+
+/// Start a gateway from a validated configuration.
+///
+/// # Errors
+/// [`GatewayError`] naming the first part that could not start; nothing is left
+/// running on error.
+pub async fn start(config: &Config) -> Result<Running, GatewayError> {
+    let shutdown = Shutdown::new();
+    match start_inner(config, shutdown.clone()).await {
+        Ok(running) => Ok(running),
+        Err(err) => {
+            shutdown.shutdown(Duration::from_secs(5)).await;
+            Err(err)
+        }
+    }
+}
+
+async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, GatewayError> {
+    let data_dir = config.data_dir.clone();
+    let dir = data_dir.clone();
+    tokio::task::spawn_blocking(move || std::fs::create_dir_all(&dir))
+        .await
+        .map_err(|_| GatewayError::Interrupted { step: "data_dir" })?
+        .map_err(|source| GatewayError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+    let settings = PolicySettings {
+        sequence: config.policy.sequence,
+        max_authorities: config.policy.max_authorities,
+    };
+    let trust_store = TrustStore::open(&data_dir.join("db"), settings).await?;
+    let metrics = Metrics::new();
+
+    // Local bundles: loaded before the listeners, which serve them and (https_spiffe)
+    // verify their own SVID against them.
+    let mut locals = Vec::new();
+    for (index, local) in config.local.iter().enumerate() {
+        let path = config.local_path(index).unwrap_or_else(|| "/".to_owned());
+        locals.push((local.trust_domain.clone(), path));
+        let LocalSource::File { file, format } = &local.source else {
+            continue;
+        };
+        let max = config.policy.max_document_bytes;
+        let loaded = local_source::load(file, *format, &local.trust_domain, max).await?;
+        accept_local(
+            &trust_store,
+            &local.trust_domain,
+            loaded.bundle,
+            local.refresh_hint.duration(),
+            file,
+        )
+        .await
+        .map_err(|source| GatewayError::LocalRefused {
+            trust_domain: local.trust_domain.clone(),
+            source,
+        })?;
+        let store = trust_store.clone();
+        let td = local.trust_domain.clone();
+        let hint = local.refresh_hint.duration();
+        let watched = file.clone();
+        shutdown.spawn(local_source::watch(
+            file.clone(),
+            *format,
+            local.trust_domain.clone(),
+            max,
+            local_source::DEFAULT_CHECK_INTERVAL,
+            shutdown.token(),
+            move |event| {
+                let store = store.clone();
+                let td = td.clone();
+                let watched = watched.clone();
+                async move {
+                    match event {
+                        Event::Changed(loaded) => {
+                            if let Err(err) = accept_local(&store, &td, loaded.bundle, hint, &watched).await {
+                                tracing::error!(trust_domain = %td, error = %err, "local bundle refused");
+                            }
+                        }
+                        Event::Failed(err) => {
+                            tracing::error!(trust_domain = %td, error = %err, "local bundle unreadable; still serving the last good one");
+                        }
+                    }
+                }
+            },
+        ));
+    }
+
+    let table = crate::endpoint::follow(trust_store.clone(), locals.clone(), &shutdown);
+    let mut web_addr = None;
+    if let Some(web) = &config.endpoint.https_web {
+        let public_names = web
+            .public_names
+            .iter()
+            .map(|name| {
+                ServerName::try_from(name.clone())
+                    .map_err(|_| GatewayError::PublicName { name: name.clone() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let public_roots = tokio::task::spawn_blocking(system_roots)
+            .await
+            .map_err(|_| GatewayError::Interrupted {
+                step: "system roots",
+            })?;
+        let source = TlsSource::Web {
+            cert: web.cert.clone(),
+            key: web.key.clone(),
+            public_names,
+            public_roots: Arc::new(public_roots),
+        };
+        let listener = Listener::bind(web.listen, source, &trust_store).await?;
+        web_addr = listener.local_addr().ok();
+        listener.serve(Arc::clone(&table), trust_store.clone(), &shutdown);
+    }
+    let mut spiffe_addr = None;
+    if let Some(spiffe) = &config.endpoint.https_spiffe {
+        let source = TlsSource::Spiffe {
+            svid: spiffe.svid.clone(),
+            key: spiffe.key.clone(),
+            endpoint_id: spiffe.endpoint_spiffe_id.clone(),
+        };
+        let listener = Listener::bind(spiffe.listen, source, &trust_store).await?;
+        spiffe_addr = listener.local_addr().ok();
+        listener.serve(Arc::clone(&table), trust_store.clone(), &shutdown);
+    }
+
+    let pollers = Pollers::new(
+        PollerContext {
+            trust_store: trust_store.clone(),
+            fetcher: Fetcher::new(),
+            schedule: Schedule::from(&config.polling),
+            metrics: metrics.clone(),
+        },
+        shutdown.clone(),
+    );
+    for rel in &config.federation {
+        let rel = rel.clone();
+        let max = config.policy.max_document_bytes;
+        let timeout = config.polling.fetch_timeout.duration();
+        let resolved =
+            tokio::task::spawn_blocking(move || Relationship::from_config(&rel, max, timeout))
+                .await
+                .map_err(|_| GatewayError::Interrupted {
+                    step: "relationships",
+                })??;
+        pollers.start(resolved);
+    }
+    tracing::info!(
+        locals = locals.len(),
+        relationships = config.federation.len(),
+        ?web_addr,
+        ?spiffe_addr,
+        "gateway started"
+    );
+    Ok(Running {
+        web_addr,
+        spiffe_addr,
+        trust_store,
+        pollers,
+        metrics,
+        locals,
+        shutdown,
+    })
+}
+
+/// Submit a local bundle: the served refresh hint is the configured one (BUN-6), and a
+/// bundle without a sequence gets one from the persisted counter whenever its
+/// authorities change (BUN-3, BUN-4); a source that sets its own sequence (e.g. SPIRE)
+/// keeps it.
+async fn accept_local(
+    trust_store: &TrustStore,
+    td: &TrustDomain,
+    mut bundle: Bundle,
+    hint: Duration,
+    path: &std::path::Path,
+) -> Result<(), SubmitError> {
+    bundle.set_refresh_hint(Some(hint));
+    if bundle.sequence().is_none() {
+        let current = trust_store.snapshot();
+        let same = current
+            .get(td)
+            .filter(|entry| entry.bundle.same_authorities(&bundle))
+            .and_then(|entry| entry.bundle.sequence());
+        let sequence = match same {
+            Some(sequence) => sequence,
+            None => trust_store
+                .next_local_sequence(td)
+                .await
+                .map_err(SubmitError::Store)?,
+        };
+        bundle.set_sequence(Some(sequence));
+    }
+    let source = Source::LocalFile {
+        path: path.to_path_buf(),
+    };
+    trust_store
+        .submit(td, bundle, source, OffsetDateTime::now_utc())
+        .await
+        .map(|_| ())
+}
+
+/// The operating system's roots, for the SRV-7 "publicly trusted" warning. Blocks.
+fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let loaded = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
+    tracing::debug!(added, "system roots loaded");
+    roots
+}
+
+/// Run a gateway until SIGINT or SIGTERM, then shut down gracefully.
+///
+/// # Errors
+/// [`GatewayError`] if it cannot start.
+pub async fn run(config: &Config) -> Result<(), GatewayError> {
+    let running = start(config).await?;
+    running.shutdown.signalled().await;
+    tracing::info!("shutting down");
+    let ended = running.shutdown(crate::shutdown::DEFAULT_GRACE).await;
+    tracing::info!(?ended, "stopped");
+    Ok(())
+}
