@@ -10,6 +10,7 @@ pub mod admin_client;
 pub mod cli;
 pub mod config;
 pub mod defaults;
+pub mod demo;
 pub mod dev_pki;
 pub mod endpoint;
 pub mod gateway;

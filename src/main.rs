@@ -32,6 +32,9 @@ struct Cli {
 enum Command {
     /// Run the gateway (with no --config: one local development trust domain).
     Serve(ServeArgs),
+    /// Start a local federation of several trust domains with embedded defaults and
+    /// show what each gateway holds.
+    Demo(DemoArgs),
     /// Federation relationships (like `spire-server federation`).
     #[command(subcommand)]
     Federation(FederationCommand),
@@ -58,6 +61,25 @@ struct ServeArgs {
     log_format: LogFormat,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, default_value = "info", env = "FEDGW_LOG")]
+    log: String,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Trust domains to federate (at least two).
+    #[arg(long = "domain", default_values = ["east.demo.localhost", "west.demo.localhost", "edge.demo.localhost"])]
+    domains: Vec<TrustDomain>,
+    /// Where the gateways keep their data.
+    #[arg(long, default_value = "fedgw-demo")]
+    data_dir: PathBuf,
+    /// Exit after showing the converged federation instead of running until Ctrl-C.
+    #[arg(long)]
+    once: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, default_value = "error", env = "FEDGW_LOG")]
     log: String,
 }
 
@@ -237,6 +259,7 @@ fn main() -> ExitCode {
             file,
         }) => run_validate(trust_domain.as_ref(), format, json, &file),
         Command::Serve(args) => run_serve(args),
+        Command::Demo(args) => run_demo(args),
         Command::Admin(AdminCommand::HashToken) => hash_token(),
         other => run_admin_verb(other),
     }
@@ -273,6 +296,70 @@ fn run_serve(args: ServeArgs) -> ExitCode {
                 }
             };
             fedgw::gateway::run(&config).await.map_err(anyhow::Error::from)
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_demo(args: DemoArgs) -> ExitCode {
+    fedgw::telemetry::init_logging(LogFormat::Text, &args.log);
+    if args.domains.len() < 2 {
+        eprintln!("error: a federation needs at least two --domain");
+        return ExitCode::from(2);
+    }
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let gateways = fedgw::demo::start(&args.data_dir, &args.domains).await?;
+            for g in &gateways {
+                println!(
+                    "{}: https_web https://localhost:{}/  https_spiffe https://127.0.0.1:{}/  data {}",
+                    g.trust_domain,
+                    g.web_addr.port(),
+                    g.spiffe_addr.port(),
+                    g.data_dir.display()
+                );
+            }
+            let converged =
+                fedgw::demo::converge(&gateways, std::time::Duration::from_secs(60)).await;
+            let held = fedgw::demo::held(&gateways);
+            if args.json {
+                println!("{}", serde_json::json!({ "bundles": held }));
+            } else {
+                let rows: Vec<Vec<String>> = held
+                    .iter()
+                    .map(|h| {
+                        vec![
+                            h.gateway.to_string(),
+                            h.trust_domain.to_string(),
+                            h.role.to_owned(),
+                            h.sequence.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                            h.x509_authorities.to_string(),
+                            h.source.clone(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    cli::table(
+                        &["GATEWAY", "TRUST DOMAIN", "ROLE", "SEQUENCE", "X509 CAS", "SOURCE"],
+                        &rows
+                    )
+                );
+            }
+            converged?;
+            println!("federation converged: every gateway holds every other domain's bundle");
+            if !args.once {
+                println!("running; press Ctrl-C to stop");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+            fedgw::demo::stop(gateways).await;
+            anyhow::Ok(())
         })
     });
     match result {
@@ -406,7 +493,10 @@ async fn admin_verb(command: Command) -> anyhow::Result<Output> {
             trust_domain,
             admin: a,
         }) => cli::bundle_history(&client(&a)?, &trust_domain, a.json).await?,
-        Command::Bundle(B::Validate { .. }) | Command::Serve(_) | Command::Admin(_) => {
+        Command::Bundle(B::Validate { .. })
+        | Command::Serve(_)
+        | Command::Demo(_)
+        | Command::Admin(_) => {
             anyhow::bail!("not an admin API verb")
         }
     };
