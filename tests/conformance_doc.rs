@@ -103,6 +103,8 @@ fn defined_tests() -> BTreeSet<String> {
             let text = std::fs::read_to_string(&path).unwrap();
             for line in text.lines() {
                 let line = line.trim_start();
+                // `#[tokio::test]` functions are `async fn`.
+                let line = line.strip_prefix("async ").unwrap_or(line);
                 let name = line
                     .strip_prefix("fn ")
                     .or_else(|| line.strip_prefix("def "))
