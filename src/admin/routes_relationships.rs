@@ -19,6 +19,7 @@ use super::error::ApiError;
 use super::routes_status::{FetchStatus, fetch_status};
 use super::{AdminState, RefreshRequest, trust_domain};
 use crate::config::{ProfileName, Relationship, Scope};
+use crate::trust_store::Snapshot;
 
 /// `GET /v1/federation-relationships`.
 pub(super) async fn list(
@@ -27,11 +28,12 @@ pub(super) async fn list(
 ) -> Result<Json<ListView>, ApiError> {
     state.access.authorize(&headers, Scope::Read)?;
     let now = OffsetDateTime::now_utc();
+    let snapshot = state.trust_store.snapshot();
     let relationships = state
         .relationships
         .load()
         .iter()
-        .map(|r| view(&state, r, now))
+        .map(|r| view(&state, &snapshot, r, now))
         .collect();
     Ok(Json(ListView { relationships }))
 }
@@ -45,7 +47,9 @@ pub(super) async fn show(
     state.access.authorize(&headers, Scope::Read)?;
     let td = trust_domain(&td)?;
     let relationship = configured(&state, &td)?;
-    Ok(Json(view(&state, &relationship, OffsetDateTime::now_utc())))
+    let snapshot = state.trust_store.snapshot();
+    let now = OffsetDateTime::now_utc();
+    Ok(Json(view(&state, &snapshot, &relationship, now)))
 }
 
 /// `POST /v1/federation-relationships/{td}/refresh`: fetch now and answer with the
@@ -103,8 +107,12 @@ pub(super) struct RelationshipView {
     status: FetchStatus,
 }
 
-fn view(state: &AdminState, relationship: &Relationship, now: OffsetDateTime) -> RelationshipView {
-    let snapshot = state.trust_store.snapshot();
+fn view(
+    state: &AdminState,
+    snapshot: &Snapshot,
+    relationship: &Relationship,
+    now: OffsetDateTime,
+) -> RelationshipView {
     let td = &relationship.trust_domain;
     RelationshipView {
         trust_domain: td.clone(),
@@ -112,7 +120,7 @@ fn view(state: &AdminState, relationship: &Relationship, now: OffsetDateTime) ->
         profile: relationship.profile,
         endpoint_spiffe_id: relationship.endpoint_spiffe_id.clone(),
         follow_redirects: relationship.follow_redirects,
-        status: fetch_status(state, &snapshot, td, Some(relationship), now),
+        status: fetch_status(state, snapshot, td, Some(relationship), now),
     }
 }
 

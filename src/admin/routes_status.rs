@@ -138,6 +138,18 @@ impl FetchStatus {
             consecutive_failures: 0,
         }
     }
+    fn from_record(state: DomainState, status: &RelationshipStatus) -> Self {
+        Self {
+            state,
+            last_success: status.last_success.map(domain_state::unix_rfc3339),
+            last_error: status.last_error.as_ref().map(|e| LastErrorView {
+                at: domain_state::unix_rfc3339(e.at),
+                message: e.message.clone(),
+            }),
+            next_attempt: status.next_attempt.map(domain_state::unix_rfc3339),
+            consecutive_failures: status.consecutive_failures,
+        }
+    }
 }
 
 /// The fetch status of foreign domain `td` at `now`; `relationship` is the one that
@@ -167,21 +179,6 @@ pub(super) fn fetch_status(
         ),
     };
     FetchStatus::from_record(domain_state::foreign_state(&facts, now), &status)
-}
-
-impl FetchStatus {
-    fn from_record(state: DomainState, status: &RelationshipStatus) -> Self {
-        Self {
-            state,
-            last_success: status.last_success.map(domain_state::unix_rfc3339),
-            last_error: status.last_error.as_ref().map(|e| LastErrorView {
-                at: domain_state::unix_rfc3339(e.at),
-                message: e.message.clone(),
-            }),
-            next_attempt: status.next_attempt.map(domain_state::unix_rfc3339),
-            consecutive_failures: status.consecutive_failures,
-        }
-    }
 }
 
 /// `https_spiffe` needs the bundle of the endpoint SPIFFE ID's trust domain to
