@@ -1,5 +1,207 @@
-//! The admin HTTP API (axum, JSON under `/v1`): access control and errors so far; the
-//! routes follow the trust store.
+//! The admin HTTP API (axum, JSON under `/v1`): the router, its shared state, and the
+//! listener that serves it.
+//!
+//! Owns which route goes to which handler and what every handler may read
+//! ([`AdminState`]). Handlers live one area per file (`routes_*`), access control in
+//! [`auth`], errors in [`error`], the unix-socket/TCP listener in [`listen`], and the
+//! time-dependent status rules, as pure functions, in `domain_state`. It does not
+//! own fetching (the poller answers [`RefreshRequest`]s), storage (the
+//! [`TrustStore`]) or the configuration of relationships (read through
+//! [`RelationshipsView`], written by the gateway). The routes are documented in
+//! `docs/admin-api.md`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use fedgw::admin::{self, AdminState, RelationshipsView};
+//! use fedgw::admin::auth::Access;
+//! use fedgw::config::PollingConfig;
+//! use fedgw::policy::PolicySettings;
+//! use fedgw::telemetry::Metrics;
+//! use fedgw::trust_store::TrustStore;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let (refresh, _poller) = tokio::sync::mpsc::channel(8);
+//! let (_ready_tx, ready) = tokio::sync::watch::channel(true);
+//! let state = AdminState {
+//!     trust_store: TrustStore::open(dir.path(), PolicySettings::default()).await?,
+//!     metrics: Metrics::new(),
+//!     access: Access::LocalSocket,
+//!     local: Vec::new(),
+//!     relationships: RelationshipsView::new(Vec::new()),
+//!     refresh,
+//!     ready,
+//!     schedule: (&PollingConfig::default()).into(),
+//!     max_document_bytes: 1024 * 1024,
+//! };
+//! let router: axum::Router = admin::router(state);
+//! # drop(router);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod auth;
+mod domain_state;
 pub mod error;
+pub mod listen;
+mod routes_bundles;
+mod routes_health;
+mod routes_relationships;
+mod routes_status;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use spiffe_federation::TrustDomain;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::error::ApiError;
+use crate::config::{Relationship, Seconds};
+use crate::poller::Schedule;
+use crate::telemetry::Metrics;
+use crate::trust_store::TrustStore;
+
+/// Everything the handlers read. Cloned per request (every field is a cheap handle).
+#[derive(Clone)]
+pub struct AdminState {
+    /// The bundles, their history, fetch statuses and the audit log.
+    pub trust_store: TrustStore,
+    /// Rendered by `GET /metrics`.
+    pub metrics: Metrics,
+    /// Who may call: trusted unix-socket callers or bearer tokens over TCP.
+    pub access: auth::Access,
+    /// The trust domains this gateway speaks for.
+    pub local: Vec<LocalDomainInfo>,
+    /// The configured federation relationships (updated by the gateway).
+    pub relationships: RelationshipsView,
+    /// Where `POST …/refresh` asks the poller manager for a fetch now.
+    pub refresh: mpsc::Sender<RefreshRequest>,
+    /// `true` once the gateway serves; `GET /readyz` reports it.
+    pub ready: watch::Receiver<bool>,
+    /// The polling bounds, for the `stale` rule of `GET /v1/status`.
+    pub schedule: Schedule,
+    /// Largest bundle document `PUT /v1/bundles/{td}` accepts (`policy.max_document_bytes`).
+    pub max_document_bytes: usize,
+}
+
+/// A local trust domain as the status routes show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalDomainInfo {
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// The HTTP path it is served at on the bundle endpoint.
+    pub path: String,
+    /// The `spiffe_refresh_hint` it is served with.
+    pub refresh_hint: Seconds,
+}
+
+/// The configured federation relationships, readable without locks; the gateway
+/// swaps in a new list when the configuration changes.
+#[derive(Debug, Clone, Default)]
+pub struct RelationshipsView {
+    inner: Arc<ArcSwap<Vec<Relationship>>>,
+}
+
+impl RelationshipsView {
+    /// A view holding `relationships`.
+    pub fn new(relationships: Vec<Relationship>) -> Self {
+        Self {
+            inner: Arc::new(ArcSwap::from_pointee(relationships)),
+        }
+    }
+
+    /// The current list; lock-free.
+    pub fn load(&self) -> Arc<Vec<Relationship>> {
+        self.inner.load_full()
+    }
+
+    /// Replace the list; every clone of this view sees the new one.
+    pub fn store(&self, relationships: Vec<Relationship>) {
+        self.inner.store(Arc::new(relationships));
+    }
+
+    /// The relationship with `trust_domain`, if configured.
+    pub fn find(&self, trust_domain: &TrustDomain) -> Option<Relationship> {
+        self.load()
+            .iter()
+            .find(|r| &r.trust_domain == trust_domain)
+            .cloned()
+    }
+}
+
+/// "Fetch this trust domain's bundle now", sent by `POST
+/// /v1/federation-relationships/{td}/refresh` to the poller manager, which answers on
+/// `reply` with the JSON returned to the caller (e.g. `{"outcome": "accepted", …}`) or
+/// an [`ApiError`].
+#[derive(Debug)]
+pub struct RefreshRequest {
+    /// The relationship to refresh.
+    pub trust_domain: TrustDomain,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Result<serde_json::Value, ApiError>>,
+}
+
+/// The admin API: every route of `docs/admin-api.md` over `state`.
+pub fn router(state: AdminState) -> Router {
+    // A bundle body (JSON or PEM) is held to the document limit; the handler turns
+    // the extractor's refusal into a JSON 413.
+    let body_limit = DefaultBodyLimit::max(state.max_document_bytes);
+    Router::new()
+        .route("/healthz", get(routes_health::healthz))
+        .route("/readyz", get(routes_health::readyz))
+        .route("/metrics", get(routes_health::metrics))
+        .route("/v1/status", get(routes_status::status))
+        .route("/v1/bundles", get(routes_bundles::list))
+        .route(
+            "/v1/bundles/{td}",
+            get(routes_bundles::show)
+                .put(routes_bundles::put)
+                .delete(routes_bundles::delete)
+                .layer(body_limit),
+        )
+        .route("/v1/bundles/{td}/history", get(routes_bundles::history))
+        .route("/v1/bundles/{td}/rollback", post(routes_bundles::rollback))
+        .route(
+            "/v1/federation-relationships",
+            get(routes_relationships::list)
+                .post(routes_relationships::managed_in_config)
+                .put(routes_relationships::managed_in_config)
+                .delete(routes_relationships::managed_in_config),
+        )
+        .route(
+            "/v1/federation-relationships/{td}",
+            get(routes_relationships::show)
+                .post(routes_relationships::managed_in_config)
+                .put(routes_relationships::managed_in_config)
+                .patch(routes_relationships::managed_in_config)
+                .delete(routes_relationships::managed_in_config),
+        )
+        .route(
+            "/v1/federation-relationships/{td}/refresh",
+            post(routes_relationships::refresh),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Parse a `{td}` path segment; never normalised (ID-5, L-2: no silent lower-casing).
+fn trust_domain(raw: &str) -> Result<TrustDomain, ApiError> {
+    raw.parse()
+        .map_err(|err| ApiError::invalid(format!("{raw:?} is not a trust domain name: {err}")))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see docs/admin-api.md")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method; see docs/admin-api.md",
+    )
+}

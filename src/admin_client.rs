@@ -86,6 +86,8 @@ pub struct AdminClient {
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
+    /// The `Content-Type` header, when present.
+    pub content_type: Option<String>,
     /// Parsed JSON, when the body is JSON.
     pub json: Option<Value>,
     /// The raw body.
@@ -160,6 +162,11 @@ impl AdminClient {
                 reason: error_chain(&err),
             })?;
         let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = response
             .bytes()
             .await
@@ -172,6 +179,7 @@ impl AdminClient {
         if status.is_success() {
             return Ok(Answer {
                 status: status.as_u16(),
+                content_type,
                 json,
                 body: bytes,
             });

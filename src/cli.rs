@@ -396,7 +396,8 @@ pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError
                 text(d, "sequence"),
                 text(d, "age_seconds"),
                 text(d, "soonest_expiry"),
-                text(d, "last_error"),
+                d.get("last_error")
+                    .map_or_else(|| "-".to_owned(), |e| text(e, "message")),
             ]
         })
         .collect();
@@ -436,7 +437,12 @@ fn relationship_output(value: Value, json: bool, verb: &str) -> Output {
             "consecutive_failures",
         ] {
             if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
-                out.push_str(&format!("  {key}: {}\n", plain(v)));
+                // last_error is {at, message}: show it as "message (at)".
+                let shown = match (v.get("message"), v.get("at")) {
+                    (Some(message), Some(at)) => format!("{} ({})", plain(message), plain(at)),
+                    _ => plain(v),
+                };
+                out.push_str(&format!("  {key}: {shown}\n"));
             }
         }
     }

@@ -1,0 +1,270 @@
+//! The admin API listener: a unix socket (the default) or TCP with bearer tokens.
+//!
+//! Owns binding and serving. A unix socket is created in a parent directory made
+//! (mode 0700) if missing; a stale socket file left by a crashed gateway is removed,
+//! but a live one (something accepts on it) or a non-socket file at that path is an
+//! error. The socket is set to mode 0600 right after bind and before the first accept,
+//! and, because a peer could connect in the instant between the two, every accepted
+//! connection's peer user is checked against the socket's owner. TCP is refused
+//! without configured tokens (configuration validation enforces it too; this is the
+//! second lock). Shutdown is graceful: on cancellation no new connection is accepted
+//! and in-flight requests finish (the owner bounds the wait with its grace period).
+//!
+//! It does not own routes or authentication of requests ([`super::auth`]).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use axum::Router;
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Access;
+use crate::config::AdminListen;
+
+/// Why the admin listener could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// TCP without tokens would be an unauthenticated admin API.
+    #[error("refusing an admin TCP listener on {addr} without [[admin.tokens]]")]
+    TcpWithoutTokens {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// Something that is not a socket sits at the socket path; it is not removed.
+    #[error("{path} exists and is not a unix socket; refusing to replace it")]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Another process accepts connections on the socket (another gateway?).
+    #[error("{path} is in use by a running process")]
+    InUse {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A filesystem step (directory, stale socket, permissions) failed.
+    #[error("admin socket {path}: cannot {step}: {source}")]
+    Filesystem {
+        /// The path concerned.
+        path: PathBuf,
+        /// What was being done.
+        step: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The address could not be bound.
+    #[error("cannot bind the admin API to {address}: {source}")]
+    Bind {
+        /// The address, as configured.
+        address: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The server stopped with an I/O error.
+    #[error("admin API server failed: {0}")]
+    Serve(#[source] io::Error),
+}
+
+/// Where a bound listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundAddr {
+    /// A unix socket path.
+    Unix(PathBuf),
+    /// A TCP address (the real port when 0 was asked for).
+    Tcp(SocketAddr),
+}
+
+/// A bound listener, not yet accepting.
+#[derive(Debug)]
+pub struct Bound {
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Unix(OwnerOnly),
+    Tcp(TcpListener),
+}
+
+/// Bind `listen` and serve `router` on it until `cancel` fires.
+///
+/// # Errors
+/// A [`ListenError`] from [`bind`] or [`Bound::serve`].
+pub async fn serve(
+    listen: &AdminListen,
+    access: &Access,
+    router: Router,
+    cancel: CancellationToken,
+) -> Result<(), ListenError> {
+    bind(listen, access).await?.serve(router, cancel).await
+}
+
+/// Bind `listen`: for a unix socket, make the parent directory, clear a stale socket,
+/// bind and set mode 0600; for TCP, check that `access` requires tokens.
+///
+/// # Errors
+/// A [`ListenError`] naming the step and path or address that failed.
+pub async fn bind(listen: &AdminListen, access: &Access) -> Result<Bound, ListenError> {
+    let inner = match listen {
+        AdminListen::Unix(path) => Inner::Unix(bind_unix(path).await?),
+        AdminListen::Tcp(addr) => {
+            if !matches!(access, Access::Tokens(tokens) if !tokens.is_empty()) {
+                return Err(ListenError::TcpWithoutTokens { addr: *addr });
+            }
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ListenError::Bind {
+                    address: addr.to_string(),
+                    source,
+                })?;
+            Inner::Tcp(listener)
+        }
+    };
+    Ok(Bound { inner })
+}
+
+impl Bound {
+    /// Where it listens.
+    ///
+    /// # Errors
+    /// The OS error if a TCP listener cannot report its address.
+    pub fn local_addr(&self) -> io::Result<BoundAddr> {
+        match &self.inner {
+            Inner::Unix(listener) => Ok(BoundAddr::Unix(listener.path.clone())),
+            Inner::Tcp(listener) => listener.local_addr().map(BoundAddr::Tcp),
+        }
+    }
+
+    /// Serve `router` until `cancel` fires, then let in-flight requests finish. A
+    /// unix socket file is removed when serving ends.
+    ///
+    /// # Errors
+    /// [`ListenError::Serve`] if the server fails.
+    pub async fn serve(self, router: Router, cancel: CancellationToken) -> Result<(), ListenError> {
+        let shutdown = cancel.cancelled_owned();
+        match self.inner {
+            Inner::Tcp(listener) => axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ListenError::Serve),
+            Inner::Unix(listener) => {
+                let path = listener.path.clone();
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                    .map_err(ListenError::Serve);
+                if let Err(err) = tokio::fs::remove_file(&path).await
+                    && err.kind() != io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), %err, "cannot remove the admin socket");
+                }
+                served
+            }
+        }
+    }
+}
+
+async fn bind_unix(path: &Path) -> Result<OwnerOnly, ListenError> {
+    let fs_error = |step: &'static str| {
+        move |source| ListenError::Filesystem {
+            path: path.to_owned(),
+            step,
+            source,
+        }
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut dirs = tokio::fs::DirBuilder::new();
+        dirs.recursive(true).mode(0o700);
+        dirs.create(parent)
+            .await
+            .map_err(fs_error("create the parent directory"))?;
+    }
+    clear_stale_socket(path).await?;
+    let listener = UnixListener::bind(path).map_err(|source| ListenError::Bind {
+        address: format!("unix:{}", path.display()),
+        source,
+    })?;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .await
+        .map_err(fs_error("set mode 0600"))?;
+    let owner = tokio::fs::metadata(path)
+        .await
+        .map_err(fs_error("read the owner"))?
+        .uid();
+    Ok(OwnerOnly {
+        listener,
+        owner,
+        path: path.to_owned(),
+    })
+}
+
+/// Remove a socket file nobody accepts on; refuse anything else at `path`.
+async fn clear_stale_socket(path: &Path) -> Result<(), ListenError> {
+    let metadata = match tokio::fs::symlink_metadata(path).await {
+        Ok(metadata) => metadata,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ListenError::Filesystem {
+                path: path.to_owned(),
+                step: "inspect the existing file",
+                source,
+            });
+        }
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(ListenError::NotASocket {
+            path: path.to_owned(),
+        });
+    }
+    if UnixStream::connect(path).await.is_ok() {
+        return Err(ListenError::InUse {
+            path: path.to_owned(),
+        });
+    }
+    tokio::fs::remove_file(path)
+        .await
+        .map_err(|source| ListenError::Filesystem {
+            path: path.to_owned(),
+            step: "remove the stale socket",
+            source,
+        })
+}
+
+/// A unix listener that drops connections from any user but the socket's owner.
+#[derive(Debug)]
+struct OwnerOnly {
+    listener: UnixListener,
+    owner: u32,
+    path: PathBuf,
+}
+
+impl axum::serve::Listener for OwnerOnly {
+    type Io = UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
+            match stream.peer_cred() {
+                Ok(cred) if cred.uid() == self.owner => return (stream, addr),
+                Ok(cred) => {
+                    tracing::warn!(
+                        uid = cred.uid(),
+                        "admin socket: connection from another user dropped"
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "admin socket: peer credentials unavailable; connection dropped");
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}

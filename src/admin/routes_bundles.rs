@@ -1,0 +1,388 @@
+//! Bundle routes: list, show (SPIFFE JSON or PEM), operator override (`PUT`, STO-4,
+//! L-5), delete (POLL-4), history and rollback.
+//!
+//! Owns turning requests into trust store calls and outcomes into JSON. Every bundle
+//! goes through the same gates as a fetched one: the format (`Bundle::parse` under the
+//! trust domain named in the path, never one read from the document, FED-7) and then
+//! policy inside [`TrustStore::submit`](crate::trust_store::TrustStore::submit). The
+//! trust store writes the audit record of every change it makes (who, old and new
+//! digest), so these handlers do not write a second one.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use spiffe_federation::bundle::{Ignored, Lint};
+use spiffe_federation::{Bundle, BundleError, TrustDomain};
+use time::OffsetDateTime;
+
+use super::domain_state;
+use super::error::ApiError;
+use super::routes_status::Role;
+use super::{AdminState, trust_domain};
+use crate::config::Scope;
+use crate::policy::{PolicyError, Source, Warning};
+use crate::trust_store::{Outcome, SubmitError};
+
+const JSON: &str = "application/json";
+const PEM: &str = "application/x-pem-file";
+/// Also accepted for PEM uploads (RFC 8555 §7.4.2).
+const PEM_CHAIN: &str = "application/pem-certificate-chain";
+
+/// `GET /v1/bundles`.
+pub(super) async fn list(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<Json<ListView>, ApiError> {
+    state.access.authorize(&headers, Scope::Read)?;
+    let snapshot = state.trust_store.snapshot();
+    let bundles = snapshot
+        .domains
+        .iter()
+        .map(|(td, entry)| BundleView {
+            trust_domain: td.clone(),
+            role: role(&state, td),
+            sequence: entry.sequence,
+            digest: entry.digest.clone(),
+            source: entry.source.to_string(),
+            accepted_at: domain_state::rfc3339(entry.accepted_at),
+            authorities: authority_count(&entry.bundle),
+            revision: entry.revision,
+        })
+        .collect();
+    Ok(Json(ListView {
+        revision: snapshot.revision,
+        bundles,
+    }))
+}
+
+/// `GET /v1/bundles/{td}?format=spiffe|pem`: the document itself.
+pub(super) async fn show(
+    State(state): State<AdminState>,
+    Path(td): Path<String>,
+    query: Result<Query<FormatQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.access.authorize(&headers, Scope::Read)?;
+    let td = trust_domain(&td)?;
+    let Query(query) = query.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let format = query.format.as_deref().unwrap_or("spiffe");
+    if !matches!(format, "spiffe" | "pem") {
+        return Err(ApiError::invalid(format!(
+            "unknown format {format:?}: use spiffe or pem"
+        )));
+    }
+    let snapshot = state.trust_store.snapshot();
+    let entry = snapshot.get(&td).ok_or_else(|| no_bundle(&td))?;
+    Ok(if format == "pem" {
+        ([(CONTENT_TYPE, PEM)], entry.bundle.to_pem()).into_response()
+    } else {
+        ([(CONTENT_TYPE, JSON)], entry.json.clone()).into_response()
+    })
+}
+
+/// `PUT /v1/bundles/{td}`: an operator sets the bundle (STO-4); the override resets
+/// the sequence baseline (L-5).
+pub(super) async fn put(
+    State(state): State<AdminState>,
+    Path(td): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ChangeView>, ApiError> {
+    let principal = state.access.authorize(&headers, Scope::Write)?;
+    let td = trust_domain(&td)?;
+    let body = body.map_err(|err| body_error(&err, state.max_document_bytes))?;
+    let parsed = parse(&td, &headers, &body, state.max_document_bytes)?;
+    let source = Source::Operator {
+        who: principal.audit_name(),
+    };
+    let outcome = state
+        .trust_store
+        .submit(&td, parsed.bundle, source, OffsetDateTime::now_utc())
+        .await
+        .map_err(|err| submit_error(&td, err))?;
+    Ok(Json(change_view(
+        &state,
+        outcome,
+        &parsed.lints,
+        &parsed.ignored,
+    )))
+}
+
+/// `DELETE /v1/bundles/{td}`: stop trusting the domain's current bundle (POLL-4).
+pub(super) async fn delete(
+    State(state): State<AdminState>,
+    Path(td): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let principal = state.access.authorize(&headers, Scope::Write)?;
+    let td = trust_domain(&td)?;
+    let removed = state
+        .trust_store
+        .remove(&td, &principal.audit_name(), OffsetDateTime::now_utc())
+        .await
+        .map_err(|err| ApiError::internal(&err))?;
+    match removed {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(no_bundle(&td)),
+    }
+}
+
+/// `GET /v1/bundles/{td}/history`: stored versions, newest first.
+pub(super) async fn history(
+    State(state): State<AdminState>,
+    Path(td): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<HistoryView>, ApiError> {
+    state.access.authorize(&headers, Scope::Read)?;
+    let td = trust_domain(&td)?;
+    let records = state
+        .trust_store
+        .history(&td)
+        .await
+        .map_err(|err| ApiError::internal(&err))?;
+    if records.is_empty() {
+        return Err(ApiError::not_found(format!("no stored versions for {td}")));
+    }
+    let history = records
+        .into_iter()
+        .map(|r| HistoryEntry {
+            revision: r.revision,
+            sequence: r.sequence,
+            digest: r.digest,
+            source: r.source.to_string(),
+            accepted_at: domain_state::unix_rfc3339(r.accepted_at),
+        })
+        .collect();
+    Ok(Json(HistoryView { history }))
+}
+
+/// `POST /v1/bundles/{td}/rollback` with `{"revision": N}`: re-accept a stored version
+/// as an operator override.
+pub(super) async fn rollback(
+    State(state): State<AdminState>,
+    Path(td): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<RollbackBody>, JsonRejection>,
+) -> Result<Json<ChangeView>, ApiError> {
+    let principal = state.access.authorize(&headers, Scope::Write)?;
+    let td = trust_domain(&td)?;
+    let Json(body) = body.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let outcome = state
+        .trust_store
+        .rollback(
+            &td,
+            body.revision,
+            &principal.audit_name(),
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .map_err(|err| submit_error(&td, err))?;
+    Ok(Json(change_view(&state, outcome, &[], &[])))
+}
+
+/// `?format=` of `GET /v1/bundles/{td}`.
+#[derive(Debug, Deserialize)]
+pub(super) struct FormatQuery {
+    format: Option<String>,
+}
+
+/// The body of a rollback.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RollbackBody {
+    revision: u64,
+}
+
+/// The body of `GET /v1/bundles`.
+#[derive(Debug, Serialize)]
+pub(super) struct ListView {
+    revision: u64,
+    bundles: Vec<BundleView>,
+}
+
+#[derive(Debug, Serialize)]
+struct BundleView {
+    trust_domain: TrustDomain,
+    role: Role,
+    sequence: Option<u64>,
+    digest: String,
+    source: String,
+    accepted_at: String,
+    authorities: usize,
+    revision: u64,
+}
+
+/// The body of `GET /v1/bundles/{td}/history`.
+#[derive(Debug, Serialize)]
+pub(super) struct HistoryView {
+    history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryEntry {
+    revision: u64,
+    sequence: Option<u64>,
+    digest: String,
+    source: String,
+    accepted_at: String,
+}
+
+/// The answer to a `PUT` or a rollback.
+#[derive(Debug, Serialize)]
+pub(super) struct ChangeView {
+    outcome: &'static str,
+    revision: u64,
+    warnings: Vec<String>,
+    ignored: Vec<IgnoredView>,
+}
+
+#[derive(Debug, Serialize)]
+struct IgnoredView {
+    location: String,
+    reason: String,
+}
+
+/// A parsed upload: the bundle and what the parser left out or flagged.
+struct Upload {
+    bundle: Bundle,
+    ignored: Vec<Ignored>,
+    lints: Vec<Lint>,
+}
+
+/// Parse the body as the content type says, under `td` (never a name from the body).
+fn parse(
+    td: &TrustDomain,
+    headers: &HeaderMap,
+    body: &[u8],
+    limit: usize,
+) -> Result<Upload, ApiError> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match content_type.as_str() {
+        JSON => {
+            let parsed = Bundle::parse_with_limit(td, body, limit).map_err(bundle_error)?;
+            Ok(Upload {
+                bundle: parsed.bundle,
+                ignored: parsed.ignored,
+                lints: parsed.lints,
+            })
+        }
+        PEM | PEM_CHAIN => Ok(Upload {
+            bundle: Bundle::from_pem(td, body).map_err(bundle_error)?,
+            ignored: Vec::new(),
+            lints: Vec::new(),
+        }),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type {other:?}: send {JSON} (SPIFFE bundle) or {PEM}"),
+        )),
+    }
+}
+
+fn change_view(
+    state: &AdminState,
+    outcome: Outcome,
+    lints: &[Lint],
+    ignored: &[Ignored],
+) -> ChangeView {
+    let mut warnings: Vec<String> = lints
+        .iter()
+        .map(|l| format!("{}: {}", l.location, l.kind))
+        .collect();
+    let (outcome, revision) = match outcome {
+        Outcome::Accepted {
+            revision,
+            warnings: policy,
+        } => {
+            warnings.extend(policy.iter().map(Warning::to_string));
+            ("accepted", revision)
+        }
+        // Nothing was written: the revision is the one already serving.
+        Outcome::Unchanged => ("unchanged", state.trust_store.snapshot().revision),
+    };
+    ChangeView {
+        outcome,
+        revision,
+        warnings,
+        ignored: ignored
+            .iter()
+            .map(|i| IgnoredView {
+                location: i.location.clone(),
+                reason: i.reason.to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn role(state: &AdminState, td: &TrustDomain) -> Role {
+    if state.local.iter().any(|l| &l.trust_domain == td) {
+        Role::Local
+    } else {
+        Role::Foreign
+    }
+}
+
+fn authority_count(bundle: &Bundle) -> usize {
+    bundle.x509_authorities().len()
+        + bundle.jwt_authorities().len()
+        + bundle.wit_authorities().len()
+}
+
+fn no_bundle(td: &TrustDomain) -> ApiError {
+    ApiError::not_found(format!("no bundle stored for {td}"))
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the bundle document exceeds policy.max_document_bytes ({limit} bytes)"),
+    )
+}
+
+fn body_error(err: &BytesRejection, limit: usize) -> ApiError {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large(limit)
+    } else {
+        ApiError::invalid(err.body_text())
+    }
+}
+
+fn bundle_error(err: BundleError) -> ApiError {
+    match err {
+        BundleError::TooLarge { limit, .. } => too_large(limit),
+        other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_bundle", other.to_string()),
+    }
+}
+
+fn submit_error(td: &TrustDomain, err: SubmitError) -> ApiError {
+    match err {
+        SubmitError::Rejected(policy) => {
+            ApiError::conflict(policy_code(&policy), policy.to_string())
+        }
+        SubmitError::UnknownRevision { revision, .. } => {
+            ApiError::not_found(format!("{td}: no stored version at revision {revision}"))
+        }
+        other => ApiError::internal(&other),
+    }
+}
+
+/// The stable code of each policy refusal (documented in docs/admin-api.md).
+fn policy_code(err: &PolicyError) -> &'static str {
+    match err {
+        PolicyError::TrustDomainMismatch { .. } => "trust_domain_mismatch",
+        PolicyError::SequenceRegression { .. } => "sequence_regression",
+        PolicyError::TooManyAuthorities { .. } => "too_many_authorities",
+        PolicyError::BootstrapOverStored { .. } => "bootstrap_over_stored",
+    }
+}

@@ -1,0 +1,1199 @@
+//! The admin API end to end: a real trust store on a temporary directory, the real
+//! listener (unix socket, or TCP with tokens) and the same client the CLI uses.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+
+use fedgw::admin::auth::{Access, sha256_hex};
+use fedgw::admin::listen::{self, BoundAddr, ListenError};
+use fedgw::admin::{self, AdminState, LocalDomainInfo, RefreshRequest, RelationshipsView};
+use fedgw::admin_client::{AdminClient, AdminTarget, Answer, Body, ClientError};
+use fedgw::cli;
+use fedgw::config::{AdminListen, AdminToken, Config, DocumentFormat, Scope};
+use fedgw::policy::{PolicySettings, Source};
+use fedgw::store::AuditAction;
+use fedgw::telemetry::Metrics;
+use fedgw::trust_store::TrustStore;
+use reqwest::Method;
+use serde_json::{Value, json};
+use spiffe_federation::{Bundle, TrustDomain};
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+const WRITE_TOKEN: &str = "write-secret";
+const READ_TOKEN: &str = "read-secret";
+
+/// The configuration every harness starts from: two local domains and four
+/// relationships covering both profiles.
+const CONFIG: &str = r#"
+    data_dir = "/unused"
+
+    [[local]]
+    trust_domain = "home.example"
+    source = { admin = true }
+
+    [[local]]
+    trust_domain = "empty.example"
+    source = { admin = true }
+
+    [[federation]]
+    trust_domain = "fresh.example"
+    url = "https://fresh.example/bundle"
+    profile = "https_web"
+
+    [[federation]]
+    trust_domain = "broken.example"
+    url = "https://broken.example/bundle"
+    profile = "https_web"
+    follow_redirects = false
+
+    [[federation]]
+    trust_domain = "old.example"
+    url = "https://old.example/bundle"
+    profile = "https_web"
+
+    [[federation]]
+    trust_domain = "spiffe.example"
+    url = "https://spiffe.example:8443/"
+    profile = "https_spiffe"
+    endpoint_spiffe_id = "spiffe://anchor.example/bundle-endpoint"
+"#;
+
+/// How the harness answers refresh requests.
+enum Poller {
+    /// A task answers each request with `{"outcome": "accepted", "trust_domain": td}`
+    /// and reports the trust domain on the returned channel.
+    Answering,
+    /// Nobody listens (the poller is not running).
+    Gone,
+}
+
+struct Options {
+    tcp: bool,
+    max_authorities: Option<usize>,
+    max_document_bytes: usize,
+    ready: bool,
+    poller: Poller,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tcp: false,
+            max_authorities: None,
+            max_document_bytes: 64 * 1024,
+            ready: true,
+            poller: Poller::Answering,
+        }
+    }
+}
+
+struct Harness {
+    _dir: TempDir,
+    store: TrustStore,
+    metrics: Metrics,
+    client: AdminClient,
+    addr: BoundAddr,
+    ready: watch::Sender<bool>,
+    refreshed: mpsc::UnboundedReceiver<TrustDomain>,
+    cancel: CancellationToken,
+    server: JoinHandle<Result<(), ListenError>>,
+}
+
+impl Harness {
+    async fn start(options: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(CONFIG).unwrap();
+        let mut settings = PolicySettings::default();
+        if let Some(max) = options.max_authorities {
+            settings.max_authorities = max;
+        }
+        let store = TrustStore::open(dir.path().join("db"), settings)
+            .await
+            .unwrap();
+        let (access, listen) = if options.tcp {
+            let tokens = vec![
+                AdminToken {
+                    name: "ops".into(),
+                    sha256: sha256_hex(WRITE_TOKEN.as_bytes()),
+                    scope: Scope::Write,
+                },
+                AdminToken {
+                    name: "viewer".into(),
+                    sha256: sha256_hex(READ_TOKEN.as_bytes()),
+                    scope: Scope::Read,
+                },
+            ];
+            let addr = "127.0.0.1:0".parse().unwrap();
+            (Access::Tokens(tokens), AdminListen::Tcp(addr))
+        } else {
+            let socket = dir.path().join("run/admin.sock");
+            (Access::LocalSocket, AdminListen::Unix(socket))
+        };
+        let (refresh, requests) = mpsc::channel::<RefreshRequest>(4);
+        let (refreshed_tx, refreshed) = mpsc::unbounded_channel();
+        match options.poller {
+            Poller::Answering => {
+                tokio::spawn(answer_refreshes(requests, refreshed_tx));
+            }
+            Poller::Gone => drop(requests),
+        }
+        let (ready, ready_rx) = watch::channel(options.ready);
+        let metrics = Metrics::new();
+        let local = config
+            .local
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LocalDomainInfo {
+                trust_domain: l.trust_domain.clone(),
+                path: config.local_path(i).unwrap(),
+                refresh_hint: l.refresh_hint,
+            })
+            .collect();
+        let state = AdminState {
+            trust_store: store.clone(),
+            metrics: metrics.clone(),
+            access: access.clone(),
+            local,
+            relationships: RelationshipsView::new(config.federation.clone()),
+            refresh,
+            ready: ready_rx,
+            schedule: (&config.polling).into(),
+            max_document_bytes: options.max_document_bytes,
+        };
+        let bound = listen::bind(&listen, &access).await.unwrap();
+        let addr = bound.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(bound.serve(admin::router(state), cancel.clone()));
+        let client = client_for(&addr, options.tcp.then(|| WRITE_TOKEN.to_owned()));
+        Self {
+            _dir: dir,
+            store,
+            metrics,
+            client,
+            addr,
+            ready,
+            refreshed,
+            cancel,
+            server,
+        }
+    }
+
+    async fn unix() -> Self {
+        Self::start(Options::default()).await
+    }
+
+    fn client_with(&self, token: Option<&str>) -> AdminClient {
+        client_for(&self.addr, token.map(str::to_owned))
+    }
+
+    async fn get(&self, path: &str) -> Result<Answer, ClientError> {
+        self.client.call(Method::GET, path, None).await
+    }
+
+    async fn put_json(&self, td: &str, document: &str) -> Result<Answer, ClientError> {
+        put(&self.client, td, "application/json", document.as_bytes()).await
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.server.await.unwrap().unwrap();
+    }
+}
+
+fn client_for(addr: &BoundAddr, token: Option<String>) -> AdminClient {
+    let target = match addr {
+        BoundAddr::Unix(path) => AdminTarget::Unix(path.clone()),
+        BoundAddr::Tcp(addr) => AdminTarget::Url(Url::parse(&format!("http://{addr}/")).unwrap()),
+    };
+    AdminClient::new(&target, token).unwrap()
+}
+
+async fn put(
+    client: &AdminClient,
+    td: &str,
+    content_type: &'static str,
+    bytes: &[u8],
+) -> Result<Answer, ClientError> {
+    client
+        .call(
+            Method::PUT,
+            &format!("/v1/bundles/{td}"),
+            Some(Body::Raw {
+                content_type,
+                bytes: bytes.to_vec(),
+            }),
+        )
+        .await
+}
+
+async fn answer_refreshes(
+    mut requests: mpsc::Receiver<RefreshRequest>,
+    refreshed: mpsc::UnboundedSender<TrustDomain>,
+) {
+    while let Some(request) = requests.recv().await {
+        let answer = json!({"outcome": "accepted", "trust_domain": request.trust_domain});
+        refreshed.send(request.trust_domain).unwrap();
+        request.reply.send(Ok(answer)).unwrap();
+    }
+}
+
+fn td(name: &str) -> TrustDomain {
+    name.parse().unwrap()
+}
+
+fn json_of(answer: &Answer) -> &Value {
+    answer.json.as_ref().expect("a JSON body")
+}
+
+/// The API error's status and code.
+fn api_error(result: Result<Answer, ClientError>) -> (u16, String, String) {
+    match result {
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        }) => (status, code, message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// A self-signed SPIFFE CA for `td` as PEM, valid until the start of `expiry_year`.
+fn ca_pem(td: &str, expiry_year: i32) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.subject_alt_names = vec![SanType::URI(format!("spiffe://{td}").try_into().unwrap())];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(expiry_year, 1, 1);
+    params.self_signed(&key).unwrap().pem()
+}
+
+fn sequenced(sequence: u64) -> String {
+    format!(r#"{{"keys":[],"spiffe_sequence":{sequence}}}"#)
+}
+
+fn fetched() -> Source {
+    let url = Url::parse("https://fresh.example/bundle").unwrap();
+    Source::Fetched {
+        url: url.clone(),
+        final_url: url,
+        peer: "127.0.0.1:443".into(),
+    }
+}
+
+async fn submit_fetched(store: &TrustStore, name: &str, document: &str, at: OffsetDateTime) {
+    let bundle = Bundle::parse(&td(name), document.as_bytes())
+        .unwrap()
+        .bundle;
+    store
+        .submit(&td(name), bundle, fetched(), at)
+        .await
+        .unwrap();
+}
+
+fn domain<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["trust_domain"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {status}"))
+}
+
+#[tokio::test]
+async fn sto_4_operator_put_then_get_round_trips() {
+    let h = Harness::unix().await;
+    let document = r#"{"keys":[],"spiffe_sequence":3,"spiffe_refresh_hint":300}"#;
+
+    let answer = h.put_json("fresh.example", document).await.unwrap();
+    let body = json_of(&answer);
+    assert_eq!(body["outcome"], "accepted");
+    assert_eq!(body["revision"], 1);
+    assert!(
+        body["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("no authorities"),
+        "{body}"
+    );
+    let entry = h
+        .store
+        .snapshot()
+        .get(&td("fresh.example"))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        entry.source,
+        Source::Operator {
+            who: "unix-socket".into()
+        }
+    );
+
+    let shown = h.get("/v1/bundles/fresh.example").await.unwrap();
+    assert_eq!(shown.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        shown.body,
+        entry.json.to_vec(),
+        "the stored bytes, verbatim"
+    );
+    assert_eq!(json_of(&shown)["spiffe_sequence"], 3);
+
+    // Same document again: nothing written.
+    let again = h.put_json("fresh.example", document).await.unwrap();
+    assert_eq!(json_of(&again)["outcome"], "unchanged");
+    assert_eq!(json_of(&again)["revision"], 1);
+
+    // PEM in, PEM out; the JSON form carries the same certificate.
+    let pem = ca_pem("home.example", 2031);
+    let answer = put(
+        &h.client,
+        "home.example",
+        "application/x-pem-file",
+        pem.as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(json_of(&answer)["outcome"], "accepted");
+    let shown = h.get("/v1/bundles/home.example?format=pem").await.unwrap();
+    assert_eq!(
+        shown.content_type.as_deref(),
+        Some("application/x-pem-file")
+    );
+    let back = Bundle::from_pem(&td("home.example"), &shown.body).unwrap();
+    assert_eq!(
+        back,
+        Bundle::from_pem(&td("home.example"), pem.as_bytes()).unwrap()
+    );
+    let as_json = h
+        .get("/v1/bundles/home.example?format=spiffe")
+        .await
+        .unwrap();
+    let parsed = Bundle::parse(&td("home.example"), &as_json.body).unwrap();
+    assert_eq!(parsed.bundle.x509_authorities(), back.x509_authorities());
+
+    let (status, code, message) = api_error(h.get("/v1/bundles/home.example?format=der").await);
+    assert_eq!((status, code.as_str()), (400, "invalid_argument"));
+    assert!(message.contains("der"), "{message}");
+    let (status, code, _) = api_error(h.get("/v1/bundles/nothing.example").await);
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sto_4_put_with_lower_sequence_accepted_as_operator() {
+    let h = Harness::unix().await;
+    submit_fetched(
+        &h.store,
+        "fresh.example",
+        &sequenced(5),
+        OffsetDateTime::now_utc(),
+    )
+    .await;
+
+    let answer = h.put_json("fresh.example", &sequenced(2)).await.unwrap();
+    assert_eq!(json_of(&answer)["outcome"], "accepted");
+    let entry = h
+        .store
+        .snapshot()
+        .get(&td("fresh.example"))
+        .cloned()
+        .unwrap();
+    assert_eq!(entry.sequence, Some(2));
+    assert!(entry.source.is_operator());
+
+    // L-5: the override reset the baseline, so the next fetch replaces it even with a
+    // lower sequence than the one fetched before the override.
+    submit_fetched(
+        &h.store,
+        "fresh.example",
+        &sequenced(1),
+        OffsetDateTime::now_utc(),
+    )
+    .await;
+    assert_eq!(
+        h.store
+            .snapshot()
+            .get(&td("fresh.example"))
+            .unwrap()
+            .sequence,
+        Some(1)
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn put_rejects_bundle_of_broken_document_with_named_fault() {
+    let h = Harness::start(Options {
+        max_document_bytes: 1024,
+        ..Options::default()
+    })
+    .await;
+    h.put_json("fresh.example", &sequenced(1)).await.unwrap();
+    let before = h.store.snapshot();
+
+    let (status, code, message) = api_error(h.put_json("fresh.example", r#"{"keys":[}"#).await);
+    assert_eq!((status, code.as_str()), (400, "invalid_bundle"));
+    assert!(message.contains("line 1, column 10"), "{message}");
+
+    let (_, code, message) = api_error(h.put_json("fresh.example", r#"{"KEYS":[]}"#).await);
+    assert_eq!(code, "invalid_bundle");
+    assert!(
+        message.contains("\"keys\"") && message.contains("KEYS"),
+        "{message}"
+    );
+
+    let (_, code, message) = api_error(h.put_json("fresh.example", r#"{"keys":[]} x"#).await);
+    assert_eq!(code, "invalid_bundle");
+    assert!(message.contains("after the JSON document"), "{message}");
+
+    let pem = b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
+    let (_, code, message) =
+        api_error(put(&h.client, "fresh.example", "application/x-pem-file", pem).await);
+    assert_eq!(code, "invalid_bundle");
+    assert!(message.contains("PEM"), "{message}");
+
+    let big = format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(2048));
+    let (status, code, _) = api_error(h.put_json("fresh.example", &big).await);
+    assert_eq!((status, code.as_str()), (413, "payload_too_large"));
+
+    let (status, code, _) =
+        api_error(put(&h.client, "fresh.example", "text/plain", b"{\"keys\":[]}").await);
+    assert_eq!((status, code.as_str()), (415, "unsupported_media_type"));
+
+    // The trust domain comes from the path and is never normalised (L-2).
+    let (status, code, message) = api_error(h.put_json("Fresh.example", &sequenced(9)).await);
+    assert_eq!((status, code.as_str()), (400, "invalid_argument"));
+    assert!(message.contains("Fresh.example"), "{message}");
+
+    assert_eq!(
+        h.store.snapshot().revision,
+        before.revision,
+        "nothing stored"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn put_over_the_authority_limit_is_refused_with_its_policy_code() {
+    let h = Harness::start(Options {
+        max_authorities: Some(1),
+        ..Options::default()
+    })
+    .await;
+    let two = ca_pem("fresh.example", 2030) + &ca_pem("fresh.example", 2031);
+    let (status, code, message) = api_error(
+        put(
+            &h.client,
+            "fresh.example",
+            "application/x-pem-file",
+            two.as_bytes(),
+        )
+        .await,
+    );
+    assert_eq!((status, code.as_str()), (409, "too_many_authorities"));
+    assert!(message.contains("limit is 1"), "{message}");
+    assert!(h.store.snapshot().get(&td("fresh.example")).is_none());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn poll_4_delete_removes_bundle_everywhere() {
+    let h = Harness::unix().await;
+    h.put_json("fresh.example", &sequenced(1)).await.unwrap();
+    h.put_json("old.example", &sequenced(1)).await.unwrap();
+    let mut feed = h.store.subscribe();
+    feed.borrow_and_update();
+
+    let answer = h
+        .client
+        .call(Method::DELETE, "/v1/bundles/fresh.example", None)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 204);
+    assert!(feed.has_changed().unwrap(), "the removal was announced");
+    assert!(h.store.snapshot().get(&td("fresh.example")).is_none());
+    assert!(h.store.snapshot().get(&td("old.example")).is_some());
+
+    let (status, code, _) = api_error(h.get("/v1/bundles/fresh.example").await);
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    let list = h.get("/v1/bundles").await.unwrap();
+    let names: Vec<&str> = json_of(&list)["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["trust_domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["old.example"]);
+    let status = h.get("/v1/status").await.unwrap();
+    let fresh = domain(json_of(&status), "fresh.example");
+    assert_eq!(
+        fresh["state"], "pending",
+        "the relationship is still configured"
+    );
+    assert!(fresh["sequence"].is_null());
+
+    let (status, code, _) = api_error(
+        h.client
+            .call(Method::DELETE, "/v1/bundles/fresh.example", None)
+            .await,
+    );
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn history_lists_newest_first_and_rollback_restores() {
+    let h = Harness::unix().await;
+    let mut revisions = Vec::new();
+    for sequence in 1..=3 {
+        let answer = h
+            .put_json("fresh.example", &sequenced(sequence))
+            .await
+            .unwrap();
+        revisions.push(json_of(&answer)["revision"].as_u64().unwrap());
+    }
+
+    let history = h.get("/v1/bundles/fresh.example/history").await.unwrap();
+    let entries = json_of(&history)["history"].as_array().unwrap().clone();
+    let listed: Vec<u64> = entries
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
+    let mut newest_first = revisions.clone();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first);
+    assert_eq!(entries[0]["sequence"], 3);
+    assert_eq!(entries[0]["source"], "operator unix-socket");
+    assert!(entries[0]["accepted_at"].as_str().unwrap().ends_with('Z'));
+
+    let rollback = |body: Value| {
+        h.client.call(
+            Method::POST,
+            "/v1/bundles/fresh.example/rollback",
+            Some(Body::Json(body)),
+        )
+    };
+    let answer = rollback(json!({"revision": revisions[0]})).await.unwrap();
+    assert_eq!(json_of(&answer)["outcome"], "accepted");
+    let shown = h.get("/v1/bundles/fresh.example").await.unwrap();
+    assert_eq!(json_of(&shown)["spiffe_sequence"], 1);
+    let history = h.get("/v1/bundles/fresh.example/history").await.unwrap();
+    assert_eq!(json_of(&history)["history"].as_array().unwrap().len(), 4);
+
+    let (status, code, _) = api_error(rollback(json!({"revision": 999})).await);
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    let (status, code, _) = api_error(rollback(json!({"rev": 1})).await);
+    assert_eq!((status, code.as_str()), (400, "invalid_argument"));
+    let (status, _, _) = api_error(h.get("/v1/bundles/nothing.example/history").await);
+    assert_eq!(status, 404);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn status_reports_roles_and_states() {
+    let h = Harness::unix().await;
+    let now = OffsetDateTime::now_utc();
+    let pem = ca_pem("home.example", 2031);
+    put(
+        &h.client,
+        "home.example",
+        "application/x-pem-file",
+        pem.as_bytes(),
+    )
+    .await
+    .unwrap();
+    submit_fetched(&h.store, "fresh.example", &sequenced(7), now).await;
+    h.store
+        .record_fetch_success(&td("fresh.example"), now, None)
+        .await
+        .unwrap();
+    h.store
+        .record_fetch_failure(
+            &td("broken.example"),
+            now,
+            "connection refused".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    // Default refresh interval is 300 s; three hours without a fresh bundle is stale.
+    let long_ago = now - time::Duration::hours(3);
+    submit_fetched(&h.store, "old.example", &sequenced(1), long_ago).await;
+    h.store
+        .record_fetch_success(&td("old.example"), long_ago, None)
+        .await
+        .unwrap();
+    h.put_json("pushed.example", &sequenced(1)).await.unwrap();
+
+    let answer = h.get("/v1/status").await.unwrap();
+    let status = json_of(&answer);
+    assert_eq!(status["revision"], h.store.snapshot().revision);
+    let state = |name: &str| {
+        let d = domain(status, name);
+        (
+            d["role"].as_str().unwrap().to_owned(),
+            d["state"].as_str().unwrap().to_owned(),
+        )
+    };
+    let pair = |role: &str, state: &str| (role.to_owned(), state.to_owned());
+    assert_eq!(state("home.example"), pair("local", "serving"));
+    assert_eq!(state("empty.example"), pair("local", "missing"));
+    assert_eq!(state("fresh.example"), pair("foreign", "healthy"));
+    assert_eq!(state("broken.example"), pair("foreign", "failing"));
+    assert_eq!(state("old.example"), pair("foreign", "stale"));
+    assert_eq!(
+        state("spiffe.example"),
+        pair("foreign", "awaiting_bootstrap")
+    );
+    assert_eq!(state("pushed.example"), pair("foreign", "unmanaged"));
+
+    let home = domain(status, "home.example");
+    assert_eq!(home["soonest_expiry"], "2031-01-01T00:00:00Z");
+    assert!(home["age_seconds"].as_i64().unwrap() >= 0);
+    let old = domain(status, "old.example");
+    assert!(old["age_seconds"].as_i64().unwrap() >= 3 * 3600);
+    assert_eq!(old["sequence"], 1);
+    assert!(old["soonest_expiry"].is_null(), "no X.509 authorities");
+    let broken = domain(status, "broken.example");
+    assert_eq!(broken["consecutive_failures"], 1);
+    assert_eq!(broken["last_error"]["message"], "connection refused");
+    assert!(broken["accepted_at"].is_null());
+
+    // Storing the endpoint's trust domain bundle ends the wait for a bootstrap.
+    h.put_json("anchor.example", &sequenced(1)).await.unwrap();
+    let answer = h.get("/v1/status").await.unwrap();
+    assert_eq!(
+        domain(json_of(&answer), "spiffe.example")["state"],
+        "pending"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sec_3_tcp_requires_token_and_read_token_cannot_write() {
+    let h = Harness::start(Options {
+        tcp: true,
+        ..Options::default()
+    })
+    .await;
+    let anonymous = h.client_with(None);
+    let wrong = h.client_with(Some("guess"));
+    let reader = h.client_with(Some(READ_TOKEN));
+
+    for client in [&anonymous, &wrong] {
+        for path in [
+            "/v1/status",
+            "/v1/bundles",
+            "/metrics",
+            "/v1/federation-relationships",
+        ] {
+            let (status, code, _) = api_error(client.call(Method::GET, path, None).await);
+            assert_eq!((status, code.as_str()), (401, "unauthenticated"), "{path}");
+        }
+        let (status, _, _) =
+            api_error(put(client, "fresh.example", "application/json", b"{}").await);
+        assert_eq!(status, 401);
+    }
+    let probe = anonymous.call(Method::GET, "/healthz", None).await.unwrap();
+    assert_eq!(probe.status, 200, "probes need no token");
+
+    reader.call(Method::GET, "/v1/status", None).await.unwrap();
+    let document = sequenced(1);
+    let (status, code, _) = api_error(
+        put(
+            &reader,
+            "fresh.example",
+            "application/json",
+            document.as_bytes(),
+        )
+        .await,
+    );
+    assert_eq!((status, code.as_str()), (403, "permission_denied"));
+    let (status, _, _) = api_error(
+        reader
+            .call(Method::DELETE, "/v1/bundles/fresh.example", None)
+            .await,
+    );
+    assert_eq!(status, 403);
+    let (status, _, _) = api_error(
+        reader
+            .call(
+                Method::POST,
+                "/v1/federation-relationships/fresh.example/refresh",
+                None,
+            )
+            .await,
+    );
+    assert_eq!(status, 403);
+    assert!(h.store.snapshot().domains.is_empty(), "nothing written");
+
+    let answer = h.put_json("fresh.example", &document).await.unwrap();
+    assert_eq!(json_of(&answer)["outcome"], "accepted");
+    assert_eq!(
+        h.store.snapshot().get(&td("fresh.example")).unwrap().source,
+        Source::Operator {
+            who: "token:ops".into()
+        }
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sec_3_tcp_listener_without_tokens_is_refused() {
+    let listen = AdminListen::Tcp("127.0.0.1:0".parse().unwrap());
+    for access in [Access::LocalSocket, Access::Tokens(Vec::new())] {
+        let err = listen::bind(&listen, &access).await.unwrap_err();
+        assert!(matches!(err, ListenError::TcpWithoutTokens { .. }), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn sec_3_mutations_are_audited_with_who_old_new() {
+    let h = Harness::start(Options {
+        tcp: true,
+        ..Options::default()
+    })
+    .await;
+    let first = h.put_json("fresh.example", &sequenced(1)).await.unwrap();
+    let first_revision = json_of(&first)["revision"].as_u64().unwrap();
+    let d1 = h
+        .store
+        .snapshot()
+        .get(&td("fresh.example"))
+        .unwrap()
+        .digest
+        .clone();
+    h.put_json("fresh.example", &sequenced(2)).await.unwrap();
+    let d2 = h
+        .store
+        .snapshot()
+        .get(&td("fresh.example"))
+        .unwrap()
+        .digest
+        .clone();
+    h.client
+        .call(
+            Method::POST,
+            "/v1/bundles/fresh.example/rollback",
+            Some(Body::Json(json!({"revision": first_revision}))),
+        )
+        .await
+        .unwrap();
+    h.client
+        .call(Method::DELETE, "/v1/bundles/fresh.example", None)
+        .await
+        .unwrap();
+
+    let log: Vec<_> = h
+        .store
+        .audit_log(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, record)| record)
+        .collect();
+    assert_eq!(
+        log.len(),
+        4,
+        "one record per change, no duplicates: {log:?}"
+    );
+    for record in &log {
+        assert!(record.who.contains("token:ops"), "{record:?}");
+        assert_eq!(record.trust_domain, Some(td("fresh.example")));
+    }
+    let actions: Vec<AuditAction> = log.iter().map(|r| r.action).collect();
+    assert_eq!(
+        actions,
+        [
+            AuditAction::Accept,
+            AuditAction::Accept,
+            AuditAction::Rollback,
+            AuditAction::Remove
+        ]
+    );
+    assert_eq!(
+        (log[0].old_digest.as_deref(), log[0].new_digest.as_deref()),
+        (None, Some(d1.as_str()))
+    );
+    assert_eq!(
+        (log[1].old_digest.as_deref(), log[1].new_digest.as_deref()),
+        (Some(d1.as_str()), Some(d2.as_str()))
+    );
+    assert_eq!(
+        (log[2].old_digest.as_deref(), log[2].new_digest.as_deref()),
+        (Some(d2.as_str()), Some(d1.as_str()))
+    );
+    assert_eq!(log[3].old_digest.as_deref(), Some(d1.as_str()));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn unix_socket_is_created_0600() {
+    let h = Harness::unix().await;
+    let BoundAddr::Unix(path) = h.addr.clone() else {
+        panic!("unix harness");
+    };
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let parent = std::fs::metadata(path.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        parent & 0o777,
+        0o700,
+        "created parent directory: {parent:o}"
+    );
+    h.get("/healthz").await.unwrap();
+
+    // A second gateway on the same socket is refused while the first runs.
+    let err = listen::bind(&AdminListen::Unix(path.clone()), &Access::LocalSocket)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ListenError::InUse { .. }), "{err}");
+
+    h.stop().await;
+    assert!(!path.exists(), "the socket is removed on shutdown");
+}
+
+#[tokio::test]
+async fn stale_socket_is_replaced_and_other_files_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("admin.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists(), "a stale socket file remains");
+    let bound = listen::bind(&AdminListen::Unix(path.clone()), &Access::LocalSocket)
+        .await
+        .unwrap();
+    assert_eq!(bound.local_addr().unwrap(), BoundAddr::Unix(path.clone()));
+    drop(bound);
+
+    let file = dir.path().join("file.sock");
+    std::fs::write(&file, b"precious").unwrap();
+    let err = listen::bind(&AdminListen::Unix(file.clone()), &Access::LocalSocket)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ListenError::NotASocket { .. }), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+}
+
+#[tokio::test]
+async fn metrics_route_renders_text() {
+    let h = Harness::unix().await;
+    h.metrics.inc(
+        "fedgw_test_fetches_total",
+        "Fetches in this test.",
+        &[("trust_domain", "fresh.example")],
+        2.0,
+    );
+    let answer = h.get("/metrics").await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer
+            .content_type
+            .as_deref()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        answer.content_type
+    );
+    let text = String::from_utf8(answer.body).unwrap();
+    assert!(
+        text.contains("# TYPE fedgw_test_fetches_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fedgw_test_fetches_total{trust_domain=\"fresh.example\"} 2"),
+        "{text}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_flips_when_ready() {
+    let h = Harness::start(Options {
+        ready: false,
+        ..Options::default()
+    })
+    .await;
+    let err = h.get("/readyz").await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Unexpected { status: 503, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        h.get("/healthz").await.unwrap().status,
+        200,
+        "alive while not ready"
+    );
+    h.ready.send(true).unwrap();
+    assert_eq!(h.get("/readyz").await.unwrap().status, 200);
+    h.ready.send(false).unwrap();
+    assert!(h.get("/readyz").await.is_err());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn relationships_are_listed_with_status_and_crud_is_405() {
+    let h = Harness::unix().await;
+    h.store
+        .record_fetch_failure(
+            &td("broken.example"),
+            OffsetDateTime::now_utc(),
+            "timeout".into(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let answer = h.get("/v1/federation-relationships").await.unwrap();
+    let list = json_of(&answer)["relationships"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let names: Vec<&str> = list
+        .iter()
+        .map(|r| r["trust_domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "fresh.example",
+            "broken.example",
+            "old.example",
+            "spiffe.example"
+        ]
+    );
+
+    let answer = h
+        .get("/v1/federation-relationships/broken.example")
+        .await
+        .unwrap();
+    let broken = json_of(&answer);
+    assert_eq!(broken["urls"], json!(["https://broken.example/bundle"]));
+    assert_eq!(broken["profile"], "https_web");
+    assert_eq!(broken["follow_redirects"], false);
+    assert!(broken["endpoint_spiffe_id"].is_null());
+    assert_eq!(broken["status"]["state"], "failing");
+    assert_eq!(broken["status"]["consecutive_failures"], 1);
+    assert_eq!(broken["status"]["last_error"]["message"], "timeout");
+
+    let answer = h
+        .get("/v1/federation-relationships/spiffe.example")
+        .await
+        .unwrap();
+    let spiffe = json_of(&answer);
+    assert_eq!(
+        spiffe["endpoint_spiffe_id"],
+        "spiffe://anchor.example/bundle-endpoint"
+    );
+    assert_eq!(spiffe["status"]["state"], "awaiting_bootstrap");
+
+    let (status, code, _) = api_error(h.get("/v1/federation-relationships/none.example").await);
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+
+    let body = json!({"trust_domain": "new.example", "urls": ["https://new.example/"], "profile": "https_web"});
+    for (method, path) in [
+        (Method::POST, "/v1/federation-relationships"),
+        (Method::PUT, "/v1/federation-relationships/fresh.example"),
+        (Method::DELETE, "/v1/federation-relationships/fresh.example"),
+    ] {
+        let (status, code, message) = api_error(
+            h.client
+                .call(method.clone(), path, Some(Body::Json(body.clone())))
+                .await,
+        );
+        assert_eq!(
+            (status, code.as_str()),
+            (405, "managed_in_configuration"),
+            "{method} {path}"
+        );
+        assert!(message.contains("configuration file"), "{message}");
+    }
+    // Nothing changed: the relationship is still listed and polled.
+    h.get("/v1/federation-relationships/fresh.example")
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_forwards_to_the_poller() {
+    let mut h = Harness::unix().await;
+    let (status, code, _) = api_error(
+        h.client
+            .call(
+                Method::POST,
+                "/v1/federation-relationships/none.example/refresh",
+                None,
+            )
+            .await,
+    );
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+
+    let answer = h
+        .client
+        .call(
+            Method::POST,
+            "/v1/federation-relationships/old.example/refresh",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        json_of(&answer),
+        &json!({"outcome": "accepted", "trust_domain": "old.example"})
+    );
+    // The unknown domain never reached the poller; the known one did, once.
+    assert_eq!(h.refreshed.recv().await, Some(td("old.example")));
+    assert!(h.refreshed.try_recv().is_err());
+    h.stop().await;
+
+    let h = Harness::start(Options {
+        poller: Poller::Gone,
+        ..Options::default()
+    })
+    .await;
+    let (status, code, _) = api_error(
+        h.client
+            .call(
+                Method::POST,
+                "/v1/federation-relationships/old.example/refresh",
+                None,
+            )
+            .await,
+    );
+    assert_eq!((status, code.as_str()), (503, "unavailable"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn fed_6_bundle_listing_names_each_bundle_with_its_trust_domain() {
+    let h = Harness::unix().await;
+    put(
+        &h.client,
+        "home.example",
+        "application/x-pem-file",
+        ca_pem("home.example", 2030).as_bytes(),
+    )
+    .await
+    .unwrap();
+    h.put_json("fresh.example", &sequenced(4)).await.unwrap();
+
+    let answer = h.get("/v1/bundles").await.unwrap();
+    let body = json_of(&answer);
+    assert_eq!(body["revision"], 2);
+    let bundles = body["bundles"].as_array().unwrap();
+    let snapshot = h.store.snapshot();
+    assert_eq!(bundles.len(), 2);
+    for b in bundles {
+        let name = td(b["trust_domain"].as_str().unwrap());
+        let entry = snapshot.get(&name).unwrap();
+        assert_eq!(b["digest"], entry.digest);
+        assert_eq!(b["revision"], entry.revision);
+        assert_eq!(b["source"], "operator unix-socket");
+    }
+    let home = bundles
+        .iter()
+        .find(|b| b["trust_domain"] == "home.example")
+        .unwrap();
+    assert_eq!(
+        (home["role"].as_str(), home["authorities"].as_u64()),
+        (Some("local"), Some(1))
+    );
+    let fresh = bundles
+        .iter()
+        .find(|b| b["trust_domain"] == "fresh.example")
+        .unwrap();
+    assert_eq!(
+        (fresh["role"].as_str(), fresh["sequence"].as_u64()),
+        (Some("foreign"), Some(4))
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn cli_verbs_speak_the_same_shapes() {
+    let h = Harness::unix().await;
+    let document = sequenced(6).into_bytes();
+    let out = cli::bundle_set(
+        &h.client,
+        &td("fresh.example"),
+        document.clone(),
+        DocumentFormat::Spiffe,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, cli::Output::Text("fresh.example: accepted\n".into()));
+    let cli::Output::Raw(shown) =
+        cli::bundle_show(&h.client, &td("fresh.example"), DocumentFormat::Spiffe)
+            .await
+            .unwrap()
+    else {
+        panic!("raw output");
+    };
+    assert_eq!(shown, document);
+    let cli::Output::Text(list) = cli::bundle_list(&h.client, false).await.unwrap() else {
+        panic!("text output");
+    };
+    assert!(
+        list.contains("fresh.example") && list.contains("operator unix-socket"),
+        "{list}"
+    );
+    let cli::Output::Text(history) = cli::bundle_history(&h.client, &td("fresh.example"), false)
+        .await
+        .unwrap()
+    else {
+        panic!("text output");
+    };
+    assert_eq!(history.lines().count(), 2, "{history}");
+    let cli::Output::Text(status) = cli::status(&h.client, false).await.unwrap() else {
+        panic!("text output");
+    };
+    assert!(
+        status.contains("home.example") && status.contains("missing"),
+        "{status}"
+    );
+    let cli::Output::Text(rels) = cli::federation_list(&h.client, false).await.unwrap() else {
+        panic!("text output");
+    };
+    assert!(
+        rels.contains("spiffe.example") && rels.contains("awaiting_bootstrap"),
+        "{rels}"
+    );
+    let out = cli::federation_refresh(&h.client, &td("old.example"), false)
+        .await
+        .unwrap();
+    assert_eq!(out, cli::Output::Text("old.example: accepted\n".into()));
+    let err = cli::federation_delete(&h.client, &td("old.example"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            cli::CliError::Client(ClientError::Api { status: 405, .. })
+        ),
+        "{err}"
+    );
+    cli::bundle_delete(&h.client, &td("fresh.example"))
+        .await
+        .unwrap();
+    assert!(h.store.snapshot().get(&td("fresh.example")).is_none());
+    h.stop().await;
+}
