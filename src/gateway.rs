@@ -16,7 +16,11 @@ use spiffe_federation::endpoint::client::Fetcher;
 use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
 
-use crate::config::{Config, LocalSource};
+use crate::admin::auth::Access;
+use crate::admin::error::ApiError;
+use crate::admin::listen::{BoundAddr, ListenError};
+use crate::admin::{AdminState, LocalDomainInfo, RefreshRequest, RelationshipsView};
+use crate::config::{AdminListen, Config, LocalSource};
 use crate::endpoint::{EndpointError, Listener, TlsSource};
 use crate::local_source::{self, Event, LocalSourceError};
 use crate::policy::{PolicySettings, Source};
@@ -66,6 +70,9 @@ pub enum GatewayError {
         /// The name.
         name: String,
     },
+    /// The admin API could not listen.
+    #[error("admin API: {0}")]
+    Admin(#[from] ListenError),
     /// A blocking startup step was interrupted.
     #[error("startup interrupted: {step}")]
     Interrupted {
@@ -81,6 +88,8 @@ pub struct Running {
     pub web_addr: Option<SocketAddr>,
     /// The `https_spiffe` endpoint's address, when configured.
     pub spiffe_addr: Option<SocketAddr>,
+    /// Where the admin API listens.
+    pub admin_addr: Option<BoundAddr>,
     /// The trust store every part reads.
     pub trust_store: TrustStore,
     /// The pollers.
@@ -250,22 +259,95 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
                 })??;
         pollers.start(resolved);
     }
+    let admin_addr = start_admin(config, &trust_store, &metrics, &pollers, &shutdown).await?;
     tracing::info!(
         locals = locals.len(),
         relationships = config.federation.len(),
         ?web_addr,
         ?spiffe_addr,
+        ?admin_addr,
         "gateway started"
     );
     Ok(Running {
         web_addr,
         spiffe_addr,
+        admin_addr,
         trust_store,
         pollers,
         metrics,
         locals,
         shutdown,
     })
+}
+
+/// Bind the admin API and answer its refresh requests with the pollers.
+async fn start_admin(
+    config: &Config,
+    trust_store: &TrustStore,
+    metrics: &Metrics,
+    pollers: &Pollers,
+    shutdown: &Shutdown,
+) -> Result<Option<BoundAddr>, GatewayError> {
+    let listen = config.admin_listen();
+    let access = match listen {
+        AdminListen::Unix(_) => Access::LocalSocket,
+        AdminListen::Tcp(_) => Access::Tokens(config.admin.tokens.clone()),
+    };
+    let (refresh, mut requests) = tokio::sync::mpsc::channel::<RefreshRequest>(16);
+    let answering = pollers.clone();
+    let cancel = shutdown.token();
+    shutdown.spawn(async move {
+        loop {
+            let request = tokio::select! {
+                () = cancel.cancelled() => return,
+                request = requests.recv() => match request { Some(r) => r, None => return },
+            };
+            let answer = match answering.refresh(&request.trust_domain).await {
+                Some(report) => {
+                    serde_json::to_value(report).map_err(|err| ApiError::internal(&err))
+                }
+                None => Err(ApiError::not_found(format!(
+                    "no poller for {}",
+                    request.trust_domain
+                ))),
+            };
+            // The caller may have gone; nothing to do then.
+            let _ignored = request.reply.send(answer);
+        }
+    });
+    // Ready as soon as the admin API answers: every stored bundle is already served.
+    let (_ready_tx, ready) = tokio::sync::watch::channel(true);
+    let local = config
+        .local
+        .iter()
+        .enumerate()
+        .map(|(index, local)| LocalDomainInfo {
+            trust_domain: local.trust_domain.clone(),
+            path: config.local_path(index).unwrap_or_else(|| "/".to_owned()),
+            refresh_hint: local.refresh_hint,
+        })
+        .collect();
+    let state = AdminState {
+        trust_store: trust_store.clone(),
+        metrics: metrics.clone(),
+        access: access.clone(),
+        local,
+        relationships: RelationshipsView::new(config.federation.clone()),
+        refresh,
+        ready,
+        schedule: Schedule::from(&config.polling),
+        max_document_bytes: config.policy.max_document_bytes,
+    };
+    let bound = crate::admin::listen::bind(&listen, &access).await?;
+    let addr = bound.local_addr().ok();
+    let router = crate::admin::router(state);
+    let cancel = shutdown.token();
+    shutdown.spawn(async move {
+        if let Err(err) = bound.serve(router, cancel).await {
+            tracing::error!(error = %err, "admin API stopped");
+        }
+    });
+    Ok(addr)
 }
 
 /// Submit a local bundle: the served refresh hint is the configured one (BUN-6), and a
