@@ -318,11 +318,11 @@ fn run_demo(args: DemoArgs) -> ExitCode {
             let gateways = fedgw::demo::start(&args.data_dir, &args.domains).await?;
             for g in &gateways {
                 println!(
-                    "{}: https_web https://localhost:{}/  https_spiffe https://127.0.0.1:{}/  data {}",
+                    "{}: https_web https://localhost:{}/  https_spiffe https://127.0.0.1:{}/  admin unix:{}",
                     g.trust_domain,
                     g.web_addr.port(),
                     g.spiffe_addr.port(),
-                    g.data_dir.display()
+                    g.data_dir.join("admin.sock").display()
                 );
             }
             let converged =
