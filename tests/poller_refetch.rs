@@ -65,3 +65,44 @@ async fn fed_8_change_is_fetched_without_operator_action() {
     }
     fedgw::demo::stop(gateways).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_3_fetched_bundle_is_stored_under_its_trust_domain_with_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let domains: Vec<TrustDomain> = vec!["c.test".parse().unwrap(), "d.test".parse().unwrap()];
+    let gateways = fedgw::demo::start(dir.path(), &domains).await.unwrap();
+    fedgw::demo::converge(&gateways, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let data_dir = gateways[1].data_dir.clone();
+    let peer_port = [gateways[0].web_addr.port(), gateways[0].spiffe_addr.port()];
+    fedgw::demo::stop(gateways).await;
+
+    // Reopen d.test's database as a new process would: the fetched bundle of c.test is
+    // there under its name, with where it came from and when.
+    let store = fedgw::trust_store::TrustStore::open(
+        &data_dir.join("db"),
+        fedgw::policy::PolicySettings::default(),
+    )
+    .await
+    .unwrap();
+    let snapshot = store.snapshot();
+    let entry = snapshot
+        .get(&domains[0])
+        .expect("c.test stored under its name");
+    let fedgw::policy::Source::Fetched {
+        url,
+        final_url,
+        peer,
+    } = &entry.source
+    else {
+        panic!("not a fetched bundle: {:?}", entry.source)
+    };
+    assert!(peer_port.contains(&url.port().unwrap()), "{url}");
+    assert_eq!(url, final_url);
+    assert!(!peer.is_empty());
+    assert_eq!(entry.digest.len(), 64);
+    assert!(entry.accepted_at.unix_timestamp() > 0);
+    let history = store.history(&domains[0]).await.unwrap();
+    assert!(!history.is_empty());
+}
