@@ -384,6 +384,46 @@ async fn sto_1_kill_9_during_updates_then_restart_loses_nothing() {
     }
 }
 
+/// BUN-4 (producer): every content change of a local bundle raises the served
+/// sequence, also after the source once set its own (e.g. a bundle copied from SPIRE
+/// with `spiffe_sequence` 100, then a file without one): the gateway's own numbering
+/// continues above 100 instead of going down, which its policy would refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bun_4_local_sequence_rises_past_an_explicit_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::new(dir.path(), "east.test")
+        .web()
+        .start()
+        .await;
+    let east = gw.trust_domain.clone();
+    let first = gw.local_bundle().await.unwrap();
+
+    let mut explicit = with_ca(&first, &TestCa::spiffe("east.test"));
+    explicit.set_sequence(Some(100));
+    write_atomically(&gw.pki.bundle, explicit.to_json_pretty().as_bytes());
+    wait_until(
+        DEADLINE,
+        "east to serve its bundle with sequence 100",
+        || async {
+            gw.local_bundle().await.is_ok_and(|served| {
+                served.sequence() == Some(100) && authorities(&served) == authorities(&explicit)
+            })
+        },
+    )
+    .await;
+
+    let unnumbered = with_ca(&explicit, &TestCa::spiffe("east.test"));
+    gw.write_local_bundle(&unnumbered);
+    let what = "east to serve the unnumbered change with a sequence above 100";
+    wait_until(DEADLINE, what, || async {
+        gw.local_bundle().await.is_ok_and(|served| {
+            served.sequence() > Some(100) && authorities(&served) == authorities(&unnumbered)
+        })
+    })
+    .await;
+    assert_eq!(gw.local_bundle().await.unwrap().trust_domain(), &east);
+}
+
 /// A single gateway with both listeners and no relationships, for the interop tests.
 async fn lone_gateway(dir: &Path) -> Gateway {
     GatewayBuilder::new(dir, "interop.test")
