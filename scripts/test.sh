@@ -4,7 +4,8 @@
 #   ./scripts/test.sh            everything (what CI runs, via .ci/run)
 #
 # Steps: system packages (apt, only what is missing) -> formatting and lints ->
-# Rust unit, conformance and end-to-end tests -> Python interop tests (in .venv) ->
+# Python venv (.venv) -> Rust unit, conformance and end-to-end tests -> Python
+# interop tests (in .venv) ->
 # a short fuzz smoke run of each parser (if cargo-fuzz and a nightly toolchain can
 # be installed; skipped with a message otherwise).
 #
@@ -43,6 +44,12 @@ log "cargo fmt --check"
 cargo fmt --all --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+
+# --- Python venv ------------------------------------------------------------------
+# Before the Rust tests: tests/federation_e2e.rs runs .venv/bin/python (cryptography)
+# as an independent check of the https_spiffe endpoint's SVID.
+log "python venv for the interop checks (.venv)"
+"$root/tests/interop/run.sh" --setup-only
 
 # --- Rust tests -------------------------------------------------------------------
 log "cargo test --workspace"

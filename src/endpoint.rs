@@ -119,11 +119,13 @@ pub fn follow(
     locals: Vec<(TrustDomain, String)>,
     shutdown: &Shutdown,
 ) -> Arc<ArcSwap<ServedTable>> {
+    // Subscribe before reading the snapshot: a change published in between is then
+    // seen as pending on the feed, instead of being missed until the next change.
+    let mut changes = trust_store.subscribe();
     let table = Arc::new(ArcSwap::from_pointee(ServedTable::build(
         &trust_store.snapshot(),
         &locals,
     )));
-    let mut changes = trust_store.subscribe();
     let cancel = shutdown.token();
     let out = Arc::clone(&table);
     shutdown.spawn(async move {

@@ -352,8 +352,9 @@ async fn start_admin(
 
 /// Submit a local bundle: the served refresh hint is the configured one (BUN-6), and a
 /// bundle without a sequence gets one from the persisted counter whenever its
-/// authorities change (BUN-3, BUN-4); a source that sets its own sequence (e.g. SPIRE)
-/// keeps it.
+/// authorities change (BUN-3, BUN-4), and always above the stored bundle's (which a
+/// source that sets its own sequence, e.g. SPIRE, may have put past the counter); a
+/// source that sets its own sequence keeps it.
 async fn accept_local(
     trust_store: &TrustStore,
     td: &TrustDomain,
@@ -368,12 +369,17 @@ async fn accept_local(
             .get(td)
             .filter(|entry| entry.bundle.same_authorities(&bundle))
             .and_then(|entry| entry.bundle.sequence());
+        let stored = current.get(td).and_then(|entry| entry.bundle.sequence());
         let sequence = match same {
             Some(sequence) => sequence,
-            None => trust_store
-                .next_local_sequence(td)
-                .await
-                .map_err(SubmitError::Store)?,
+            None => {
+                let next = trust_store
+                    .next_local_sequence(td)
+                    .await
+                    .map_err(SubmitError::Store)?;
+                // The counter only knows the numbers it gave out; never go down.
+                stored.map_or(next, |stored| next.max(stored.saturating_add(1)))
+            }
         };
         bundle.set_sequence(Some(sequence));
     }
