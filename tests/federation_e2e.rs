@@ -273,6 +273,20 @@ async fn poll_2_endpoint_down_keeps_last_good_bundle() {
             holder.trust_domain
         );
         assert_eq!(kept.sequence(), last_good.sequence());
+        // The operator sees it: `fedgw status` over the admin socket says failing.
+        let status = cli_status(holder);
+        let west = status["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["trust_domain"] == west_td.as_str())
+            .unwrap_or_else(|| panic!("west missing from status: {status}"));
+        assert_eq!(west["state"], "failing", "{west}");
+        assert!(
+            west["consecutive_failures"].as_u64().unwrap() >= 3,
+            "{west}"
+        );
+        assert_eq!(west["sequence"], serde_json::json!(last_good.sequence()));
     }
 
     // Recovery: west restarts on the same data_dir and a change reaches both peers.
@@ -281,6 +295,22 @@ async fn poll_2_endpoint_down_keeps_last_good_bundle() {
     mesh.west.write_local_bundle(&west_next);
     relays_exactly(&mesh.east, &west_td, &west_next, last_good.sequence()).await;
     relays_exactly(&mesh.edge, &west_td, &west_next, last_good.sequence()).await;
+}
+
+/// `fedgw status --json` against a gateway's admin socket, as an operator runs it.
+fn cli_status(gw: &Gateway) -> serde_json::Value {
+    let socket = gw.data_dir.join("admin.sock");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fedgw"))
+        .args(["status", "--json", "--admin"])
+        .arg(format!("unix:{}", socket.display()))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "fedgw status: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// STO-2: a foreign endpoint (a stale replica) goes from sequence 5 back to 4 with
