@@ -26,16 +26,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rcgen::{CustomExtension, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, aws_lc_rs};
-use rustls::{CertificateError, CipherSuite, DigitallySignedStruct, OtherError, RootCertStore};
+use rustls::crypto::aws_lc_rs;
+use rustls::{CertificateError, CipherSuite, OtherError, RootCertStore};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use spiffe_federation::bundle::X509Authority;
+use spiffe_federation::endpoint::client::SpiffeServerVerifier;
 use spiffe_federation::endpoint::server::{
     KeyPurpose, ServerError, ServerTls, ServerWarning, https_spiffe_server_config,
     https_web_server_config,
 };
-use spiffe_federation::verify::{VerifyError, verify_x509_svid_for};
+use spiffe_federation::verify::VerifyError;
 use spiffe_federation::{Bundle, SpiffeId};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -280,80 +280,12 @@ fn parse_reply(raw: &[u8]) -> Reply {
     }
 }
 
-/// An `https_spiffe` client: authenticates the server only by `verify_x509_svid_for`
-/// against `bundle` for `expected` (SPIFFE Federation §5.2.2.4).
-///
-/// What it skips, on purpose: the hostname check (an `https_spiffe` endpoint is
-/// authenticated by its SPIFFE ID, not its DNS name) and OCSP (SPIFFE has none). It
-/// checks the handshake signature with the provider's algorithms.
-#[derive(Debug)]
-struct SpiffeIdVerifier {
-    bundle: Bundle,
-    expected: SpiffeId,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for SpiffeIdVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = vec![end_entity.clone()];
-        chain.extend(intermediates.iter().cloned());
-        verify_x509_svid_for(&chain, &self.bundle, &self.expected, now).map_err(|err| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(err))))
-        })?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// GET `/` over HTTP/1.1 with the `https_spiffe` client; the handshake error if the
 /// server is not authenticated.
 async fn spiffe_get(port: u16, bundle: &Bundle, expected: &str) -> Result<Reply, std::io::Error> {
     let provider = Arc::new(aws_lc_rs::default_provider());
-    let verifier = SpiffeIdVerifier {
-        bundle: bundle.clone(),
-        expected: expected.parse().unwrap(),
-        provider: provider.clone(),
-    };
+    let verifier =
+        SpiffeServerVerifier::new(expected.parse().unwrap(), bundle.clone(), provider.clone());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

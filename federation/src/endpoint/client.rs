@@ -56,6 +56,8 @@
 mod error;
 mod tls;
 
+pub use self::tls::SpiffeServerVerifier;
+
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -95,10 +95,24 @@ fn alpn() -> Vec<Vec<u8>> {
 /// `rustls::Error::InvalidCertificate(CertificateError::Other(..))` so that the fetch
 /// error can name it ([`svid_error`]).
 #[derive(Debug)]
-pub(super) struct SpiffeServerVerifier {
+pub struct SpiffeServerVerifier {
     endpoint_id: SpiffeId,
     bundle: Bundle,
     provider: Arc<CryptoProvider>,
+}
+
+impl SpiffeServerVerifier {
+    /// A verifier accepting only an X509-SVID for `endpoint_id` that chains to
+    /// `bundle` (the bundle of `endpoint_id`'s trust domain), with handshake signatures
+    /// checked by `provider`'s algorithms. Use it in any rustls client that must
+    /// authenticate a SPIFFE peer by ID rather than by host name.
+    pub fn new(endpoint_id: SpiffeId, bundle: Bundle, provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            endpoint_id,
+            bundle,
+            provider,
+        }
+    }
 }
 
 impl ServerCertVerifier for SpiffeServerVerifier {
