@@ -418,6 +418,56 @@ async fn sec_3_mtls_follows_the_current_bundle_of_the_clients_domain() {
 }
 
 #[tokio::test]
+async fn sec_3_mtls_sessions_are_never_resumed() {
+    use rustls::pki_types::ServerName;
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let h = Harness::start(false).await;
+    let ops = h.svid(&h.home, OPS, "ops");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&h.home.web_ca_cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ops.cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&ops.key).unwrap();
+    // A client that would resume if offered (rustls keeps a session cache by default).
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    for attempt in 0..3 {
+        let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut tls,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut reply = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut reply)
+            .await
+            .unwrap();
+        assert!(reply.starts_with(b"HTTP/1.1 200"), "{attempt}");
+        assert_eq!(
+            tls.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "connection {attempt}: the client certificate is checked every time"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn sec_3_admin_tls_identity_reloads_when_its_files_change() {
     let h = Harness::start(false).await;
     let ops = h.svid(&h.home, OPS, "ops");

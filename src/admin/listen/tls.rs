@@ -4,13 +4,15 @@
 //! Owns the TLS side of the admin listener: the server identity of `[admin.tls]` (PEM
 //! files, checked every few seconds and swapped in when they change, the last good one
 //! kept if the new one is unusable), the TLS policy (aws-lc-rs, TLS 1.3 and 1.2 with
-//! the provider's AEAD suites, as the bundle endpoint), and the client certificate
-//! check: a [`SpiffeClientVerifier`] that verifies a client's X509-SVID under the
-//! **current** bundle of its ID's own trust domain in the trust store snapshot, local
-//! or federated (DIST-3). Client certificates are mandatory when no token is
-//! configured, optional otherwise. A certificate that does not verify fails the
-//! handshake; a verified ID that is not listed is answered 403 by [`super::super::auth`]
-//! (the handshake admits any verified ID so that the refusal can name it).
+//! the provider's AEAD suites, as the bundle endpoint; no session resumption, so that
+//! every connection's client certificate is checked against the bundles of the day),
+//! and the client certificate check: a [`SpiffeClientVerifier`] that verifies a
+//! client's X509-SVID under the **current** bundle of its ID's own trust domain in the
+//! trust store snapshot, local or federated (DIST-3). Client certificates are
+//! mandatory when no token is configured, optional otherwise. A certificate that does
+//! not verify fails the handshake; a verified ID that is not listed is answered 403 by
+//! [`super::super::auth`] (the handshake admits any verified ID so that the refusal
+//! can name it).
 //!
 //! Handshakes run concurrently under a deadline, so a slow client does not hold up
 //! others; a failed one is logged and ends that connection only. Each connection is
@@ -29,7 +31,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::serve::IncomingStream;
 use rustls::crypto::{CryptoProvider, aws_lc_rs};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, version};
 use spiffe_federation::{SpiffeClientVerifier, SpiffeId, client_auth_error, peer_spiffe_id};
@@ -105,6 +107,10 @@ pub async fn bind(
     let mut config =
         builder.with_cert_resolver(Arc::clone(&identity) as Arc<dyn ResolvesServerCert>);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // No session resumption: a resumed session skips the client certificate check, so
+    // a client whose CA was rotated out of its bundle could go on as its old ID.
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ListenError::Bind {
