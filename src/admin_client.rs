@@ -443,6 +443,45 @@ mod tests {
     }
 
     #[test]
+    fn sec_3_client_tls_reads_pem_or_bundle_roots_and_names_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let td: TrustDomain = "client.example".parse().unwrap();
+        let id = "spiffe://client.example/fedgw".parse().unwrap();
+        let names = ["localhost".to_owned()];
+        let now = time::OffsetDateTime::now_utc();
+        let pki = crate::dev_pki::ensure(dir.path(), &td, &id, &names, now).unwrap();
+        assert!(ClientTls::from_files(None, None).unwrap().is_none());
+        // PEM roots, and a SPIFFE bundle document's authorities as roots.
+        for ca in [&pki.web_ca_cert, &pki.bundle] {
+            assert!(ClientTls::from_files(Some(ca), None).unwrap().is_some());
+        }
+        let identity = Some((pki.svid.as_path(), pki.svid_key.as_path()));
+        let tls = ClientTls::from_files(Some(&pki.bundle), identity)
+            .unwrap()
+            .unwrap();
+
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(
+            ClientTls::from_files(Some(&missing), None),
+            Err(ClientError::TlsFile { ref path, .. }) if *path == missing
+        ));
+        // A key that is not the certificate's is named.
+        let mismatched = Some((pki.svid.as_path(), pki.web_key.as_path()));
+        assert!(matches!(
+            ClientTls::from_files(None, mismatched),
+            Err(ClientError::TlsFile { ref path, .. }) if *path == pki.web_key
+        ));
+        // TLS settings with a target that does not use TLS are refused, not ignored.
+        for target in ["unix:/run/fedgw.sock", "http://127.0.0.1:8081"] {
+            let target: AdminTarget = target.parse().unwrap();
+            assert!(matches!(
+                AdminClient::with_tls(&target, None, Some(&tls)),
+                Err(ClientError::TlsNeedsHttps { .. })
+            ));
+        }
+    }
+
+    #[test]
     fn api_errors_keep_code_and_message() {
         let json = serde_json::json!({"error": {"code": "not_found", "message": "no bundle"}});
         let err = api_error(StatusCode::NOT_FOUND, Some(&json), b"");
