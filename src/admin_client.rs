@@ -2,14 +2,23 @@
 //! `fedgw bundle …`, `fedgw status`).
 //!
 //! Owns reaching the gateway (unix socket by default, or an `https://` / `http://` URL
-//! with a bearer token) and turning its JSON errors into [`ClientError`]s that keep the
-//! API's code and message. It does not own output formatting (the CLI does).
+//! with a bearer token and, over `https://`, the roots that authenticate the server and
+//! an optional client X509-SVID for mTLS: [`ClientTls`]) and turning its JSON errors
+//! into [`ClientError`]s that keep the API's code and message. It does not own output
+//! formatting (the CLI does).
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
+use rustls::RootCertStore;
+use rustls::crypto::aws_lc_rs;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
+use spiffe_federation::{Bundle, TrustDomain};
 
 /// Where the admin API is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +79,136 @@ pub enum ClientError {
         /// The start of the body.
         body: String,
     },
+    /// A TLS file (`--admin-ca`, `--admin-cert`, `--admin-key`) cannot be used.
+    #[error("{path}: {reason}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS policy cannot be applied with the crypto provider.
+    #[error("admin TLS policy: {0}")]
+    TlsPolicy(#[source] rustls::Error),
+    /// TLS settings were given for a target that does not use TLS.
+    #[error("--admin-ca, --admin-cert and --admin-key need an https:// admin URL, not {target}")]
+    TlsNeedsHttps {
+        /// The target.
+        target: String,
+    },
+}
+
+/// How an `https://` admin API is reached: the roots that authenticate the server
+/// (Web PKI rules: the chain and the URL's host name) and, for mTLS, the client's
+/// certificate chain (its X509-SVID) and key.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: rustls::ClientConfig,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field(
+                "client_certificate",
+                &self.config.client_auth_cert_resolver.has_certs(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// The settings of `--admin-ca` (PEM certificates, or a SPIFFE bundle whose X.509
+    /// authorities become the roots; without it, the operating system's roots) and
+    /// `--admin-cert`/`--admin-key` (PEM chain and key); `None` when neither is given.
+    /// Blocks (file reads).
+    ///
+    /// # Errors
+    /// [`ClientError::TlsFile`] naming the file that cannot be read, holds nothing
+    /// usable, or (the key) does not match the certificate; [`ClientError::TlsPolicy`].
+    pub fn from_files(
+        ca: Option<&Path>,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Option<Self>, ClientError> {
+        if ca.is_none() && identity.is_none() {
+            return Ok(None);
+        }
+        let mut roots = RootCertStore::empty();
+        match ca {
+            Some(path) => {
+                for root in read_roots(path)? {
+                    roots.add(root).map_err(|err| tls_file(path, err))?;
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
+            }
+        }
+        let builder =
+            rustls::ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(ClientError::TlsPolicy)?
+                .with_root_certificates(roots);
+        let mut config = match identity {
+            Some((cert, key)) => {
+                let chain = read_certificates(cert)?;
+                let key_der = PrivateKeyDer::from_pem_slice(&read_file(key)?)
+                    .map_err(|err| tls_file(key, err))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|err| tls_file(key, err))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(Self { config }))
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|err| tls_file(path, err))
+}
+
+fn tls_file(path: &Path, reason: impl fmt::Display) -> ClientError {
+    ClientError::TlsFile {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// PEM `CERTIFICATE` blocks; at least one.
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read_file(path)?)
+        .collect::<Result<_, _>>()
+        .map_err(|err| tls_file(path, err))?;
+    if certs.is_empty() {
+        return Err(tls_file(path, "no PEM CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+/// PEM certificates, or the X.509 authorities of a SPIFFE bundle document.
+fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let bytes = read_file(path)?;
+    if !bytes.trim_ascii_start().starts_with(b"{") {
+        return read_certificates(path);
+    }
+    // A bundle document does not say whose it is; the name only labels parser lints,
+    // which are not shown.
+    let unnamed = TrustDomain::new("admin-ca.invalid").map_err(|err| tls_file(path, err))?;
+    let bundle = Bundle::parse(&unnamed, &bytes)
+        .map_err(|err| tls_file(path, err))?
+        .bundle;
+    let roots: Vec<CertificateDer<'static>> = bundle
+        .x509_authorities()
+        .iter()
+        .map(|authority| CertificateDer::from(authority.der().to_vec()))
+        .collect();
+    if roots.is_empty() {
+        return Err(tls_file(path, "the SPIFFE bundle has no X.509 authority"));
+    }
+    Ok(roots)
 }
 
 /// A connected admin client.
@@ -100,6 +239,20 @@ impl AdminClient {
     /// # Errors
     /// [`ClientError::Unreachable`] when the HTTP client cannot be built.
     pub fn new(target: &AdminTarget, token: Option<String>) -> Result<Self, ClientError> {
+        Self::with_tls(target, token, None)
+    }
+
+    /// A client for `target` as [`AdminClient::new`], reaching an `https://` target
+    /// with `tls` (its roots, and its client certificate for mTLS) when given.
+    ///
+    /// # Errors
+    /// [`ClientError::TlsNeedsHttps`] when `tls` is given for another target;
+    /// [`ClientError::Unreachable`] when the HTTP client cannot be built.
+    pub fn with_tls(
+        target: &AdminTarget,
+        token: Option<String>,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable {
             target: describe(target),
             reason,
@@ -108,6 +261,18 @@ impl AdminClient {
             .timeout(Duration::from_secs(60))
             .no_proxy();
         let (builder, base) = match target {
+            AdminTarget::Url(url) if url.scheme() == "https" => match tls {
+                Some(tls) => (
+                    builder.tls_backend_preconfigured(tls.config.clone()),
+                    url.clone(),
+                ),
+                None => (builder, url.clone()),
+            },
+            _ if tls.is_some() => {
+                return Err(ClientError::TlsNeedsHttps {
+                    target: describe(target),
+                });
+            }
             AdminTarget::Unix(path) => (
                 builder.unix_socket(path.as_path()),
                 url::Url::parse("http://fedgw.local/").map_err(|e| unreachable(e.to_string()))?,
@@ -275,6 +440,45 @@ mod tests {
             matches!(err, ClientError::Unreachable { ref target, .. } if target.ends_with("nothing.sock")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn sec_3_client_tls_reads_pem_or_bundle_roots_and_names_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let td: TrustDomain = "client.example".parse().unwrap();
+        let id = "spiffe://client.example/fedgw".parse().unwrap();
+        let names = ["localhost".to_owned()];
+        let now = time::OffsetDateTime::now_utc();
+        let pki = crate::dev_pki::ensure(dir.path(), &td, &id, &names, now).unwrap();
+        assert!(ClientTls::from_files(None, None).unwrap().is_none());
+        // PEM roots, and a SPIFFE bundle document's authorities as roots.
+        for ca in [&pki.web_ca_cert, &pki.bundle] {
+            assert!(ClientTls::from_files(Some(ca), None).unwrap().is_some());
+        }
+        let identity = Some((pki.svid.as_path(), pki.svid_key.as_path()));
+        let tls = ClientTls::from_files(Some(&pki.bundle), identity)
+            .unwrap()
+            .unwrap();
+
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(
+            ClientTls::from_files(Some(&missing), None),
+            Err(ClientError::TlsFile { ref path, .. }) if *path == missing
+        ));
+        // A key that is not the certificate's is named.
+        let mismatched = Some((pki.svid.as_path(), pki.web_key.as_path()));
+        assert!(matches!(
+            ClientTls::from_files(None, mismatched),
+            Err(ClientError::TlsFile { ref path, .. }) if *path == pki.web_key
+        ));
+        // TLS settings with a target that does not use TLS are refused, not ignored.
+        for target in ["unix:/run/fedgw.sock", "http://127.0.0.1:8081"] {
+            let target: AdminTarget = target.parse().unwrap();
+            assert!(matches!(
+                AdminClient::with_tls(&target, None, Some(&tls)),
+                Err(ClientError::TlsNeedsHttps { .. })
+            ));
+        }
     }
 
     #[test]

@@ -92,6 +92,33 @@ pub struct AdminConfig {
     /// Bearer tokens accepted on a TCP listener, stored as SHA-256 hashes.
     #[serde(default)]
     pub tokens: Vec<AdminToken>,
+    /// Serve the TCP listener over TLS with this certificate (required by `clients`).
+    pub tls: Option<AdminTls>,
+    /// Client SPIFFE IDs allowed over mTLS, each with its scope.
+    #[serde(default)]
+    pub clients: Vec<AdminClientId>,
+}
+
+/// The admin listener's TLS identity, reloaded when the files change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    /// PEM certificate chain, leaf first (may be an X509-SVID); clients check it
+    /// against their `--admin-ca`, including the host name they connect to.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// A client allowed on the admin API by the SPIFFE ID of its X509-SVID.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminClientId {
+    /// The client's SPIFFE ID; its SVID must verify under the current bundle of this
+    /// ID's trust domain (local or federated).
+    pub spiffe_id: SpiffeId,
+    /// What it may do.
+    pub scope: Scope,
 }
 
 /// An admin listener address.
@@ -488,12 +515,7 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir".into(), "must not be empty".into()));
         }
-        if matches!(self.admin_listen(), AdminListen::Tcp(_)) && self.admin.tokens.is_empty() {
-            return Err(invalid(
-                "admin.listen".into(),
-                "a TCP admin listener needs authentication: add [[admin.tokens]]".into(),
-            ));
-        }
+        self.admin.validate(&self.admin_listen())?;
         for (i, token) in self.admin.tokens.iter().enumerate() {
             let hex = token.sha256.len() == 64
                 && token
@@ -589,6 +611,52 @@ impl Config {
                 return Err(invalid(
                     format!("federation[{i}].trust_domain"),
                     format!("{} has two relationships", rel.trust_domain),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AdminConfig {
+    /// The admin rules: TLS only on TCP, clients only with TLS, TCP only with tokens
+    /// and/or clients, each client ID once.
+    fn validate(&self, listen: &AdminListen) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        let tcp = matches!(listen, AdminListen::Tcp(_));
+        if self.tls.is_some() && !tcp {
+            return Err(invalid(
+                "admin.tls".into(),
+                "TLS needs a TCP admin listener: set admin.listen to host:port",
+            ));
+        }
+        if !self.clients.is_empty() && self.tls.is_none() {
+            return Err(invalid(
+                "admin.clients".into(),
+                "client SPIFFE IDs are authenticated by mTLS: add [admin.tls] with cert and key",
+            ));
+        }
+        if tcp && self.tokens.is_empty() && self.clients.is_empty() {
+            return Err(invalid(
+                "admin.listen".into(),
+                "a TCP admin listener needs authentication: add [[admin.tokens]] and/or [admin.tls] with [[admin.clients]]",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            if !seen.insert(&client.spiffe_id) {
+                return Err(ConfigError::Invalid {
+                    key: format!("admin.clients[{i}].spiffe_id"),
+                    reason: format!("{} is listed twice", client.spiffe_id),
+                });
+            }
+            if client.spiffe_id.is_root() {
+                return Err(invalid(
+                    format!("admin.clients[{i}].spiffe_id"),
+                    "an X509-SVID's SPIFFE ID needs a path (X509-SVID §3.1)",
                 ));
             }
         }
@@ -817,6 +885,59 @@ mod tests {
             !format!("{:?}", config.admin.tokens[0]).contains("aaaa"),
             "hash must be redacted in Debug"
         );
+    }
+
+    #[test]
+    fn sec_3_admin_mtls_rules_name_the_key() {
+        let tcp = "data_dir = \"/x\"\n[admin]\nlisten = \"127.0.0.1:8081\"\n";
+        let tls = "[admin.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n";
+        let client = |id: &str, scope: &str| {
+            format!("[[admin.clients]]\nspiffe_id = \"{id}\"\nscope = \"{scope}\"\n")
+        };
+        let ops = client("spiffe://td.example/ops", "write");
+        let config = Config::from_toml(&format!("{tcp}{tls}{ops}")).unwrap();
+        assert_eq!(config.admin.clients[0].scope, Scope::Write);
+        assert_eq!(
+            config.admin.tls.as_ref().map(|t| t.cert.clone()),
+            Some("/c.pem".into())
+        );
+        // TLS with tokens only is fine too.
+        let token = format!(
+            "[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nscope = \"read\"\n",
+            "b".repeat(64)
+        );
+        assert!(Config::from_toml(&format!("{tcp}{token}{tls}")).is_ok());
+
+        assert_eq!(invalid_key(&format!("{tcp}{ops}")), "admin.clients");
+        assert_eq!(invalid_key(&format!("{tcp}{tls}")), "admin.listen");
+        assert_eq!(
+            invalid_key(&format!("data_dir = \"/x\"\n{tls}")),
+            "admin.tls"
+        );
+        assert_eq!(
+            invalid_key(&format!(
+                "{tcp}{tls}{ops}{}",
+                client("spiffe://td.example/ops", "read")
+            )),
+            "admin.clients[1].spiffe_id"
+        );
+        assert_eq!(
+            invalid_key(&format!(
+                "{tcp}{tls}{}",
+                client("spiffe://td.example", "read")
+            )),
+            "admin.clients[0].spiffe_id"
+        );
+        let message = syntax(&format!(
+            "{tcp}{tls}{}",
+            client("spiffe://td.example/x", "admin")
+        ));
+        assert!(message.contains("admin"), "{message}");
+        let message = syntax(&format!(
+            "{tcp}{tls}{}",
+            client("https://td.example/x", "read")
+        ));
+        assert!(message.contains("spiffe_id"), "{message}");
     }
 
     #[test]

@@ -36,10 +36,10 @@ use crate::shutdown::Shutdown;
 use crate::trust_store::{Snapshot, TrustStore};
 
 /// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often certificate files are checked for changes.
-const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +220,7 @@ impl TlsSource {
     }
 }
 
-fn load_pair(
+pub(crate) fn load_pair(
     cert: &PathBuf,
     key: &PathBuf,
 ) -> Result<

@@ -16,7 +16,7 @@ use spiffe_federation::endpoint::client::Fetcher;
 use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
 
-use crate::admin::auth::Access;
+use crate::admin::auth::{Access, TlsAccess};
 use crate::admin::error::ApiError;
 use crate::admin::listen::{BoundAddr, ListenError};
 use crate::admin::{AdminState, LocalDomainInfo, RefreshRequest, RelationshipsView};
@@ -289,9 +289,11 @@ async fn start_admin(
     shutdown: &Shutdown,
 ) -> Result<Option<BoundAddr>, GatewayError> {
     let listen = config.admin_listen();
-    let access = match listen {
-        AdminListen::Unix(_) => Access::LocalSocket,
-        AdminListen::Tcp(_) => Access::Tokens(config.admin.tokens.clone()),
+    let tls_access = TlsAccess::new(config.admin.tokens.clone(), config.admin.clients.clone());
+    let access = match (&listen, &config.admin.tls) {
+        (AdminListen::Unix(_), _) => Access::LocalSocket,
+        (AdminListen::Tcp(_), None) => Access::Tokens(config.admin.tokens.clone()),
+        (AdminListen::Tcp(_), Some(_)) => Access::Tls(tls_access.clone()),
     };
     let (refresh, mut requests) = tokio::sync::mpsc::channel::<RefreshRequest>(16);
     let answering = pollers.clone();
@@ -338,10 +340,20 @@ async fn start_admin(
         schedule: Schedule::from(&config.polling),
         max_document_bytes: config.policy.max_document_bytes,
     };
+    let cancel = shutdown.token();
+    if let (AdminListen::Tcp(tcp), Some(files)) = (&listen, &config.admin.tls) {
+        let bound = crate::admin::listen::tls::bind(*tcp, files, &tls_access, trust_store).await?;
+        let addr = bound.local_addr().ok().map(BoundAddr::Tcp);
+        shutdown.spawn(async move {
+            if let Err(err) = bound.serve(state, cancel).await {
+                tracing::error!(error = %err, "admin API stopped");
+            }
+        });
+        return Ok(addr);
+    }
     let bound = crate::admin::listen::bind(&listen, &access).await?;
     let addr = bound.local_addr().ok();
     let router = crate::admin::router(state);
-    let cancel = shutdown.token();
     shutdown.spawn(async move {
         if let Err(err) = bound.serve(router, cancel).await {
             tracing::error!(error = %err, "admin API stopped");

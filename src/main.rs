@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use fedgw::admin_client::{AdminClient, AdminTarget};
+use fedgw::admin_client::{AdminClient, AdminTarget, ClientTls};
 use fedgw::cli::{self, Output, RelationshipArgs};
 use fedgw::config::{Config, DocumentFormat, ProfileName};
 use fedgw::telemetry::LogFormat;
@@ -85,12 +85,22 @@ struct DemoArgs {
 
 #[derive(Debug, Args, Clone)]
 struct AdminArgs {
-    /// The admin API: `unix:/path/to.sock` or `https://host:port`.
+    /// The admin API: `unix:/path/to.sock`, `https://host:port` or `http://host:port`.
     #[arg(long, env = "FEDGW_ADMIN", default_value = cli::DEFAULT_ADMIN)]
     admin: AdminTarget,
     /// A file holding a bearer token for a TCP admin API.
     #[arg(long, env = "FEDGW_ADMIN_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// https: PEM CA certificates, or a SPIFFE bundle, that the admin server's
+    /// certificate must chain to (default: the system's roots).
+    #[arg(long, env = "FEDGW_ADMIN_CA")]
+    admin_ca: Option<PathBuf>,
+    /// https: the client certificate chain for mTLS (PEM; an X509-SVID).
+    #[arg(long, env = "FEDGW_ADMIN_CERT", requires = "admin_key")]
+    admin_cert: Option<PathBuf>,
+    /// https: the private key (PEM) of --admin-cert.
+    #[arg(long, env = "FEDGW_ADMIN_KEY", requires = "admin_cert")]
+    admin_key: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -425,7 +435,9 @@ fn client(args: &AdminArgs) -> anyhow::Result<AdminClient> {
         ),
         None => None,
     };
-    Ok(AdminClient::new(&args.admin, token)?)
+    let identity = args.admin_cert.as_deref().zip(args.admin_key.as_deref());
+    let tls = ClientTls::from_files(args.admin_ca.as_deref(), identity)?;
+    Ok(AdminClient::with_tls(&args.admin, token, tls.as_ref())?)
 }
 
 fn relationship(flags: RelationshipFlags) -> RelationshipArgs {

@@ -8,7 +8,10 @@
 //!   (SPIFFE Trust Domain and Bundle §4; X509-SVID, JWT-SVID and WIT-SVID §6), with
 //!   PEM import/export and the [`BundleMap`] (TDB §5.1.1);
 //! - [`verify`]: X509-SVID chain and SPIFFE ID checks used to authenticate an
-//!   `https_spiffe` bundle endpoint (X509-SVID §5, SPIFFE Federation §5.2.2.4).
+//!   `https_spiffe` bundle endpoint (X509-SVID §5, SPIFFE Federation §5.2.2.4);
+//! - [`SpiffeClientVerifier`]: a rustls verifier that authenticates TLS clients by
+//!   their X509-SVID, under the current bundle of the client ID's own trust domain
+//!   (SPIFFE mTLS for services other than bundle endpoints).
 //!
 //! It knows nothing of storage, configuration or any service; `docs/conformance.md`
 //! in the fedgw repository maps every rule to the tests that check it.
@@ -27,8 +30,12 @@
 
 pub mod bundle;
 pub mod endpoint;
+mod tls_client_auth;
 pub mod trust_domain;
 pub mod verify;
 
 pub use crate::bundle::{Bundle, BundleError, BundleMap, Parsed};
+pub use crate::tls_client_auth::{
+    ClientAuthError, SpiffeClientVerifier, client_auth_error, peer_spiffe_id,
+};
 pub use crate::trust_domain::{IdError, SpiffeId, TrustDomain};

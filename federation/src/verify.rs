@@ -400,7 +400,7 @@ impl ExtendedKeyUsageValidator for AnyExtendedKeyUsage {
 }
 
 /// The leaf checks of X509-SVID §5.2 (steps 1 to 5 of the module docs).
-fn check_leaf(leaf: &CertificateDer<'_>) -> Result<SpiffeId, VerifyError> {
+pub(crate) fn check_leaf(leaf: &CertificateDer<'_>) -> Result<SpiffeId, VerifyError> {
     let (rest, cert) = X509Certificate::from_der(leaf).map_err(|err| VerifyError::Malformed {
         reason: err.to_string(),
     })?;

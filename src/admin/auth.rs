@@ -3,14 +3,20 @@
 //! Owns the access rules: a caller on the unix socket is trusted (the socket is
 //! created 0600, so only the gateway's own user can connect); a caller over TCP must
 //! present `Authorization: Bearer <token>` whose SHA-256 matches a configured token
-//! hash, compared in constant time. Reads and writes are separate scopes. It does not
-//! own the listener.
+//! hash, compared in constant time, or, over TLS, a client X509-SVID whose SPIFFE ID is
+//! in `[[admin.clients]]`. On a connection with a verified client certificate, that ID
+//! alone decides (an `Authorization` header is then ignored); without one, a token is
+//! needed. Reads and writes are separate scopes. It does not own the listener or the
+//! TLS handshake that verified the certificate ([`super::listen::tls`]).
+
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use spiffe_federation::SpiffeId;
 
 use super::error::ApiError;
-use crate::config::{AdminToken, Scope};
+use crate::config::{AdminClientId, AdminToken, Scope};
 
 /// Who made a request, as recorded in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +30,13 @@ pub enum Principal {
         /// What it may do.
         scope: Scope,
     },
+    /// A client authenticated by its X509-SVID over mTLS.
+    Spiffe {
+        /// The SPIFFE ID of its verified SVID.
+        id: SpiffeId,
+        /// What it may do.
+        scope: Scope,
+    },
 }
 
 impl Principal {
@@ -32,13 +45,16 @@ impl Principal {
         match self {
             Self::LocalSocket => "unix-socket".to_owned(),
             Self::Token { name, .. } => format!("token:{name}"),
+            Self::Spiffe { id, .. } => format!("spiffe:{id}"),
         }
     }
 
     fn allows(&self, needed: Scope) -> bool {
         match self {
             Self::LocalSocket => true,
-            Self::Token { scope, .. } => *scope == Scope::Write || needed == Scope::Read,
+            Self::Token { scope, .. } | Self::Spiffe { scope, .. } => {
+                *scope == Scope::Write || needed == Scope::Read
+            }
         }
     }
 }
@@ -50,37 +66,86 @@ pub enum Access {
     LocalSocket,
     /// TCP: callers must present a configured token.
     Tokens(Vec<AdminToken>),
+    /// TCP over TLS: a listed client SVID, or a configured token.
+    Tls(TlsAccess),
+}
+
+/// The credentials a TLS admin listener accepts, and the client ID its connection's
+/// handshake verified, if any.
+#[derive(Debug, Clone, Default)]
+pub struct TlsAccess {
+    tokens: Arc<[AdminToken]>,
+    clients: Arc<[AdminClientId]>,
+    peer: Option<SpiffeId>,
+}
+
+impl TlsAccess {
+    /// Accept `tokens` and the SVIDs of `clients`; no connection yet.
+    pub fn new(tokens: Vec<AdminToken>, clients: Vec<AdminClientId>) -> Self {
+        Self {
+            tokens: tokens.into(),
+            clients: clients.into(),
+            peer: None,
+        }
+    }
+
+    /// The same rules for one connection whose handshake verified `peer`'s SVID (or
+    /// saw no client certificate).
+    #[must_use]
+    pub fn for_peer(&self, peer: Option<SpiffeId>) -> Self {
+        Self {
+            tokens: Arc::clone(&self.tokens),
+            clients: Arc::clone(&self.clients),
+            peer,
+        }
+    }
+
+    /// The configured tokens.
+    pub fn tokens(&self) -> &[AdminToken] {
+        &self.tokens
+    }
+
+    /// The allowed client IDs.
+    pub fn clients(&self) -> &[AdminClientId] {
+        &self.clients
+    }
+
+    fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let Some(id) = &self.peer else {
+            if self.tokens.is_empty() {
+                return Err(ApiError::unauthenticated(
+                    "present a client certificate (X509-SVID) listed in [[admin.clients]]",
+                ));
+            }
+            return token_principal(&self.tokens, headers);
+        };
+        self.clients
+            .iter()
+            .find(|client| client.spiffe_id == *id)
+            .map(|client| Principal::Spiffe {
+                id: id.clone(),
+                scope: client.scope,
+            })
+            .ok_or_else(|| {
+                ApiError::forbidden(format!(
+                    "{id} is not an allowed admin client (not in [[admin.clients]])"
+                ))
+            })
+    }
 }
 
 impl Access {
     /// Authenticate the request and check it may act with `needed` scope.
     ///
     /// # Errors
-    /// 401 when no valid token is presented over TCP; 403 when the token's scope is
-    /// read-only and the route writes.
+    /// 401 when no valid token (or client certificate) is presented over TCP; 403 when
+    /// a verified client ID is not allowed, or when the caller's scope is read-only and
+    /// the route writes.
     pub fn authorize(&self, headers: &HeaderMap, needed: Scope) -> Result<Principal, ApiError> {
         let principal = match self {
             Self::LocalSocket => Principal::LocalSocket,
-            Self::Tokens(tokens) => {
-                let presented = bearer(headers).ok_or_else(|| {
-                    ApiError::unauthenticated("send Authorization: Bearer <token>")
-                })?;
-                let digest = sha256_hex(presented.as_bytes());
-                let token = tokens
-                    .iter()
-                    .find(|t| {
-                        aws_lc_rs::constant_time::verify_slices_are_equal(
-                            t.sha256.as_bytes(),
-                            digest.as_bytes(),
-                        )
-                        .is_ok()
-                    })
-                    .ok_or_else(|| ApiError::unauthenticated("unknown token"))?;
-                Principal::Token {
-                    name: token.name.clone(),
-                    scope: token.scope,
-                }
-            }
+            Self::Tokens(tokens) => token_principal(tokens, headers)?,
+            Self::Tls(tls) => tls.principal(headers)?,
         };
         if principal.allows(needed) {
             Ok(principal)
@@ -91,6 +156,26 @@ impl Access {
             )))
         }
     }
+}
+
+fn token_principal(tokens: &[AdminToken], headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let presented = bearer(headers)
+        .ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer <token>"))?;
+    let digest = sha256_hex(presented.as_bytes());
+    let token = tokens
+        .iter()
+        .find(|t| {
+            aws_lc_rs::constant_time::verify_slices_are_equal(
+                t.sha256.as_bytes(),
+                digest.as_bytes(),
+            )
+            .is_ok()
+        })
+        .ok_or_else(|| ApiError::unauthenticated("unknown token"))?;
+    Ok(Principal::Token {
+        name: token.name.clone(),
+        scope: token.scope,
+    })
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -174,6 +259,68 @@ mod tests {
         assert!(tokens().authorize(&headers, Scope::Read).is_ok());
         let err = tokens().authorize(&headers, Scope::Write).unwrap_err();
         assert_eq!(err.status, StatusCode::FORBIDDEN);
+    }
+
+    fn tls(peer: Option<&str>, with_tokens: bool) -> Access {
+        let Access::Tokens(tokens) = tokens() else {
+            unreachable!()
+        };
+        let clients = vec![
+            AdminClientId {
+                spiffe_id: "spiffe://td.example/ops".parse().unwrap(),
+                scope: Scope::Write,
+            },
+            AdminClientId {
+                spiffe_id: "spiffe://other.example/viewer".parse().unwrap(),
+                scope: Scope::Read,
+            },
+        ];
+        let access = TlsAccess::new(if with_tokens { tokens } else { Vec::new() }, clients);
+        Access::Tls(access.for_peer(peer.map(|p| p.parse().unwrap())))
+    }
+
+    #[test]
+    fn sec_3_listed_client_ids_act_with_their_scope() {
+        let principal = tls(Some("spiffe://td.example/ops"), false)
+            .authorize(&HeaderMap::new(), Scope::Write)
+            .unwrap();
+        assert_eq!(principal.audit_name(), "spiffe:spiffe://td.example/ops");
+        let viewer = tls(Some("spiffe://other.example/viewer"), true);
+        assert!(viewer.authorize(&HeaderMap::new(), Scope::Read).is_ok());
+        let err = viewer
+            .authorize(&with_auth("Bearer write-secret"), Scope::Write)
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::FORBIDDEN, "the certificate decides");
+    }
+
+    #[test]
+    fn sec_3_unlisted_client_id_is_forbidden_by_name() {
+        let err = tls(Some("spiffe://td.example/intruder"), true)
+            .authorize(&with_auth("Bearer write-secret"), Scope::Read)
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::FORBIDDEN);
+        assert!(
+            err.message.contains("spiffe://td.example/intruder"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn sec_3_without_a_certificate_tokens_still_work() {
+        let access = tls(None, true);
+        let principal = access
+            .authorize(&with_auth("Bearer write-secret"), Scope::Write)
+            .unwrap();
+        assert_eq!(principal.audit_name(), "token:ops");
+        let err = access
+            .authorize(&HeaderMap::new(), Scope::Read)
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::UNAUTHORIZED);
+        let err = tls(None, false)
+            .authorize(&with_auth("Bearer write-secret"), Scope::Read)
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::UNAUTHORIZED, "mTLS only: no tokens");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The admin API listener: a unix socket (the default) or TCP with bearer tokens.
+//! The admin API listener: a unix socket (the default), TCP with bearer tokens, or
+//! TLS on TCP with tokens and/or client X509-SVIDs ([`tls`]).
 //!
 //! Owns binding and serving. A unix socket is created in a parent directory made
 //! (mode 0700) if missing; a stale socket file left by a crashed gateway is removed,
@@ -6,8 +7,8 @@
 //! error. The socket is set to mode 0600 right after bind and before the first accept,
 //! and, because a peer could connect in the instant between the two, every accepted
 //! connection's peer user is checked against the socket's owner. TCP is refused
-//! without configured tokens (configuration validation enforces it too; this is the
-//! second lock). Shutdown is graceful: on cancellation no new connection is accepted
+//! without configured tokens, TLS without tokens or client IDs (configuration
+//! validation enforces it too; this is the second lock). Shutdown is graceful: on cancellation no new connection is accepted
 //! and in-flight requests finish (the owner bounds the wait with its grace period).
 //!
 //! It does not own routes or authentication of requests ([`super::auth`]).
@@ -23,17 +24,37 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::Access;
 use crate::config::AdminListen;
+use crate::endpoint::EndpointError;
+
+pub mod tls;
 
 /// Why the admin listener could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ListenError {
-    /// TCP without tokens would be an unauthenticated admin API.
-    #[error("refusing an admin TCP listener on {addr} without [[admin.tokens]]")]
+    /// TCP without tokens (or, over TLS, without tokens or client IDs) would be an
+    /// unauthenticated admin API.
+    #[error(
+        "refusing an admin TCP listener on {addr} without authentication ([[admin.tokens]], or [admin.tls] with [[admin.clients]])"
+    )]
     TcpWithoutTokens {
         /// The address asked for.
         addr: SocketAddr,
     },
+    /// The `[admin.tls]` certificate or key file cannot be read or holds no PEM item.
+    #[error("admin TLS identity: {0}")]
+    TlsFiles(#[source] EndpointError),
+    /// The `[admin.tls]` key cannot be used, or is not the certificate's.
+    #[error("admin TLS key {key}: {reason}")]
+    TlsKey {
+        /// The key file.
+        key: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS policy cannot be applied with the crypto provider.
+    #[error("admin TLS policy: {0}")]
+    TlsPolicy(#[source] rustls::Error),
     /// Something that is not a socket sits at the socket path; it is not removed.
     #[error("{path} exists and is not a unix socket; refusing to replace it")]
     NotASocket {

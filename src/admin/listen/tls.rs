@@ -1,0 +1,353 @@
+//! The admin API over TLS on TCP, with client X509-SVIDs (mTLS) when
+//! `[[admin.clients]]` are configured.
+//!
+//! Owns the TLS side of the admin listener: the server identity of `[admin.tls]` (PEM
+//! files, checked every few seconds and swapped in when they change, the last good one
+//! kept if the new one is unusable), the TLS policy (aws-lc-rs, TLS 1.3 and 1.2 with
+//! the provider's AEAD suites, as the bundle endpoint; no session resumption, so that
+//! every connection's client certificate is checked against the bundles of the day),
+//! and the client certificate check: a [`SpiffeClientVerifier`] that verifies a
+//! client's X509-SVID under the **current** bundle of its ID's own trust domain in the
+//! trust store snapshot, local or federated (DIST-3). Client certificates are
+//! mandatory when no token is configured, optional otherwise. A certificate that does
+//! not verify fails the handshake; a verified ID that is not listed is answered 403 by
+//! [`super::super::auth`] (the handshake admits any verified ID so that the refusal
+//! can name it).
+//!
+//! Handshakes run concurrently under a deadline, so a slow client does not hold up
+//! others; a failed one is logged and ends that connection only. Each connection is
+//! served by a router whose [`Access`] carries the client ID its handshake verified.
+//! It does not own request authorization ([`super::super::auth`]) or the routes.
+
+use std::convert::Infallible;
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::serve::IncomingStream;
+use rustls::crypto::{CryptoProvider, aws_lc_rs};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, version};
+use spiffe_federation::{SpiffeClientVerifier, SpiffeId, client_auth_error, peer_spiffe_id};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use super::ListenError;
+use crate::admin::AdminState;
+use crate::admin::auth::{Access, TlsAccess};
+use crate::config::AdminTls;
+use crate::endpoint::{HANDSHAKE_TIMEOUT, RELOAD_INTERVAL, load_pair};
+use crate::trust_store::TrustStore;
+
+/// A bound TLS admin listener, not yet accepting.
+#[derive(Debug)]
+pub struct TlsBound {
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    identity: Arc<Identity>,
+    fingerprint: Vec<u8>,
+    files: AdminTls,
+    provider: Arc<CryptoProvider>,
+    access: TlsAccess,
+}
+
+/// Load the identity of `files`, build the TLS configuration and bind `addr`.
+///
+/// # Errors
+/// [`ListenError::TcpWithoutTokens`] if `access` has neither tokens nor clients (the
+/// second lock after configuration validation); [`ListenError::TlsFiles`] or
+/// [`ListenError::TlsKey`] if the certificate or key cannot be used;
+/// [`ListenError::TlsPolicy`]; [`ListenError::Bind`].
+pub async fn bind(
+    addr: SocketAddr,
+    files: &AdminTls,
+    access: &TlsAccess,
+    trust_store: &TrustStore,
+) -> Result<TlsBound, ListenError> {
+    if access.tokens().is_empty() && access.clients().is_empty() {
+        return Err(ListenError::TcpWithoutTokens { addr });
+    }
+    let provider = Arc::new(aws_lc_rs::default_provider());
+    let (certified, fingerprint) = load_identity(files.clone(), Arc::clone(&provider)).await?;
+    let identity = Arc::new(Identity(ArcSwap::from_pointee(certified)));
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])
+        .map_err(ListenError::TlsPolicy)?;
+    let builder = if access.clients().is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let bundles = trust_store.clone();
+        let verifier = SpiffeClientVerifier::new(
+            move |td: &spiffe_federation::TrustDomain| {
+                bundles
+                    .snapshot()
+                    .get(td)
+                    .map(|entry| Arc::clone(&entry.bundle))
+            },
+            // Any verified ID completes the handshake; the allow-list is applied per
+            // request, so that an unlisted ID gets a 403 naming it.
+            |_: &SpiffeId| true,
+            &provider,
+        );
+        if access.tokens().is_empty() {
+            builder.with_client_cert_verifier(Arc::new(verifier))
+        } else {
+            builder.with_client_cert_verifier(Arc::new(verifier.allow_unauthenticated()))
+        }
+    };
+    let mut config =
+        builder.with_cert_resolver(Arc::clone(&identity) as Arc<dyn ResolvesServerCert>);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // No session resumption: a resumed session skips the client certificate check, so
+    // a client whose CA was rotated out of its bundle could go on as its old ID.
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError::Bind {
+            address: addr.to_string(),
+            source,
+        })?;
+    Ok(TlsBound {
+        listener,
+        config: Arc::new(config),
+        identity,
+        fingerprint,
+        files: files.clone(),
+        provider,
+        access: access.clone(),
+    })
+}
+
+impl TlsBound {
+    /// Where it listens (the real port when 0 was asked for).
+    ///
+    /// # Errors
+    /// The OS error if the socket cannot report its address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve the admin API over `state` until `cancel` fires, then let in-flight
+    /// requests finish; reload the TLS identity when its files change meanwhile.
+    ///
+    /// # Errors
+    /// [`ListenError::Serve`] if the server fails.
+    pub async fn serve(
+        self,
+        state: AdminState,
+        cancel: CancellationToken,
+    ) -> Result<(), ListenError> {
+        let listener = Handshaking {
+            tcp: self.listener,
+            acceptor: TlsAcceptor::from(self.config),
+            handshakes: JoinSet::new(),
+        };
+        let connections = PerConnection {
+            state,
+            access: self.access,
+        };
+        let server = axum::serve(listener, connections)
+            .with_graceful_shutdown(cancel.clone().cancelled_owned())
+            .into_future();
+        let reloading = reload(
+            self.files,
+            self.identity,
+            self.fingerprint,
+            self.provider,
+            cancel,
+        );
+        let (served, ()) = tokio::join!(server, reloading);
+        served.map_err(ListenError::Serve)
+    }
+}
+
+/// The server's certificate and key, swapped when the files change.
+#[derive(Debug)]
+struct Identity(ArcSwap<CertifiedKey>);
+
+impl ResolvesServerCert for Identity {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// Read the certificate chain and key of `files` (on the blocking pool) and check that
+/// they belong together.
+async fn load_identity(
+    files: AdminTls,
+    provider: Arc<CryptoProvider>,
+) -> Result<(CertifiedKey, Vec<u8>), ListenError> {
+    let key_path: PathBuf = files.key.clone();
+    let loaded = tokio::task::spawn_blocking(move || load_pair(&files.cert, &files.key))
+        .await
+        .map_err(|err| ListenError::TlsKey {
+            key: key_path.clone(),
+            reason: format!("loading interrupted: {err}"),
+        })?;
+    let (chain, key, fingerprint) = loaded.map_err(ListenError::TlsFiles)?;
+    let certified =
+        CertifiedKey::from_der(chain, key, &provider).map_err(|err| ListenError::TlsKey {
+            key: key_path,
+            reason: err.to_string(),
+        })?;
+    Ok((certified, fingerprint))
+}
+
+/// Check the files every [`RELOAD_INTERVAL`] until `cancel`; swap in a changed identity
+/// that loads (`fingerprint`: SHA-256 of the files of the current one), keep the last
+/// good one otherwise.
+async fn reload(
+    files: AdminTls,
+    identity: Arc<Identity>,
+    mut fingerprint: Vec<u8>,
+    provider: Arc<CryptoProvider>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(RELOAD_INTERVAL) => {}
+        }
+        match load_identity(files.clone(), Arc::clone(&provider)).await {
+            Ok((_, new)) if new == fingerprint => {}
+            Ok((certified, new)) => {
+                identity.0.store(Arc::new(certified));
+                fingerprint = new;
+                tracing::info!(cert = %files.cert.display(), "admin TLS identity reloaded");
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "admin TLS identity reload failed; keeping the last good one");
+            }
+        }
+    }
+}
+
+/// The remote address of a connection and the client ID its handshake verified.
+#[derive(Debug, Clone)]
+struct Peer {
+    /// The client's address.
+    addr: SocketAddr,
+    /// The SPIFFE ID of its verified X509-SVID; `None` without a client certificate.
+    id: Option<SpiffeId>,
+}
+
+/// A listener that yields connections whose TLS handshake has completed; handshakes
+/// run concurrently, owned by the listener (dropped with it).
+struct Handshaking {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    handshakes: JoinSet<Option<(TlsStream<TcpStream>, Peer)>>,
+}
+
+impl axum::serve::Listener for Handshaking {
+    type Io = TlsStream<TcpStream>;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            // Both branches are cancel-safe: a connection is either still in the
+            // kernel's queue or already in `handshakes`.
+            tokio::select! {
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((stream, addr)) => {
+                        self.handshakes.spawn(handshake(self.acceptor.clone(), stream, addr));
+                    }
+                    Err(err) => {
+                        // One failed accept (e.g. too many open files) never ends the loop.
+                        tracing::warn!(error = %err, "admin API: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(connection)) = done {
+                        return connection;
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr().map(|addr| Peer { addr, id: None })
+    }
+}
+
+/// One handshake under [`HANDSHAKE_TIMEOUT`]; `None` (logged) if it fails.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    addr: SocketAddr,
+) -> Option<(TlsStream<TcpStream>, Peer)> {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            let refused = err
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .and_then(client_auth_error);
+            match refused {
+                Some(reason) => {
+                    tracing::warn!(peer = %addr, %reason, "admin API: client certificate refused");
+                }
+                None => {
+                    tracing::debug!(peer = %addr, error = %err, "admin API: TLS handshake failed")
+                }
+            }
+            return None;
+        }
+        Err(_elapsed) => {
+            tracing::debug!(peer = %addr, "admin API: TLS handshake timed out");
+            return None;
+        }
+    };
+    let id = match tls.get_ref().1.peer_certificates() {
+        None => None,
+        // The verifier accepted this chain, so its leaf is an X509-SVID; if its ID
+        // could still not be read, drop the connection rather than treat it as
+        // anonymous.
+        Some(chain) => match peer_spiffe_id(chain) {
+            Ok(id) => Some(id),
+            Err(err) => {
+                tracing::warn!(peer = %addr, error = %err, "admin API: verified client certificate without a readable SPIFFE ID");
+                return None;
+            }
+        },
+    };
+    Some((tls, Peer { addr, id }))
+}
+
+/// Makes each connection's router: the admin routes over a state whose access knows
+/// the connection's verified client ID.
+#[derive(Clone)]
+struct PerConnection {
+    state: AdminState,
+    access: TlsAccess,
+}
+
+impl tower::Service<IncomingStream<'_, Handshaking>> for PerConnection {
+    type Response = Router;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Router, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, incoming: IncomingStream<'_, Handshaking>) -> Self::Future {
+        let peer = incoming.remote_addr();
+        tracing::debug!(peer = %peer.addr, client_id = ?peer.id.as_ref().map(ToString::to_string), "admin API: TLS connection");
+        let mut state = self.state.clone();
+        state.access = Access::Tls(self.access.for_peer(peer.id.clone()));
+        std::future::ready(Ok(crate::admin::router(state)))
+    }
+}

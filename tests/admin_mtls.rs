@@ -1,0 +1,635 @@
+//! The admin API over mTLS (SEC-3): a real TLS listener on loopback with client
+//! X509-SVIDs verified under the trust store's current bundles, the same client the
+//! CLI uses, `curl` as an independent peer, and the real `fedgw` binary end to end.
+//!
+//! Certificates come from the development PKI (`fedgw::dev_pki`): the admin server
+//! serves the `https_web` certificate (for `localhost` and `127.0.0.1`), and client
+//! SVIDs are issued by the SPIFFE CA of their trust domain.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
+#[path = "support/gateway.rs"]
+mod gateway;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fedgw::admin::auth::{Access, TlsAccess, sha256_hex};
+use fedgw::admin::listen::{self, ListenError};
+use fedgw::admin::{AdminState, LocalDomainInfo, RelationshipsView};
+use fedgw::admin_client::{AdminClient, AdminTarget, Answer, Body, ClientError, ClientTls};
+use fedgw::config::{AdminClientId, AdminTls, AdminToken, PollingConfig, Scope};
+use fedgw::dev_pki::{self, DevPkiPaths};
+use fedgw::policy::{PolicySettings, Source};
+use fedgw::telemetry::Metrics;
+use fedgw::trust_store::TrustStore;
+use reqwest::Method;
+use spiffe_federation::{Bundle, SpiffeId, TrustDomain};
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use gateway::{DEADLINE, GatewayBuilder, free_port, wait_until, write_atomically};
+
+const HOME: &str = "home.example";
+const PARTNER: &str = "partner.example";
+const OPS: &str = "spiffe://home.example/ops";
+const VIEWER: &str = "spiffe://partner.example/viewer";
+const INTRUDER: &str = "spiffe://home.example/intruder";
+const WRITE_TOKEN: &str = "write-secret";
+
+fn id(text: &str) -> SpiffeId {
+    text.parse().unwrap()
+}
+
+fn td(name: &str) -> TrustDomain {
+    name.parse().unwrap()
+}
+
+/// A client SVID written to files, as `--admin-cert` and `--admin-key` take it.
+struct Svid {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Issue an SVID for `spiffe_id` from the SPIFFE CA at `pki`, into `dir`.
+fn issue(dir: &Path, pki: &DevPkiPaths, spiffe_id: &str, name: &str) -> Svid {
+    let (cert_pem, key_pem) =
+        dev_pki::issue_svid(pki, &id(spiffe_id), OffsetDateTime::now_utc()).unwrap();
+    let svid = Svid {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    };
+    std::fs::write(&svid.cert, cert_pem).unwrap();
+    std::fs::write(&svid.key, key_pem).unwrap();
+    svid
+}
+
+/// The development PKI of `trust_domain` under `dir/<label>`.
+fn pki(dir: &Path, label: &str, trust_domain: &str) -> DevPkiPaths {
+    let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let endpoint = id(&format!("spiffe://{trust_domain}/fedgw"));
+    dev_pki::ensure(
+        &dir.join(label),
+        &td(trust_domain),
+        &endpoint,
+        &names,
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap()
+}
+
+fn bundle_of(pki: &DevPkiPaths, trust_domain: &str) -> Bundle {
+    Bundle::parse(&td(trust_domain), &std::fs::read(&pki.bundle).unwrap())
+        .unwrap()
+        .bundle
+}
+
+/// A TLS admin listener in process: `home.example` is the local domain,
+/// `partner.example` a federated one whose bundle the store holds.
+struct Harness {
+    dir: TempDir,
+    store: TrustStore,
+    home: DevPkiPaths,
+    partner: DevPkiPaths,
+    tls: AdminTls,
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    server: JoinHandle<Result<(), ListenError>>,
+}
+
+impl Harness {
+    /// Clients `OPS` (write) and `VIEWER` (read); with `tokens`, also the write token.
+    async fn start(tokens: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let home = pki(dir.path(), "home", HOME);
+        let partner = pki(dir.path(), "partner", PARTNER);
+        let store = TrustStore::open(dir.path().join("db"), PolicySettings::default())
+            .await
+            .unwrap();
+        let local = Source::LocalFile {
+            path: home.bundle.clone(),
+        };
+        let now = OffsetDateTime::now_utc();
+        store
+            .submit(&td(HOME), bundle_of(&home, HOME), local, now)
+            .await
+            .unwrap();
+        let fetched = Source::Fetched {
+            url: Url::parse("https://partner.example/").unwrap(),
+            final_url: Url::parse("https://partner.example/").unwrap(),
+            peer: "127.0.0.1:443".into(),
+        };
+        store
+            .submit(&td(PARTNER), bundle_of(&partner, PARTNER), fetched, now)
+            .await
+            .unwrap();
+
+        let tokens = if tokens {
+            vec![AdminToken {
+                name: "ops".into(),
+                sha256: sha256_hex(WRITE_TOKEN.as_bytes()),
+                scope: Scope::Write,
+            }]
+        } else {
+            Vec::new()
+        };
+        let clients = vec![
+            AdminClientId {
+                spiffe_id: id(OPS),
+                scope: Scope::Write,
+            },
+            AdminClientId {
+                spiffe_id: id(VIEWER),
+                scope: Scope::Read,
+            },
+        ];
+        let access = TlsAccess::new(tokens, clients);
+        // The admin server's own files, copied so that a test may replace them.
+        let tls = AdminTls {
+            cert: dir.path().join("admin.pem"),
+            key: dir.path().join("admin.key"),
+        };
+        std::fs::copy(&home.web_cert, &tls.cert).unwrap();
+        std::fs::copy(&home.web_key, &tls.key).unwrap();
+
+        let (refresh, _requests) = tokio::sync::mpsc::channel(1);
+        let (_ready, ready) = tokio::sync::watch::channel(true);
+        let state = AdminState {
+            trust_store: store.clone(),
+            metrics: Metrics::new(),
+            access: Access::Tls(access.clone()),
+            local: vec![LocalDomainInfo {
+                trust_domain: td(HOME),
+                path: "/".into(),
+                refresh_hint: fedgw::config::Seconds(300),
+            }],
+            relationships: RelationshipsView::new(Vec::new()),
+            refresh,
+            ready,
+            schedule: (&PollingConfig::default()).into(),
+            max_document_bytes: 64 * 1024,
+        };
+        let bound = listen::tls::bind("127.0.0.1:0".parse().unwrap(), &tls, &access, &store)
+            .await
+            .unwrap();
+        let addr = bound.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(bound.serve(state, cancel.clone()));
+        Self {
+            dir,
+            store,
+            home,
+            partner,
+            tls,
+            addr,
+            cancel,
+            server,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/", self.addr.port())
+    }
+
+    /// The CLI's client, trusting the home web CA, with `svid` and/or `token`.
+    fn client(&self, svid: Option<&Svid>, token: Option<&str>) -> AdminClient {
+        self.client_trusting(&self.home.web_ca_cert, svid, token)
+    }
+
+    fn client_trusting(&self, ca: &Path, svid: Option<&Svid>, token: Option<&str>) -> AdminClient {
+        let identity = svid.map(|s| (s.cert.as_path(), s.key.as_path()));
+        let tls = ClientTls::from_files(Some(ca), identity).unwrap().unwrap();
+        let target = AdminTarget::Url(Url::parse(&self.url()).unwrap());
+        AdminClient::with_tls(&target, token.map(str::to_owned), Some(&tls)).unwrap()
+    }
+
+    fn svid(&self, pki: &DevPkiPaths, spiffe_id: &str, name: &str) -> Svid {
+        issue(self.dir.path(), pki, spiffe_id, name)
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.server.await.unwrap().unwrap();
+    }
+}
+
+async fn put_empty(client: &AdminClient, trust_domain: &str) -> Result<Answer, ClientError> {
+    client
+        .call(
+            Method::PUT,
+            &format!("/v1/bundles/{trust_domain}"),
+            Some(Body::Raw {
+                content_type: "application/json",
+                bytes: br#"{"keys":[],"spiffe_sequence":1}"#.to_vec(),
+            }),
+        )
+        .await
+}
+
+/// The status, code and message of an API error.
+fn api_error(result: Result<Answer, ClientError>) -> (u16, String, String) {
+    match result {
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        }) => (status, code, message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// A refusal during the TLS handshake reaches the client as a transport error.
+fn assert_handshake_refused(result: Result<Answer, ClientError>) {
+    assert!(
+        matches!(result, Err(ClientError::Unreachable { .. })),
+        "expected a TLS handshake failure, got {result:?}"
+    );
+}
+
+// ---- in process ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn sec_3_mtls_write_client_puts_a_bundle_and_is_audited_by_spiffe_id() {
+    let h = Harness::start(false).await;
+    let ops = h.svid(&h.home, OPS, "ops");
+    let client = h.client(Some(&ops), None);
+    let answer = put_empty(&client, "fresh.example").await.unwrap();
+    assert_eq!(answer.status, 200);
+    let who = format!("spiffe:{OPS}");
+    assert_eq!(
+        h.store.snapshot().get(&td("fresh.example")).unwrap().source,
+        Source::Operator { who: who.clone() }
+    );
+    let log = h.store.audit_log(0, 100).await.unwrap();
+    let record = log
+        .iter()
+        .map(|(_, record)| record)
+        .find(|record| record.trust_domain == Some(td("fresh.example")))
+        .expect("an audit record for the change");
+    assert!(record.who.contains(&who), "{record:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sec_3_mtls_read_client_of_a_federated_domain_reads_but_cannot_write() {
+    let h = Harness::start(false).await;
+    // VIEWER lives in partner.example: its SVID verifies under the federated bundle.
+    let viewer = h.svid(&h.partner, VIEWER, "viewer");
+    let client = h.client(Some(&viewer), None);
+    let status = client.call(Method::GET, "/v1/status", None).await.unwrap();
+    assert_eq!(status.status, 200);
+    let (status, code, message) = api_error(put_empty(&client, "fresh.example").await);
+    assert_eq!((status, code.as_str()), (403, "permission_denied"));
+    assert!(message.contains(VIEWER), "{message}");
+    assert!(
+        h.store.snapshot().get(&td("fresh.example")).is_none(),
+        "nothing written"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sec_3_mtls_unlisted_client_id_is_forbidden_by_name() {
+    let h = Harness::start(true).await;
+    let intruder = h.svid(&h.home, INTRUDER, "intruder");
+    // Even with a valid token: the certificate's ID decides.
+    let client = h.client(Some(&intruder), Some(WRITE_TOKEN));
+    for result in [
+        client.call(Method::GET, "/v1/status", None).await,
+        put_empty(&client, "fresh.example").await,
+    ] {
+        let (status, code, message) = api_error(result);
+        assert_eq!((status, code.as_str()), (403, "permission_denied"));
+        assert!(message.contains(INTRUDER), "{message}");
+    }
+    assert!(h.store.snapshot().get(&td("fresh.example")).is_none());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sec_3_mtls_client_certificate_from_an_unknown_ca_fails_the_handshake() {
+    let h = Harness::start(true).await;
+    // Another CA for the same trust domain (not in the bundle): OPS's ID, forged.
+    let rogue = pki(h.dir.path(), "rogue", HOME);
+    let forged = h.svid(&rogue, OPS, "forged");
+    assert_handshake_refused(put_empty(&h.client(Some(&forged), None), "fresh.example").await);
+    // DIST-3: partner.example's CA, although trusted for partner.example, cannot vouch
+    // for an ID in home.example.
+    let cross = h.svid(&h.partner, OPS, "cross");
+    assert_handshake_refused(put_empty(&h.client(Some(&cross), None), "fresh.example").await);
+    // The same with a token: a certificate that does not verify is never ignored.
+    assert_handshake_refused(
+        put_empty(&h.client(Some(&forged), Some(WRITE_TOKEN)), "fresh.example").await,
+    );
+    assert!(h.store.snapshot().get(&td("fresh.example")).is_none());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sec_3_mtls_without_certificate_or_token_is_refused() {
+    // mTLS only: a client certificate is required in the handshake.
+    let h = Harness::start(false).await;
+    assert_handshake_refused(
+        h.client(None, None)
+            .call(Method::GET, "/v1/status", None)
+            .await,
+    );
+    h.stop().await;
+    // With tokens too: the handshake admits the client, the request needs a token.
+    let h = Harness::start(true).await;
+    let (status, code, _) = api_error(
+        h.client(None, None)
+            .call(Method::GET, "/v1/status", None)
+            .await,
+    );
+    assert_eq!((status, code.as_str()), (401, "unauthenticated"));
+    let (status, _, _) = api_error(
+        h.client(None, Some("guess"))
+            .call(Method::GET, "/v1/status", None)
+            .await,
+    );
+    assert_eq!(status, 401);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sec_3_mtls_tokens_still_work_alongside_client_ids() {
+    let h = Harness::start(true).await;
+    let client = h.client(None, Some(WRITE_TOKEN));
+    put_empty(&client, "fresh.example").await.unwrap();
+    assert_eq!(
+        h.store.snapshot().get(&td("fresh.example")).unwrap().source,
+        Source::Operator {
+            who: "token:ops".into()
+        }
+    );
+    // And a listed SVID on the same listener.
+    let ops = h.svid(&h.home, OPS, "ops");
+    let answer = h
+        .client(Some(&ops), None)
+        .call(Method::GET, "/v1/bundles", None)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sec_3_mtls_follows_the_current_bundle_of_the_clients_domain() {
+    let h = Harness::start(false).await;
+    let ops = h.svid(&h.home, OPS, "ops");
+    h.client(Some(&ops), None)
+        .call(Method::GET, "/v1/status", None)
+        .await
+        .unwrap();
+    // home.example rotates to a new CA: SVIDs of the old one stop verifying at once,
+    // SVIDs of the new one verify, without restarting the listener.
+    let rotated = pki(h.dir.path(), "rotated", HOME);
+    let operator = Source::Operator { who: "test".into() };
+    h.store
+        .submit(
+            &td(HOME),
+            bundle_of(&rotated, HOME),
+            operator,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    assert_handshake_refused(
+        h.client(Some(&ops), None)
+            .call(Method::GET, "/v1/status", None)
+            .await,
+    );
+    let renewed = h.svid(&rotated, OPS, "renewed");
+    h.client(Some(&renewed), None)
+        .call(Method::GET, "/v1/status", None)
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sec_3_mtls_sessions_are_never_resumed() {
+    use rustls::pki_types::ServerName;
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let h = Harness::start(false).await;
+    let ops = h.svid(&h.home, OPS, "ops");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&h.home.web_ca_cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ops.cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&ops.key).unwrap();
+    // A client that would resume if offered (rustls keeps a session cache by default).
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    for attempt in 0..3 {
+        let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut tls,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut reply = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut reply)
+            .await
+            .unwrap();
+        assert!(reply.starts_with(b"HTTP/1.1 200"), "{attempt}");
+        assert_eq!(
+            tls.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "connection {attempt}: the client certificate is checked every time"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sec_3_admin_tls_identity_reloads_when_its_files_change() {
+    let h = Harness::start(false).await;
+    let ops = h.svid(&h.home, OPS, "ops");
+    let other = pki(h.dir.path(), "other-web", HOME);
+    // Until the files change, a client trusting only the other web CA is refused.
+    let result = h
+        .client_trusting(&other.web_ca_cert, Some(&ops), None)
+        .call(Method::GET, "/v1/status", None)
+        .await;
+    assert_handshake_refused(result);
+    write_atomically(&h.tls.key, &std::fs::read(&other.web_key).unwrap());
+    write_atomically(&h.tls.cert, &std::fs::read(&other.web_cert).unwrap());
+    let client = h.client_trusting(&other.web_ca_cert, Some(&ops), None);
+    wait_until(
+        DEADLINE,
+        "the new admin certificate to be served",
+        || async { client.call(Method::GET, "/v1/status", None).await.is_ok() },
+    )
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sec_3_tls_listener_without_tokens_or_clients_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TrustStore::open(dir.path().join("db"), PolicySettings::default())
+        .await
+        .unwrap();
+    let files = AdminTls {
+        cert: dir.path().join("missing.pem"),
+        key: dir.path().join("missing.key"),
+    };
+    let err = listen::tls::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &files,
+        &TlsAccess::default(),
+        &store,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ListenError::TcpWithoutTokens { .. }), "{err}");
+    // With clients, the missing certificate is named.
+    let access = TlsAccess::new(
+        Vec::new(),
+        vec![AdminClientId {
+            spiffe_id: id(OPS),
+            scope: Scope::Read,
+        }],
+    );
+    let err = listen::tls::bind("127.0.0.1:0".parse().unwrap(), &files, &access, &store)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ListenError::TlsFiles(_)), "{err}");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+}
+
+// ---- an independent peer: curl --------------------------------------------------------
+
+fn curl_available() -> bool {
+    Command::new("curl").arg("--version").output().is_ok()
+}
+
+async fn curl(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || Command::new("curl").args(args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sec_3_mtls_curl_with_an_allowed_svid_succeeds_and_without_fails() {
+    if !curl_available() {
+        eprintln!("SKIPPED sec_3_mtls_curl_*: curl is not installed");
+        return;
+    }
+    let h = Harness::start(false).await;
+    let ops = h.svid(&h.home, OPS, "ops");
+    let url = format!("{}v1/status", h.url());
+    let base = |extra: &[&Path]| {
+        let mut args = vec![
+            "-sS".to_owned(),
+            "--cacert".to_owned(),
+            h.home.web_ca_cert.display().to_string(),
+            "-w".to_owned(),
+            "\n%{http_code}".to_owned(),
+        ];
+        if let [cert, key] = extra {
+            args.extend([
+                "--cert".to_owned(),
+                cert.display().to_string(),
+                "--key".to_owned(),
+                key.display().to_string(),
+            ]);
+        }
+        args.push(url.clone());
+        args
+    };
+    let out = curl(base(&[&ops.cert, &ops.key])).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.ends_with("\n200"), "{text}");
+    assert!(text.contains(HOME), "{text}");
+
+    let out = curl(base(&[])).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "no client certificate: {text}");
+    assert!(!text.contains(HOME), "{text}");
+    h.stop().await;
+}
+
+// ---- the real binary end to end ----------------------------------------------------------
+
+#[tokio::test]
+async fn sec_3_mtls_cli_status_over_https_with_an_svid() {
+    let root = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let builder = GatewayBuilder::new(root.path(), "mtls.example").web();
+    let pki = builder.pki().clone();
+    let admin = format!(
+        "\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[admin.tls]\ncert = {cert:?}\nkey = {key:?}\n[[admin.clients]]\nspiffe_id = \"spiffe://mtls.example/ops\"\nscope = \"read\"\n",
+        cert = pki.web_cert.display().to_string(),
+        key = pki.web_key.display().to_string(),
+    );
+    let gateway = builder.extra_toml(&admin).start().await;
+    let ops = issue(root.path(), &pki, "spiffe://mtls.example/ops", "ops");
+    let url = format!("https://127.0.0.1:{admin_port}");
+    let status = |with_svid: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fedgw"));
+        command
+            .args(["status", "--admin", &url, "--admin-ca"])
+            .arg(&pki.web_ca_cert)
+            .env_remove("FEDGW_ADMIN_TOKEN_FILE");
+        if with_svid {
+            command
+                .arg("--admin-cert")
+                .arg(&ops.cert)
+                .arg("--admin-key")
+                .arg(&ops.key);
+        }
+        async move {
+            tokio::task::spawn_blocking(move || command.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    wait_until(DEADLINE, "the admin API to answer over mTLS", || async {
+        status(true).await.status.success()
+    })
+    .await;
+    let out = status(true).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("mtls.example"), "{text}");
+
+    let out = status(false).await;
+    assert!(!out.status.success(), "no client certificate");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin API"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(gateway);
+}
