@@ -134,6 +134,32 @@ fn document(bundle: &Bundle, sequence: u64) -> Bytes {
     Bytes::from(bundle.to_json())
 }
 
+/// Re-issue `gw`'s endpoint SVID from `ca` (files in `dir`) and wait until its
+/// `https_spiffe` endpoint presents it (its TLS files are checked every 5 s).
+async fn reissue_svid(gw: &Gateway, ca: &TestCa, dir: &Path) {
+    let name = gw.trust_domain.as_str();
+    let ca_cert = dir.join(format!("{name}-next-ca.pem"));
+    let ca_key = dir.join(format!("{name}-next-ca.key"));
+    ca.write(&ca_cert, &ca_key);
+    let paths = DevPkiPaths {
+        ca_cert,
+        ca_key,
+        ..gw.pki.clone()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let (svid, key) = dev_pki::issue_svid(&paths, &gw.endpoint_id, now).unwrap();
+    write_atomically(&gw.pki.svid_key, key.as_bytes());
+    write_atomically(&gw.pki.svid, svid.as_bytes());
+    let only_ca = bundle_of(&gw.trust_domain, &[ca]);
+    let what = format!("{name} to present its SVID from the new CA");
+    wait_until(DEADLINE, &what, || async {
+        gw.fetch_spiffe("/", &gw.trust_domain, &only_ca)
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
 fn write_ca_pem(dir: &Path, name: &str, ca: &TestCa) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, &ca.cert_pem).unwrap();
@@ -189,29 +215,7 @@ async fn spf_7_spf_4_rotation_reaches_every_peer() {
     assert_eq!(at_east.sequence(), at_west.sequence());
 
     // 2. The endpoint's SVID now chains only to CA2.
-    let ca2_cert = mesh.dir.path().join("edge-ca2.pem");
-    let ca2_key = mesh.dir.path().join("edge-ca2.key");
-    ca2.write(&ca2_cert, &ca2_key);
-    let ca2_paths = DevPkiPaths {
-        ca_cert: ca2_cert,
-        ca_key: ca2_key,
-        ..mesh.edge.pki.clone()
-    };
-    let (svid, key) = dev_pki::issue_svid(
-        &ca2_paths,
-        &mesh.edge.endpoint_id,
-        time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
-    write_atomically(&mesh.edge.pki.svid_key, key.as_bytes());
-    write_atomically(&mesh.edge.pki.svid, svid.as_bytes());
-    wait_until(DEADLINE, "edge to present its CA2 SVID", || async {
-        mesh.edge
-            .fetch_spiffe("/", &edge_td, &rotated)
-            .await
-            .is_ok()
-    })
-    .await;
+    reissue_svid(&mesh.edge, &ca2, mesh.dir.path()).await;
     let pinned = mesh
         .edge
         .fetch_spiffe("/", &edge_td, &bootstrap)
@@ -560,4 +564,105 @@ async fn srv_8_python_checks_the_spiffe_endpoint_svid() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The entry of `td` in `fedgw status --json` at `gw`.
+fn domain_status(gw: &Gateway, td: &TrustDomain) -> serde_json::Value {
+    let status = cli_status(gw);
+    status["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["trust_domain"] == td.as_str())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{td} missing from the status of {}: {status}",
+                gw.trust_domain
+            )
+        })
+}
+
+/// SPF-5, SPF-8 (non-self-serving `https_spiffe` endpoints), and SPF-3 with a PEM
+/// bootstrap bundle. Gateway C fetches domain A over `https_spiffe` (bootstrapped
+/// with A's CA as PEM) and relays it at `/relay/a.test` on its own `https_spiffe`
+/// listener, with C's own SVID: for A, `https://C/relay/a.test` with endpoint ID
+/// `spiffe://c.test/…` is a non-self-serving endpoint. Gateway X federates with A
+/// through that URL, with no bootstrap bundle:
+/// 1. SPF-5: X holds no bundle of c.test, so A is `awaiting_bootstrap` and its error
+///    names c.test; nothing is fetched.
+/// 2. X also federates with C (over `https_web`; added to its configuration, then a
+///    restart): A is fetched, authenticated with the c.test bundle X fetched.
+/// 3. SPF-8: C rotates its CA (bundle {CA1, CA2}, SVID from CA2, then bundle {CA2}); X
+///    picks each version up through its C relationship, and a later change at A
+///    still reaches X, which can only happen by authenticating C's CA2 SVID with the
+///    latest c.test bundle it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spf_5_spf_8_non_self_serving_endpoint_uses_its_domain_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = GatewayBuilder::new(dir.path(), "a.test").spiffe();
+    let mut c = GatewayBuilder::new(dir.path(), "c.test").web().spiffe();
+    let mut x = GatewayBuilder::new(dir.path(), "x.test").web();
+    c.relationship(&format!(
+        "[[federation]]\ntrust_domain = \"a.test\"\nurl = \"{url}\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"{id}\"\nbootstrap_bundle = {pem:?}\nbootstrap_format = \"pem\"\nproxy = \"off\"\n",
+        url = a.spiffe_url("/"),
+        id = a.endpoint_id(),
+        pem = a.pki().ca_cert.display().to_string(),
+    ));
+    x.relationship(&format!(
+        "[[federation]]\ntrust_domain = \"a.test\"\nurl = \"{url}\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"{id}\"\nproxy = \"off\"\n",
+        url = c.spiffe_url("/relay/a.test"),
+        id = c.endpoint_id(),
+    ));
+    let (a, c, mut x) = tokio::join!(a.start(), c.start(), x.start());
+    let (a_td, c_td) = (a.trust_domain.clone(), c.trust_domain.clone());
+    // SPF-3 (PEM): C fetched A, starting from A's CA in PEM.
+    relays_peer(&c, &a).await;
+
+    // 1. SPF-5: no bundle of c.test at X, so no fetch of A.
+    let waiting = wait_for(DEADLINE, "a.test to await c.test's bundle at x", || async {
+        let status = domain_status(&x, &a_td);
+        status["last_error"]["message"]
+            .is_string()
+            .then_some(status)
+    })
+    .await;
+    assert_eq!(waiting["state"], "awaiting_bootstrap", "{waiting}");
+    let message = waiting["last_error"]["message"].as_str().unwrap();
+    assert!(message.contains("c.test"), "{message}");
+    assert!(x.relay(&a_td).await.unwrap_err().contains("404"));
+    assert!(x.log_lines_with(&["bundle fetch not attempted", "trust_domain=a.test"]) >= 1);
+    assert_eq!(
+        x.log_lines_with(&["bundle fetch failed", "trust_domain=a.test"]),
+        0,
+        "no connection is attempted without the endpoint's trust domain bundle"
+    );
+
+    // 2. X federates with C too; A is fetched through C.
+    x.append_config(&format!(
+        "[[federation]]\ntrust_domain = \"c.test\"\nurl = \"{url}\"\nprofile = \"https_web\"\nextra_ca_roots = {ca:?}\nproxy = \"off\"\n",
+        url = c.web_url("/"),
+        ca = c.pki.web_ca_cert.display().to_string(),
+    ));
+    x.restart().await;
+    let c_first = relays_peer(&x, &c).await;
+    let a_first = relays_peer(&x, &a).await;
+    assert_eq!(domain_status(&x, &a_td)["state"], "healthy");
+
+    // 3. SPF-8: C rotates; its new bundle reaches X through the C relationship.
+    let ca2 = TestCa::spiffe("c.test");
+    let both = with_ca(&c_first, &ca2);
+    c.write_local_bundle(&both);
+    let c_both = relays_exactly(&x, &c_td, &both, c_first.sequence()).await;
+    reissue_svid(&c, &ca2, dir.path()).await;
+    let only_ca2 = bundle_of(&c_td, &[&ca2]);
+    c.write_local_bundle(&only_ca2);
+    relays_exactly(&x, &c_td, &only_ca2, c_both.sequence()).await;
+    let pinned = c.fetch_spiffe("/relay/a.test", &a_td, &c_first).await;
+    assert!(pinned.is_err(), "C must now present its CA2 SVID");
+    // A changes; X gets it from C, authenticated with c.test's latest bundle {CA2}.
+    let a_next = with_ca(&a_first, &TestCa::spiffe("a.test"));
+    a.write_local_bundle(&a_next);
+    relays_exactly(&c, &a_td, &a_next, a_first.sequence()).await;
+    relays_exactly(&x, &a_td, &a_next, a_first.sequence()).await;
 }
