@@ -16,7 +16,7 @@
 //! refusal is counted in `fedgw_bundle_rejections_total{trust_domain,reason}`, each
 //! accepted bundle's warnings are logged and counted in
 //! `fedgw_bundle_warnings_total{trust_domain,warning}`, and every snapshot entry
-//! carries the [`BundleWarning`]s that hold for it among all stored bundles (ID-16,
+//! carries the [`BundleWarning`](crate::policy::BundleWarning)s that hold for it among all stored bundles (ID-16,
 //! SEC-7).
 //!
 //! ```
@@ -47,63 +47,27 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
-use crate::policy::{
-    self, BundleWarning, Current, Decision, PolicyError, PolicySettings, Source, Warning,
-};
+use crate::policy::{self, Current, Decision, PolicyError, PolicySettings, Source, Warning};
 use crate::store::{
-    AuditAction, AuditNote, AuditRecord, BundleRecord, Keyspace, LastError, NewBundle,
-    RelationshipStatus, Store, StoreError,
+    AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipStatus,
+    Store, StoreError,
 };
 use crate::telemetry::Metrics;
+
+mod snapshot;
+
+pub use self::snapshot::{Entry, Snapshot};
+use self::snapshot::{entry, load_entry, parse_record, whole_seconds, with_warnings};
 
 /// Counter of refused bundles, by trust domain and [`PolicyError::code`].
 pub const REJECTIONS_METRIC: &str = "fedgw_bundle_rejections_total";
 
 /// Counter of warnings on accepted bundles, by trust domain and warning code.
 pub const WARNINGS_METRIC: &str = "fedgw_bundle_warnings_total";
-
-/// An immutable view of every stored bundle at one revision.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// The global revision this view reflects.
-    pub revision: u64,
-    /// Current bundle per trust domain.
-    pub domains: BTreeMap<TrustDomain, Entry>,
-}
-
-impl Snapshot {
-    /// The entry of `trust_domain`, if stored.
-    pub fn get(&self, trust_domain: &TrustDomain) -> Option<&Entry> {
-        self.domains.get(trust_domain)
-    }
-}
-
-/// One trust domain's current bundle, ready to serve.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// The parsed bundle.
-    pub bundle: Arc<Bundle>,
-    /// The canonical document, pre-serialised: what the bundle endpoint serves.
-    pub json: Bytes,
-    /// SHA-256 of `json`, lower-case hex.
-    pub digest: String,
-    /// `spiffe_sequence`, if any.
-    pub sequence: Option<u64>,
-    /// Where it came from.
-    pub source: Source,
-    /// When it was accepted (whole seconds, as stored).
-    pub accepted_at: OffsetDateTime,
-    /// The global revision at which it was accepted.
-    pub revision: u64,
-    /// What holds for it among every stored bundle (ID-16, SEC-7); recomputed on
-    /// every change, so a warning caused by another domain's bundle goes with it.
-    pub warnings: Vec<BundleWarning>,
-}
 
 /// What a submission did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -635,58 +599,6 @@ async fn run_blocking<T: Send + 'static>(
         .map_err(|source| StoreError::Blocking { operation, source })?
 }
 
-/// Re-parse a stored document under its trust domain.
-fn parse_record(record: &BundleRecord) -> Result<Bundle, StoreError> {
-    Bundle::parse(&record.trust_domain, &record.document)
-        .map(|parsed| parsed.bundle)
-        .map_err(|source| StoreError::InvalidDocument {
-            trust_domain: record.trust_domain.clone(),
-            revision: record.revision,
-            source,
-        })
-}
-
-/// A snapshot entry for a stored record, re-parsing its document.
-fn load_entry(record: BundleRecord) -> Result<Entry, StoreError> {
-    let bundle = parse_record(&record)?;
-    let accepted_at = whole_seconds(&record.trust_domain, record.accepted_at)?;
-    Ok(entry(Arc::new(bundle), record, accepted_at))
-}
-
-fn entry(bundle: Arc<Bundle>, record: BundleRecord, accepted_at: OffsetDateTime) -> Entry {
-    Entry {
-        bundle,
-        json: Bytes::from(record.document),
-        digest: record.digest,
-        sequence: record.sequence,
-        source: record.source,
-        accepted_at,
-        revision: record.revision,
-        warnings: Vec::new(),
-    }
-}
-
-/// Set every entry's [`BundleWarning`]s from the bundles held together.
-fn with_warnings(domains: &mut BTreeMap<TrustDomain, Entry>) {
-    let mut warnings = policy::bundle_warnings(
-        domains
-            .iter()
-            .map(|(td, entry)| (td, entry.bundle.as_ref())),
-    );
-    for (td, entry) in domains.iter_mut() {
-        entry.warnings = warnings.remove(td).unwrap_or_default();
-    }
-}
-
-/// `accepted_at` as stored (Unix seconds) back to a date.
-fn whole_seconds(trust_domain: &TrustDomain, unix: i64) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp(unix).map_err(|_| StoreError::InvalidTimestamp {
-        keyspace: Keyspace::Bundles,
-        key: trust_domain.to_string(),
-        value: unix,
-    })
-}
-
 fn describe(warnings: &[Warning]) -> String {
     warnings
         .iter()
@@ -704,6 +616,7 @@ mod tests {
     use time::Duration;
 
     use super::*;
+    use crate::policy::BundleWarning;
     use crate::policy::testing::{bundle, ca_with_key, now, td, with_sequence};
 
     fn fetched() -> Source {
