@@ -310,9 +310,9 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
                 log_attempt(&report, Some(url));
             }
             Err(err) => {
-                tracing::error!(trust_domain = %td, error = %err, "storing a fetched bundle failed");
+                // Fetched but not made durable: logged once, as this attempt's outcome.
                 report.outcome = "failed";
-                report.error = Some(err.to_string());
+                report.error = Some(format!("storing the fetched bundle failed: {err}"));
                 log_attempt(&report, Some(url));
                 return report;
             }
