@@ -57,6 +57,30 @@ pub enum ConfigError {
     },
 }
 
+/// A setting that is legal but probably a mistake: not refused, but logged when the
+/// gateway starts (and, for a local domain's served hint, shown by `GET /v1/status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The key, as a path such as `local[0].refresh_hint`.
+    pub key: String,
+    /// What is doubtful and why.
+    pub message: String,
+}
+
+/// Served refresh hints above this are warned about (SEC-6; SPIRE warns above a day
+/// too): consumers would see a revocation or a new key that much later.
+pub const MAX_ADVISED_SERVED_HINT: Seconds = Seconds(86_400);
+
+/// The SEC-6 lint on a local domain's served `refresh_hint`, if it applies.
+pub fn served_hint_warning(hint: Seconds) -> Option<String> {
+    (hint > MAX_ADVISED_SERVED_HINT).then(|| {
+        format!(
+            "{}s is above 24 h: peers would poll so rarely that a revocation or a new key reaches them that much later (TDB §6.1 recommends 5 minutes)",
+            hint.0
+        )
+    })
+}
+
 /// The whole configuration of one gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -508,6 +532,28 @@ impl Config {
                 format!("/{}", local.trust_domain)
             }
         }))
+    }
+
+    /// Legal settings that are probably mistakes (SEC-6, FED-2), in key order. Pure:
+    /// the gateway logs them when it starts.
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        let mut warnings = Vec::new();
+        let no_listener = self.endpoint.https_web.is_none() && self.endpoint.https_spiffe.is_none();
+        if !self.local.is_empty() && no_listener {
+            warnings.push(ConfigWarning {
+                key: "endpoint".to_owned(),
+                message: "local trust domains are configured but no bundle endpoint listener ([endpoint.https_web] or [endpoint.https_spiffe]): peers cannot fetch them from this gateway".to_owned(),
+            });
+        }
+        for (i, local) in self.local.iter().enumerate() {
+            if let Some(message) = served_hint_warning(local.refresh_hint) {
+                warnings.push(ConfigWarning {
+                    key: format!("local[{i}].refresh_hint"),
+                    message,
+                });
+            }
+        }
+        warnings
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -998,6 +1044,56 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn sec_6_served_hint_defaults_to_300_s_and_above_a_day_is_warned() {
+        let local = |hint: &str| {
+            format!(
+                "data_dir = \"/x\"\n[endpoint.https_web]\nlisten = \"127.0.0.1:0\"\ncert = \"/c\"\nkey = \"/k\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = {{ admin = true }}\n{hint}"
+            )
+        };
+        let config = Config::from_toml(&local("")).unwrap();
+        assert_eq!(config.local[0].refresh_hint, Seconds(300));
+        assert_eq!(config.warnings(), []);
+        let at_limit = Config::from_toml(&local("refresh_hint = \"1d\"\n")).unwrap();
+        assert_eq!(at_limit.warnings(), []);
+        let above = Config::from_toml(&local("refresh_hint = 86401\n")).unwrap();
+        let warnings = above.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].key, "local[0].refresh_hint");
+        assert!(
+            warnings[0].message.contains("86401s"),
+            "{}",
+            warnings[0].message
+        );
+    }
+
+    #[test]
+    fn fed_2_local_domains_without_a_listener_are_warned() {
+        let text = "data_dir = \"/x\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = { admin = true }\n";
+        let warnings = Config::from_toml(text).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].key, "endpoint");
+        assert!(warnings[0].message.contains("no bundle endpoint listener"));
+        // An empty [endpoint] table is no listener either.
+        let empty = format!("{text}[endpoint]\n");
+        assert_eq!(Config::from_toml(&empty).unwrap().warnings(), warnings);
+        // A relay-only gateway (a listener, no local domain) is fine.
+        let relay = "data_dir = \"/x\"\n[endpoint.https_web]\nlisten = \"127.0.0.1:0\"\ncert = \"/c\"\nkey = \"/k\"\n";
+        assert_eq!(Config::from_toml(relay).unwrap().warnings(), []);
+    }
+
+    #[test]
+    fn fed_2_listener_without_a_profile_is_refused_naming_the_key() {
+        // A listener exists only as [endpoint.https_web] or [endpoint.https_spiffe]:
+        // one without a profile cannot be written, and the attempt names the key.
+        let message = syntax("data_dir = \"/x\"\n[endpoint]\nlisten = \"127.0.0.1:0\"\n");
+        assert!(message.contains("listen"), "{message}");
+        let message = syntax(
+            "data_dir = \"/x\"\n[endpoint.https]\nlisten = \"127.0.0.1:0\"\ncert = \"/c\"\nkey = \"/k\"\n",
+        );
+        assert!(message.contains("https"), "{message}");
     }
 
     #[test]

@@ -130,6 +130,9 @@ pub async fn start(config: &Config) -> Result<Running, GatewayError> {
 }
 
 async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, GatewayError> {
+    for warning in config.warnings() {
+        tracing::warn!(key = %warning.key, "configuration: {}", warning.message);
+    }
     let data_dir = config.data_dir.clone();
     let dir = data_dir.clone();
     tokio::task::spawn_blocking(move || std::fs::create_dir_all(&dir))
@@ -144,7 +147,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         max_authorities: config.policy.max_authorities,
     };
     let trust_store = TrustStore::open(&data_dir.join("db"), settings).await?;
-    let metrics = Metrics::new();
+    let metrics = trust_store.metrics().clone();
 
     // Local bundles: loaded before the listeners, which serve them and (https_spiffe)
     // verify their own SVID against them.
@@ -375,26 +378,10 @@ async fn accept_local(
     path: &std::path::Path,
 ) -> Result<(), SubmitError> {
     bundle.set_refresh_hint(Some(hint));
-    if bundle.sequence().is_none() {
-        let current = trust_store.snapshot();
-        let same = current
-            .get(td)
-            .filter(|entry| entry.bundle.same_authorities(&bundle))
-            .and_then(|entry| entry.bundle.sequence());
-        let stored = current.get(td).and_then(|entry| entry.bundle.sequence());
-        let sequence = match same {
-            Some(sequence) => sequence,
-            None => {
-                let next = trust_store
-                    .next_local_sequence(td)
-                    .await
-                    .map_err(SubmitError::Store)?;
-                // The counter only knows the numbers it gave out; never go down.
-                stored.map_or(next, |stored| next.max(stored.saturating_add(1)))
-            }
-        };
-        bundle.set_sequence(Some(sequence));
-    }
+    trust_store
+        .number_local(td, &mut bundle)
+        .await
+        .map_err(SubmitError::Store)?;
     let source = Source::LocalFile {
         path: path.to_path_buf(),
     };

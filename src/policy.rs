@@ -7,6 +7,11 @@
 //! expired-only bundles and size limits. Every rule is a pure function of
 //! `(current, candidate, source, settings, now)`: no I/O, no clock, no state.
 //!
+//! It also owns the lints on *stored* bundles that never refuse anything
+//! ([`BundleWarning`]): a CA without its trust domain's path-less SPIFFE ID (ID-16)
+//! and a CA public key shared between trust domains (SEC-7), as pure functions of the
+//! bundles held ([`bundle_warnings`]).
+//!
 //! It does not own the document format (the `spiffe-federation` crate), storage
 //! ([`store`](crate::store)) or publishing ([`trust_store`](crate::trust_store)).
 //!
@@ -23,10 +28,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use spiffe_federation::bundle::{PublicKey, X509Authority};
 use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
 use url::Url;
@@ -184,6 +191,19 @@ pub enum Warning {
     },
 }
 
+impl Warning {
+    /// A stable label for metrics and the admin API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::SequenceRegression { .. } => "sequence_regression",
+            Self::SameSequenceNewContent { .. } => "same_sequence_new_content",
+            Self::SequenceDropped { .. } => "sequence_dropped",
+            Self::Revocation => "revocation",
+            Self::ExpiredOnly { .. } => "expired_only",
+        }
+    }
+}
+
 /// Why a well-formed candidate was refused; the stored bundle stays as it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -224,6 +244,117 @@ pub enum PolicyError {
         /// The trust domain.
         trust_domain: TrustDomain,
     },
+}
+
+impl PolicyError {
+    /// A stable label for each refusal: the admin API's error code and the `reason`
+    /// label of `fedgw_bundle_rejections_total` (documented in docs/admin-api.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TrustDomainMismatch { .. } => "trust_domain_mismatch",
+            Self::SequenceRegression { .. } => "sequence_regression",
+            Self::TooManyAuthorities { .. } => "too_many_authorities",
+            Self::BootstrapOverStored { .. } => "bootstrap_over_stored",
+        }
+    }
+}
+
+/// Something about a stored bundle worth an operator's attention that never refuses
+/// it. Unlike [`Warning`], which is about one submission, these hold as long as the
+/// bundles stored say so: they are recomputed whenever any bundle changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleWarning {
+    /// An X.509 authority does not carry the URI SAN `spiffe://<trust domain>`
+    /// (SPIFFE-ID §3.1: a signing certificate SHOULD reside in the trust domain it is
+    /// authoritative for, with no path; ID-16).
+    #[error(
+        "X.509 authority {subject} (sha256 {sha256}) has no URI SAN spiffe://{trust_domain} (SPIFFE-ID §3.1)"
+    )]
+    CaWithoutTrustDomainId {
+        /// The bundle's trust domain.
+        trust_domain: TrustDomain,
+        /// The certificate's subject.
+        subject: String,
+        /// SHA-256 of the certificate.
+        sha256: String,
+    },
+    /// An X.509 authority's public key is also an authority key of another trust
+    /// domain (TDB §6.2: keys should not be reused across trust domains; SEC-7). The
+    /// other domain's CA could then vouch for this domain's SVIDs wherever a validator
+    /// picks a bundle by key rather than by trust domain.
+    #[error(
+        "X.509 authority {subject} (sha256 {sha256}) has the same public key ({key}) as an authority of {other} (TDB §6.2: keys should not be shared between trust domains)"
+    )]
+    SharedCaKey {
+        /// The other trust domain.
+        other: TrustDomain,
+        /// The certificate's subject, in this bundle.
+        subject: String,
+        /// SHA-256 of the certificate, in this bundle.
+        sha256: String,
+        /// The key type, e.g. `EC P-256`.
+        key: String,
+    },
+}
+
+impl BundleWarning {
+    /// A stable label for metrics and the admin API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::CaWithoutTrustDomainId { .. } => "ca_without_trust_domain_id",
+            Self::SharedCaKey { .. } => "shared_ca_key",
+        }
+    }
+}
+
+/// The [`BundleWarning`]s of every bundle in `domains`, keyed like it (a domain with
+/// none has an empty list): ID-16 per bundle, and SEC-7 across them, reported on
+/// every bundle that holds a shared key, once per other trust domain.
+pub fn bundle_warnings<'a>(
+    domains: impl IntoIterator<Item = (&'a TrustDomain, &'a Bundle)>,
+) -> BTreeMap<TrustDomain, Vec<BundleWarning>> {
+    let domains: Vec<(&TrustDomain, &Bundle)> = domains.into_iter().collect();
+    let mut holders: BTreeMap<&PublicKey, Vec<&TrustDomain>> = BTreeMap::new();
+    for (td, bundle) in &domains {
+        for authority in bundle.x509_authorities() {
+            let tds = holders.entry(&authority.info().key).or_default();
+            if !tds.contains(td) {
+                tds.push(td);
+            }
+        }
+    }
+    domains
+        .iter()
+        .map(|(td, bundle)| {
+            let mut warnings = Vec::new();
+            for authority in bundle.x509_authorities() {
+                let info = authority.info();
+                if !info.spiffe_ids.contains(&td.id()) {
+                    warnings.push(BundleWarning::CaWithoutTrustDomainId {
+                        trust_domain: (*td).clone(),
+                        subject: info.subject.clone(),
+                        sha256: info.sha256.clone(),
+                    });
+                }
+                let others = holders.get(&info.key).into_iter().flatten();
+                for other in others.filter(|other| *other != td) {
+                    warnings.push(shared(authority, other));
+                }
+            }
+            ((*td).clone(), warnings)
+        })
+        .collect()
+}
+
+fn shared(authority: &X509Authority, other: &TrustDomain) -> BundleWarning {
+    let info = authority.info();
+    BundleWarning::SharedCaKey {
+        other: other.clone(),
+        subject: info.subject.clone(),
+        sha256: info.sha256.clone(),
+        key: info.key.describe(),
+    }
 }
 
 /// Decide whether `candidate`, submitted for `expected` by `source`, replaces `current`.
@@ -356,16 +487,25 @@ pub(crate) mod testing {
 
     /// A self-signed CA for `td` valid from a year before [`now`] until `not_after`.
     pub(crate) fn ca(td: &TrustDomain, not_after: OffsetDateTime) -> X509Authority {
-        let key = KeyPair::generate().unwrap();
+        ca_with_key(&KeyPair::generate().unwrap(), Some(td), not_after)
+    }
+
+    /// A self-signed CA with `key`, carrying the URI SAN `spiffe://<id_of>` when given.
+    pub(crate) fn ca_with_key(
+        key: &KeyPair,
+        id_of: Option<&TrustDomain>,
+        not_after: OffsetDateTime,
+    ) -> X509Authority {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.subject_alt_names = vec![rcgen::SanType::URI(
-            format!("spiffe://{td}").as_str().try_into().unwrap(),
-        )];
+        params.subject_alt_names = id_of
+            .map(|td| rcgen::SanType::URI(format!("spiffe://{td}").as_str().try_into().unwrap()))
+            .into_iter()
+            .collect();
         params.not_before = now() - Duration::days(365);
         params.not_after = not_after;
-        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let der = params.self_signed(key).unwrap().der().to_vec();
         X509Authority::from_der(der).unwrap()
     }
 
@@ -391,7 +531,7 @@ mod tests {
 
     use time::Duration;
 
-    use super::testing::{bundle, ca, now, td, with_sequence};
+    use super::testing::{bundle, ca, ca_with_key, now, td, with_sequence};
     use super::*;
 
     fn fetched() -> Source {
@@ -570,6 +710,82 @@ mod tests {
         bootstrap_never_replaces_a_stored_bundle:
             update(Some(1), Some(2)).source(Source::Bootstrap { who: "fedgw.toml".into() })
             => Err(PolicyError::BootstrapOverStored { trust_domain: east() });
+    }
+
+    fn year() -> OffsetDateTime {
+        now() + Duration::days(365)
+    }
+
+    fn codes(
+        warnings: &BTreeMap<TrustDomain, Vec<BundleWarning>>,
+        td: &TrustDomain,
+    ) -> Vec<&'static str> {
+        warnings[td].iter().map(BundleWarning::code).collect()
+    }
+
+    #[test]
+    fn sec_7_ca_key_shared_between_domains_is_warned_on_both() {
+        let (a, b, c) = (td("a.example"), td("b.example"), td("c.example"));
+        let key = rcgen::KeyPair::generate().unwrap();
+        // Two different certificates (each names its own domain) over one key.
+        let mut in_a = Bundle::new(a.clone());
+        in_a.add_x509_authority(ca_with_key(&key, Some(&a), year()));
+        let mut in_b = Bundle::new(b.clone());
+        in_b.add_x509_authority(ca_with_key(&key, Some(&b), year()));
+        in_b.add_x509_authority(ca(&b, year()));
+        let in_c = bundle(&c, Some(1));
+        let warnings = bundle_warnings([(&a, &in_a), (&b, &in_b), (&c, &in_c)]);
+        assert_eq!(codes(&warnings, &a), ["shared_ca_key"]);
+        assert_eq!(codes(&warnings, &b), ["shared_ca_key"]);
+        assert!(warnings[&c].is_empty(), "an unshared key is not warned");
+        let BundleWarning::SharedCaKey {
+            other, sha256, key, ..
+        } = &warnings[&a][0]
+        else {
+            panic!("{:?}", warnings[&a]);
+        };
+        assert_eq!(other, &b);
+        assert_eq!(sha256, &in_a.x509_authorities()[0].info().sha256);
+        assert_eq!(key, "EC P-256");
+        assert!(
+            warnings[&b][0].to_string().contains("a.example"),
+            "{}",
+            warnings[&b][0]
+        );
+    }
+
+    #[test]
+    fn sec_7_same_key_within_one_domain_is_not_shared() {
+        let a = td("a.example");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut in_a = Bundle::new(a.clone());
+        in_a.add_x509_authority(ca_with_key(&key, Some(&a), year()));
+        in_a.add_x509_authority(ca_with_key(&key, Some(&a), now() + Duration::days(30)));
+        assert_eq!(in_a.x509_authorities().len(), 2);
+        assert!(bundle_warnings([(&a, &in_a)])[&a].is_empty());
+    }
+
+    #[test]
+    fn id_16_ca_without_its_trust_domain_id_is_warned_on_the_stored_bundle() {
+        let a = td("a.example");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut in_a = Bundle::new(a.clone());
+        in_a.add_x509_authority(ca_with_key(&key, None, year()));
+        in_a.add_x509_authority(ca(&td("other.example"), year()));
+        in_a.add_x509_authority(ca(&a, year()));
+        let warnings = bundle_warnings([(&a, &in_a)]);
+        assert_eq!(
+            codes(&warnings, &a),
+            ["ca_without_trust_domain_id", "ca_without_trust_domain_id"]
+        );
+        assert!(warnings[&a][0].to_string().contains("spiffe://a.example"));
+    }
+
+    #[test]
+    fn refusals_and_warnings_have_stable_codes() {
+        let refused = update(Some(5), Some(4)).run().unwrap_err();
+        assert_eq!(refused.code(), "sequence_regression");
+        assert_eq!(Warning::Revocation.code(), "revocation");
     }
 
     #[test]

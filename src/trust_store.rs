@@ -12,6 +12,13 @@
 //! waiting. It does not fetch, parse documents from the network, schedule polls or
 //! serve HTTP; sinks follow [`TrustStore::subscribe`].
 //!
+//! Because every bundle passes through it, it also keeps the books on them: each
+//! refusal is counted in `fedgw_bundle_rejections_total{trust_domain,reason}`, each
+//! accepted bundle's warnings are logged and counted in
+//! `fedgw_bundle_warnings_total{trust_domain,warning}`, and every snapshot entry
+//! carries the [`BundleWarning`](crate::policy::BundleWarning)s that hold for it among all stored bundles (ID-16,
+//! SEC-7).
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,51 +47,27 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use crate::policy::{self, Current, Decision, PolicyError, PolicySettings, Source, Warning};
 use crate::store::{
-    AuditAction, AuditNote, AuditRecord, BundleRecord, Keyspace, LastError, NewBundle,
-    RelationshipStatus, Store, StoreError,
+    AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipStatus,
+    Store, StoreError,
 };
+use crate::telemetry::Metrics;
 
-/// An immutable view of every stored bundle at one revision.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// The global revision this view reflects.
-    pub revision: u64,
-    /// Current bundle per trust domain.
-    pub domains: BTreeMap<TrustDomain, Entry>,
-}
+mod snapshot;
 
-impl Snapshot {
-    /// The entry of `trust_domain`, if stored.
-    pub fn get(&self, trust_domain: &TrustDomain) -> Option<&Entry> {
-        self.domains.get(trust_domain)
-    }
-}
+pub use self::snapshot::{Entry, Snapshot};
+use self::snapshot::{entry, load_entry, parse_record, whole_seconds, with_warnings};
 
-/// One trust domain's current bundle, ready to serve.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// The parsed bundle.
-    pub bundle: Arc<Bundle>,
-    /// The canonical document, pre-serialised: what the bundle endpoint serves.
-    pub json: Bytes,
-    /// SHA-256 of `json`, lower-case hex.
-    pub digest: String,
-    /// `spiffe_sequence`, if any.
-    pub sequence: Option<u64>,
-    /// Where it came from.
-    pub source: Source,
-    /// When it was accepted (whole seconds, as stored).
-    pub accepted_at: OffsetDateTime,
-    /// The global revision at which it was accepted.
-    pub revision: u64,
-}
+/// Counter of refused bundles, by trust domain and [`PolicyError::code`].
+pub const REJECTIONS_METRIC: &str = "fedgw_bundle_rejections_total";
+
+/// Counter of warnings on accepted bundles, by trust domain and warning code.
+pub const WARNINGS_METRIC: &str = "fedgw_bundle_warnings_total";
 
 /// What a submission did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +113,7 @@ pub struct TrustStore {
 struct Inner {
     store: Store,
     settings: PolicySettings,
+    metrics: Metrics,
     snapshot: ArcSwap<Snapshot>,
     statuses: ArcSwap<BTreeMap<TrustDomain, RelationshipStatus>>,
     feed: watch::Sender<u64>,
@@ -152,11 +136,12 @@ impl TrustStore {
         let (store, snapshot, statuses) = run_blocking("open", move || {
             let store = Store::open(&path)?;
             let revision = store.revision()?;
-            let domains = store
+            let mut domains = store
                 .bundles()?
                 .into_iter()
                 .map(|record| Ok((record.trust_domain.clone(), load_entry(record)?)))
                 .collect::<Result<_, StoreError>>()?;
+            with_warnings(&mut domains);
             let statuses = store.statuses()?.into_iter().collect();
             Ok((store, Snapshot { revision, domains }, statuses))
         })
@@ -166,6 +151,7 @@ impl TrustStore {
             inner: Arc::new(Inner {
                 store,
                 settings,
+                metrics: Metrics::new(),
                 snapshot: ArcSwap::from_pointee(snapshot),
                 statuses: ArcSwap::from_pointee(statuses),
                 feed,
@@ -177,6 +163,12 @@ impl TrustStore {
     /// The current view; lock-free, never waits for a writer.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.snapshot.load_full()
+    }
+
+    /// The registry the trust store counts refusals and warnings in; the gateway
+    /// serves it on the admin API's `/metrics` and records its other series in it.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The change feed: the global revision, updated after each durable change.
@@ -213,7 +205,9 @@ impl TrustStore {
             action: AuditAction::Accept,
             detail: describe(&warnings),
         };
-        let revision = self.commit(guard, candidate, source, now, note).await?;
+        let revision = self
+            .commit(guard, candidate, source, now, note, warnings.clone())
+            .await?;
         Ok(Outcome::Accepted { revision, warnings })
     }
 
@@ -310,7 +304,9 @@ impl TrustStore {
             action: AuditAction::Rollback,
             detail,
         };
-        let new_revision = self.commit(guard, bundle, source, now, note).await?;
+        let new_revision = self
+            .commit(guard, bundle, source, now, note, warnings.clone())
+            .await?;
         Ok(Outcome::Accepted {
             revision: new_revision,
             warnings,
@@ -403,7 +399,44 @@ impl TrustStore {
         .await
     }
 
-    /// Policy against the current snapshot; call with the writer lock held.
+    /// The `spiffe_sequence` for a bundle of local domain `trust_domain` whose source
+    /// sets none (BUN-3, BUN-4): the stored one when the authorities are unchanged;
+    /// otherwise the next value of the persisted counter, and always above the stored
+    /// sequence (which a source that sets its own, e.g. SPIRE, may have put past the
+    /// counter). A bundle that has a sequence keeps it.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the counter cannot be made durable.
+    pub async fn number_local(
+        &self,
+        trust_domain: &TrustDomain,
+        bundle: &mut Bundle,
+    ) -> Result<(), StoreError> {
+        if bundle.sequence().is_some() {
+            return Ok(());
+        }
+        let current = self.snapshot();
+        let stored = current.get(trust_domain).map(|entry| &entry.bundle);
+        let same = stored
+            .filter(|stored| stored.same_authorities(bundle))
+            .and_then(|stored| stored.sequence());
+        let sequence = match same {
+            Some(sequence) => sequence,
+            None => {
+                let next = self.next_local_sequence(trust_domain).await?;
+                // The counter only knows the numbers it gave out; never go down.
+                match stored.and_then(|stored| stored.sequence()) {
+                    Some(stored) => next.max(stored.saturating_add(1)),
+                    None => next,
+                }
+            }
+        };
+        bundle.set_sequence(Some(sequence));
+        Ok(())
+    }
+
+    /// Policy against the current snapshot; call with the writer lock held. A refusal
+    /// is counted by trust domain and reason.
     fn evaluate(
         &self,
         expected: &TrustDomain,
@@ -416,14 +449,23 @@ impl TrustStore {
             bundle: &entry.bundle,
             source: &entry.source,
         });
-        policy::evaluate(
+        let decision = policy::evaluate(
             expected,
             current,
             candidate,
             source,
             &self.inner.settings,
             now,
-        )
+        );
+        if let Err(err) = &decision {
+            self.inner.metrics.inc(
+                REJECTIONS_METRIC,
+                "Bundles refused by policy, by trust domain and reason.",
+                &[("trust_domain", expected.as_str()), ("reason", err.code())],
+                1.0,
+            );
+        }
+        decision
     }
 
     /// Write, flush, then publish and announce, all on one blocking task that owns the
@@ -435,6 +477,7 @@ impl TrustStore {
         source: Source,
         now: OffsetDateTime,
         note: AuditNote,
+        policy_warnings: Vec<Warning>,
     ) -> Result<u64, StoreError> {
         let inner = Arc::clone(&self.inner);
         run_blocking("submit", move || {
@@ -461,8 +504,9 @@ impl TrustStore {
             );
             let entry = entry(Arc::new(bundle), record, accepted_at);
             inner.publish(revision, |domains| {
-                domains.insert(td, entry);
+                domains.insert(td.clone(), entry);
             });
+            inner.report_warnings(&td, &policy_warnings);
             Ok(revision)
         })
         .await
@@ -497,9 +541,32 @@ impl Inner {
     fn publish(&self, revision: u64, change: impl FnOnce(&mut BTreeMap<TrustDomain, Entry>)) {
         let mut domains = self.snapshot.load().domains.clone();
         change(&mut domains);
+        with_warnings(&mut domains);
         self.snapshot
             .store(Arc::new(Snapshot { revision, domains }));
         self.feed.send_replace(revision);
+    }
+
+    /// Log and count what is odd about the bundle just accepted for `td`: the
+    /// policy's warnings on the submission and the stored bundle's own warnings.
+    fn report_warnings(&self, td: &TrustDomain, policy_warnings: &[Warning]) {
+        let snapshot = self.snapshot.load();
+        let stored = snapshot
+            .get(td)
+            .map_or(&[][..], |entry| &entry.warnings[..]);
+        let all = policy_warnings
+            .iter()
+            .map(|w| (w.code(), w.to_string()))
+            .chain(stored.iter().map(|w| (w.code(), w.to_string())));
+        for (code, message) in all {
+            tracing::warn!(trust_domain = %td, warning = code, "accepted bundle: {message}");
+            self.metrics.inc(
+                WARNINGS_METRIC,
+                "Warnings on accepted bundles, by trust domain and warning.",
+                &[("trust_domain", td.as_str()), ("warning", code)],
+                1.0,
+            );
+        }
     }
 
     fn replace_statuses(
@@ -532,45 +599,6 @@ async fn run_blocking<T: Send + 'static>(
         .map_err(|source| StoreError::Blocking { operation, source })?
 }
 
-/// Re-parse a stored document under its trust domain.
-fn parse_record(record: &BundleRecord) -> Result<Bundle, StoreError> {
-    Bundle::parse(&record.trust_domain, &record.document)
-        .map(|parsed| parsed.bundle)
-        .map_err(|source| StoreError::InvalidDocument {
-            trust_domain: record.trust_domain.clone(),
-            revision: record.revision,
-            source,
-        })
-}
-
-/// A snapshot entry for a stored record, re-parsing its document.
-fn load_entry(record: BundleRecord) -> Result<Entry, StoreError> {
-    let bundle = parse_record(&record)?;
-    let accepted_at = whole_seconds(&record.trust_domain, record.accepted_at)?;
-    Ok(entry(Arc::new(bundle), record, accepted_at))
-}
-
-fn entry(bundle: Arc<Bundle>, record: BundleRecord, accepted_at: OffsetDateTime) -> Entry {
-    Entry {
-        bundle,
-        json: Bytes::from(record.document),
-        digest: record.digest,
-        sequence: record.sequence,
-        source: record.source,
-        accepted_at,
-        revision: record.revision,
-    }
-}
-
-/// `accepted_at` as stored (Unix seconds) back to a date.
-fn whole_seconds(trust_domain: &TrustDomain, unix: i64) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp(unix).map_err(|_| StoreError::InvalidTimestamp {
-        keyspace: Keyspace::Bundles,
-        key: trust_domain.to_string(),
-        value: unix,
-    })
-}
-
 fn describe(warnings: &[Warning]) -> String {
     warnings
         .iter()
@@ -588,7 +616,8 @@ mod tests {
     use time::Duration;
 
     use super::*;
-    use crate::policy::testing::{bundle, now, td, with_sequence};
+    use crate::policy::BundleWarning;
+    use crate::policy::testing::{bundle, ca_with_key, now, td, with_sequence};
 
     fn fetched() -> Source {
         let url: url::Url = "https://peer.example/bundle".parse().unwrap();
@@ -916,6 +945,103 @@ mod tests {
         drop(store);
         let store = open(&dir).await;
         assert_eq!(store.next_local_sequence(&local).await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn sto_2_refusals_are_counted_by_trust_domain_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let east = td("east.example");
+        accept(&store, &bundle(&east, Some(5))).await;
+        let count = |reason: &'static str| {
+            store.metrics().value(
+                REJECTIONS_METRIC,
+                &[("trust_domain", "east.example"), ("reason", reason)],
+            )
+        };
+        assert_eq!(count("sequence_regression"), None);
+        for _ in 0..2 {
+            store
+                .submit(&east, bundle(&east, Some(4)), fetched(), now())
+                .await
+                .unwrap_err();
+        }
+        let other = bundle(&td("west.example"), Some(9));
+        store
+            .submit(&east, other, fetched(), now())
+            .await
+            .unwrap_err();
+        assert_eq!(count("sequence_regression"), Some(2.0));
+        assert_eq!(count("trust_domain_mismatch"), Some(1.0));
+        let text = store.metrics().render();
+        assert!(
+            text.contains("# TYPE fedgw_bundle_rejections_total counter"),
+            "{text}"
+        );
+    }
+
+    fn codes(store: &TrustStore, td: &TrustDomain) -> Vec<&'static str> {
+        let snapshot = store.snapshot();
+        let entry = snapshot.get(td).unwrap();
+        entry.warnings.iter().map(BundleWarning::code).collect()
+    }
+
+    #[tokio::test]
+    async fn sec_7_shared_key_is_warned_on_both_entries_logged_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let (a, b) = (td("a.example"), td("b.example"));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let year = now() + Duration::days(365);
+        let mut in_a = Bundle::new(a.clone());
+        in_a.add_x509_authority(ca_with_key(&key, Some(&a), year));
+        let mut in_b = Bundle::new(b.clone());
+        in_b.add_x509_authority(ca_with_key(&key, Some(&b), year));
+        accept(&store, &in_a).await;
+        assert!(store.snapshot().get(&a).unwrap().warnings.is_empty());
+
+        let outcome = store.submit(&b, in_b, fetched(), now()).await.unwrap();
+        assert!(matches!(outcome, Outcome::Accepted { .. }), "not a refusal");
+        assert_eq!(codes(&store, &a), ["shared_ca_key"]);
+        assert_eq!(codes(&store, &b), ["shared_ca_key"]);
+        let counted = store.metrics().value(
+            WARNINGS_METRIC,
+            &[("trust_domain", "b.example"), ("warning", "shared_ca_key")],
+        );
+        assert_eq!(counted, Some(1.0));
+        drop(store);
+
+        // Recomputed from what is stored: after a restart, and when b goes.
+        let store = open(&dir).await;
+        assert_eq!(codes(&store, &a), ["shared_ca_key"]);
+        store.remove(&b, "alice", now()).await.unwrap();
+        assert!(store.snapshot().get(&a).unwrap().warnings.is_empty());
+    }
+
+    #[tokio::test]
+    async fn bun_3_local_bundle_without_a_sequence_is_numbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let local = td("local.example");
+        let mut first = bundle(&local, None);
+        store.number_local(&local, &mut first).await.unwrap();
+        assert_eq!(first.sequence(), Some(1));
+        accept(&store, &first).await;
+        // Same authorities: the same number (no churn); new ones: a higher number.
+        let mut again = with_sequence(&first, None);
+        store.number_local(&local, &mut again).await.unwrap();
+        assert_eq!(again.sequence(), Some(1));
+        let mut changed = bundle(&local, None);
+        store.number_local(&local, &mut changed).await.unwrap();
+        assert_eq!(changed.sequence(), Some(2));
+        // Above a stored sequence the source set itself, and never replacing one.
+        accept(&store, &with_sequence(&changed, Some(100))).await;
+        let mut after = bundle(&local, None);
+        store.number_local(&local, &mut after).await.unwrap();
+        assert_eq!(after.sequence(), Some(101));
+        let mut explicit = bundle(&local, Some(7));
+        store.number_local(&local, &mut explicit).await.unwrap();
+        assert_eq!(explicit.sequence(), Some(7));
     }
 
     /// Set only for the child process of `sto_1_acknowledged_changes_survive_abort`.

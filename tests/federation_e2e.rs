@@ -134,6 +134,32 @@ fn document(bundle: &Bundle, sequence: u64) -> Bytes {
     Bytes::from(bundle.to_json())
 }
 
+/// Re-issue `gw`'s endpoint SVID from `ca` (files in `dir`) and wait until its
+/// `https_spiffe` endpoint presents it (its TLS files are checked every 5 s).
+async fn reissue_svid(gw: &Gateway, ca: &TestCa, dir: &Path) {
+    let name = gw.trust_domain.as_str();
+    let ca_cert = dir.join(format!("{name}-next-ca.pem"));
+    let ca_key = dir.join(format!("{name}-next-ca.key"));
+    ca.write(&ca_cert, &ca_key);
+    let paths = DevPkiPaths {
+        ca_cert,
+        ca_key,
+        ..gw.pki.clone()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let (svid, key) = dev_pki::issue_svid(&paths, &gw.endpoint_id, now).unwrap();
+    write_atomically(&gw.pki.svid_key, key.as_bytes());
+    write_atomically(&gw.pki.svid, svid.as_bytes());
+    let only_ca = bundle_of(&gw.trust_domain, &[ca]);
+    let what = format!("{name} to present its SVID from the new CA");
+    wait_until(DEADLINE, &what, || async {
+        gw.fetch_spiffe("/", &gw.trust_domain, &only_ca)
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
 fn write_ca_pem(dir: &Path, name: &str, ca: &TestCa) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, &ca.cert_pem).unwrap();
@@ -189,29 +215,7 @@ async fn spf_7_spf_4_rotation_reaches_every_peer() {
     assert_eq!(at_east.sequence(), at_west.sequence());
 
     // 2. The endpoint's SVID now chains only to CA2.
-    let ca2_cert = mesh.dir.path().join("edge-ca2.pem");
-    let ca2_key = mesh.dir.path().join("edge-ca2.key");
-    ca2.write(&ca2_cert, &ca2_key);
-    let ca2_paths = DevPkiPaths {
-        ca_cert: ca2_cert,
-        ca_key: ca2_key,
-        ..mesh.edge.pki.clone()
-    };
-    let (svid, key) = dev_pki::issue_svid(
-        &ca2_paths,
-        &mesh.edge.endpoint_id,
-        time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
-    write_atomically(&mesh.edge.pki.svid_key, key.as_bytes());
-    write_atomically(&mesh.edge.pki.svid, svid.as_bytes());
-    wait_until(DEADLINE, "edge to present its CA2 SVID", || async {
-        mesh.edge
-            .fetch_spiffe("/", &edge_td, &rotated)
-            .await
-            .is_ok()
-    })
-    .await;
+    reissue_svid(&mesh.edge, &ca2, mesh.dir.path()).await;
     let pinned = mesh
         .edge
         .fetch_spiffe("/", &edge_td, &bootstrap)
@@ -349,6 +353,11 @@ async fn sto_2_rolled_back_sequence_is_refused() {
         "the refusals are logged:\n{}",
         gw.log_text()
     );
+    // ... and counted under their reason.
+    let regressions =
+        r#"fedgw_bundle_rejections_total{reason="sequence_regression",trust_domain="stale.test"}"#;
+    let counted = gw.metric(regressions).await;
+    assert!(counted >= Some(3.0), "{regressions} = {counted:?}");
 
     // The relationship is not stuck: a genuinely newer bundle is taken.
     server.set(Answer::Fixed(document(&four, 6)));
@@ -560,4 +569,564 @@ async fn srv_8_python_checks_the_spiffe_endpoint_svid() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The entry of `td` in `fedgw status --json` at `gw`.
+fn domain_status(gw: &Gateway, td: &TrustDomain) -> serde_json::Value {
+    let status = cli_status(gw);
+    status["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["trust_domain"] == td.as_str())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{td} missing from the status of {}: {status}",
+                gw.trust_domain
+            )
+        })
+}
+
+/// SPF-5, SPF-8 (non-self-serving `https_spiffe` endpoints), and SPF-3 with a PEM
+/// bootstrap bundle. Gateway C fetches domain A over `https_spiffe` (bootstrapped
+/// with A's CA as PEM) and relays it at `/relay/a.test` on its own `https_spiffe`
+/// listener, with C's own SVID: for A, `https://C/relay/a.test` with endpoint ID
+/// `spiffe://c.test/…` is a non-self-serving endpoint. Gateway X federates with A
+/// through that URL, with no bootstrap bundle:
+/// 1. SPF-5: X holds no bundle of c.test, so A is `awaiting_bootstrap` and its error
+///    names c.test; nothing is fetched.
+/// 2. X also federates with C (over `https_web`; added to its configuration, then a
+///    restart): A is fetched, authenticated with the c.test bundle X fetched.
+/// 3. SPF-8: C rotates its CA (bundle {CA1, CA2}, SVID from CA2, then bundle {CA2}); X
+///    picks each version up through its C relationship, and a later change at A
+///    still reaches X, which can only happen by authenticating C's CA2 SVID with the
+///    latest c.test bundle it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spf_5_spf_8_non_self_serving_endpoint_uses_its_domain_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = GatewayBuilder::new(dir.path(), "a.test").spiffe();
+    let mut c = GatewayBuilder::new(dir.path(), "c.test").web().spiffe();
+    let mut x = GatewayBuilder::new(dir.path(), "x.test").web();
+    c.relationship(&format!(
+        "[[federation]]\ntrust_domain = \"a.test\"\nurl = \"{url}\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"{id}\"\nbootstrap_bundle = {pem:?}\nbootstrap_format = \"pem\"\nproxy = \"off\"\n",
+        url = a.spiffe_url("/"),
+        id = a.endpoint_id(),
+        pem = a.pki().ca_cert.display().to_string(),
+    ));
+    x.relationship(&format!(
+        "[[federation]]\ntrust_domain = \"a.test\"\nurl = \"{url}\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"{id}\"\nproxy = \"off\"\n",
+        url = c.spiffe_url("/relay/a.test"),
+        id = c.endpoint_id(),
+    ));
+    let (a, c, mut x) = tokio::join!(a.start(), c.start(), x.start());
+    let (a_td, c_td) = (a.trust_domain.clone(), c.trust_domain.clone());
+    // SPF-3 (PEM): C fetched A, starting from A's CA in PEM.
+    relays_peer(&c, &a).await;
+
+    // 1. SPF-5: no bundle of c.test at X, so no fetch of A.
+    let waiting = wait_for(DEADLINE, "a.test to await c.test's bundle at x", || async {
+        let status = domain_status(&x, &a_td);
+        status["last_error"]["message"]
+            .is_string()
+            .then_some(status)
+    })
+    .await;
+    assert_eq!(waiting["state"], "awaiting_bootstrap", "{waiting}");
+    let message = waiting["last_error"]["message"].as_str().unwrap();
+    assert!(message.contains("c.test"), "{message}");
+    assert!(x.relay(&a_td).await.unwrap_err().contains("404"));
+    assert!(x.log_lines_with(&["bundle fetch not attempted", "trust_domain=a.test"]) >= 1);
+    assert_eq!(
+        x.log_lines_with(&["bundle fetch failed", "trust_domain=a.test"]),
+        0,
+        "no connection is attempted without the endpoint's trust domain bundle"
+    );
+
+    // 2. X federates with C too; A is fetched through C.
+    x.append_config(&format!(
+        "[[federation]]\ntrust_domain = \"c.test\"\nurl = \"{url}\"\nprofile = \"https_web\"\nextra_ca_roots = {ca:?}\nproxy = \"off\"\n",
+        url = c.web_url("/"),
+        ca = c.pki.web_ca_cert.display().to_string(),
+    ));
+    x.restart().await;
+    let c_first = relays_peer(&x, &c).await;
+    let a_first = relays_peer(&x, &a).await;
+    assert_eq!(domain_status(&x, &a_td)["state"], "healthy");
+
+    // 3. SPF-8: C rotates; its new bundle reaches X through the C relationship.
+    let ca2 = TestCa::spiffe("c.test");
+    let both = with_ca(&c_first, &ca2);
+    c.write_local_bundle(&both);
+    let c_both = relays_exactly(&x, &c_td, &both, c_first.sequence()).await;
+    reissue_svid(&c, &ca2, dir.path()).await;
+    let only_ca2 = bundle_of(&c_td, &[&ca2]);
+    c.write_local_bundle(&only_ca2);
+    relays_exactly(&x, &c_td, &only_ca2, c_both.sequence()).await;
+    let pinned = c.fetch_spiffe("/relay/a.test", &a_td, &c_first).await;
+    assert!(pinned.is_err(), "C must now present its CA2 SVID");
+    // A changes; X gets it from C, authenticated with c.test's latest bundle {CA2}.
+    let a_next = with_ca(&a_first, &TestCa::spiffe("a.test"));
+    a.write_local_bundle(&a_next);
+    relays_exactly(&c, &a_td, &a_next, a_first.sequence()).await;
+    relays_exactly(&x, &a_td, &a_next, a_first.sequence()).await;
+}
+
+/// ROT-3 and ROT-4 at a real gateway. A new key at the local source appears on the
+/// endpoint within the source's check interval (polled with a deadline); a key
+/// removed at the local source, or at a foreign endpoint, is removed from what the
+/// gateway serves or relays; and the gateway never prunes by itself: a CA that has
+/// expired but is still published upstream stays, across many polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rot_3_rot_4_changes_are_mirrored_and_nothing_is_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = td("up.test");
+    let (ca1, ca2) = (TestCa::spiffe("up.test"), TestCa::spiffe("up.test"));
+    let up_expired = TestCa::spiffe_expired("up.test");
+    let published = bundle_of(&up, &[&ca1, &ca2, &up_expired]);
+    let web_ca = TestCa::web("up.test");
+    let server = BundleServer::start(&web_ca, Answer::Fixed(document(&published, 1))).await;
+    let mut builder = GatewayBuilder::new(dir.path(), "east.test").web();
+    let ca_path = write_ca_pem(dir.path(), "up-web-ca.pem", &web_ca);
+    builder.federate_web("up.test", &server.url(), &ca_path);
+    let gw = builder.start().await;
+    let east = gw.trust_domain.clone();
+    let first = gw.local_bundle().await.unwrap();
+
+    // ROT-3: a new key (and an expired one) at the local source is served.
+    let (new_key, expired) = (
+        TestCa::spiffe("east.test"),
+        TestCa::spiffe_expired("east.test"),
+    );
+    let grown = with_ca(&with_ca(&first, &new_key), &expired);
+    gw.write_local_bundle(&grown);
+    let what = "the new local key on the endpoint";
+    let served = wait_for(DEADLINE, what, || async {
+        let served = gw.local_bundle().await.ok()?;
+        (authorities(&served) == authorities(&grown)).then_some(served)
+    })
+    .await;
+    // ROT-4: a key removed at the source goes; the expired one still published stays.
+    let shrunk = with_ca(&first, &expired);
+    gw.write_local_bundle(&shrunk);
+    let what = "the removal at the local source on the endpoint";
+    wait_until(DEADLINE, what, || async {
+        gw.local_bundle().await.is_ok_and(|now| {
+            authorities(&now) == authorities(&shrunk) && now.sequence() > served.sequence()
+        })
+    })
+    .await;
+
+    // The relay mirrors a removal upstream and keeps the expired CA.
+    let relayed = relays_exactly(&gw, &up, &published, None).await;
+    let removed = bundle_of(&up, &[&ca2, &up_expired]);
+    server.set(Answer::Fixed(document(&removed, 2)));
+    relays_exactly(&gw, &up, &removed, relayed.sequence()).await;
+    let polls = server.requests();
+    wait_until(DEADLINE, "four more polls of up.test", || async {
+        server.requests() >= polls + 4
+    })
+    .await;
+    assert_eq!(
+        authorities(&gw.relay(&up).await.unwrap()),
+        authorities(&removed)
+    );
+    assert_eq!(
+        authorities(&gw.local_bundle().await.unwrap()),
+        authorities(&shrunk)
+    );
+    assert_eq!(gw.local_bundle().await.unwrap().trust_domain(), &east);
+}
+
+/// RDR-4 and EXT-8. A relationship's URL answers 308 (permanent) to another
+/// endpoint. Every poll starts at the configured URL again, also after a restart
+/// (nothing about the redirect is kept); each fetch is logged with the configured
+/// URL, the final URL, the peer, the sequence and the outcome, a failed one too; the
+/// stored bundle's history names both URLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rdr_4_ext_8_redirects_are_logged_and_never_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let moved = td("moved.test");
+    let bundle = bundle_of(&moved, &[&TestCa::spiffe("moved.test")]);
+    let web_ca = TestCa::web("moved.test");
+    let target = BundleServer::start(&web_ca, Answer::Fixed(document(&bundle, 3))).await;
+    let redirect = Answer::Redirect {
+        status: 308,
+        location: target.url(),
+    };
+    let configured = BundleServer::start(&web_ca, redirect).await;
+    let mut builder = GatewayBuilder::new(dir.path(), "east.test").web();
+    let ca_path = write_ca_pem(dir.path(), "moved-web-ca.pem", &web_ca);
+    builder.federate_web("moved.test", &configured.url(), &ca_path);
+    let mut gw = builder.start().await;
+    relays_exactly(&gw, &moved, &bundle, Some(2)).await;
+
+    // Every poll goes to the configured URL first: the target is never asked more
+    // often than the configured URL (each count is taken before answering).
+    for round in ["before", "after"] {
+        let (c0, t0) = (configured.requests(), target.requests());
+        wait_until(DEADLINE, "three more redirected polls", || async {
+            configured.requests() >= c0 + 3 && target.requests() >= t0 + 3
+        })
+        .await;
+        // Target first: a poll between the two reads can only raise the second.
+        let t = target.requests();
+        let c = configured.requests();
+        assert!(
+            c >= t,
+            "{round} restart: {t} fetches at the target, {c} at the configured URL"
+        );
+        if round == "before" {
+            gw.restart().await;
+        }
+    }
+
+    // EXT-8: the log says where, who, what and how it went.
+    let fetched = [
+        "bundle fetched",
+        "trust_domain=moved.test",
+        &format!("url=\"{}\"", configured.url()),
+        &format!("final_url=\"{}\"", target.url()),
+        "peer=\"127.0.0.1\"",
+        "sequence=3",
+    ];
+    assert!(gw.log_lines_with(&[&fetched[..], &["outcome=\"accepted\""]].concat()) >= 1);
+    assert!(gw.log_lines_with(&[&fetched[..], &["outcome=\"unchanged\""]].concat()) >= 3);
+    target.set(Answer::Unavailable);
+    let url = format!("url=\"{}\"", configured.url());
+    let failed = [
+        "bundle fetch failed",
+        "trust_domain=moved.test",
+        &url,
+        "outcome=\"failed\"",
+        "503",
+    ];
+    wait_until(DEADLINE, "a failed fetch in the log", || async {
+        gw.log_lines_with(&failed) >= 1
+    })
+    .await;
+    // The stored version records both URLs.
+    let history = gw.admin_json("/v1/bundles/moved.test/history").await;
+    let source = history["history"][0]["source"].as_str().unwrap();
+    assert_eq!(
+        source,
+        format!(
+            "fetched from {} (redirected to {})",
+            configured.url(),
+            target.url()
+        )
+    );
+}
+
+/// SRV-1, SRV-9 and SRV-10 at a real gateway's bundle listener: an `Authorization`
+/// header changes nothing; the admin routes are not served there (404); and no
+/// answer is a redirect (unknown paths, trailing-slash and dot-segment variants, GET
+/// and HEAD, a POST): fedgw's endpoint offers no redirects (decision).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_1_srv_9_srv_10_bundle_listener_never_redirects_nor_serves_admin_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = lone_gateway(dir.path()).await;
+    let cases: &[(&str, &str, &str)] = &[
+        ("GET", "/", "200"),
+        ("HEAD", "/", "200"),
+        ("GET", "/?x=1", "200"),
+        ("POST", "/", "405"),
+        ("GET", "/v1/status", "404"),
+        ("GET", "/metrics", "404"),
+        ("GET", "/healthz", "404"),
+        ("GET", "/v1/bundles/interop.test", "404"),
+        ("GET", "/interop.test", "404"),
+        ("GET", "/interop.test/", "404"),
+        ("GET", "//", "404"),
+        ("GET", "/./", "404"),
+        ("GET", "/relay", "404"),
+        ("GET", "/relay/", "404"),
+        ("HEAD", "/relay/other.test", "404"),
+        ("GET", "/relay/other.test/", "404"),
+        ("HEAD", "/nothing/", "404"),
+    ];
+    for (method, path, expected) in cases {
+        let method_args: &[&str] = if *method == "HEAD" {
+            &["--head"]
+        } else {
+            &["-X", method]
+        };
+        let output = Command::new("curl")
+            .args([
+                "--silent",
+                "--show-error",
+                "--path-as-is",
+                "--output",
+                "/dev/null",
+            ])
+            .args(["--cacert"])
+            .arg(&gw.pki.web_ca_cert)
+            .args(method_args)
+            .args(["-H", "Authorization: Bearer not-checked-anywhere"])
+            .args(["--write-out", "%{http_code} %{redirect_url}"])
+            .arg(gw.web_url(path))
+            .output()
+            .expect("curl must be installed (./scripts/test.sh installs it)");
+        let written = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            written.trim_end(),
+            *expected,
+            "{method} {path}: no redirect, no Location"
+        );
+    }
+}
+
+/// STO-4 at a real gateway: an operator's bundle for a polled foreign domain is
+/// relayed at once, and the next successful fetch replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sto_4_operator_bundle_serves_at_once_until_the_next_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = td("peer.test");
+    let fetched = bundle_of(&peer, &[&TestCa::spiffe("peer.test")]);
+    let web_ca = TestCa::web("peer.test");
+    let server = BundleServer::start(&web_ca, Answer::Fixed(document(&fetched, 7))).await;
+    let mut builder = GatewayBuilder::new(dir.path(), "east.test").web();
+    let ca_path = write_ca_pem(dir.path(), "peer-web-ca.pem", &web_ca);
+    builder.federate_web("peer.test", &server.url(), &ca_path);
+    let gw = builder.start().await;
+    relays_exactly(&gw, &peer, &fetched, Some(6)).await;
+
+    // The endpoint is down, so only the operator's bundle can be relayed. A request
+    // after the switch means the poll before it (sequential) has finished.
+    server.set(Answer::Unavailable);
+    let polls = server.requests();
+    wait_until(DEADLINE, "a poll answered 503", || async {
+        server.requests() > polls
+    })
+    .await;
+    let operator = bundle_of(&peer, &[&TestCa::spiffe("peer.test")]);
+    put_bundle(&gw, &peer, &operator).await.unwrap();
+    let relayed = gw.relay(&peer).await.unwrap();
+    assert_eq!(
+        authorities(&relayed),
+        authorities(&operator),
+        "served at once"
+    );
+    assert_eq!(
+        relayed.sequence(),
+        None,
+        "the operator's document, as given"
+    );
+
+    server.set(Answer::Fixed(document(&fetched, 7)));
+    relays_exactly(&gw, &peer, &fetched, Some(6)).await;
+}
+
+/// `PUT /v1/bundles/<td>` of `bundle` as SPIFFE JSON through the admin socket.
+async fn put_bundle(
+    gw: &Gateway,
+    td: &TrustDomain,
+    bundle: &Bundle,
+) -> Result<fedgw::admin_client::Answer, fedgw::admin_client::ClientError> {
+    let body = fedgw::admin_client::Body::Raw {
+        content_type: "application/json",
+        bytes: bundle.to_json(),
+    };
+    let path = format!("/v1/bundles/{td}");
+    gw.admin()
+        .call(reqwest::Method::PUT, &path, Some(body))
+        .await
+}
+
+/// The warning codes `GET /v1/bundles` and `GET /v1/status` show for `td`, which
+/// must agree.
+async fn warning_codes(gw: &Gateway, td: &TrustDomain) -> Vec<String> {
+    let codes = |entry: &serde_json::Value| -> Vec<String> {
+        entry["warnings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no warnings member: {entry}"))
+            .iter()
+            .map(|w| w["code"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = gw.admin_json("/v1/bundles").await;
+    let listed = list["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["trust_domain"] == td.as_str())
+        .unwrap_or_else(|| panic!("{td} not listed: {list}"));
+    let status = domain_status(gw, td);
+    let shown = codes(&status);
+    let stored = codes(listed);
+    assert!(
+        shown.ends_with(&stored),
+        "status {shown:?}, bundles {stored:?}"
+    );
+    stored
+}
+
+/// SEC-7 and ID-16 through the admin API, and refusals counted by reason: an
+/// operator pushes, for copy.test, a bundle holding east.test's own CA. It is
+/// accepted (a warning, not a refusal); both bundles show the shared key and the copy
+/// shows a CA without `spiffe://copy.test`, in `GET /v1/bundles`, `GET /v1/status`
+/// and as `fedgw-warning` headers of `GET /v1/bundles/copy.test`; the log and
+/// `fedgw_bundle_warnings_total` count it. Bundles over `policy.max_authorities`, one
+/// pushed and one at the local source, are refused and counted in
+/// `fedgw_bundle_rejections_total` under their trust domain and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_7_id_16_warnings_are_shown_and_refusals_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::new(dir.path(), "east.test")
+        .web()
+        .extra_toml("[policy]\nmax_authorities = 2\n")
+        .start()
+        .await;
+    let (east, copy) = (gw.trust_domain.clone(), td("copy.test"));
+    let own = gw.local_bundle().await.unwrap();
+    let mut copied = Bundle::new(copy.clone());
+    for authority in own.x509_authorities() {
+        copied.add_x509_authority(authority.clone());
+    }
+    let answer = put_bundle(&gw, &copy, &copied).await.unwrap();
+    assert_eq!(answer.json.unwrap()["outcome"], "accepted");
+
+    assert_eq!(warning_codes(&gw, &east).await, ["shared_ca_key"]);
+    let mut codes = warning_codes(&gw, &copy).await;
+    codes.sort();
+    assert_eq!(codes, ["ca_without_trust_domain_id", "shared_ca_key"]);
+    let socket = gw.data_dir.join("admin.sock");
+    let headers = Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--dump-header",
+            "-",
+            "--output",
+            "/dev/null",
+        ])
+        .arg("--unix-socket")
+        .arg(&socket)
+        .arg("http://fedgw/v1/bundles/copy.test")
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&headers.stdout).to_lowercase();
+    assert!(
+        headers.contains("fedgw-warning: shared_ca_key: "),
+        "{headers}"
+    );
+    assert!(headers.contains("east.test"), "{headers}");
+    assert!(
+        headers.contains("fedgw-warning: ca_without_trust_domain_id: "),
+        "{headers}"
+    );
+    assert!(
+        gw.log_lines_with(&["accepted bundle", "trust_domain=copy.test", "shared_ca_key"]) >= 1
+    );
+    let shared = r#"fedgw_bundle_warnings_total{trust_domain="copy.test",warning="shared_ca_key"}"#;
+    assert_eq!(gw.metric(shared).await, Some(1.0));
+
+    // Refusals: pushed, then at the local source; nothing changes.
+    let three = |td: &TrustDomain| {
+        let cas: Vec<TestCa> = (0..3).map(|_| TestCa::spiffe(td.as_str())).collect();
+        bundle_of(td, &cas.iter().collect::<Vec<_>>())
+    };
+    let refused = put_bundle(&gw, &copy, &three(&copy)).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("too_many_authorities"),
+        "{refused}"
+    );
+    let pushed =
+        r#"fedgw_bundle_rejections_total{reason="too_many_authorities",trust_domain="copy.test"}"#;
+    assert_eq!(gw.metric(pushed).await, Some(1.0));
+    gw.write_local_bundle(&three(&east));
+    let local =
+        r#"fedgw_bundle_rejections_total{reason="too_many_authorities",trust_domain="east.test"}"#;
+    wait_until(DEADLINE, "the local refusal to be counted", || async {
+        gw.metric(local).await == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        authorities(&gw.local_bundle().await.unwrap()),
+        authorities(&own)
+    );
+}
+
+/// BUN-3 and SEC-6 for a local domain set through the admin API: a bundle pushed
+/// without `spiffe_sequence` is served with one (and a higher one after a change),
+/// with the configured refresh hint; a served hint above 24 h is a startup warning
+/// naming the key, and a warning on the domain in `GET /v1/status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bun_3_sec_6_pushed_local_bundle_is_numbered_and_long_hint_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::new(dir.path(), "east.test")
+        .web()
+        .extra_toml("[[local]]\ntrust_domain = \"pushed.test\"\nsource = { admin = true }\nrefresh_hint = \"2d\"\n")
+        .start()
+        .await;
+    let pushed = td("pushed.test");
+    assert!(gw.log_lines_with(&["configuration:", "key=local[1].refresh_hint", "172800s"]) == 1);
+    let status = domain_status(&gw, &pushed);
+    assert_eq!(
+        status["warnings"][0]["code"], "served_refresh_hint_too_long",
+        "{status}"
+    );
+
+    let mut sequences = Vec::new();
+    for _ in 0..2 {
+        let bundle = bundle_of(&pushed, &[&TestCa::spiffe("pushed.test")]);
+        assert_eq!(bundle.sequence(), None);
+        put_bundle(&gw, &pushed, &bundle).await.unwrap();
+        let served = gw.fetch("/pushed.test", &pushed).await.unwrap();
+        assert_eq!(authorities(&served), authorities(&bundle));
+        assert_eq!(served.refresh_hint(), Some(Duration::from_secs(172_800)));
+        sequences.push(
+            served
+                .sequence()
+                .expect("BUN-3: served with a spiffe_sequence"),
+        );
+    }
+    assert!(sequences[1] > sequences[0], "{sequences:?}");
+    // The file-sourced local domain is numbered too, and no hint warning there.
+    assert!(gw.local_bundle().await.unwrap().sequence().is_some());
+    let east = domain_status(&gw, &gw.trust_domain);
+    assert_eq!(east["warnings"], serde_json::json!([]), "{east}");
+}
+
+/// SPF-3: a bootstrap bundle that is not a bundle stops the gateway at startup, with
+/// an error naming the relationship, the `bootstrap_bundle` key, the file and the
+/// fault; nothing is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spf_3_garbage_bootstrap_bundle_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, b"{\"keys\": 42}").unwrap();
+    let config = dir.path().join("fedgw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[[federation]]\ntrust_domain = \"w.test\"\nurl = \"https://127.0.0.1:9/\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"spiffe://w.test/fedgw\"\nbootstrap_bundle = {garbage:?}\n",
+            data = dir.path().join("data").display().to_string(),
+            garbage = garbage.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_fedgw"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    for needle in ["w.test", "bootstrap_bundle", "garbage.json", "keys"] {
+        assert!(
+            error.contains(needle),
+            "{needle} missing from {error:?}\n{stderr}"
+        );
+    }
 }

@@ -6,14 +6,16 @@
 //! trust domain named in the path, never one read from the document, FED-7) and then
 //! policy inside [`TrustStore::submit`](crate::trust_store::TrustStore::submit). The
 //! trust store writes the audit record of every change it makes (who, old and new
-//! digest), so these handlers do not write a second one.
+//! digest) and counts every refusal, so these handlers do not do either again. A
+//! bundle pushed for a *local* domain is served like one from a local file: with the
+//! configured refresh hint, and numbered when it has no `spiffe_sequence` (BUN-3).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use spiffe_federation::bundle::{Ignored, Lint};
@@ -22,16 +24,19 @@ use time::OffsetDateTime;
 
 use super::domain_state;
 use super::error::ApiError;
-use super::routes_status::Role;
+use super::routes_status::{self, Role, WarningView};
 use super::{AdminState, trust_domain};
 use crate::config::Scope;
-use crate::policy::{PolicyError, Source, Warning};
+use crate::policy::{Source, Warning};
 use crate::trust_store::{Outcome, SubmitError};
 
 const JSON: &str = "application/json";
 const PEM: &str = "application/x-pem-file";
 /// Also accepted for PEM uploads (RFC 8555 §7.4.2).
 const PEM_CHAIN: &str = "application/pem-certificate-chain";
+/// One response header per warning on the bundle (`<code>: <message>`), so that the
+/// body stays exactly the served document.
+const WARNING_HEADER: &str = "fedgw-warning";
 
 /// `GET /v1/bundles`.
 pub(super) async fn list(
@@ -52,6 +57,7 @@ pub(super) async fn list(
             accepted_at: domain_state::rfc3339(entry.accepted_at),
             authorities: authority_count(&entry.bundle),
             revision: entry.revision,
+            warnings: routes_status::warnings(Some(entry), None),
         })
         .collect();
     Ok(Json(ListView {
@@ -78,11 +84,29 @@ pub(super) async fn show(
     }
     let snapshot = state.trust_store.snapshot();
     let entry = snapshot.get(&td).ok_or_else(|| no_bundle(&td))?;
-    Ok(if format == "pem" {
+    let mut response = if format == "pem" {
         ([(CONTENT_TYPE, PEM)], entry.bundle.to_pem()).into_response()
     } else {
         ([(CONTENT_TYPE, JSON)], entry.json.clone()).into_response()
-    })
+    };
+    for warning in &entry.warnings {
+        // Messages are built from certificate subjects; a byte a header cannot carry
+        // is replaced rather than dropping the warning.
+        let text: String = format!("{}: {warning}", warning.code())
+            .chars()
+            .map(|c| {
+                if c.is_ascii() && !c.is_ascii_control() {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(WARNING_HEADER, value);
+        }
+    }
+    Ok(response)
 }
 
 /// `PUT /v1/bundles/{td}`: an operator sets the bundle (STO-4); the override resets
@@ -96,7 +120,17 @@ pub(super) async fn put(
     let principal = state.access.authorize(&headers, Scope::Write)?;
     let td = trust_domain(&td)?;
     let body = body.map_err(|err| body_error(&err, state.max_document_bytes))?;
-    let parsed = parse(&td, &headers, &body, state.max_document_bytes)?;
+    let mut parsed = parse(&td, &headers, &body, state.max_document_bytes)?;
+    if let Some(local) = state.local.iter().find(|l| l.trust_domain == td) {
+        parsed
+            .bundle
+            .set_refresh_hint(Some(local.refresh_hint.duration()));
+        state
+            .trust_store
+            .number_local(&td, &mut parsed.bundle)
+            .await
+            .map_err(|err| ApiError::internal(&err))?;
+    }
     let source = Source::Operator {
         who: principal.audit_name(),
     };
@@ -215,6 +249,7 @@ struct BundleView {
     accepted_at: String,
     authorities: usize,
     revision: u64,
+    warnings: Vec<WarningView>,
 }
 
 /// The body of `GET /v1/bundles/{td}/history`.
@@ -367,22 +402,10 @@ fn bundle_error(err: BundleError) -> ApiError {
 
 fn submit_error(td: &TrustDomain, err: SubmitError) -> ApiError {
     match err {
-        SubmitError::Rejected(policy) => {
-            ApiError::conflict(policy_code(&policy), policy.to_string())
-        }
+        SubmitError::Rejected(policy) => ApiError::conflict(policy.code(), policy.to_string()),
         SubmitError::UnknownRevision { revision, .. } => {
             ApiError::not_found(format!("{td}: no stored version at revision {revision}"))
         }
         other => ApiError::internal(&other),
-    }
-}
-
-/// The stable code of each policy refusal (documented in docs/admin-api.md).
-fn policy_code(err: &PolicyError) -> &'static str {
-    match err {
-        PolicyError::TrustDomainMismatch { .. } => "trust_domain_mismatch",
-        PolicyError::SequenceRegression { .. } => "sequence_regression",
-        PolicyError::TooManyAuthorities { .. } => "too_many_authorities",
-        PolicyError::BootstrapOverStored { .. } => "bootstrap_over_stored",
     }
 }

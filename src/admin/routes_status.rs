@@ -1,5 +1,5 @@
 //! `GET /v1/status`: every local and foreign trust domain with its state, bundle age,
-//! soonest certificate expiry and fetch health.
+//! soonest certificate expiry, fetch health and warnings.
 //!
 //! Owns the status JSON shapes (also used by the relationship routes for their
 //! `status` member). The state rules themselves are pure functions in
@@ -17,9 +17,9 @@ use time::OffsetDateTime;
 use super::AdminState;
 use super::domain_state::{self, DomainState, ForeignFacts};
 use super::error::ApiError;
-use crate::config::{ProfileName, Relationship, Scope};
+use crate::config::{ProfileName, Relationship, Scope, Seconds};
 use crate::store::RelationshipStatus;
-use crate::trust_store::Snapshot;
+use crate::trust_store::{Entry, Snapshot};
 
 /// `GET /v1/status`.
 pub(super) async fn status(
@@ -48,6 +48,34 @@ struct DomainView {
     soonest_expiry: Option<String>,
     #[serde(flatten)]
     fetch: FetchStatus,
+    warnings: Vec<WarningView>,
+}
+
+/// A warning about a trust domain's stored bundle or its configuration, with a stable
+/// code (documented in docs/admin-api.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(super) struct WarningView {
+    code: &'static str,
+    message: String,
+}
+
+/// The warnings shown for a domain: its stored bundle's (ID-16, SEC-7) and, for a local
+/// domain, the lint on its served refresh hint (SEC-6).
+pub(super) fn warnings(entry: Option<&Entry>, served_hint: Option<Seconds>) -> Vec<WarningView> {
+    let hint = served_hint
+        .and_then(crate::config::served_hint_warning)
+        .map(|message| WarningView {
+            code: "served_refresh_hint_too_long",
+            message: format!("refresh_hint {message}"),
+        });
+    let stored = entry
+        .into_iter()
+        .flat_map(|e| &e.warnings)
+        .map(|w| WarningView {
+            code: w.code(),
+            message: w.to_string(),
+        });
+    hint.into_iter().chain(stored).collect()
 }
 
 /// Whether the gateway speaks for a domain or fetches it.
@@ -86,7 +114,9 @@ fn status_view(state: &AdminState, now: OffsetDateTime) -> StatusView {
         .map(|local| {
             let has_bundle = snapshot.get(&local.trust_domain).is_some();
             let fetch = FetchStatus::idle(domain_state::local_state(has_bundle));
-            domain_view(&snapshot, &local.trust_domain, Role::Local, fetch, now)
+            let mut view = domain_view(&snapshot, &local.trust_domain, Role::Local, fetch, now);
+            view.warnings = warnings(snapshot.get(&local.trust_domain), Some(local.refresh_hint));
+            view
         })
         .collect();
     let foreign: BTreeSet<&TrustDomain> = relationships
@@ -124,6 +154,7 @@ fn domain_view(
             .and_then(|e| domain_state::soonest_expiry(&e.bundle))
             .map(domain_state::rfc3339),
         fetch,
+        warnings: warnings(entry, None),
     }
 }
 

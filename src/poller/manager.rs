@@ -6,12 +6,28 @@
 //! A failed fetch never touches the stored bundle (FED §6.2). Deleting a relationship
 //! cancels its task (POLL-4). It does not own the wire (the library's endpoint client)
 //! or acceptance rules (policy).
+//!
+//! An `https_spiffe` endpoint is authenticated with the *current* stored bundle of
+//! its endpoint ID's trust domain, whichever source put it there: the relationship's
+//! own fetches (self-serving, SPF-7), another relationship or an operator
+//! (non-self-serving, SPF-5, SPF-8). Until that bundle exists no connection is made
+//! (SPF-2): the poll ends as `awaiting_bootstrap`, naming the missing trust domain,
+//! and the task polls again as soon as the bundle is stored rather than after its
+//! backoff.
+//!
+//! Every attempt is logged once (EXT-8), with the configured URL, the final URL after
+//! redirects, the authenticated peer, the fetched sequence and the outcome
+//! (`accepted`, `unchanged`, `rejected`, `failed`, `awaiting_bootstrap`); an accepted
+//! bundle is also stored with its URL, final URL and peer (`Source::Fetched`), and
+//! each poll's result is kept as the relationship's status. Redirects are followed
+//! for one fetch only: the next poll starts at the configured URL again (RDR-4).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use spiffe_federation::TrustDomain;
+use spiffe_federation::endpoint::EndpointUrl;
 use spiffe_federation::endpoint::client::{
     FetchError, FetchRequest, Fetcher, PeerIdentity, ServerAuth,
 };
@@ -165,6 +181,9 @@ async fn run(
         let next = now + wait;
         report.next_attempt = rfc3339(next);
         record(&ctx, &relationship, &report, succeeded, now, next).await;
+        let awaiting = (report.outcome == AWAITING_BOOTSTRAP)
+            .then(|| relationship.endpoint_trust_domain())
+            .flatten();
         if let Some(reply) = reply.take() {
             // The caller may have given up waiting; the poll still counted.
             let _ignored = reply.send(report);
@@ -172,10 +191,27 @@ async fn run(
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
+            () = bundle_stored(&ctx.trust_store, awaiting) => {}
             request = requests.recv() => match request {
                 Some(request) => reply = Some(request),
                 None => return,
             },
+        }
+    }
+}
+
+const AWAITING_BOOTSTRAP: &str = "awaiting_bootstrap";
+
+/// Resolves once a bundle of `trust_domain` is stored; never when `None` (or when the
+/// trust store goes away).
+async fn bundle_stored(trust_store: &TrustStore, trust_domain: Option<&TrustDomain>) {
+    let Some(td) = trust_domain else {
+        return std::future::pending().await;
+    };
+    let mut changes = trust_store.subscribe();
+    while trust_store.snapshot().get(td).is_none() {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }
@@ -200,13 +236,15 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
     }) {
         Ok(auth) => auth,
         Err(err @ FetchError::NoEndpointBundle { .. }) => {
-            // SPF-2: never fetch over an unauthenticated connection.
-            report.outcome = "awaiting_bootstrap";
+            // SPF-2, SPF-5: never fetch over an unauthenticated connection.
+            report.outcome = AWAITING_BOOTSTRAP;
             report.error = Some(err.to_string());
+            log_attempt(&report, None);
             return report;
         }
         Err(err) => {
             report.error = Some(err.to_string());
+            log_attempt(&report, None);
             return report;
         }
     };
@@ -218,11 +256,17 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
             limits: &rel.limits,
             proxy: &rel.proxy,
         };
+        // Each attempt starts from the report's empty fetch fields: a mirror's
+        // failure must not show the previous mirror's final URL or peer.
+        report.final_url = None;
+        report.peer = None;
+        report.sequence = None;
         let fetched = match ctx.fetcher.fetch(&request).await {
             Ok(fetched) => fetched,
             Err(err) => {
-                tracing::warn!(trust_domain = %td, url = %url.as_url(), error = %err, "bundle fetch failed");
+                report.outcome = "failed";
                 report.error = Some(err.to_string());
+                log_attempt(&report, Some(url));
                 continue;
             }
         };
@@ -253,32 +297,59 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
                     Outcome::Accepted { revision, .. } => ("accepted", Some(revision)),
                     Outcome::Unchanged => ("unchanged", None),
                 };
-                // EXT-8: every fetch is logged with where, who and what.
-                tracing::info!(
-                    trust_domain = %td, url = %url.as_url(), final_url = %fetched.final_url,
-                    redirects = fetched.redirects.len(), %peer, ?sequence, outcome = name,
-                    "bundle fetched"
-                );
                 report.outcome = name;
                 report.revision = revision;
                 report.error = None;
+                log_attempt(&report, Some(url));
                 return report;
             }
             Err(SubmitError::Rejected(err)) => {
                 // A stale mirror (STO-2) or another policy refusal: try the next URL.
-                tracing::warn!(trust_domain = %td, url = %url.as_url(), error = %err, "fetched bundle rejected");
                 report.outcome = "rejected";
                 report.error = Some(err.to_string());
+                log_attempt(&report, Some(url));
             }
             Err(err) => {
-                tracing::error!(trust_domain = %td, error = %err, "storing a fetched bundle failed");
+                // Fetched but not made durable: logged once, as this attempt's outcome.
                 report.outcome = "failed";
-                report.error = Some(err.to_string());
+                report.error = Some(format!("storing the fetched bundle failed: {err}"));
+                log_attempt(&report, Some(url));
                 return report;
             }
         }
     }
     report
+}
+
+/// EXT-8: one line per attempt, with the configured URL (`None` when no connection
+/// was made), the final URL, the peer, the sequence and the outcome; the message says
+/// what happened, so that each outcome can be found in the log by its words.
+fn log_attempt(report: &PollReport, url: Option<&EndpointUrl>) {
+    let td = &report.trust_domain;
+    let url = url.map(|u| u.as_url().as_str());
+    let (final_url, peer, sequence, outcome) = (
+        report.final_url.as_deref(),
+        report.peer.as_deref(),
+        report.sequence,
+        report.outcome,
+    );
+    let error = report.error.as_deref().unwrap_or_default();
+    match outcome {
+        "accepted" | "unchanged" => tracing::info!(
+            trust_domain = %td, url, final_url, peer, sequence, outcome, "bundle fetched"
+        ),
+        "rejected" => tracing::warn!(
+            trust_domain = %td, url, final_url, peer, sequence, outcome, error,
+            "fetched bundle rejected"
+        ),
+        AWAITING_BOOTSTRAP => tracing::warn!(
+            trust_domain = %td, outcome, error, "bundle fetch not attempted"
+        ),
+        _ => tracing::warn!(
+            trust_domain = %td, url, final_url, peer, sequence, outcome, error,
+            "bundle fetch failed"
+        ),
+    }
 }
 
 /// SPF-3/SPF-4: while no bundle of the endpoint's trust domain is stored, the

@@ -49,7 +49,7 @@ pub enum RelationshipError {
         path: PathBuf,
     },
     /// The bootstrap bundle is invalid.
-    #[error("relationship {trust_domain}: bootstrap bundle {path}: {source}")]
+    #[error("relationship {trust_domain}: bootstrap_bundle {path}: {source}")]
     Bootstrap {
         /// The relationship.
         trust_domain: TrustDomain,

@@ -63,8 +63,33 @@ impl TestCa {
         Self::make(&format!("{name} e2e web root"), None)
     }
 
+    /// A SPIFFE CA for `td` that expired a day ago (valid for the month before).
+    pub fn spiffe_expired(td: &str) -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        Self::make_valid(
+            &format!("{td} e2e expired SPIFFE CA"),
+            Some(&format!("spiffe://{td}")),
+            (
+                now - time::Duration::days(31),
+                now - time::Duration::days(1),
+            ),
+        )
+    }
+
     fn make(common_name: &str, uri: Option<&str>) -> Self {
         let now = time::OffsetDateTime::now_utc();
+        let validity = (
+            now - time::Duration::hours(1),
+            now + time::Duration::days(30),
+        );
+        Self::make_valid(common_name, uri, validity)
+    }
+
+    fn make_valid(
+        common_name: &str,
+        uri: Option<&str>,
+        (not_before, not_after): (time::OffsetDateTime, time::OffsetDateTime),
+    ) -> Self {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -72,8 +97,8 @@ impl TestCa {
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(30);
+        params.not_before = not_before;
+        params.not_after = not_after;
         if let Some(uri) = uri {
             params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
         }
@@ -132,6 +157,13 @@ pub enum Answer {
     Counting(Arc<dyn Fn(u64) -> Bytes + Send + Sync>),
     /// `503 Service Unavailable`: the endpoint is down.
     Unavailable,
+    /// A redirect (`status`, e.g. 302 or 308) to `location`.
+    Redirect {
+        /// The 3xx status.
+        status: u16,
+        /// The `Location` header.
+        location: String,
+    },
 }
 
 struct State {
@@ -227,6 +259,15 @@ fn respond(state: &State, _request: &Request<Incoming>) -> Response<Full<Bytes>>
     state.requests.fetch_add(1, Ordering::SeqCst);
     let answer = state.answer.lock().unwrap().clone();
     let (status, body) = match answer {
+        Answer::Redirect { status, location } => {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            response.headers_mut().insert(
+                hyper::header::LOCATION,
+                hyper::header::HeaderValue::from_str(&location).unwrap(),
+            );
+            return response;
+        }
         Answer::Fixed(body) => (StatusCode::OK, body),
         Answer::Counting(make) => {
             let n = state.counted.fetch_add(1, Ordering::SeqCst) + 1;

@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fedgw::admin_client::{AdminClient, AdminTarget};
 use fedgw::dev_pki::{self, DevPkiPaths};
+use reqwest::Method;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use spiffe_federation::endpoint::client::{FetchRequest, Fetcher, ServerAuth, SpiffeEndpoint};
@@ -192,6 +194,27 @@ impl GatewayBuilder {
     /// The development PKI files.
     pub fn pki(&self) -> &DevPkiPaths {
         &self.pki
+    }
+
+    /// The SPIFFE ID its `https_spiffe` endpoint presents.
+    pub fn endpoint_id(&self) -> &SpiffeId {
+        &self.endpoint_id
+    }
+
+    /// `https://127.0.0.1:<https_spiffe port><path>`.
+    ///
+    /// # Panics
+    /// If it has no `https_spiffe` listener.
+    pub fn spiffe_url(&self, path: &str) -> String {
+        let port = self.spiffe_port.expect("no https_spiffe listener");
+        format!("https://127.0.0.1:{port}{path}")
+    }
+
+    /// Add a `[[federation]]` table written by hand (e.g. without a bootstrap bundle,
+    /// or with a PEM one).
+    pub fn relationship(&mut self, toml: &str) -> &mut Self {
+        self.relationships.push(toml.to_owned());
+        self
     }
 
     /// Federate with a peer built by this harness.
@@ -360,6 +383,46 @@ impl Gateway {
     /// The configuration file.
     pub fn config_path(&self) -> &Path {
         &self.config
+    }
+
+    /// Append `toml` to the configuration file; it takes effect at the next
+    /// [`Self::restart`].
+    pub fn append_config(&self, toml: &str) {
+        let mut file = OpenOptions::new().append(true).open(&self.config).unwrap();
+        writeln!(file, "\n{toml}").unwrap();
+    }
+
+    /// A client for its admin API (the unix socket in `data_dir`), as the CLI uses.
+    pub fn admin(&self) -> AdminClient {
+        let socket = self.data_dir.join("admin.sock");
+        AdminClient::new(&AdminTarget::Unix(socket), None).unwrap()
+    }
+
+    /// `GET path` on the admin API, as JSON.
+    ///
+    /// # Panics
+    /// If the call fails or the answer is not JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let answer = self.admin().call(Method::GET, path, None).await;
+        let answer = answer.unwrap_or_else(|err| panic!("GET {path}: {err}"));
+        answer
+            .json
+            .unwrap_or_else(|| panic!("GET {path}: not JSON: {:?}", answer.body))
+    }
+
+    /// The value of one series of the admin API's `/metrics`, e.g.
+    /// `fedgw_bundle_rejections_total{reason="…",trust_domain="…"}` (labels in the
+    /// order they are rendered: sorted by name); `None` when absent.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let answer = self
+            .admin()
+            .call(Method::GET, "/metrics", None)
+            .await
+            .ok()?;
+        let text = String::from_utf8(answer.body).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(|value| value.parse().unwrap())
     }
 
     /// Everything the process (every incarnation) wrote to stdout and stderr.

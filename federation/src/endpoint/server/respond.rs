@@ -112,13 +112,19 @@ impl ServedBundle {
 /// No header is required: `Authorization`, cookies and client certificates are never
 /// read (SRV-1).
 pub fn respond(parts: &request::Parts, bundle: Option<&ServedBundle>) -> Response<Bytes> {
+    let head = parts.method == Method::HEAD;
     let Some(bundle) = bundle else {
-        return json_error(
+        let mut response = json_error(
             StatusCode::NOT_FOUND,
             r#"{"error":"no bundle is served at this path"}"#,
         );
+        // A HEAD response never has a body (RFC 9110 §9.3.2); over HTTP/2 one would
+        // be a protocol error. The headers say what a GET would get.
+        if head {
+            *response.body_mut() = Bytes::new();
+        }
+        return response;
     };
-    let head = parts.method == Method::HEAD;
     if parts.method != Method::GET && !head {
         let mut response = json_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -275,6 +281,18 @@ mod tests {
         assert_eq!(
             response.headers()[CONTENT_LENGTH],
             bundle.json().len().to_string().as_str()
+        );
+    }
+
+    #[test]
+    fn head_of_an_unknown_path_is_404_without_body() {
+        let response = respond(&parts(Method::HEAD, None), None);
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(response.body().is_empty());
+        let get = respond(&parts(Method::GET, None), None);
+        assert_eq!(
+            response.headers()[CONTENT_LENGTH],
+            get.body().len().to_string().as_str()
         );
     }
 
