@@ -403,6 +403,12 @@ impl TrustStore {
         .await
     }
 
+    /// The database, for records that are not bundles (the relationship registry's
+    /// keyspace). Its calls block: run them with `spawn_blocking`.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
     /// Policy against the current snapshot; call with the writer lock held.
     fn evaluate(
         &self,
