@@ -161,7 +161,11 @@ fn parse_proxy(value: &str) -> Result<ProxyConfig, String> {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ProfileArg {
+    /// Server authenticated by Web PKI.
+    #[value(name = "https_web", alias = "https-web")]
     HttpsWeb,
+    /// Server authenticated by its X509-SVID.
+    #[value(name = "https_spiffe", alias = "https-spiffe")]
     HttpsSpiffe,
 }
 
