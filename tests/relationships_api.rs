@@ -571,7 +571,11 @@ async fn fed_4_put_replaces_an_api_relationship_and_restarts_its_poller() {
     let first = Fixture::start("fix.test").await;
     let second = Fixture::start("fix.test").await;
     gw.create(first.body()).await.unwrap();
-    first.polled(0, 1).await;
+    // Once stored, later polls of the same bundle change nothing.
+    wait_until(DEADLINE, "the first fixture's bundle stored", || async {
+        gw.has_bundle("fix.test")
+    })
+    .await;
 
     let before = gw.state().await;
     let put = |td: &str, body: Value| {

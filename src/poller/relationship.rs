@@ -1,7 +1,7 @@
 //! A federation relationship in the form the poller uses: URLs validated, profile
 //! resolved, extra roots and the bootstrap bundle parsed.
 //!
-//! Owns turning a [`config::Relationship`](crate::config::Relationship) and its
+//! Owns turning a [`config::Relationship`] and its
 //! [`Material`] into that form. The material is read from files named in the
 //! configuration ([`Relationship::from_config`], blocking: call from
 //! `spawn_blocking`) or sent inline through the admin API; both go through
