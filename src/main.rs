@@ -129,6 +129,7 @@ struct RelationshipFlags {
     #[arg(
         long = "trust-domain-bundle-format",
         value_enum,
+        value_name = "FORMAT",
         default_value = "spiffe",
         requires = "bundle_path"
     )]

@@ -29,7 +29,8 @@ use bytes::Bytes;
 use fedgw::admin::auth::sha256_hex;
 use fedgw::admin::listen::BoundAddr;
 use fedgw::admin_client::{AdminClient, AdminTarget, Answer as Reply, Body, ClientError};
-use fedgw::config::Config;
+use fedgw::cli;
+use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig};
 use fedgw::gateway::{GatewayError, Running};
 use fedgw::shutdown::Ended;
 use fedgw::store::{AuditAction, AuditRecord, RelationshipRecord, StoreError};
@@ -992,5 +993,75 @@ async fn fed_4_api_relationships_survive_a_restart_and_the_configuration_wins_a_
         "federation[1]",
     );
     assert_eq!(gw.state().await.stored.len(), 2, "the shadowed one is kept");
+    gw.stop().await;
+}
+
+/// The CLI verbs speak these routes: create from flags (files read and sent inline),
+/// update from a `--data` body, list and show with origin and chain, delete.
+#[tokio::test]
+async fn fed_4_cli_verbs_create_update_show_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gw::start(dir.path(), "").await;
+    let anchor = dir.path().join("anchor.json");
+    std::fs::write(&anchor, r#"{"keys":[]}"#).unwrap();
+    let args = cli::RelationshipArgs {
+        trust_domain: name("new.test"),
+        urls: vec!["https://127.0.0.1:1/".parse().unwrap()],
+        profile: ProfileName::HttpsSpiffe,
+        endpoint_spiffe_id: Some("spiffe://anchor.test/ep".parse().unwrap()),
+        bootstrap_bundle: Some(anchor),
+        bootstrap_format: DocumentFormat::Spiffe,
+        extra_ca_roots: None,
+        follow_redirects: true,
+        proxy: Some(ProxyConfig::Off),
+    };
+    let out = cli::federation_create(&gw.client, &cli::RelationshipBody::Args(args), false)
+        .await
+        .unwrap();
+    let cli::Output::Text(text) = out else {
+        panic!("text output");
+    };
+    assert!(text.starts_with("created: new.test\n"), "{text}");
+    for line in [
+        "origin: api",
+        "profile: https_spiffe",
+        "trust chain: anchor.test (depth 1, ends bootstrap)",
+    ] {
+        assert!(text.contains(line), "{line:?} not in {text}");
+    }
+    let stored = gw.state().await.stored;
+    assert_eq!(
+        stored[0].relationship.bootstrap_bundle.as_deref(),
+        Some(r#"{"keys":[]}"#),
+        "the file's content is sent inline"
+    );
+
+    let data = cli::RelationshipBody::Data(unreachable_web("new.test"));
+    let cli::Output::Json(view) = cli::federation_update(&gw.client, &data, true)
+        .await
+        .unwrap()
+    else {
+        panic!("JSON output");
+    };
+    assert_eq!(
+        (&view["profile"], &view["chain_end"]),
+        (&json!("https_web"), &json!("web_pki"))
+    );
+    let cli::Output::Text(list) = cli::federation_list(&gw.client, false).await.unwrap() else {
+        panic!("text output");
+    };
+    assert!(list.starts_with("TRUST DOMAIN  ORIGIN"), "{list}");
+    assert!(list.contains("new.test") && list.contains("api"), "{list}");
+    let err = cli::federation_delete(&gw.client, &name("conf.test"), false, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, cli::CliError::Client(ClientError::Api { status: 409, code, .. }) if code == "managed_in_configuration"),
+        "{err}"
+    );
+    cli::federation_delete(&gw.client, &name("new.test"), false, false)
+        .await
+        .unwrap();
+    assert_refused(gw.show("new.test").await, 404, "not_found", "new.test");
     gw.stop().await;
 }
