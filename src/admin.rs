@@ -6,8 +6,8 @@
 //! [`auth`], errors in [`error`], the unix-socket/TCP listener in [`listen`], and the
 //! time-dependent status rules, as pure functions, in `domain_state`. It does not
 //! own fetching (the poller answers [`RefreshRequest`]s), storage (the
-//! [`TrustStore`]) or the configuration of relationships (read through
-//! [`RelationshipsView`], written by the gateway). The routes are documented in
+//! [`TrustStore`]) or the set of relationships (read through [`RelationshipsView`],
+//! changed through the [`Registry`]). The routes are documented in
 //! `docs/admin-api.md`.
 //!
 //! ```
@@ -29,6 +29,7 @@
 //!     access: Access::LocalSocket,
 //!     local: Vec::new(),
 //!     relationships: RelationshipsView::new(Vec::new()),
+//!     registry: None,
 //!     refresh,
 //!     ready,
 //!     schedule: (&PollingConfig::default()).into(),
@@ -61,6 +62,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::error::ApiError;
 use crate::config::{Relationship, Seconds};
 use crate::poller::Schedule;
+use crate::relationships::{Listed, Listing, Origin, Registry};
 use crate::telemetry::Metrics;
 use crate::trust_store::TrustStore;
 
@@ -75,8 +77,11 @@ pub struct AdminState {
     pub access: auth::Access,
     /// The trust domains this gateway speaks for.
     pub local: Vec<LocalDomainInfo>,
-    /// The configured federation relationships (updated by the gateway).
+    /// The federation relationships (published by the registry).
     pub relationships: RelationshipsView,
+    /// Creates, replaces and deletes relationships; `None` where the API runs without
+    /// a gateway (those routes then answer 503).
+    pub registry: Option<Registry>,
     /// Where `POST …/refresh` asks the poller manager for a fetch now.
     pub refresh: mpsc::Sender<RefreshRequest>,
     /// `true` once the gateway serves; `GET /readyz` reports it.
@@ -98,32 +103,51 @@ pub struct LocalDomainInfo {
     pub refresh_hint: Seconds,
 }
 
-/// The configured federation relationships, readable without locks; the gateway
-/// swaps in a new list when the configuration changes.
+/// The federation relationships, readable without locks; the relationship registry
+/// publishes a new [`Listing`] on every change.
 #[derive(Debug, Clone, Default)]
 pub struct RelationshipsView {
-    inner: Arc<ArcSwap<Vec<Relationship>>>,
+    inner: Arc<ArcSwap<Listing>>,
 }
 
 impl RelationshipsView {
-    /// A view holding `relationships`.
+    /// A view holding `relationships`, all from the configuration file (no local
+    /// trust domain known, chains warned about beyond the default depth).
     pub fn new(relationships: Vec<Relationship>) -> Self {
+        let listed = relationships
+            .into_iter()
+            .map(|relationship| Listed {
+                bootstrap: relationship.bootstrap_bundle.is_some(),
+                relationship,
+                origin: Origin::Configuration,
+            })
+            .collect();
+        let listing = Listing::new(
+            listed,
+            &std::collections::BTreeSet::new(),
+            crate::config::DEFAULT_MAX_TRUST_CHAIN_DEPTH,
+        );
         Self {
-            inner: Arc::new(ArcSwap::from_pointee(relationships)),
+            inner: Arc::new(ArcSwap::from_pointee(listing)),
         }
     }
 
     /// The current list; lock-free.
     pub fn load(&self) -> Arc<Vec<Relationship>> {
+        Arc::clone(self.inner.load().relationships())
+    }
+
+    /// The current listing (with origins and trust chains); lock-free.
+    pub fn listing(&self) -> Arc<Listing> {
         self.inner.load_full()
     }
 
-    /// Replace the list; every clone of this view sees the new one.
-    pub fn store(&self, relationships: Vec<Relationship>) {
-        self.inner.store(Arc::new(relationships));
+    /// Replace the listing; every clone of this view sees the new one.
+    pub fn publish(&self, listing: Listing) {
+        self.inner.store(Arc::new(listing));
     }
 
-    /// The relationship with `trust_domain`, if configured.
+    /// The relationship with `trust_domain`, if there is one.
     pub fn find(&self, trust_domain: &TrustDomain) -> Option<Relationship> {
         self.load()
             .iter()
@@ -149,6 +173,8 @@ pub fn router(state: AdminState) -> Router {
     // A bundle body (JSON or PEM) is held to the document limit; the handler turns
     // the extractor's refusal into a JSON 413.
     let body_limit = DefaultBodyLimit::max(state.max_document_bytes);
+    let relationship_limit =
+        DefaultBodyLimit::max(routes_relationships::body_limit(state.max_document_bytes));
     Router::new()
         .route("/healthz", get(routes_health::healthz))
         .route("/readyz", get(routes_health::readyz))
@@ -167,17 +193,15 @@ pub fn router(state: AdminState) -> Router {
         .route(
             "/v1/federation-relationships",
             get(routes_relationships::list)
-                .post(routes_relationships::managed_in_config)
-                .put(routes_relationships::managed_in_config)
-                .delete(routes_relationships::managed_in_config),
+                .post(routes_relationships::create)
+                .layer(relationship_limit),
         )
         .route(
             "/v1/federation-relationships/{td}",
             get(routes_relationships::show)
-                .post(routes_relationships::managed_in_config)
-                .put(routes_relationships::managed_in_config)
-                .patch(routes_relationships::managed_in_config)
-                .delete(routes_relationships::managed_in_config),
+                .put(routes_relationships::replace)
+                .delete(routes_relationships::delete)
+                .layer(relationship_limit),
         )
         .route(
             "/v1/federation-relationships/{td}/refresh",

@@ -13,7 +13,7 @@ use spiffe_federation::{SpiffeId, TrustDomain};
 use url::Url;
 
 use crate::admin_client::{AdminClient, Body, ClientError};
-use crate::config::{DocumentFormat, ProfileName};
+use crate::config::{DocumentFormat, ProfileName, ProxyConfig};
 
 /// The default admin address: the socket of the embedded default configuration.
 pub const DEFAULT_ADMIN: &str = "unix:fedgw-data/admin.sock";
@@ -36,6 +36,12 @@ pub enum CliError {
     /// The admin API call failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A `--data` body has no valid `trust_domain` to name the relationship to update.
+    #[error("the --data body must name the relationship to update in trust_domain: {reason}")]
+    NoTrustDomain {
+        /// What is wrong.
+        reason: String,
+    },
     /// A local file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -46,25 +52,38 @@ pub enum CliError {
     },
 }
 
-/// The fields of a federation relationship given on the command line.
+/// The fields of a federation relationship given on the command line (the flags of
+/// `spire-server federation create`, spelled the GNU way).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelationshipArgs {
-    /// The foreign trust domain.
+    /// The foreign trust domain (`--trust-domain`; never inferred from the URL).
     pub trust_domain: TrustDomain,
-    /// Endpoint URLs, tried in order.
+    /// Endpoint URLs, tried in order (`--bundle-endpoint-url`, repeatable).
     pub urls: Vec<Url>,
-    /// The profile.
+    /// The profile (`--bundle-endpoint-profile`).
     pub profile: ProfileName,
-    /// `https_spiffe`: the endpoint's SPIFFE ID.
+    /// `https_spiffe`: the endpoint's SPIFFE ID (`--endpoint-spiffe-id`).
     pub endpoint_spiffe_id: Option<SpiffeId>,
-    /// `https_spiffe`: a bootstrap bundle file.
+    /// `https_spiffe`: a bootstrap bundle file (`--trust-domain-bundle-path`).
     pub bootstrap_bundle: Option<PathBuf>,
-    /// Its format.
+    /// Its format (`--trust-domain-bundle-format`).
     pub bootstrap_format: DocumentFormat,
-    /// `https_web`: extra CA roots (PEM file).
+    /// `https_web`: extra CA roots, a PEM file (`--extra-ca-roots`).
     pub extra_ca_roots: Option<PathBuf>,
-    /// Whether redirects are followed.
+    /// Whether redirects are followed (`--no-follow-redirects` turns them off).
     pub follow_redirects: bool,
+    /// `--proxy`: `env`, `off` or a proxy URL; the gateway's default when absent.
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// What `fedgw federation create|update` sends: built from flags, or a whole JSON
+/// body given with `--data`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RelationshipBody {
+    /// From flags; files are read when the body is made.
+    Args(RelationshipArgs),
+    /// A JSON body as the admin API takes it (`--data FILE|-`), sent as is.
+    Data(Value),
 }
 
 impl RelationshipArgs {
@@ -73,13 +92,7 @@ impl RelationshipArgs {
     ///
     /// # Errors
     /// [`CliError::Read`] when a referenced file cannot be read.
-    pub fn to_json(&self) -> Result<Value, CliError> {
-        let read = |path: &PathBuf| {
-            std::fs::read_to_string(path).map_err(|source| CliError::Read {
-                path: path.clone(),
-                source,
-            })
-        };
+    pub async fn to_json(&self) -> Result<Value, CliError> {
         let mut body = json!({
             "trust_domain": self.trust_domain,
             "urls": self.urls,
@@ -90,32 +103,77 @@ impl RelationshipArgs {
             body["endpoint_spiffe_id"] = json!(id);
         }
         if let Some(path) = &self.bootstrap_bundle {
-            body["bootstrap_bundle"] = json!({
-                "format": self.bootstrap_format,
-                "document": read(path)?,
-            });
+            body["bootstrap_bundle"] = json!(read(path).await?);
+            body["bootstrap_format"] = json!(self.bootstrap_format);
         }
         if let Some(path) = &self.extra_ca_roots {
-            body["extra_ca_roots_pem"] = json!(read(path)?);
+            body["extra_ca_roots_pem"] = json!(read(path).await?);
+        }
+        if let Some(proxy) = &self.proxy {
+            body["proxy"] = json!(proxy);
         }
         Ok(body)
     }
 }
 
-/// `fedgw federation create`.
+impl RelationshipBody {
+    /// The JSON to send.
+    ///
+    /// # Errors
+    /// [`CliError::Read`] when a file named by a flag cannot be read.
+    pub async fn to_json(&self) -> Result<Value, CliError> {
+        match self {
+            Self::Args(args) => args.to_json().await,
+            Self::Data(value) => Ok(value.clone()),
+        }
+    }
+
+    /// The trust domain an update replaces: the flag's, or the body's
+    /// `trust_domain` member.
+    ///
+    /// # Errors
+    /// [`CliError::NoTrustDomain`] when a `--data` body has no valid `trust_domain`.
+    pub fn trust_domain(&self) -> Result<TrustDomain, CliError> {
+        match self {
+            Self::Args(args) => Ok(args.trust_domain.clone()),
+            Self::Data(value) => {
+                let name = value
+                    .get("trust_domain")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| CliError::NoTrustDomain {
+                        reason: "no \"trust_domain\" string".to_owned(),
+                    })?;
+                name.parse().map_err(|err| CliError::NoTrustDomain {
+                    reason: format!("{name:?}: {err}"),
+                })
+            }
+        }
+    }
+}
+
+async fn read(path: &PathBuf) -> Result<String, CliError> {
+    tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| CliError::Read {
+            path: path.clone(),
+            source,
+        })
+}
+
+/// `fedgw federation create`: answers with the created relationship.
 ///
 /// # Errors
 /// [`CliError`] from the file reads or the API.
 pub async fn federation_create(
     client: &AdminClient,
-    args: &RelationshipArgs,
+    body: &RelationshipBody,
     json: bool,
 ) -> Result<Output, CliError> {
     let answer = client
         .call(
             Method::POST,
             "/v1/federation-relationships",
-            Some(Body::Json(args.to_json()?)),
+            Some(Body::Json(body.to_json().await?)),
         )
         .await?;
     Ok(relationship_output(
@@ -125,18 +183,19 @@ pub async fn federation_create(
     ))
 }
 
-/// `fedgw federation update` (replaces the relationship).
+/// `fedgw federation update` (replaces a relationship created through the API and
+/// restarts its polling).
 ///
 /// # Errors
 /// [`CliError`] from the file reads or the API.
 pub async fn federation_update(
     client: &AdminClient,
-    args: &RelationshipArgs,
+    body: &RelationshipBody,
     json: bool,
 ) -> Result<Output, CliError> {
-    let path = format!("/v1/federation-relationships/{}", args.trust_domain);
+    let path = format!("/v1/federation-relationships/{}", body.trust_domain()?);
     let answer = client
-        .call(Method::PUT, &path, Some(Body::Json(args.to_json()?)))
+        .call(Method::PUT, &path, Some(Body::Json(body.to_json().await?)))
         .await?;
     Ok(relationship_output(
         answer.json.unwrap_or(Value::Null),
@@ -162,6 +221,7 @@ pub async fn federation_list(client: &AdminClient, json: bool) -> Result<Output,
         .map(|r| {
             vec![
                 text(r, "trust_domain"),
+                text(r, "origin"),
                 text(r, "profile"),
                 r.get("urls")
                     .and_then(Value::as_array)
@@ -174,7 +234,7 @@ pub async fn federation_list(client: &AdminClient, json: bool) -> Result<Output,
         })
         .collect();
     Ok(Output::Text(table(
-        &["TRUST DOMAIN", "PROFILE", "URL", "STATE"],
+        &["TRUST DOMAIN", "ORIGIN", "PROFILE", "URL", "STATE"],
         &rows,
     )))
 }
@@ -202,18 +262,29 @@ pub async fn federation_show(
     ))
 }
 
-/// `fedgw federation delete TD`: stops polling and removes the bundle (POLL-4).
+/// `fedgw federation delete --trust-domain TD [--force]`: stops polling and removes
+/// the bundle everywhere (POLL-4); `force` deletes even while other relationships'
+/// endpoints are authenticated by this trust domain's bundle.
 ///
 /// # Errors
 /// [`CliError`] from the API.
-pub async fn federation_delete(client: &AdminClient, td: &TrustDomain) -> Result<Output, CliError> {
+pub async fn federation_delete(
+    client: &AdminClient,
+    td: &TrustDomain,
+    force: bool,
+    json: bool,
+) -> Result<Output, CliError> {
+    let query = if force { "?force=true" } else { "" };
     client
         .call(
             Method::DELETE,
-            &format!("/v1/federation-relationships/{td}"),
+            &format!("/v1/federation-relationships/{td}{query}"),
             None,
         )
         .await?;
+    if json {
+        return Ok(Output::Json(json!({"trust_domain": td, "deleted": true})));
+    }
     Ok(Output::Text(format!(
         "deleted the relationship with {td} and its bundle\n"
     )))
@@ -420,13 +491,35 @@ fn relationship_output(value: Value, json: bool, verb: &str) -> Output {
         return Output::Json(value);
     }
     let mut out = format!("{verb}: {}\n", text(&value, "trust_domain"));
-    for key in ["profile", "endpoint_spiffe_id", "follow_redirects"] {
+    for key in [
+        "origin",
+        "profile",
+        "endpoint_spiffe_id",
+        "follow_redirects",
+        "proxy",
+    ] {
         if let Some(v) = value.get(key).filter(|v| !v.is_null()) {
             out.push_str(&format!("  {key}: {}\n", plain(v)));
         }
     }
     for url in items(&value, "urls") {
         out.push_str(&format!("  url: {}\n", plain(url)));
+    }
+    let depends_on: Vec<String> = items(&value, "depends_on").iter().map(plain).collect();
+    if value.get("chain_end").is_some() {
+        let path = if depends_on.is_empty() {
+            "-".to_owned()
+        } else {
+            depends_on.join(" -> ")
+        };
+        out.push_str(&format!(
+            "  trust chain: {path} (depth {}, ends {})\n",
+            text(&value, "chain_depth"),
+            text(&value, "chain_end")
+        ));
+    }
+    for warning in items(&value, "warnings") {
+        out.push_str(&format!("  warning: {}\n", plain(warning)));
     }
     if let Some(status) = value.get("status").filter(|s| s.is_object()) {
         for key in [
@@ -510,8 +603,8 @@ mod tests {
         assert_eq!(out, "A    LONG HEADER  C\nxyz  1            end\n");
     }
 
-    #[test]
-    fn relationship_body_inlines_files() {
+    #[tokio::test]
+    async fn relationship_body_inlines_files() {
         let dir = tempfile::tempdir().unwrap();
         let roots = dir.path().join("roots.pem");
         std::fs::write(&roots, "-----BEGIN CERTIFICATE-----\n").unwrap();
@@ -524,28 +617,48 @@ mod tests {
             bootstrap_format: DocumentFormat::Spiffe,
             extra_ca_roots: Some(roots),
             follow_redirects: false,
+            proxy: Some(ProxyConfig::Off),
         };
-        let body = args.to_json().unwrap();
+        let body = args.to_json().await.unwrap();
         assert_eq!(body["trust_domain"], "w.example");
+        assert_eq!(body["urls"], json!(["https://w.example/bundle"]));
         assert_eq!(body["profile"], "https_web");
         assert_eq!(body["follow_redirects"], false);
+        assert_eq!(body["proxy"], "off");
         assert_eq!(body["extra_ca_roots_pem"], "-----BEGIN CERTIFICATE-----\n");
+        assert!(body.get("bootstrap_bundle").is_none());
     }
 
-    #[test]
-    fn missing_file_is_named() {
+    #[tokio::test]
+    async fn missing_file_is_named() {
         let args = RelationshipArgs {
             trust_domain: "w.example".parse().unwrap(),
             urls: vec![],
             profile: ProfileName::HttpsSpiffe,
             endpoint_spiffe_id: None,
             bootstrap_bundle: Some("/no/such/bundle.json".into()),
-            bootstrap_format: DocumentFormat::Spiffe,
+            bootstrap_format: DocumentFormat::Pem,
             extra_ca_roots: None,
             follow_redirects: true,
+            proxy: None,
         };
         assert!(
-            matches!(args.to_json(), Err(CliError::Read { ref path, .. }) if path.ends_with("bundle.json"))
+            matches!(args.to_json().await, Err(CliError::Read { ref path, .. }) if path.ends_with("bundle.json"))
         );
+    }
+
+    #[test]
+    fn data_bodies_name_the_relationship_they_update() {
+        let body = RelationshipBody::Data(json!({"trust_domain": "w.example"}));
+        assert_eq!(body.trust_domain().unwrap().as_str(), "w.example");
+        for bad in [
+            json!({"url": "https://w.example/"}),
+            json!({"trust_domain": "W/x"}),
+        ] {
+            assert!(matches!(
+                RelationshipBody::Data(bad).trust_domain(),
+                Err(CliError::NoTrustDomain { .. })
+            ));
+        }
     }
 }

@@ -187,6 +187,9 @@ pub enum Scope {
     Write,
 }
 
+/// The default of `policy.max_trust_chain_depth`.
+pub const DEFAULT_MAX_TRUST_CHAIN_DEPTH: usize = 2;
+
 /// Acceptance policy settings (see `policy`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -197,6 +200,9 @@ pub struct PolicyConfig {
     pub max_authorities: usize,
     /// Largest bundle document accepted, in bytes.
     pub max_document_bytes: usize,
+    /// `https_spiffe` trust chains longer than this are warned about (SPF-9, SEC-5;
+    /// SPIFFE Federation §7.6 discourages long chains).
+    pub max_trust_chain_depth: usize,
 }
 
 impl Default for PolicyConfig {
@@ -205,6 +211,7 @@ impl Default for PolicyConfig {
             sequence: SequencePolicy::Reject,
             max_authorities: 10_000,
             max_document_bytes: spiffe_federation::bundle::DEFAULT_MAX_DOCUMENT_SIZE,
+            max_trust_chain_depth: DEFAULT_MAX_TRUST_CHAIN_DEPTH,
         }
     }
 }
@@ -726,8 +733,41 @@ pub fn validate_relationship(
     key: &str,
     locals: &BTreeSet<TrustDomain>,
 ) -> Result<(), ConfigError> {
+    let attached = Attached {
+        bootstrap: rel.bootstrap_bundle.as_ref().map(|_| "bootstrap_bundle"),
+        extra_roots: rel.extra_ca_roots.as_ref().map(|_| "extra_ca_roots"),
+    };
+    validate_relationship_with(rel, key, locals, attached)
+}
+
+/// The optional material a relationship carries, by the name of the field that holds
+/// it: file paths in the configuration, inline content in the admin API (where
+/// `rel.bootstrap_bundle` and `rel.extra_ca_roots` are `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attached<'a> {
+    /// The field holding a bootstrap bundle, if one is given.
+    pub bootstrap: Option<&'a str>,
+    /// The field holding extra CA roots, if some are given.
+    pub extra_roots: Option<&'a str>,
+}
+
+/// [`validate_relationship`] with the optional material described by `attached`;
+/// an empty `key` names fields alone (`url`, as the admin API reports them).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the field at fault (FED-4, SPF-2, WEB-1, EXT-7).
+pub fn validate_relationship_with(
+    rel: &Relationship,
+    key: &str,
+    locals: &BTreeSet<TrustDomain>,
+    attached: Attached<'_>,
+) -> Result<(), ConfigError> {
     let invalid = |field: &str, reason: String| ConfigError::Invalid {
-        key: format!("{key}.{field}"),
+        key: if key.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{key}.{field}")
+        },
         reason,
     };
     if locals.contains(&rel.trust_domain) {
@@ -762,23 +802,21 @@ pub fn validate_relationship(
                     "required for profile https_spiffe (SPIFFE Federation §5.2.2.2)".into(),
                 ));
             }
-            if rel.extra_ca_roots.is_some() {
+            if let Some(field) = attached.extra_roots {
                 return Err(invalid(
-                    "extra_ca_roots",
+                    field,
                     "only for profile https_web; https_spiffe trusts the endpoint trust domain's bundle".into(),
                 ));
             }
         }
         ProfileName::HttpsWeb => {
-            if rel.endpoint_spiffe_id.is_some() || rel.bootstrap_bundle.is_some() {
-                return Err(invalid(
-                    if rel.endpoint_spiffe_id.is_some() {
-                        "endpoint_spiffe_id"
-                    } else {
-                        "bootstrap_bundle"
-                    },
-                    "only for profile https_spiffe".into(),
-                ));
+            let field = if rel.endpoint_spiffe_id.is_some() {
+                Some("endpoint_spiffe_id")
+            } else {
+                attached.bootstrap
+            };
+            if let Some(field) = field {
+                return Err(invalid(field, "only for profile https_spiffe".into()));
             }
         }
     }
@@ -835,6 +873,7 @@ mod tests {
         assert_eq!(config.polling.fetch_timeout, Seconds(30));
         assert_eq!(config.policy.sequence, SequencePolicy::Reject);
         assert_eq!(config.policy.max_document_bytes, 1024 * 1024);
+        assert_eq!(config.policy.max_trust_chain_depth, 2);
     }
 
     #[test]

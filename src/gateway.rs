@@ -2,7 +2,8 @@
 //!
 //! Owns the order of startup: open the trust store (every stored bundle is served
 //! before any re-fetch, STO-1), load local bundles, bind the bundle endpoint
-//! listeners, start a poller per relationship, then report ready. It does not own what
+//! listeners, start the relationship registry (a poller per relationship, from the
+//! configuration and the store), then report ready. It does not own what
 //! each part does.
 
 use std::net::SocketAddr;
@@ -26,7 +27,9 @@ use crate::local_source::{self, Event, LocalSourceError};
 use crate::policy::{PolicySettings, Source};
 use crate::poller::Schedule;
 use crate::poller::manager::{PollerContext, Pollers};
-use crate::poller::relationship::{Relationship, RelationshipError};
+use crate::relationships::{
+    Parts as RegistryParts, Registry, RegistryError, Settings as RegistrySettings,
+};
 use crate::shutdown::{Ended, Shutdown};
 use crate::store::StoreError;
 use crate::telemetry::Metrics;
@@ -61,9 +64,10 @@ pub enum GatewayError {
     /// A bundle endpoint listener could not start.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
-    /// A relationship could not be resolved.
+    /// The relationships could not be loaded (a configured file unusable, the store
+    /// unreadable).
     #[error(transparent)]
-    Relationship(#[from] RelationshipError),
+    Relationships(#[from] RegistryError),
     /// A name in `public_names` is neither a DNS name nor an IP address.
     #[error("endpoint.https_web.public_names: {name:?} is not a DNS name or IP address")]
     PublicName {
@@ -250,22 +254,41 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         },
         shutdown.clone(),
     );
-    for rel in &config.federation {
-        let rel = rel.clone();
-        let max = config.policy.max_document_bytes;
-        let timeout = config.polling.fetch_timeout.duration();
-        let resolved =
-            tokio::task::spawn_blocking(move || Relationship::from_config(&rel, max, timeout))
-                .await
-                .map_err(|_| GatewayError::Interrupted {
-                    step: "relationships",
-                })??;
-        pollers.start(resolved);
-    }
-    let admin_addr = start_admin(config, &trust_store, &metrics, &pollers, &shutdown).await?;
+    // Relationships: the configuration's, then those created through the admin API
+    // and kept in the store, each polled from here on.
+    let registry = Registry::start(
+        RegistryParts {
+            trust_store: trust_store.clone(),
+            pollers: pollers.clone(),
+            view: RelationshipsView::default(),
+            shutdown: shutdown.clone(),
+            metrics: metrics.clone(),
+        },
+        RegistrySettings {
+            locals: config
+                .local
+                .iter()
+                .map(|l| l.trust_domain.clone())
+                .collect(),
+            max_document_bytes: config.policy.max_document_bytes,
+            fetch_timeout: config.polling.fetch_timeout.duration(),
+            max_trust_chain_depth: config.policy.max_trust_chain_depth,
+        },
+        &config.federation,
+    )
+    .await?;
+    let admin_addr = start_admin(
+        config,
+        &trust_store,
+        &metrics,
+        &pollers,
+        &registry,
+        &shutdown,
+    )
+    .await?;
     tracing::info!(
         locals = locals.len(),
-        relationships = config.federation.len(),
+        relationships = registry.view().load().len(),
         ?web_addr,
         ?spiffe_addr,
         ?admin_addr,
@@ -289,6 +312,7 @@ async fn start_admin(
     trust_store: &TrustStore,
     metrics: &Metrics,
     pollers: &Pollers,
+    registry: &Registry,
     shutdown: &Shutdown,
 ) -> Result<Option<BoundAddr>, GatewayError> {
     let listen = config.admin_listen();
@@ -337,7 +361,8 @@ async fn start_admin(
         metrics: metrics.clone(),
         access: access.clone(),
         local,
-        relationships: RelationshipsView::new(config.federation.clone()),
+        relationships: registry.view().clone(),
+        registry: Some(registry.clone()),
         refresh,
         ready,
         schedule: Schedule::from(&config.polling),

@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod local_source;
 pub mod policy;
 pub mod poller;
+pub mod relationships;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

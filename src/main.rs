@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fedgw::admin_client::{AdminClient, AdminTarget, ClientTls};
-use fedgw::cli::{self, Output, RelationshipArgs};
-use fedgw::config::{Config, DocumentFormat, ProfileName};
+use fedgw::cli::{self, Output, RelationshipArgs, RelationshipBody};
+use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig};
 use fedgw::telemetry::LogFormat;
 use fedgw::validate::{self, Format, ValidateError};
 use spiffe_federation::{SpiffeId, TrustDomain};
@@ -106,37 +106,77 @@ struct AdminArgs {
     json: bool,
 }
 
+/// The flags of `spire-server federation create|update` (`-trustDomain`,
+/// `-bundleEndpointURL`, …), spelled the GNU way; or the whole body with `--data`.
 #[derive(Debug, Args)]
 struct RelationshipFlags {
-    /// The foreign trust domain.
-    #[arg(long, short = 't')]
-    trust_domain: TrustDomain,
-    /// The bundle endpoint URL (repeat for mirrors, tried in order).
-    #[arg(long = "url", required = true)]
+    /// The foreign trust domain (never inferred from the URL).
+    #[arg(long, short = 't', required_unless_present = "data")]
+    trust_domain: Option<TrustDomain>,
+    /// The bundle endpoint URL; repeat for mirrors, tried in order.
+    #[arg(
+        long = "bundle-endpoint-url",
+        value_name = "URL",
+        required_unless_present = "data"
+    )]
     urls: Vec<Url>,
-    /// The endpoint profile.
-    #[arg(long, value_enum)]
-    profile: ProfileArg,
-    /// https_spiffe: the endpoint's SPIFFE ID.
-    #[arg(long)]
+    /// The bundle endpoint profile.
+    #[arg(
+        long = "bundle-endpoint-profile",
+        value_enum,
+        value_name = "PROFILE",
+        required_unless_present = "data"
+    )]
+    profile: Option<ProfileArg>,
+    /// https_spiffe: the endpoint server's SPIFFE ID.
+    #[arg(long, value_name = "ID")]
     endpoint_spiffe_id: Option<SpiffeId>,
-    /// https_spiffe: a bundle for the endpoint's trust domain to start from.
-    #[arg(long)]
-    bootstrap_bundle: Option<PathBuf>,
-    /// Format of --bootstrap-bundle.
-    #[arg(long, value_enum, default_value = "spiffe")]
-    bootstrap_format: FormatArg,
-    /// https_web: extra PEM CA roots.
-    #[arg(long)]
+    /// https_spiffe: a bundle of the endpoint SPIFFE ID's trust domain to start from,
+    /// sent inline.
+    #[arg(long = "trust-domain-bundle-path", value_name = "FILE")]
+    bundle_path: Option<PathBuf>,
+    /// Format of --trust-domain-bundle-path.
+    #[arg(
+        long = "trust-domain-bundle-format",
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "spiffe",
+        requires = "bundle_path"
+    )]
+    bundle_format: FormatArg,
+    /// https_web: extra PEM CA roots trusted besides the system store, sent inline.
+    #[arg(long, value_name = "FILE")]
     extra_ca_roots: Option<PathBuf>,
     /// Do not follow redirects.
     #[arg(long)]
     no_follow_redirects: bool,
+    /// `env` (HTTPS_PROXY/NO_PROXY, the gateway's default), `off`, or a proxy URL.
+    #[arg(long, value_parser = parse_proxy)]
+    proxy: Option<ProxyConfig>,
+    /// The whole JSON body of the admin API instead of the flags above; `-` reads
+    /// standard input.
+    #[arg(
+        long,
+        value_name = "FILE|-",
+        conflicts_with_all = [
+            "trust_domain", "urls", "profile", "endpoint_spiffe_id", "bundle_path",
+            "extra_ca_roots", "no_follow_redirects", "proxy",
+        ]
+    )]
+    data: Option<PathBuf>,
+}
+
+fn parse_proxy(value: &str) -> Result<ProxyConfig, String> {
+    ProxyConfig::try_from(value.to_owned())
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ProfileArg {
+    /// Server authenticated by Web PKI.
+    #[value(name = "https_web", alias = "https-web")]
     HttpsWeb,
+    /// Server authenticated by its X509-SVID.
+    #[value(name = "https_spiffe", alias = "https-spiffe")]
     HttpsSpiffe,
 }
 
@@ -157,7 +197,7 @@ impl From<FormatArg> for DocumentFormat {
 
 #[derive(Debug, Subcommand)]
 enum FederationCommand {
-    /// Create a relationship.
+    /// Create a relationship (kept by the gateway across restarts).
     Create {
         #[command(flatten)]
         relationship: RelationshipFlags,
@@ -173,17 +213,23 @@ enum FederationCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Replace a relationship.
+    /// Replace a relationship created through the admin API.
     Update {
         #[command(flatten)]
         relationship: RelationshipFlags,
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Delete a relationship: stop polling and remove its bundle everywhere.
+    /// Delete a relationship created through the admin API: stop polling and remove
+    /// its bundle everywhere.
     Delete {
         /// The trust domain.
+        #[arg(long, short = 't')]
         trust_domain: TrustDomain,
+        /// Delete even while other relationships' https_spiffe endpoints are
+        /// authenticated by this trust domain's bundle.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -440,20 +486,34 @@ fn client(args: &AdminArgs) -> anyhow::Result<AdminClient> {
     Ok(AdminClient::with_tls(&args.admin, token, tls.as_ref())?)
 }
 
-fn relationship(flags: RelationshipFlags) -> RelationshipArgs {
-    RelationshipArgs {
-        trust_domain: flags.trust_domain,
+fn relationship(flags: RelationshipFlags) -> anyhow::Result<RelationshipBody> {
+    if let Some(data) = &flags.data {
+        let bytes = read_input(data)?;
+        let value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("--data {}: not JSON", data.display()))?;
+        return Ok(RelationshipBody::Data(value));
+    }
+    // clap requires these unless --data is given.
+    let missing = |flag: &str| anyhow::anyhow!("{flag} is required");
+    Ok(RelationshipBody::Args(RelationshipArgs {
+        trust_domain: flags
+            .trust_domain
+            .ok_or_else(|| missing("--trust-domain"))?,
         urls: flags.urls,
-        profile: match flags.profile {
+        profile: match flags
+            .profile
+            .ok_or_else(|| missing("--bundle-endpoint-profile"))?
+        {
             ProfileArg::HttpsWeb => ProfileName::HttpsWeb,
             ProfileArg::HttpsSpiffe => ProfileName::HttpsSpiffe,
         },
         endpoint_spiffe_id: flags.endpoint_spiffe_id,
-        bootstrap_bundle: flags.bootstrap_bundle,
-        bootstrap_format: flags.bootstrap_format.into(),
+        bootstrap_bundle: flags.bundle_path,
+        bootstrap_format: flags.bundle_format.into(),
         extra_ca_roots: flags.extra_ca_roots,
         follow_redirects: !flags.no_follow_redirects,
-    }
+        proxy: flags.proxy,
+    }))
 }
 
 async fn admin_verb(command: Command) -> anyhow::Result<Output> {
@@ -464,11 +524,11 @@ async fn admin_verb(command: Command) -> anyhow::Result<Output> {
         Command::Federation(F::Create {
             relationship: r,
             admin: a,
-        }) => cli::federation_create(&client(&a)?, &relationship(r), a.json).await?,
+        }) => cli::federation_create(&client(&a)?, &relationship(r)?, a.json).await?,
         Command::Federation(F::Update {
             relationship: r,
             admin: a,
-        }) => cli::federation_update(&client(&a)?, &relationship(r), a.json).await?,
+        }) => cli::federation_update(&client(&a)?, &relationship(r)?, a.json).await?,
         Command::Federation(F::List(a)) => cli::federation_list(&client(&a)?, a.json).await?,
         Command::Federation(F::Show {
             trust_domain,
@@ -476,8 +536,9 @@ async fn admin_verb(command: Command) -> anyhow::Result<Output> {
         }) => cli::federation_show(&client(&a)?, &trust_domain, a.json).await?,
         Command::Federation(F::Delete {
             trust_domain,
+            force,
             admin: a,
-        }) => cli::federation_delete(&client(&a)?, &trust_domain).await?,
+        }) => cli::federation_delete(&client(&a)?, &trust_domain, force, a.json).await?,
         Command::Federation(F::Refresh {
             trust_domain,
             admin: a,

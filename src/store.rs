@@ -20,6 +20,7 @@
 //! | `status`  | trust domain                          | [`RelationshipStatus`]  |
 //! | `audit`   | sequence number (u64 BE)              | [`AuditRecord`]         |
 //! | `meta`    | `revision`, `audit_seq`, `local_sequence\0<td>` | u64 BE counters |
+//! | `relationships` | trust domain                    | [`RelationshipRecord`] (created through the admin API) |
 //!
 //! Trust domain names never contain `0x00`, so a `history` prefix scan is exact.
 //!
@@ -60,7 +61,8 @@ use spiffe_federation::TrustDomain;
 
 pub use self::error::{Keyspace, StoreError};
 pub use self::records::{
-    AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipStatus,
+    AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipRecord,
+    RelationshipStatus,
 };
 
 /// How many past versions of each trust domain's bundle `history` keeps.
@@ -79,6 +81,7 @@ pub struct Store {
     status: Tree,
     audit: Tree,
     meta: Tree,
+    relationships: Tree,
 }
 
 impl fmt::Debug for Store {
@@ -105,6 +108,7 @@ impl Store {
             status: tree(Keyspace::Status)?,
             audit: tree(Keyspace::Audit)?,
             meta: tree(Keyspace::Meta)?,
+            relationships: tree(Keyspace::Relationships)?,
             db,
         })
     }
@@ -190,6 +194,8 @@ impl Store {
                     old_digest,
                     new_digest: Some(digest.clone()),
                     detail: note.detail.clone(),
+                    old_value: None,
+                    new_value: None,
                 };
                 append_audit_in(audit, meta, &entry)?;
                 Ok(record)
@@ -230,6 +236,8 @@ impl Store {
                     old_digest: Some(old.digest),
                     new_digest: None,
                     detail: note.detail.clone(),
+                    old_value: None,
+                    new_value: None,
                 };
                 append_audit_in(audit, meta, &entry)?;
                 Ok((Some(revision), had_status))
@@ -369,6 +377,74 @@ impl Store {
         Ok(next)
     }
 
+    /// Every federation relationship created through the admin API, ordered by trust
+    /// domain. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first record that cannot be read or decoded.
+    pub fn relationships(&self) -> Result<Vec<RelationshipRecord>, StoreError> {
+        self.relationships
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(storage(Keyspace::Relationships, None))?;
+                decode(Keyspace::Relationships, &key, &value)
+            })
+            .collect()
+    }
+
+    /// Store `record` as the relationship of its trust domain (created or replaced)
+    /// and append `audit`, in one transaction, then flush; returns the audit entry's
+    /// sequence number. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; nothing is changed unless the transaction committed.
+    pub fn put_relationship(
+        &self,
+        record: &RelationshipRecord,
+        audit: &AuditRecord,
+    ) -> Result<u64, StoreError> {
+        let td = &record.relationship.trust_domain;
+        let key = td.as_str().as_bytes();
+        let value = encode(Keyspace::Relationships, key, record)?;
+        let result = (&self.relationships, &self.audit, &self.meta).transaction(
+            |(relationships, audit_tree, meta)| {
+                relationships.insert(key, value.as_slice())?;
+                append_audit_in(audit_tree, meta, audit)
+            },
+        );
+        let seq = finish(result, Keyspace::Relationships, Some(td))?;
+        self.flush()?;
+        Ok(seq)
+    }
+
+    /// Remove the relationship with `trust_domain` and append `audit`, in one
+    /// transaction, then flush; returns whether one was stored (nothing is written
+    /// when none was). Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; nothing is changed unless the transaction committed.
+    pub fn remove_relationship(
+        &self,
+        trust_domain: &TrustDomain,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let key = trust_domain.as_str().as_bytes();
+        let result = (&self.relationships, &self.audit, &self.meta).transaction(
+            |(relationships, audit_tree, meta)| {
+                if relationships.remove(key)?.is_none() {
+                    return Ok(false);
+                }
+                append_audit_in(audit_tree, meta, audit)?;
+                Ok(true)
+            },
+        );
+        let removed = finish(result, Keyspace::Relationships, Some(trust_domain))?;
+        if removed {
+            self.flush()?;
+        }
+        Ok(removed)
+    }
+
     /// Drop history entries of `trust_domain` beyond the newest [`HISTORY_DEPTH`].
     /// Not part of the accept transaction: a crash in between leaves extra history,
     /// which the next accept trims.
@@ -408,6 +484,7 @@ impl Store {
             Keyspace::Status => &self.status,
             Keyspace::Audit => &self.audit,
             Keyspace::Meta => &self.meta,
+            Keyspace::Relationships => &self.relationships,
         }
     }
 }
@@ -703,6 +780,8 @@ mod tests {
             old_digest: None,
             new_digest: None,
             detail: "note".into(),
+            old_value: None,
+            new_value: Some(serde_json::json!({"trust_domain": "east.example"})),
         };
         assert_eq!(store.append_audit(&manual).unwrap(), 3);
 
@@ -772,6 +851,61 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn relationships_are_stored_with_their_audit_entry_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let west = td("west.example");
+        let spec: crate::relationships::RelationshipSpec =
+            serde_json::from_value(serde_json::json!({
+                "trust_domain": "west.example",
+                "url": "https://west.example/bundle",
+                "profile": "https_web",
+            }))
+            .unwrap();
+        let record = RelationshipRecord {
+            relationship: spec.clone(),
+            changed_at: 9,
+            changed_by: "alice".into(),
+        };
+        let audit =
+            |action,
+             old: Option<&crate::relationships::RelationshipSpec>,
+             new: Option<&crate::relationships::RelationshipSpec>| AuditRecord {
+                at: 9,
+                who: "alice".into(),
+                action,
+                trust_domain: Some(west.clone()),
+                old_digest: None,
+                new_digest: None,
+                detail: String::new(),
+                old_value: old.map(|s| serde_json::to_value(s).unwrap()),
+                new_value: new.map(|s| serde_json::to_value(s).unwrap()),
+            };
+        let created = audit(AuditAction::RelationshipCreate, None, Some(&spec));
+        assert_eq!(store.put_relationship(&record, &created).unwrap(), 1);
+        drop(store);
+
+        let store = open(&dir);
+        assert_eq!(store.relationships().unwrap(), vec![record]);
+        let deleted = audit(AuditAction::RelationshipDelete, Some(&spec), None);
+        assert!(store.remove_relationship(&west, &deleted).unwrap());
+        assert!(store.relationships().unwrap().is_empty());
+        assert!(
+            !store.remove_relationship(&west, &deleted).unwrap(),
+            "removing nothing writes no audit entry"
+        );
+        let log = store.audit_log(0, 10).unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].1, created);
+        assert_eq!(log[1].1, deleted);
+        assert_eq!(
+            store.revision().unwrap(),
+            0,
+            "relationships are not bundles"
+        );
     }
 
     #[test]

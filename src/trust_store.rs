@@ -435,6 +435,12 @@ impl TrustStore {
         Ok(())
     }
 
+    /// The database, for records that are not bundles (the relationship registry's
+    /// keyspace). Its calls block: run them with `spawn_blocking`.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
     /// Policy against the current snapshot; call with the writer lock held. A refusal
     /// is counted by trust domain and reason.
     fn evaluate(

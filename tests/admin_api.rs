@@ -167,6 +167,7 @@ impl Harness {
             access: access.clone(),
             local,
             relationships: RelationshipsView::new(config.federation.clone()),
+            registry: None,
             refresh,
             ready: ready_rx,
             schedule: (&config.polling).into(),
@@ -948,7 +949,7 @@ async fn readyz_flips_when_ready() {
 }
 
 #[tokio::test]
-async fn relationships_are_listed_with_status_and_crud_is_405() {
+async fn relationships_are_listed_with_status_and_changes_need_a_registry() {
     let h = Harness::unix().await;
     h.store
         .record_fetch_failure(
@@ -985,6 +986,10 @@ async fn relationships_are_listed_with_status_and_crud_is_405() {
         .unwrap();
     let broken = json_of(&answer);
     assert_eq!(broken["urls"], json!(["https://broken.example/bundle"]));
+    assert_eq!(broken["origin"], "configuration");
+    assert_eq!(broken["proxy"], "env");
+    assert_eq!(broken["depends_on"], json!([]));
+    assert_eq!(broken["chain_end"], "web_pki");
     assert_eq!(broken["profile"], "https_web");
     assert_eq!(broken["follow_redirects"], false);
     assert!(broken["endpoint_spiffe_id"].is_null());
@@ -1002,6 +1007,11 @@ async fn relationships_are_listed_with_status_and_crud_is_405() {
         "spiffe://anchor.example/bundle-endpoint"
     );
     assert_eq!(spiffe["status"]["state"], "awaiting_bootstrap");
+    assert_eq!(spiffe["depends_on"], json!(["anchor.example"]));
+    assert_eq!(
+        (&spiffe["chain_depth"], &spiffe["chain_end"]),
+        (&json!(1), &json!("static"))
+    );
 
     let (status, code, _) = api_error(h.get("/v1/federation-relationships/none.example").await);
     assert_eq!((status, code.as_str()), (404, "not_found"));
@@ -1017,12 +1027,14 @@ async fn relationships_are_listed_with_status_and_crud_is_405() {
                 .call(method.clone(), path, Some(Body::Json(body.clone())))
                 .await,
         );
+        // Without a registry (an API not run by a gateway) nothing can change them;
+        // tests/relationships_api.rs covers the gateway's registry.
         assert_eq!(
             (status, code.as_str()),
-            (405, "managed_in_configuration"),
+            (503, "unavailable"),
             "{method} {path}"
         );
-        assert!(message.contains("configuration file"), "{message}");
+        assert!(message.contains("registry"), "{message}");
     }
     // Nothing changed: the relationship is still listed and polled.
     h.get("/v1/federation-relationships/fresh.example")
@@ -1181,13 +1193,13 @@ async fn cli_verbs_speak_the_same_shapes() {
         .await
         .unwrap();
     assert_eq!(out, cli::Output::Text("old.example: accepted\n".into()));
-    let err = cli::federation_delete(&h.client, &td("old.example"))
+    let err = cli::federation_delete(&h.client, &td("old.example"), false, false)
         .await
         .unwrap_err();
     assert!(
         matches!(
             err,
-            cli::CliError::Client(ClientError::Api { status: 405, .. })
+            cli::CliError::Client(ClientError::Api { status: 503, .. })
         ),
         "{err}"
     );

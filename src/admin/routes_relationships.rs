@@ -1,15 +1,17 @@
-//! Federation relationship routes: list and show (with fetch status), and "refresh
-//! now", which the poller manager answers through a [`RefreshRequest`].
+//! Federation relationship routes: list and show (with origin, trust chain and fetch
+//! status), create, replace and delete (through the relationship
+//! [`Registry`](crate::relationships::Registry)), and "refresh now", which the poller
+//! manager answers through a [`RefreshRequest`].
 //!
-//! Relationships come from the configuration file for now: creating, replacing and
-//! deleting them through the API is answered 405 with a message saying so, rather
-//! than pretending to work. It does not own fetching or the relationship list (the
-//! gateway swaps [`RelationshipsView`](super::RelationshipsView)).
+//! Owns the HTTP shapes: the request body ([`RelationshipSpec`], JSON), the views, and
+//! which error is which status and code. It does not own the rules a relationship
+//! must follow, persistence or polling (the registry), or fetching.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use spiffe_federation::{SpiffeId, TrustDomain};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -18,8 +20,19 @@ use url::Url;
 use super::error::ApiError;
 use super::routes_status::{FetchStatus, fetch_status};
 use super::{AdminState, RefreshRequest, trust_domain};
-use crate::config::{ProfileName, Relationship, Scope};
+use crate::config::{ConfigError, ProfileName, ProxyConfig, Relationship, Scope};
+use crate::poller::relationship::{MaterialSource, RelationshipError};
+use crate::relationships::chain::Chain;
+use crate::relationships::{Details, Origin, Registry, RegistryError, RelationshipSpec};
 use crate::trust_store::Snapshot;
+
+/// The largest create or replace body: room for a bootstrap bundle and extra roots of
+/// up to `policy.max_document_bytes` each, as JSON strings, and the other fields.
+pub(super) fn body_limit(max_document_bytes: usize) -> usize {
+    max_document_bytes
+        .saturating_mul(2)
+        .saturating_add(64 * 1024)
+}
 
 /// `GET /v1/federation-relationships`.
 pub(super) async fn list(
@@ -29,11 +42,10 @@ pub(super) async fn list(
     state.access.authorize(&headers, Scope::Read)?;
     let now = OffsetDateTime::now_utc();
     let snapshot = state.trust_store.snapshot();
-    let relationships = state
-        .relationships
-        .load()
-        .iter()
-        .map(|r| view(&state, &snapshot, r, now))
+    let listing = state.relationships.listing();
+    let relationships = listing
+        .entries()
+        .map(|(r, details)| view(&state, &snapshot, r, details, now))
         .collect();
     Ok(Json(ListView { relationships }))
 }
@@ -46,10 +58,61 @@ pub(super) async fn show(
 ) -> Result<Json<RelationshipView>, ApiError> {
     state.access.authorize(&headers, Scope::Read)?;
     let td = trust_domain(&td)?;
-    let relationship = configured(&state, &td)?;
-    let snapshot = state.trust_store.snapshot();
-    let now = OffsetDateTime::now_utc();
-    Ok(Json(view(&state, &snapshot, &relationship, now)))
+    current_view(&state, &td).map(Json)
+}
+
+/// `POST /v1/federation-relationships`: create one (201 with its view).
+pub(super) async fn create(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: Result<Json<RelationshipSpec>, JsonRejection>,
+) -> Result<(StatusCode, Json<RelationshipView>), ApiError> {
+    let principal = state.access.authorize(&headers, Scope::Write)?;
+    let registry = registry(&state)?;
+    let Json(spec) = body.map_err(|err| body_error(&err))?;
+    let td = spec.trust_domain.clone();
+    registry
+        .create(spec, principal.audit_name())
+        .await
+        .map_err(registry_error)?;
+    Ok((StatusCode::CREATED, Json(current_view(&state, &td)?)))
+}
+
+/// `PUT /v1/federation-relationships/{td}`: replace one created through the API.
+pub(super) async fn replace(
+    State(state): State<AdminState>,
+    Path(td): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<RelationshipSpec>, JsonRejection>,
+) -> Result<Json<RelationshipView>, ApiError> {
+    let principal = state.access.authorize(&headers, Scope::Write)?;
+    let td = trust_domain(&td)?;
+    let registry = registry(&state)?;
+    let Json(spec) = body.map_err(|err| body_error(&err))?;
+    registry
+        .replace(td.clone(), spec, principal.audit_name())
+        .await
+        .map_err(registry_error)?;
+    current_view(&state, &td).map(Json)
+}
+
+/// `DELETE /v1/federation-relationships/{td}[?force=true]`: stop polling and remove
+/// the bundle everywhere (POLL-4).
+pub(super) async fn delete(
+    State(state): State<AdminState>,
+    Path(td): Path<String>,
+    query: Result<Query<DeleteQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let principal = state.access.authorize(&headers, Scope::Write)?;
+    let td = trust_domain(&td)?;
+    let Query(query) = query.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let registry = registry(&state)?;
+    registry
+        .delete(td, query.force, principal.audit_name())
+        .await
+        .map_err(registry_error)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/federation-relationships/{td}/refresh`: fetch now and answer with the
@@ -61,7 +124,9 @@ pub(super) async fn refresh(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.access.authorize(&headers, Scope::Write)?;
     let td = trust_domain(&td)?;
-    configured(&state, &td)?;
+    if state.relationships.find(&td).is_none() {
+        return Err(not_found(&td));
+    }
     let (reply, answer) = oneshot::channel();
     let request = RefreshRequest {
         trust_domain: td,
@@ -76,18 +141,12 @@ pub(super) async fn refresh(
     Ok(Json(value))
 }
 
-/// Any create, replace or delete of a relationship.
-pub(super) async fn managed_in_config(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-) -> Result<(), ApiError> {
-    state.access.authorize(&headers, Scope::Write)?;
-    Err(ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "managed_in_configuration",
-        "federation relationships are managed in the configuration file ([[federation]]); \
-         edit it and restart the gateway",
-    ))
+/// `?force=` of a delete.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
 }
 
 /// The body of `GET /v1/federation-relationships`.
@@ -100,10 +159,15 @@ pub(super) struct ListView {
 #[derive(Debug, Serialize)]
 pub(super) struct RelationshipView {
     trust_domain: TrustDomain,
+    origin: Origin,
     urls: Vec<Url>,
     profile: ProfileName,
     endpoint_spiffe_id: Option<SpiffeId>,
     follow_redirects: bool,
+    proxy: ProxyConfig,
+    #[serde(flatten)]
+    chain: Chain,
+    warnings: Vec<String>,
     status: FetchStatus,
 }
 
@@ -111,24 +175,129 @@ fn view(
     state: &AdminState,
     snapshot: &Snapshot,
     relationship: &Relationship,
+    details: &Details,
     now: OffsetDateTime,
 ) -> RelationshipView {
     let td = &relationship.trust_domain;
     RelationshipView {
         trust_domain: td.clone(),
+        origin: details.origin,
         urls: relationship.endpoint_urls(),
         profile: relationship.profile,
         endpoint_spiffe_id: relationship.endpoint_spiffe_id.clone(),
         follow_redirects: relationship.follow_redirects,
+        proxy: relationship.proxy.clone(),
+        chain: details.chain.clone(),
+        warnings: details.warnings.clone(),
         status: fetch_status(state, snapshot, td, Some(relationship), now),
     }
 }
 
-fn configured(state: &AdminState, td: &TrustDomain) -> Result<Relationship, ApiError> {
-    state
-        .relationships
-        .find(td)
-        .ok_or_else(|| ApiError::not_found(format!("no federation relationship with {td}")))
+/// The view of `td` as now listed.
+fn current_view(state: &AdminState, td: &TrustDomain) -> Result<RelationshipView, ApiError> {
+    let listing = state.relationships.listing();
+    let (relationship, details) = listing
+        .entries()
+        .find(|(r, _)| &r.trust_domain == td)
+        .ok_or_else(|| not_found(td))?;
+    let snapshot = state.trust_store.snapshot();
+    Ok(view(
+        state,
+        &snapshot,
+        relationship,
+        details,
+        OffsetDateTime::now_utc(),
+    ))
+}
+
+fn registry(state: &AdminState) -> Result<&Registry, ApiError> {
+    state.registry.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "relationship changes are not available here: no relationship registry runs",
+        )
+    })
+}
+
+/// A body the JSON extractor refused: malformed (400), of the wrong shape, naming
+/// the field (422), too large (413) or not JSON (415).
+fn body_error(err: &JsonRejection) -> ApiError {
+    let status = err.status();
+    let code = match status {
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_relationship",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "invalid_argument",
+    };
+    ApiError::new(status, code, err.body_text())
+}
+
+fn registry_error(err: RegistryError) -> ApiError {
+    let unprocessable = |message: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_relationship",
+            message,
+        )
+    };
+    match err {
+        RegistryError::Invalid(ConfigError::Invalid { key, reason }) => {
+            unprocessable(format!("{key}: {reason}"))
+        }
+        RegistryError::Invalid(other) => unprocessable(other.to_string()),
+        RegistryError::Material(material) => material_error(material),
+        err @ RegistryError::AlreadyExists { .. } => {
+            ApiError::conflict("already_exists", err.to_string())
+        }
+        err @ RegistryError::NotFound { .. } => ApiError::not_found(err.to_string()),
+        err @ RegistryError::ManagedInConfiguration { .. } => {
+            ApiError::conflict("managed_in_configuration", err.to_string())
+        }
+        err @ RegistryError::TrustDomainMismatch { .. } => ApiError::invalid(err.to_string()),
+        err @ RegistryError::InUse { .. } => {
+            ApiError::conflict("relationship_in_use", err.to_string())
+        }
+        other => ApiError::internal(&other),
+    }
+}
+
+/// Inline material the poller cannot use, naming the body's field.
+fn material_error(err: RelationshipError) -> ApiError {
+    let field = |from: &MaterialSource| match from {
+        MaterialSource::Inline(field) => (*field).to_owned(),
+        MaterialSource::File(path) => path.display().to_string(),
+    };
+    let message = match &err {
+        RelationshipError::Bootstrap { from, source, .. } => format!("{}: {source}", field(from)),
+        RelationshipError::NoRoots { from, .. } => {
+            format!("{}: holds no PEM certificate", field(from))
+        }
+        RelationshipError::TooLarge { from, limit, .. } => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "{}: larger than policy.max_document_bytes ({limit} bytes)",
+                    field(from)
+                ),
+            );
+        }
+        RelationshipError::Url { url, source, .. } => format!("url: {url}: {source}"),
+        RelationshipError::MissingEndpointId { .. } => {
+            "endpoint_spiffe_id: required for profile https_spiffe".to_owned()
+        }
+        _ => return ApiError::internal(&err),
+    };
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_relationship",
+        message,
+    )
+}
+
+fn not_found(td: &TrustDomain) -> ApiError {
+    ApiError::not_found(format!("no federation relationship with {td}"))
 }
 
 fn poller_unavailable() -> ApiError {

@@ -79,6 +79,7 @@ pub struct PollReport {
 struct Handle {
     cancel: CancellationToken,
     refresh: mpsc::Sender<oneshot::Sender<PollReport>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// The set of running pollers; cheap to clone.
@@ -110,6 +111,18 @@ impl Pollers {
         let cancel = self.shutdown.token().child_token();
         let (refresh, requests) = mpsc::channel(4);
         let td = relationship.trust_domain.clone();
+        let ctx = Arc::clone(&self.ctx);
+        let stop = cancel.clone();
+        // Cancelling ends the task at its next await, an in-flight fetch included
+        // (POLL-4: nothing is fetched after a stop). A trust store write it already
+        // began still completes: the write holds the store's writer lock, so a
+        // removal that follows the stop comes after it.
+        let task = self.shutdown.spawn(async move {
+            tokio::select! {
+                () = run(ctx, relationship, stop.clone(), requests) => {}
+                () = stop.cancelled() => {}
+            }
+        });
         let previous = self
             .tasks
             .lock()
@@ -117,26 +130,31 @@ impl Pollers {
             .insert(
                 td,
                 Handle {
-                    cancel: cancel.clone(),
+                    cancel,
                     refresh,
+                    task,
                 },
             );
         if let Some(previous) = previous {
             previous.cancel.cancel();
         }
-        let ctx = Arc::clone(&self.ctx);
-        self.shutdown
-            .spawn(run(ctx, relationship, cancel, requests));
     }
 
-    /// Stop polling `trust_domain`; returns whether a poller was running.
-    pub fn stop(&self, trust_domain: &TrustDomain) -> bool {
+    /// Stop polling `trust_domain` and wait until its task has ended, so nothing it
+    /// does comes after the caller's next step; returns whether a poller was running.
+    pub async fn stop(&self, trust_domain: &TrustDomain) -> bool {
         let handle = self
             .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(trust_domain);
-        handle.map(|h| h.cancel.cancel()).is_some()
+        let Some(handle) = handle else {
+            return false;
+        };
+        handle.cancel.cancel();
+        // A task that panicked has ended too; there is nothing else to wait for.
+        let _ended = handle.task.await;
+        true
     }
 
     /// Poll `trust_domain` now and wait for the result; `None` if it has no poller.

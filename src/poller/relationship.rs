@@ -1,10 +1,14 @@
 //! A federation relationship in the form the poller uses: URLs validated, profile
-//! resolved, extra roots and the bootstrap bundle read and parsed.
+//! resolved, extra roots and the bootstrap bundle parsed.
 //!
-//! Owns turning a [`config::Relationship`](crate::config::Relationship) into that form,
-//! reading its files once (blocking: call from `spawn_blocking`). It does not own
-//! configuration validation (config.rs) or fetching.
+//! Owns turning a [`config::Relationship`] and its
+//! [`Material`] into that form. The material is read from files named in the
+//! configuration ([`Relationship::from_config`], blocking: call from
+//! `spawn_blocking`) or sent inline through the admin API; both go through
+//! [`Relationship::resolve`]. It does not own configuration validation (config.rs)
+//! or fetching.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::CertificateDer;
@@ -40,21 +44,31 @@ pub enum RelationshipError {
         /// Why.
         source: std::io::Error,
     },
-    /// The extra CA roots file holds no usable certificate.
-    #[error("relationship {trust_domain}: {path} holds no PEM certificate")]
+    /// The extra CA roots hold no usable certificate.
+    #[error("relationship {trust_domain}: {from} holds no PEM certificate")]
     NoRoots {
         /// The relationship.
         trust_domain: TrustDomain,
-        /// The file.
-        path: PathBuf,
+        /// Where the roots came from.
+        from: MaterialSource,
+    },
+    /// Material is larger than the document limit (`policy.max_document_bytes`).
+    #[error("relationship {trust_domain}: {from} is larger than {limit} bytes")]
+    TooLarge {
+        /// The relationship.
+        trust_domain: TrustDomain,
+        /// Where the material came from.
+        from: MaterialSource,
+        /// The limit.
+        limit: usize,
     },
     /// The bootstrap bundle is invalid.
-    #[error("relationship {trust_domain}: bootstrap_bundle {path}: {source}")]
+    #[error("relationship {trust_domain}: bootstrap_bundle {from}: {source}")]
     Bootstrap {
         /// The relationship.
         trust_domain: TrustDomain,
-        /// The file.
-        path: PathBuf,
+        /// Where the bundle came from.
+        from: MaterialSource,
         /// What is wrong with it.
         source: BundleError,
     },
@@ -64,6 +78,35 @@ pub enum RelationshipError {
         /// The relationship.
         trust_domain: TrustDomain,
     },
+}
+
+/// Where a piece of a relationship's material came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaterialSource {
+    /// A file named in the configuration.
+    File(PathBuf),
+    /// A field of an admin API request, holding the content itself.
+    Inline(&'static str),
+}
+
+impl fmt::Display for MaterialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Inline(field) => write!(f, "(inline {field})"),
+        }
+    }
+}
+
+/// The optional material of a relationship, already read: the content and where it
+/// came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Material {
+    /// `https_web`: PEM CA roots trusted besides the system store.
+    pub extra_roots: Option<(MaterialSource, Vec<u8>)>,
+    /// `https_spiffe`: a bundle document for the endpoint ID's trust domain, in the
+    /// relationship's `bootstrap_format`.
+    pub bootstrap: Option<(MaterialSource, Vec<u8>)>,
 }
 
 /// A relationship ready to poll.
@@ -97,6 +140,29 @@ impl Relationship {
         total_timeout: std::time::Duration,
     ) -> Result<Self, RelationshipError> {
         let td = &rel.trust_domain;
+        let read_file = |path: &PathBuf| {
+            read(td, path).map(|bytes| (MaterialSource::File(path.clone()), bytes))
+        };
+        let material = Material {
+            extra_roots: rel.extra_ca_roots.as_ref().map(read_file).transpose()?,
+            bootstrap: rel.bootstrap_bundle.as_ref().map(read_file).transpose()?,
+        };
+        Self::resolve(rel, material, max_document_bytes, total_timeout)
+    }
+
+    /// Resolve a relationship whose material is already read (from files or inline);
+    /// `rel`'s own `extra_ca_roots` and `bootstrap_bundle` paths are not read here.
+    /// Does not block.
+    ///
+    /// # Errors
+    /// [`RelationshipError`] naming the relationship and the fault.
+    pub fn resolve(
+        rel: &config::Relationship,
+        material: Material,
+        max_document_bytes: usize,
+        total_timeout: std::time::Duration,
+    ) -> Result<Self, RelationshipError> {
+        let td = &rel.trust_domain;
         let urls = rel
             .endpoint_urls()
             .into_iter()
@@ -111,8 +177,8 @@ impl Relationship {
         let profile = match rel.profile {
             ProfileName::HttpsWeb => {
                 let mut options = WebOptions::default();
-                if let Some(path) = &rel.extra_ca_roots {
-                    options.extra_roots = read_roots(td, path)?;
+                if let Some((from, bytes)) = &material.extra_roots {
+                    options.extra_roots = parse_roots(td, from, bytes, max_document_bytes)?;
                 }
                 Profile::HttpsWeb(options)
             }
@@ -124,11 +190,12 @@ impl Relationship {
                 })?,
             },
         };
-        let bootstrap = match (&profile, &rel.bootstrap_bundle) {
-            (Profile::HttpsSpiffe { endpoint_id }, Some(path)) => Some(read_bootstrap(
+        let bootstrap = match (&profile, &material.bootstrap) {
+            (Profile::HttpsSpiffe { endpoint_id }, Some((from, bytes))) => Some(parse_bootstrap(
                 td,
                 endpoint_id.trust_domain(),
-                path,
+                from,
+                bytes,
                 rel.bootstrap_format,
                 max_document_bytes,
             )?),
@@ -174,40 +241,55 @@ fn read(td: &TrustDomain, path: &Path) -> Result<Vec<u8>, RelationshipError> {
     })
 }
 
-fn read_roots(
+fn parse_roots(
     td: &TrustDomain,
-    path: &Path,
+    from: &MaterialSource,
+    bytes: &[u8],
+    max: usize,
 ) -> Result<Vec<CertificateDer<'static>>, RelationshipError> {
-    let bytes = read(td, path)?;
-    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+    if bytes.len() > max {
+        return Err(RelationshipError::TooLarge {
+            trust_domain: td.clone(),
+            from: from.clone(),
+            limit: max,
+        });
+    }
+    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bytes)
         .filter_map(Result::ok)
         .collect();
     if roots.is_empty() {
         return Err(RelationshipError::NoRoots {
             trust_domain: td.clone(),
-            path: path.to_path_buf(),
+            from: from.clone(),
         });
     }
     Ok(roots)
 }
 
-fn read_bootstrap(
+fn parse_bootstrap(
     td: &TrustDomain,
     endpoint_td: &TrustDomain,
-    path: &Path,
+    from: &MaterialSource,
+    bytes: &[u8],
     format: DocumentFormat,
     max: usize,
 ) -> Result<Bundle, RelationshipError> {
-    let bytes = read(td, path)?;
+    if bytes.len() > max {
+        return Err(RelationshipError::TooLarge {
+            trust_domain: td.clone(),
+            from: from.clone(),
+            limit: max,
+        });
+    }
     let invalid = |source| RelationshipError::Bootstrap {
         trust_domain: td.clone(),
-        path: path.to_path_buf(),
+        from: from.clone(),
         source,
     };
     match format {
-        DocumentFormat::Spiffe => Bundle::parse_with_limit(endpoint_td, &bytes, max)
+        DocumentFormat::Spiffe => Bundle::parse_with_limit(endpoint_td, bytes, max)
             .map(|parsed| parsed.bundle)
             .map_err(invalid),
-        DocumentFormat::Pem => Bundle::from_pem(endpoint_td, &bytes).map_err(invalid),
+        DocumentFormat::Pem => Bundle::from_pem(endpoint_td, bytes).map_err(invalid),
     }
 }

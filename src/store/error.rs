@@ -19,6 +19,8 @@ pub enum Keyspace {
     Audit,
     /// Counters: global revision, audit sequence, local served sequences.
     Meta,
+    /// Federation relationships created through the admin API.
+    Relationships,
 }
 
 impl Keyspace {
@@ -30,6 +32,7 @@ impl Keyspace {
             Self::Status => "status",
             Self::Audit => "audit",
             Self::Meta => "meta",
+            Self::Relationships => "relationships",
         }
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use spiffe_federation::TrustDomain;
 
 use crate::policy::Source;
+use crate::relationships::RelationshipSpec;
 
 /// A stored bundle version (POLL-3: kept under the trust domain it belongs to).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +76,12 @@ pub enum AuditAction {
     Remove,
     /// An operator re-accepted a past version.
     Rollback,
+    /// A federation relationship was created through the admin API.
+    RelationshipCreate,
+    /// A federation relationship created through the admin API was replaced.
+    RelationshipUpdate,
+    /// A federation relationship created through the admin API was deleted (POLL-4).
+    RelationshipDelete,
 }
 
 /// One audit log entry.
@@ -94,6 +101,24 @@ pub struct AuditRecord {
     pub new_digest: Option<String>,
     /// Free text for people (warnings, rollback target).
     pub detail: String,
+    /// The value before, for changes that are not bundles (a relationship's JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_value: Option<serde_json::Value>,
+    /// The value after, for changes that are not bundles (a relationship's JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_value: Option<serde_json::Value>,
+}
+
+/// A federation relationship created through the admin API, as stored in the
+/// `relationships` keyspace (relationships from the configuration file are not stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelationshipRecord {
+    /// The relationship as the API accepted it (file contents inline).
+    pub relationship: RelationshipSpec,
+    /// When it was created or last replaced, Unix seconds.
+    pub changed_at: i64,
+    /// Who created or last replaced it.
+    pub changed_by: String,
 }
 
 /// The caller's part of the audit entry a change writes.
