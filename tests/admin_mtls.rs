@@ -177,6 +177,7 @@ impl Harness {
             ready,
             schedule: (&PollingConfig::default()).into(),
             max_document_bytes: 64 * 1024,
+            registry: None,
         };
         let bound = listen::tls::bind("127.0.0.1:0".parse().unwrap(), &tls, &access, &store)
             .await
