@@ -99,6 +99,24 @@ fn bundle(name: &str, elements: Vec<Value>) -> Arc<Bundle> {
     Arc::new(parsed.bundle)
 }
 
+/// `a.example` and `b.example`, each with one P-256 `jwt-svid` key under its kid.
+fn two_domains(a_kid: &str, b_kid: &str) -> (Key, Key, Bundles) {
+    let a_key = Key::p256(a_kid);
+    let b_key = Key::p256(b_kid);
+    let bundles = Bundles::new(vec![
+        bundle("a.example", vec![a_key.element("jwt-svid")]),
+        bundle("b.example", vec![b_key.element("jwt-svid")]),
+    ]);
+    (a_key, b_key, bundles)
+}
+
+/// `a.example` with one P-256 `jwt-svid` key, kid `k`.
+fn one_domain() -> (Key, Bundles) {
+    let key = Key::p256("k");
+    let bundles = Bundles::new(vec![bundle("a.example", vec![key.element("jwt-svid")])]);
+    (key, bundles)
+}
+
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
@@ -210,12 +228,7 @@ fn jwt_every_supported_algorithm_validates() {
 
 #[test]
 fn dist_3_jwt_key_of_another_domain_never_validates_even_with_the_same_kid() {
-    let a_key = Key::p256("shared");
-    let b_key = Key::p256("shared");
-    let bundles = Bundles::new(vec![
-        bundle("a.example", vec![a_key.element("jwt-svid")]),
-        bundle("b.example", vec![b_key.element("jwt-svid")]),
-    ]);
+    let (_, b_key, bundles) = two_domains("shared", "shared");
     let token = b_key.sign_es256(&claims("spiffe://a.example/x", now()));
 
     let err = bundles.refuse(&token);
@@ -237,12 +250,7 @@ fn dist_3_jwt_key_of_another_domain_never_validates_even_with_the_same_kid() {
 
 #[test]
 fn dist_3_jwt_kid_known_only_to_another_domain_is_unknown() {
-    let a_key = Key::p256("a-1");
-    let b_key = Key::p256("b-1");
-    let bundles = Bundles::new(vec![
-        bundle("a.example", vec![a_key.element("jwt-svid")]),
-        bundle("b.example", vec![b_key.element("jwt-svid")]),
-    ]);
+    let (_, b_key, bundles) = two_domains("a-1", "b-1");
     let token = b_key.sign_es256(&claims("spiffe://a.example/x", now()));
     let err = bundles.refuse(&token);
     assert_eq!(
@@ -347,8 +355,7 @@ fn jwt_key_must_fit_the_algorithm() {
 
 #[test]
 fn jwt_tampered_claims_fail_the_signature() {
-    let key = Key::p256("k");
-    let bundles = Bundles::new(vec![bundle("a.example", vec![key.element("jwt-svid")])]);
+    let (key, bundles) = one_domain();
     let token = key.sign_es256(&claims("spiffe://a.example/x", now()));
     let mut parts: Vec<&str> = token.split('.').collect();
     let forged = URL_SAFE_NO_PAD
@@ -359,8 +366,7 @@ fn jwt_tampered_claims_fail_the_signature() {
 
 #[test]
 fn jwt_unknown_trust_domain_has_no_bundle() {
-    let key = Key::p256("k");
-    let bundles = Bundles::new(vec![bundle("a.example", vec![key.element("jwt-svid")])]);
+    let (key, bundles) = one_domain();
     let token = key.sign_es256(&claims("spiffe://c.example/x", now()));
     assert_eq!(
         bundles.refuse(&token),
@@ -372,8 +378,7 @@ fn jwt_unknown_trust_domain_has_no_bundle() {
 
 #[test]
 fn jwt_expiry_is_checked_with_the_leeway() {
-    let key = Key::p256("k");
-    let bundles = Bundles::new(vec![bundle("a.example", vec![key.element("jwt-svid")])]);
+    let (key, bundles) = one_domain();
     let at = now();
     let leeway = i64::try_from(LEEWAY.as_secs()).unwrap();
     let sub = "spiffe://a.example/x";
@@ -396,8 +401,7 @@ fn jwt_expiry_is_checked_with_the_leeway() {
 
 #[test]
 fn jwt_nbf_is_checked_with_the_leeway_when_present() {
-    let key = Key::p256("k");
-    let bundles = Bundles::new(vec![bundle("a.example", vec![key.element("jwt-svid")])]);
+    let (key, bundles) = one_domain();
     let at = now();
     let t = at.unix_timestamp();
     let leeway = i64::try_from(LEEWAY.as_secs()).unwrap();
@@ -422,8 +426,7 @@ fn jwt_nbf_is_checked_with_the_leeway_when_present() {
 
 #[test]
 fn jwt_aud_may_be_an_array_and_must_hold_the_audience() {
-    let key = Key::p256("k");
-    let bundles = Bundles::new(vec![bundle("a.example", vec![key.element("jwt-svid")])]);
+    let (key, bundles) = one_domain();
     let exp = now().unix_timestamp() + 300;
     let sub = "spiffe://a.example/x";
     let token = key.sign_es256(&json!({"sub": sub, "aud": ["billing", AUDIENCE], "exp": exp}));
@@ -443,8 +446,7 @@ fn jwt_aud_may_be_an_array_and_must_hold_the_audience() {
 
 #[test]
 fn jwt_exp_and_aud_are_required() {
-    let key = Key::p256("k");
-    let bundles = Bundles::new(vec![bundle("a.example", vec![key.element("jwt-svid")])]);
+    let (key, bundles) = one_domain();
     let exp = now().unix_timestamp() + 300;
     let sub = "spiffe://a.example/x";
     for (claims, code) in [
