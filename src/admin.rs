@@ -47,6 +47,7 @@ pub mod error;
 pub mod listen;
 mod routes_bundles;
 mod routes_health;
+mod routes_jwt;
 mod routes_relationships;
 mod routes_status;
 
@@ -207,6 +208,7 @@ pub fn router(state: AdminState) -> Router {
             "/v1/federation-relationships/{td}/refresh",
             post(routes_relationships::refresh),
         )
+        .route("/v1/jwt-svid/validate", post(routes_jwt::validate))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

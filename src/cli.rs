@@ -486,6 +486,51 @@ pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError
     )))
 }
 
+/// `fedgw jwt validate --audience AUD TOKEN`: validated by the gateway, with the
+/// bundle of the token's own trust domain.
+///
+/// # Errors
+/// [`CliError`] from the API; a refused token is an API error whose code names why
+/// (e.g. `bad_signature`, `expired`).
+pub async fn jwt_validate(
+    client: &AdminClient,
+    token: &str,
+    audience: &str,
+    json: bool,
+) -> Result<Output, CliError> {
+    let body = json!({ "token": token, "audience": audience });
+    let answer = client
+        .call(
+            Method::POST,
+            "/v1/jwt-svid/validate",
+            Some(Body::Json(body)),
+        )
+        .await?;
+    let value = answer.json.unwrap_or(Value::Null);
+    if json {
+        return Ok(Output::Json(value));
+    }
+    let row = [
+        "spiffe_id",
+        "trust_domain",
+        "key_id",
+        "algorithm",
+        "expires_at",
+    ]
+    .map(|key| text(&value, key))
+    .to_vec();
+    Ok(Output::Text(table(
+        &[
+            "SPIFFE ID",
+            "TRUST DOMAIN",
+            "KEY ID",
+            "ALGORITHM",
+            "EXPIRES",
+        ],
+        &[row],
+    )))
+}
+
 fn relationship_output(value: Value, json: bool, verb: &str) -> Output {
     if json {
         return Output::Json(value);

@@ -46,6 +46,9 @@ enum Command {
     /// Admin helpers.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// JWT-SVIDs.
+    #[command(subcommand)]
+    Jwt(JwtCommand),
 }
 
 #[derive(Debug, Args)]
@@ -303,6 +306,23 @@ enum AdminCommand {
     /// Read a token on standard input and print the SHA-256 to put in
     /// `[[admin.tokens]] sha256`.
     HashToken,
+}
+
+#[derive(Debug, Subcommand)]
+enum JwtCommand {
+    /// Validate a JWT-SVID with the gateway's bundles: only the JWT keys of the bundle
+    /// of the token's own trust domain are used.
+    Validate {
+        /// The audience the token must name in `aud`.
+        #[arg(long)]
+        audience: String,
+        /// The token; `-` (the default) reads it from standard input, which keeps it
+        /// out of the process list.
+        #[arg(default_value = "-")]
+        token: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -566,6 +586,14 @@ async fn admin_verb(command: Command) -> anyhow::Result<Output> {
             trust_domain,
             admin: a,
         }) => cli::bundle_history(&client(&a)?, &trust_domain, a.json).await?,
+        Command::Jwt(JwtCommand::Validate {
+            audience,
+            token,
+            admin: a,
+        }) => {
+            let token = read_token(token).await?;
+            cli::jwt_validate(&client(&a)?, &token, &audience, a.json).await?
+        }
         Command::Bundle(B::Validate { .. })
         | Command::Serve(_)
         | Command::Demo(_)
@@ -618,6 +646,20 @@ fn fail(json: bool, message: &str, invalid_document: bool) -> ExitCode {
         );
     }
     ExitCode::FAILURE
+}
+
+/// A token from the command line, or from standard input for `-` (surrounding
+/// whitespace, such as the final newline, removed).
+async fn read_token(arg: String) -> anyhow::Result<String> {
+    let token = if arg == "-" {
+        let bytes = tokio::task::spawn_blocking(|| read_input(&PathBuf::from("-")))
+            .await
+            .context("reading standard input")??;
+        String::from_utf8(bytes).context("the token on standard input is not UTF-8")?
+    } else {
+        arg
+    };
+    Ok(token.trim().to_owned())
 }
 
 fn read_input(file: &PathBuf) -> anyhow::Result<Vec<u8>> {

@@ -23,6 +23,7 @@ use fedgw::telemetry::Metrics;
 use fedgw::trust_store::TrustStore;
 use reqwest::Method;
 use serde_json::{Value, json};
+use spiffe_federation::bundle::{EcCurve, JwtAuthority, PublicKey};
 use spiffe_federation::{Bundle, TrustDomain};
 use tempfile::TempDir;
 use time::OffsetDateTime;
@@ -1207,5 +1208,176 @@ async fn cli_verbs_speak_the_same_shapes() {
         .await
         .unwrap();
     assert!(h.store.snapshot().get(&td("fresh.example")).is_none());
+    h.stop().await;
+}
+
+// ---- POST /v1/jwt-svid/validate -------------------------------------------------------
+
+/// An EC P-256 JWT-SVID signing key (rcgen) and its public half as a JWT authority.
+struct JwtKey {
+    kid: &'static str,
+    encoding: jsonwebtoken::EncodingKey,
+    authority: JwtAuthority,
+}
+
+impl JwtKey {
+    fn new(kid: &'static str) -> Self {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        // The raw public key is the uncompressed point 0x04 || x || y.
+        let point = key.public_key_raw();
+        let public = PublicKey::Ec {
+            curve: EcCurve::P256,
+            x: point[1..33].to_vec(),
+            y: point[33..].to_vec(),
+        };
+        Self {
+            kid,
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(&key.serialize_der()),
+            authority: JwtAuthority::new(kid, public).unwrap(),
+        }
+    }
+
+    /// An ES256 token for `sub` and `aud` expiring `lifetime` seconds from now.
+    fn token(&self, sub: &str, aud: &str, lifetime: i64) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.to_owned());
+        let exp = OffsetDateTime::now_utc().unix_timestamp() + lifetime;
+        let claims = json!({"sub": sub, "aud": aud, "exp": exp, "env": "prod"});
+        jsonwebtoken::encode(&header, &claims, &self.encoding).unwrap()
+    }
+}
+
+/// A TCP harness holding `fresh.example` (pushed) with `a_key` and `home.example`
+/// (local) with `b_key`, both under the kid `shared`.
+async fn jwt_harness() -> (Harness, JwtKey, JwtKey) {
+    let h = Harness::start(Options {
+        tcp: true,
+        ..Options::default()
+    })
+    .await;
+    let a_key = JwtKey::new("shared");
+    let b_key = JwtKey::new("shared");
+    for (name, key) in [("fresh.example", &a_key), ("home.example", &b_key)] {
+        let mut bundle = Bundle::new(td(name));
+        bundle.insert_jwt_authority(key.authority.clone());
+        let document = String::from_utf8(bundle.to_json()).unwrap();
+        h.put_json(name, &document).await.unwrap();
+    }
+    (h, a_key, b_key)
+}
+
+async fn validate_jwt(client: &AdminClient, body: Value) -> Result<Answer, ClientError> {
+    client
+        .call(
+            Method::POST,
+            "/v1/jwt-svid/validate",
+            Some(Body::Json(body)),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn jwt_validate_route_answers_the_svid_to_a_read_token() {
+    let (h, a_key, _) = jwt_harness().await;
+    let reader = h.client_with(Some(READ_TOKEN));
+    let token = a_key.token("spiffe://fresh.example/billing", "reports", 300);
+
+    let answer = validate_jwt(&reader, json!({"token": token, "audience": "reports"}))
+        .await
+        .unwrap();
+    let body = json_of(&answer);
+    assert_eq!(body["spiffe_id"], "spiffe://fresh.example/billing");
+    assert_eq!(body["trust_domain"], "fresh.example");
+    assert_eq!(body["key_id"], "shared");
+    assert_eq!(body["algorithm"], "ES256");
+    assert_eq!(body["claims"]["env"], "prod");
+    let exp = body["claims"]["exp"].as_i64().unwrap();
+    let expires_at = OffsetDateTime::parse(
+        body["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(expires_at.unix_timestamp(), exp);
+
+    // The CLI verb shows the same as a table.
+    let cli::Output::Text(table) = cli::jwt_validate(&reader, &token, "reports", false)
+        .await
+        .unwrap()
+    else {
+        panic!("text output");
+    };
+    assert!(table.starts_with("SPIFFE ID"), "{table}");
+    assert!(table.contains("spiffe://fresh.example/billing"), "{table}");
+
+    // Without a token the caller is not authenticated.
+    let anonymous = h.client_with(None);
+    let refused = validate_jwt(&anonymous, json!({"token": token, "audience": "reports"})).await;
+    assert_eq!(api_error(refused).0, 401);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn dist_3_jwt_validate_route_uses_only_the_bundle_of_the_tokens_domain() {
+    let (h, a_key, b_key) = jwt_harness().await;
+    // home.example's key, under a kid fresh.example also uses, for a fresh.example ID.
+    let token = b_key.token("spiffe://fresh.example/billing", "reports", 300);
+    let (status, code, message) =
+        api_error(validate_jwt(&h.client, json!({"token": token, "audience": "reports"})).await);
+    assert_eq!((status, code.as_str()), (422, "bad_signature"), "{message}");
+    assert!(message.contains("fresh.example"), "{message}");
+    // Each key vouches for its own domain.
+    for (key, sub) in [
+        (&a_key, "spiffe://fresh.example/x"),
+        (&b_key, "spiffe://home.example/x"),
+    ] {
+        let token = key.token(sub, "reports", 300);
+        let body = json!({"token": token, "audience": "reports"});
+        validate_jwt(&h.client, body).await.unwrap();
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn jwt_validate_route_names_each_refusal() {
+    let (h, a_key, _) = jwt_harness().await;
+    let sub = "spiffe://fresh.example/x";
+    let good = a_key.token(sub, "reports", 300);
+    let ask = |token: &str, audience: &str| json!({"token": token, "audience": audience});
+    // The header {"alg":"none"}, base64url.
+    let unsigned = "eyJhbGciOiJub25lIn0.e30.";
+    for (body, status, code) in [
+        (json!({"token": good}), 400, "invalid_argument"),
+        (ask(&good, ""), 400, "invalid_argument"),
+        (
+            json!({"token": good, "audience": "a", "x": 1}),
+            400,
+            "invalid_argument",
+        ),
+        (ask(&good, "inventory"), 422, "audience_mismatch"),
+        (
+            ask(&a_key.token(sub, "reports", -120), "reports"),
+            422,
+            "expired",
+        ),
+        (
+            ask(
+                &a_key.token("spiffe://other.example/x", "reports", 300),
+                "reports",
+            ),
+            422,
+            "no_bundle",
+        ),
+        (ask(unsigned, "reports"), 422, "unsupported_algorithm"),
+        (ask("e30.e30.e30", "reports"), 422, "malformed_token"),
+        (ask("not a token", "reports"), 422, "malformed_token"),
+    ] {
+        let (got_status, got_code, message) =
+            api_error(validate_jwt(&h.client, body.clone()).await);
+        assert_eq!(
+            (got_status, got_code.as_str()),
+            (status, code),
+            "{body}: {message}"
+        );
+    }
     h.stop().await;
 }

@@ -26,7 +26,7 @@
 //! ```
 
 mod authority;
-mod json;
+pub(crate) mod json;
 mod map;
 mod parse;
 mod pem;

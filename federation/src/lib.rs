@@ -11,7 +11,9 @@
 //!   `https_spiffe` bundle endpoint (X509-SVID §5, SPIFFE Federation §5.2.2.4);
 //! - [`SpiffeClientVerifier`]: a rustls verifier that authenticates TLS clients by
 //!   their X509-SVID, under the current bundle of the client ID's own trust domain
-//!   (SPIFFE mTLS for services other than bundle endpoints).
+//!   (SPIFFE mTLS for services other than bundle endpoints);
+//! - [`jwt_svid`]: JWT-SVID validation against the JWT authorities of the bundle of
+//!   the token's own trust domain only (JWT-SVID §2-§4, TDB §3).
 //!
 //! It knows nothing of storage, configuration or any service; `docs/conformance.md`
 //! in the fedgw repository maps every rule to the tests that check it.
@@ -30,6 +32,7 @@
 
 pub mod bundle;
 pub mod endpoint;
+pub mod jwt_svid;
 mod tls_client_auth;
 pub mod trust_domain;
 pub mod verify;

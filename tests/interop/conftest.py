@@ -19,20 +19,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 REPO = Path(__file__).resolve().parents[2]
 
 
-def build_probe() -> Path:
-    """Build the probe and return the executable's path, read from cargo's own
-    build messages so that any target directory works."""
+def cargo_executable(target: str, *selection: str) -> Path:
+    """Build `target` (chosen by cargo arguments such as `--bin fedgw`) and return
+    the executable's path, read from cargo's own build messages so that any target
+    directory works."""
     result = subprocess.run(
-        [
-            "cargo",
-            "build",
-            "-q",
-            "-p",
-            "spiffe-federation",
-            "--example",
-            "interop_probe",
-            "--message-format=json",
-        ],
+        ["cargo", "build", "-q", *selection, "--message-format=json"],
         cwd=REPO,
         check=True,
         capture_output=True,
@@ -42,11 +34,15 @@ def build_probe() -> Path:
         message = json.loads(line)
         if (
             message.get("reason") == "compiler-artifact"
-            and message["target"]["name"] == "interop_probe"
+            and message["target"]["name"] == target
             and message.get("executable")
         ):
             return Path(message["executable"])
-    raise RuntimeError("cargo did not report the interop_probe executable")
+    raise RuntimeError(f"cargo did not report the {target} executable")
+
+
+def build_probe() -> Path:
+    return cargo_executable("interop_probe", "-p", "spiffe-federation", "--example", "interop_probe")
 
 
 class Probe:
