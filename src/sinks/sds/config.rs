@@ -175,7 +175,9 @@ impl SdsConfig {
             if name.is_empty() || name.starts_with("spiffe://") {
                 return Err(invalid(
                     key,
-                    format!("{name:?} must be non-empty and not a spiffe:// name (those are the per-domain resources)"),
+                    format!(
+                        "{name:?} must be non-empty and not a spiffe:// name (those are the per-domain resources)"
+                    ),
                 ));
             }
         }

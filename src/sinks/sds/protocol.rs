@@ -136,7 +136,11 @@ impl Sotw {
         let changed = self.subscribed.as_ref() != Some(&names);
         self.subscribed = Some(names);
         Ok(Received {
-            step: if changed { Step::Respond } else { Step::Nothing },
+            step: if changed {
+                Step::Respond
+            } else {
+                Step::Nothing
+            },
             nack,
             stale: false,
         })
@@ -224,7 +228,11 @@ impl Delta {
             }
         }
         Ok(Received {
-            step: if changed { Step::Respond } else { Step::Nothing },
+            step: if changed {
+                Step::Respond
+            } else {
+                Step::Nothing
+            },
             nack: nack("", &request.response_nonce, request.error_detail.as_ref()),
             stale: false,
         })
@@ -332,7 +340,9 @@ mod tests {
         assert_eq!(ack.step, Step::Nothing);
         assert!(ack.nack.is_none());
         // Stale: an older nonce is ignored even with new names.
-        let stale = sotw.receive(&request(&["spiffe://a.test"], "3", "0")).unwrap();
+        let stale = sotw
+            .receive(&request(&["spiffe://a.test"], "3", "0"))
+            .unwrap();
         assert!(stale.stale);
         assert_eq!(stale.step, Step::Nothing);
         // Same catalog, nothing changed for the subscription: no push.
@@ -350,11 +360,18 @@ mod tests {
     fn dist_5_sotw_pushes_full_state_and_drops_removed_domains() {
         let (a, b) = (bundle(&td("a.test"), None), bundle(&td("b.test"), None));
         let mut sotw = Sotw::default();
-        sotw.receive(&request(&["ALL", "spiffe://a.test", "spiffe://b.test"], "", ""))
-            .unwrap();
+        sotw.receive(&request(
+            &["ALL", "spiffe://a.test", "spiffe://b.test"],
+            "",
+            "",
+        ))
+        .unwrap();
         let both = Catalog::build(1, [&a, &b], &naming());
         let first = sotw.respond(&both, true).unwrap();
-        assert_eq!(names_of(&first), ["ALL", "spiffe://a.test", "spiffe://b.test"]);
+        assert_eq!(
+            names_of(&first),
+            ["ALL", "spiffe://a.test", "spiffe://b.test"]
+        );
         let only_a = Catalog::build(2, [&a], &naming());
         let second = sotw.respond(&only_a, false).unwrap();
         assert_eq!(second.version_info, "2");
@@ -362,9 +379,14 @@ mod tests {
         // A change to a domain nobody subscribed to is not pushed.
         let c = bundle(&td("c.test"), None);
         let mut narrow = Sotw::default();
-        narrow.receive(&request(&["spiffe://a.test"], "", "")).unwrap();
+        narrow
+            .receive(&request(&["spiffe://a.test"], "", ""))
+            .unwrap();
         narrow.respond(&only_a, true).unwrap();
-        assert_eq!(narrow.respond(&Catalog::build(3, [&a, &c], &naming()), false), None);
+        assert_eq!(
+            narrow.respond(&Catalog::build(3, [&a, &c], &naming()), false),
+            None
+        );
     }
 
     #[test]
@@ -381,7 +403,11 @@ mod tests {
             details: Vec::new(),
         });
         let received = sotw.receive(&nack).unwrap();
-        assert_eq!(received.step, Step::Nothing, "the NACKed state is not resent");
+        assert_eq!(
+            received.step,
+            Step::Nothing,
+            "the NACKed state is not resent"
+        );
         assert_eq!(
             received.nack,
             Some(Nack {
@@ -391,7 +417,10 @@ mod tests {
             })
         );
         let b = bundle(&td("a.test"), None);
-        assert!(sotw.respond(&Catalog::build(2, [&b], &naming()), false).is_some());
+        assert!(
+            sotw.respond(&Catalog::build(2, [&b], &naming()), false)
+                .is_some()
+        );
     }
 
     #[test]

@@ -66,7 +66,9 @@ impl Naming {
     }
 
     fn offers(&self, td: &TrustDomain) -> bool {
-        self.allowed.as_ref().is_none_or(|allowed| allowed.contains(td))
+        self.allowed
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(td))
     }
 }
 
@@ -122,7 +124,11 @@ impl Catalog {
             catalog.domains.push(name.clone());
             catalog.insert(trusted_ca_secret(name, pem));
         }
-        if let Some(pem) = naming.default_domain.as_ref().and_then(|td| offered.get(td)) {
+        if let Some(pem) = naming
+            .default_domain
+            .as_ref()
+            .and_then(|td| offered.get(td))
+        {
             catalog.insert(trusted_ca_secret(naming.default_bundle_name.clone(), pem));
         }
         if !offered.is_empty() {
@@ -293,7 +299,10 @@ mod tests {
             catalog.names().collect::<Vec<_>>(),
             ["ALL", "ROOTCA", "spiffe://a.test", "spiffe://b.test"]
         );
-        assert_eq!(catalog.domain_names(), ["spiffe://a.test", "spiffe://b.test"]);
+        assert_eq!(
+            catalog.domain_names(),
+            ["spiffe://a.test", "spiffe://b.test"]
+        );
         for (name, expected) in [("spiffe://a.test", &a), ("spiffe://b.test", &b)] {
             let context = context(catalog.get(name).unwrap());
             assert_eq!(inline_bytes(context.trusted_ca.as_ref()), pem(expected));
@@ -311,7 +320,10 @@ mod tests {
         assert!(context(all).trusted_ca.is_none(), "no merged pool");
         assert_eq!(
             all_domains(all),
-            [("a.test".to_owned(), pem(&a)), ("b.test".to_owned(), pem(&b))]
+            [
+                ("a.test".to_owned(), pem(&a)),
+                ("b.test".to_owned(), pem(&b))
+            ]
         );
     }
 
@@ -328,7 +340,10 @@ mod tests {
         let text = String::from_utf8(inline_bytes(context.trusted_ca.as_ref())).unwrap();
         assert_eq!(text.matches("BEGIN").count(), 1);
         assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 1);
-        assert!(catalog.get("spiffe://j.test").is_none(), "nothing X.509 to offer");
+        assert!(
+            catalog.get("spiffe://j.test").is_none(),
+            "nothing X.509 to offer"
+        );
         let names: Vec<_> = all_domains(catalog.get("ALL").unwrap())
             .into_iter()
             .map(|(name, _)| name)
@@ -362,7 +377,11 @@ mod tests {
         let catalog = Catalog::build(1, [&a], &naming);
         assert!(catalog.get("ROOTCA").is_none());
         let empty = Catalog::build(1, [], &naming);
-        assert_eq!(empty.names().count(), 0, "an ALL without domains is refused by Envoy");
+        assert_eq!(
+            empty.names().count(),
+            0,
+            "an ALL without domains is refused by Envoy"
+        );
     }
 
     #[test]
@@ -388,8 +407,14 @@ mod tests {
         let b2 = bundle(&td("b.test"), None);
         let after = Catalog::build(2, [&a, &b2], &naming());
         let version = |c: &Catalog, n: &str| c.get(n).unwrap().version.clone();
-        assert_eq!(version(&before, "spiffe://a.test"), version(&after, "spiffe://a.test"));
-        assert_ne!(version(&before, "spiffe://b.test"), version(&after, "spiffe://b.test"));
+        assert_eq!(
+            version(&before, "spiffe://a.test"),
+            version(&after, "spiffe://a.test")
+        );
+        assert_ne!(
+            version(&before, "spiffe://b.test"),
+            version(&after, "spiffe://b.test")
+        );
         assert_ne!(version(&before, "ALL"), version(&after, "ALL"));
     }
 }

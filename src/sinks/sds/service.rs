@@ -108,8 +108,11 @@ impl OpenStream {
     /// Log what a request says besides its step.
     fn note(&self, received: &Received) {
         if let Some(nack) = &received.nack {
-            self.gauges
-                .count(NACKS_METRIC, "SDS responses rejected by the client.", self.variant);
+            self.gauges.count(
+                NACKS_METRIC,
+                "SDS responses rejected by the client.",
+                self.variant,
+            );
             tracing::warn!(
                 nonce = %nack.nonce,
                 version = %nack.version_info,
@@ -203,12 +206,13 @@ impl SecretDiscoveryService for SdsService {
         let mut conversation = Sotw::default();
         conversation.receive(&request).map_err(refused)?;
         let catalog = Arc::clone(&self.catalog.borrow());
-        let mut response = conversation
-            .respond(&catalog, true)
-            .unwrap_or_else(|| DiscoveryResponse {
-                type_url: SECRET_TYPE_URL.to_owned(),
-                ..DiscoveryResponse::default()
-            });
+        let mut response =
+            conversation
+                .respond(&catalog, true)
+                .unwrap_or_else(|| DiscoveryResponse {
+                    type_url: SECRET_TYPE_URL.to_owned(),
+                    ..DiscoveryResponse::default()
+                });
         // Unary: no ACK follows, so no nonce.
         response.nonce.clear();
         Ok(Response::new(response))
@@ -282,8 +286,7 @@ async fn sotw(
             continue;
         };
         if force && let Some(names) = conversation.subscribed() {
-            let missing: Vec<&String> =
-                names.iter().filter(|n| current.get(n).is_none()).collect();
+            let missing: Vec<&String> = names.iter().filter(|n| current.get(n).is_none()).collect();
             if !missing.is_empty() {
                 tracing::info!(?missing, "SDS names not offered (yet); sent when they are");
             }
