@@ -1,7 +1,8 @@
-"""Shared fixtures: the Rust probe (`federation/examples/interop_probe.rs`).
+"""Shared fixtures: the Rust probe (`federation/examples/interop_probe.rs`) and the
+`fedgw` binary.
 
-The probe is built once per session with cargo (honouring CARGO_TARGET_DIR), unless
-INTEROP_PROBE names an already-built binary (tests/interop/run.sh sets it).
+Each is built once per session with cargo (honouring CARGO_TARGET_DIR), unless
+INTEROP_PROBE (tests/interop/run.sh sets it) or FEDGW_BIN names an already-built one.
 """
 
 from __future__ import annotations
@@ -19,20 +20,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 REPO = Path(__file__).resolve().parents[2]
 
 
-def build_probe() -> Path:
-    """Build the probe and return the executable's path, read from cargo's own
-    build messages so that any target directory works."""
+def cargo_executable(target: list[str], name: str) -> Path:
+    """Build `target` (cargo arguments such as `["--bin", "fedgw"]`) and return the
+    executable `name`, read from cargo's own build messages so that any target
+    directory works."""
     result = subprocess.run(
-        [
-            "cargo",
-            "build",
-            "-q",
-            "-p",
-            "spiffe-federation",
-            "--example",
-            "interop_probe",
-            "--message-format=json",
-        ],
+        ["cargo", "build", "-q", *target, "--message-format=json"],
         cwd=REPO,
         check=True,
         capture_output=True,
@@ -42,11 +35,16 @@ def build_probe() -> Path:
         message = json.loads(line)
         if (
             message.get("reason") == "compiler-artifact"
-            and message["target"]["name"] == "interop_probe"
+            and message["target"]["name"] == name
             and message.get("executable")
         ):
             return Path(message["executable"])
-    raise RuntimeError("cargo did not report the interop_probe executable")
+    raise RuntimeError(f"cargo did not report the {name} executable")
+
+
+def build_probe() -> Path:
+    """Build the probe and return the executable's path."""
+    return cargo_executable(["-p", "spiffe-federation", "--example", "interop_probe"], "interop_probe")
 
 
 class Probe:
@@ -90,3 +88,9 @@ class Probe:
 def probe() -> Probe:
     path = os.environ.get("INTEROP_PROBE")
     return Probe(Path(path) if path else build_probe())
+
+
+@pytest.fixture(scope="session")
+def fedgw_bin() -> Path:
+    path = os.environ.get("FEDGW_BIN")
+    return Path(path) if path else cargo_executable(["-p", "fedgw", "--bin", "fedgw"], "fedgw")
