@@ -403,7 +403,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dist_5_poll_4_stream_pushes_initial_state_changes_and_removal() {
+    async fn dist_4_dist_5_poll_4_stream_pushes_initial_state_changes_and_removal() {
         let gw = Harness::start("").await;
         let (a, b) = (bundle(&td("a.test"), None), bundle(&td("b.test"), None));
         gw.put(&a).await;
@@ -517,7 +517,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn poll_4_delta_lists_a_removed_domain() {
+    async fn poll_4_dist_4_delta_lists_a_removed_domain() {
         let gw = Harness::start("").await;
         let (a, b) = (bundle(&td("a.test"), None), bundle(&td("b.test"), None));
         gw.put(&a).await;

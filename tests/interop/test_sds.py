@@ -296,7 +296,7 @@ def decode(envoy: Envoy, response) -> dict[str, dict[str, list[bytes]]]:
 NAMES = ["ALL", "spiffe://a.test", "spiffe://b.test"]
 
 
-def test_fed_11_dist_3_dist_6_dist_7_each_domain_gets_its_own_x509_cas_only(gateway, envoy):
+def test_fed_11_dist_1_dist_3_dist_6_dist_7_each_domain_gets_its_own_x509_cas_only(gateway, envoy):
     a, b = Domain("a.test"), Domain("b.test")
     gateway.put("a.test", a.document)
     revision = gateway.put("b.test", b.document)
@@ -324,7 +324,7 @@ def test_fed_11_dist_3_dist_6_dist_7_each_domain_gets_its_own_x509_cas_only(gate
         channel.close()
 
 
-def test_dist_5_poll_4_changes_are_pushed_and_a_deleted_domain_disappears(gateway, envoy):
+def test_dist_4_dist_5_poll_4_changes_are_pushed_and_a_deleted_domain_disappears(gateway, envoy):
     a, b = Domain("a.test"), Domain("b.test")
     gateway.put("a.test", a.document)
     gateway.put("b.test", b.document)

@@ -298,6 +298,33 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_config_checks_sinks_sds() {
+        use crate::config::Config;
+        let config = Config::from_toml("data_dir = \"/d\"\n[sinks.sds]\n").unwrap();
+        let sds = config.sinks.sds.unwrap();
+        assert_eq!(
+            sds.listen(&config.data_dir),
+            SdsListen::Unix("/d/sds.sock".into())
+        );
+        assert!(
+            Config::from_toml("data_dir = \"/d\"")
+                .unwrap()
+                .sinks
+                .sds
+                .is_none()
+        );
+        let bad = "data_dir = \"/d\"\n[sinks.sds]\nall_bundles_name = \"\"";
+        assert!(matches!(
+            Config::from_toml(bad),
+            Err(ConfigError::Invalid { key, .. }) if key == "sinks.sds.all_bundles_name"
+        ));
+        let unknown = Config::from_toml("data_dir = \"/d\"\n[sinks.sds]\nnames = 1");
+        assert!(
+            matches!(unknown, Err(ConfigError::Syntax { message }) if message.contains("names"))
+        );
+    }
+
+    #[test]
     fn default_domain_is_configured_or_the_only_local_one() {
         let config = parse("").unwrap();
         let one = [td("a.test")];

@@ -291,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn dist_7_dist_3_one_resource_per_domain_named_by_its_id_with_its_cas_only() {
+    fn dist_1_dist_3_dist_7_one_resource_per_domain_named_by_its_id_with_its_cas_only() {
         let (a, b) = (bundle(&td("a.test"), None), bundle(&td("b.test"), None));
         let catalog = Catalog::build(7, [&a, &b], &naming());
         assert_eq!(catalog.revision, 7);
