@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server
 use spiffe_federation::TrustDomain;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::admin::listen::{BoundAddr, ListenError, clear_stale_socket};
@@ -122,14 +123,12 @@ pub async fn start<'a>(
         let stop = cancel.cancelled_owned();
         let served = match bound {
             Bound::Unix(listener) => {
-                router
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
-                    .await
+                let incoming = UnixListenerStream::new(listener).then(pause_on_error);
+                router.serve_with_incoming_shutdown(incoming, stop).await
             }
             Bound::Tcp(listener) => {
-                router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-                    .await
+                let incoming = TcpListenerStream::new(listener).then(pause_on_error);
+                router.serve_with_incoming_shutdown(incoming, stop).await
             }
         };
         if let Err(err) = served {
@@ -145,6 +144,19 @@ pub async fn start<'a>(
     tracing::info!(listen = %String::from(listen), "SDS server listening");
     Ok(addr)
 }
+
+/// A failed accept (e.g. too many open files) is skipped by the server; wait a little
+/// first so that a persistent failure does not spin.
+async fn pause_on_error<S>(accepted: io::Result<S>) -> io::Result<S> {
+    if let Err(err) = &accepted {
+        tracing::warn!(error = %err, "SDS accept failed");
+        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+    }
+    accepted
+}
+
+/// How long the listener waits after a failed accept.
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 enum Bound {
     Unix(UnixListener),
