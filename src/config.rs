@@ -105,6 +105,17 @@ pub struct Config {
     /// Foreign trust domains to fetch.
     #[serde(default)]
     pub federation: Vec<Relationship>,
+    /// Outputs that redistribute trusted bundles (issue 5).
+    #[serde(default)]
+    pub sinks: SinksConfig,
+}
+
+/// The `[sinks]` table: each sink is configured by its own sub-table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// `[sinks.sds]`: the Envoy SDS server, off when absent.
+    pub sds: Option<crate::sinks::sds::SdsConfig>,
 }
 
 /// Where the admin API listens. Default: a unix socket `admin.sock` in `data_dir`.
@@ -666,6 +677,9 @@ impl Config {
                     format!("{} has two relationships", rel.trust_domain),
                 ));
             }
+        }
+        if let Some(sds) = &self.sinks.sds {
+            sds.validate(&self.data_dir)?;
         }
         Ok(())
     }

@@ -77,6 +77,9 @@ pub enum GatewayError {
     /// The admin API could not listen.
     #[error("admin API: {0}")]
     Admin(#[from] ListenError),
+    /// The Envoy SDS server could not listen.
+    #[error(transparent)]
+    Sds(#[from] crate::sinks::sds::SdsError),
     /// A blocking startup step was interrupted.
     #[error("startup interrupted: {step}")]
     Interrupted {
@@ -94,6 +97,8 @@ pub struct Running {
     pub spiffe_addr: Option<SocketAddr>,
     /// Where the admin API listens.
     pub admin_addr: Option<BoundAddr>,
+    /// Where the Envoy SDS server listens, when `[sinks.sds]` is configured.
+    pub sds_addr: Option<BoundAddr>,
     /// The trust store every part reads.
     pub trust_store: TrustStore,
     /// The pollers.
@@ -277,6 +282,21 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         &config.federation,
     )
     .await?;
+    let sds_addr = match &config.sinks.sds {
+        Some(sds) => {
+            let locals = config.local.iter().map(|local| &local.trust_domain);
+            let sds = crate::sinks::sds::start(
+                sds,
+                &config.data_dir,
+                locals,
+                &trust_store,
+                &metrics,
+                &shutdown,
+            );
+            Some(sds.await?)
+        }
+        None => None,
+    };
     let admin_addr = start_admin(
         config,
         &trust_store,
@@ -292,12 +312,14 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         ?web_addr,
         ?spiffe_addr,
         ?admin_addr,
+        ?sds_addr,
         "gateway started"
     );
     Ok(Running {
         web_addr,
         spiffe_addr,
         admin_addr,
+        sds_addr,
         trust_store,
         pollers,
         metrics,

@@ -224,7 +224,7 @@ async fn bind_unix(path: &Path) -> Result<OwnerOnly, ListenError> {
 }
 
 /// Remove a socket file nobody accepts on; refuse anything else at `path`.
-async fn clear_stale_socket(path: &Path) -> Result<(), ListenError> {
+pub(crate) async fn clear_stale_socket(path: &Path) -> Result<(), ListenError> {
     let metadata = match tokio::fs::symlink_metadata(path).await {
         Ok(metadata) => metadata,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),

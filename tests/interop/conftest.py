@@ -1,7 +1,8 @@
-"""Shared fixtures: the Rust probe (`federation/examples/interop_probe.rs`).
+"""Shared fixtures: the Rust probe (`federation/examples/interop_probe.rs`) and the
+`fedgw` binary.
 
-The probe is built once per session with cargo (honouring CARGO_TARGET_DIR), unless
-INTEROP_PROBE names an already-built binary (tests/interop/run.sh sets it).
+Each is built once per session with cargo (honouring CARGO_TARGET_DIR), unless
+INTEROP_PROBE (tests/interop/run.sh sets it) or FEDGW_BIN names an already-built one.
 """
 
 from __future__ import annotations
@@ -86,3 +87,9 @@ class Probe:
 def probe() -> Probe:
     path = os.environ.get("INTEROP_PROBE")
     return Probe(Path(path) if path else build_probe())
+
+
+@pytest.fixture(scope="session")
+def fedgw_bin() -> Path:
+    path = os.environ.get("FEDGW_BIN")
+    return Path(path) if path else cargo_executable("fedgw", "-p", "fedgw", "--bin", "fedgw")

@@ -22,16 +22,14 @@ import jwt
 import pytest
 
 import pki
-from conftest import cargo_executable
 
 AUDIENCE = "reports"
 DEADLINE = 30.0
 
 
 @pytest.fixture(scope="module")
-def fedgw() -> Path:
-    path = os.environ.get("FEDGW")
-    return Path(path) if path else cargo_executable("fedgw", "--bin", "fedgw")
+def fedgw(fedgw_bin: Path) -> Path:
+    return fedgw_bin
 
 
 @dataclass
