@@ -18,6 +18,7 @@ pub mod local_source;
 pub mod policy;
 pub mod poller;
 pub mod shutdown;
+pub mod sinks;
 pub mod store;
 pub mod telemetry;
 pub mod trust_store;
