@@ -329,7 +329,14 @@ async fn start_admin(
         }
     });
     // Ready as soon as the admin API answers: every stored bundle is already served.
-    let (_ready_tx, ready) = tokio::sync::watch::channel(true);
+    // Not ready once shutdown begins: `/readyz` answers 503, and long polls and event
+    // streams of the watch API end, so the listener's graceful stop is not held up.
+    let (ready_tx, ready) = tokio::sync::watch::channel(true);
+    let cancel = shutdown.token();
+    shutdown.spawn(async move {
+        cancel.cancelled().await;
+        ready_tx.send_replace(false);
+    });
     let local = config
         .local
         .iter()

@@ -9,6 +9,8 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
+#[path = "support/files_watch.rs"]
+mod files_watch;
 #[path = "support/gateway.rs"]
 mod gateway;
 
@@ -19,41 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use fedgw::config::Config;
-use fedgw::dev_pki;
-use fedgw::policy::Source;
-use fedgw::shutdown::Shutdown;
+use fedgw::shutdown::{Ended, Shutdown};
 use fedgw::sinks::files::{FilesSink, FilesSinkConfig, MAP_FILE, Published, State};
 use fedgw::telemetry::Metrics;
+use files_watch::{InProcess, bundle_of, dev_ca, read_map, td};
 use gateway::{DEADLINE, wait_until};
 use spiffe_federation::bundle::X509Authority;
-use spiffe_federation::{Bundle, BundleMap, SpiffeId, TrustDomain};
-use time::OffsetDateTime;
-
-fn td(name: &str) -> TrustDomain {
-    name.parse().unwrap()
-}
-
-/// A development SPIFFE CA of `trust_domain`, made under `dir`.
-fn dev_ca(dir: &Path, trust_domain: &TrustDomain) -> X509Authority {
-    let id = SpiffeId::new(trust_domain.clone(), "/fedgw").unwrap();
-    let now = OffsetDateTime::now_utc();
-    let paths = dev_pki::ensure(dir, trust_domain, &id, &["localhost".into()], now).unwrap();
-    dev_pki::ca_authority(&paths, trust_domain).unwrap()
-}
-
-fn bundle_of(trust_domain: &TrustDomain, cas: &[X509Authority], sequence: u64) -> Bundle {
-    let mut bundle = Bundle::new(trust_domain.clone());
-    for ca in cas {
-        bundle.add_x509_authority(ca.clone());
-    }
-    bundle.set_sequence(Some(sequence));
-    bundle
-}
-
-fn read_map(dir: &Path) -> Option<BundleMap> {
-    let bytes = std::fs::read(dir.join(MAP_FILE)).ok()?;
-    Some(BundleMap::parse(&bytes).unwrap().map)
-}
+use spiffe_federation::{Bundle, BundleMap};
 
 /// MAP-7: every write is atomic. A reader thread reads `bundle-map.json` and
 /// `a.example.pem` in a loop while the sink applies 1,000 updates that change the
@@ -130,64 +104,28 @@ async fn map_7_readers_never_see_a_partial_file_during_1000_updates() {
 }
 
 /// A gateway started in-process with two files sinks: one for every domain with an
-/// `on_change` hook, one limited to `b.example` (MAP-8).
-struct Running {
-    gateway: fedgw::gateway::Running,
-    all: std::path::PathBuf,
-    only_b: std::path::PathBuf,
-    hook_log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_gateway() -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let all = dir.path().join("all");
-    let only_b = dir.path().join("only-b");
-    let hook_log = dir.path().join("hook.log");
-    std::fs::create_dir_all(&all).unwrap();
-    std::fs::write(all.join("operator-notes.txt"), "mine").unwrap();
-    let toml = format!(
+/// `on_change` hook (appending a line to `hook.log` per run), one limited to
+/// `b.example` (MAP-8) with mode 0640. `all/` holds a file fedgw did not write.
+async fn start_gateway() -> InProcess {
+    let running = InProcess::start(
         r#"
-data_dir = {data:?}
+[[sinks.files]]
+dir = "{dir}/all"
+on_change = ["sh", "-c", "echo changed >> \"$0\"", "{dir}/hook.log"]
 
 [[sinks.files]]
-dir = {all:?}
-on_change = ["sh", "-c", "echo changed >> \"$0\"", {log:?}]
-
-[[sinks.files]]
-dir = {only_b:?}
+dir = "{dir}/only-b"
 trust_domains = ["b.example"]
 mode = "0640"
 "#,
-        data = dir.path().join("data").display().to_string(),
-        all = all.display().to_string(),
-        only_b = only_b.display().to_string(),
-        log = hook_log.display().to_string(),
-    );
-    let config = Config::from_toml(&toml).unwrap();
-    let gateway = fedgw::gateway::start(&config).await.unwrap();
-    Running {
-        gateway,
-        all,
-        only_b,
-        hook_log,
-        _dir: dir,
-    }
-}
-
-async fn put(running: &Running, bundle: &Bundle) {
-    let source = Source::Operator { who: "test".into() };
-    let td = bundle.trust_domain().clone();
+    )
+    .await;
+    std::fs::write(running.path("all/operator-notes.txt"), "mine").unwrap();
     running
-        .gateway
-        .trust_store
-        .submit(&td, bundle.clone(), source, OffsetDateTime::now_utc())
-        .await
-        .unwrap();
 }
 
-fn hook_runs(running: &Running) -> usize {
-    std::fs::read_to_string(&running.hook_log)
+fn hook_runs(running: &InProcess) -> usize {
+    std::fs::read_to_string(running.path("hook.log"))
         .map(|text| text.lines().count())
         .unwrap_or(0)
 }
@@ -202,10 +140,10 @@ async fn fed_11_dist_1_poll_4_trust_store_changes_reach_the_files_sink_and_hook(
     let (a, b) = (td("a.example"), td("b.example"));
     let a_bundle = bundle_of(&a, &[dev_ca(pki.path(), &a)], 1);
     let b_bundle = bundle_of(&b, &[dev_ca(pki.path(), &b)], 7);
-    put(&running, &a_bundle).await;
-    put(&running, &b_bundle).await;
+    running.put(&a_bundle).await;
+    running.put(&b_bundle).await;
 
-    let all = running.all.clone();
+    let all = running.path("all");
     wait_until(DEADLINE, "both domains in the bundle map", || {
         let all = all.clone();
         async move { read_map(&all).is_some_and(|map| map.len() == 2) }
@@ -226,13 +164,7 @@ async fn fed_11_dist_1_poll_4_trust_store_changes_reach_the_files_sink_and_hook(
     .await;
 
     let runs = hook_runs(&running);
-    let removed = running
-        .gateway
-        .trust_store
-        .remove(&b, "test", OffsetDateTime::now_utc())
-        .await
-        .unwrap();
-    assert!(removed.is_some());
+    running.remove(&b).await;
     wait_until(DEADLINE, "b.example's files deleted", || {
         let all = all.clone();
         async move { !all.join("b.example.pem").exists() && !all.join("b.example.json").exists() }
@@ -252,10 +184,7 @@ async fn fed_11_dist_1_poll_4_trust_store_changes_reach_the_files_sink_and_hook(
         std::fs::read_to_string(all.join("operator-notes.txt")).unwrap(),
         "mine"
     );
-    running
-        .gateway
-        .shutdown(std::time::Duration::from_secs(5))
-        .await;
+    assert_eq!(running.stop().await, Ended::Clean);
 }
 
 /// MAP-8: a sink with a trust-domain allow-list writes those domains only, in its
@@ -266,9 +195,13 @@ async fn map_8_allow_listed_sink_writes_only_its_domains() {
     let running = start_gateway().await;
     let pki = tempfile::tempdir().unwrap();
     let (a, b) = (td("a.example"), td("b.example"));
-    put(&running, &bundle_of(&a, &[dev_ca(pki.path(), &a)], 1)).await;
-    put(&running, &bundle_of(&b, &[dev_ca(pki.path(), &b)], 1)).await;
-    let (all, only_b) = (running.all.clone(), running.only_b.clone());
+    running
+        .put(&bundle_of(&a, &[dev_ca(pki.path(), &a)], 1))
+        .await;
+    running
+        .put(&bundle_of(&b, &[dev_ca(pki.path(), &b)], 1))
+        .await;
+    let (all, only_b) = (running.path("all"), running.path("only-b"));
     wait_until(DEADLINE, "both domains written by both sinks", || {
         let (all, only_b) = (all.clone(), only_b.clone());
         async move {
@@ -285,10 +218,7 @@ async fn map_8_allow_listed_sink_writes_only_its_domains() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o640);
-    running
-        .gateway
-        .shutdown(std::time::Duration::from_secs(5))
-        .await;
+    assert_eq!(running.stop().await, Ended::Clean);
 }
 
 /// FED-11, DIST-2: no output merges domains. Each PEM file holds its own domain's
