@@ -20,6 +20,31 @@
 //! read from a gateway's watch API. How files are written (atomically, only what
 //! changed, a manifest of what fedgw wrote) lives in `writer`; the `on_change` hook
 //! in `hook`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//!
+//! use fedgw::shutdown::Shutdown;
+//! use fedgw::sinks::files::{FilesSink, FilesSinkConfig, Published, State};
+//! use fedgw::telemetry::Metrics;
+//! use spiffe_federation::{Bundle, BundleMap, TrustDomain};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let shutdown = Shutdown::new();
+//! let sink = FilesSink::open(&FilesSinkConfig::new(dir.path()), Metrics::new(), &shutdown).await?;
+//! let td: TrustDomain = "east.example".parse()?;
+//! let bundle = Bundle::parse(&td, br#"{"keys":[],"spiffe_sequence":1}"#)?.bundle;
+//! let json = bundle.to_json().into();
+//! let state = State::from([(td.clone(), Published { bundle: Arc::new(bundle), json })]);
+//! let applied = sink.apply(Arc::new(state)).await?;
+//! assert_eq!(applied.written, ["east.example.pem", "east.example.json", "bundle-map.json"]);
+//! let map = BundleMap::parse(&std::fs::read(dir.path().join("bundle-map.json"))?)?.map;
+//! assert_eq!(map.get(&td).and_then(Bundle::sequence), Some(1));
+//! # Ok(())
+//! # }
+//! ```
 
 mod hook;
 mod writer;
@@ -359,30 +384,24 @@ impl FilesSink {
         .map_err(|_| FilesError::Interrupted {
             dir: self.dir.clone(),
         })?;
-        let dir = self.dir.display().to_string();
-        let outcome = if applied.is_ok() { "written" } else { "failed" };
-        let labels = [("dir", dir.as_str()), ("outcome", outcome)];
-        match &applied {
-            Ok(done) if done.is_empty() => {}
+        let outcome = match &applied {
+            Ok(done) if done.is_empty() => return applied,
             Ok(done) => {
-                self.metrics.inc(
-                    UPDATES_METRIC,
-                    "Change sets applied to a files sink directory.",
-                    &labels,
-                    1.0,
-                );
-                tracing::info!(dir = %dir, written = ?done.written, removed = ?done.removed, "files sink updated");
+                tracing::info!(dir = %self.dir.display(), written = ?done.written, removed = ?done.removed, "files sink updated");
                 if let Some(hook) = &self.hook {
                     hook.changed();
                 }
+                "written"
             }
-            Err(_) => self.metrics.inc(
-                UPDATES_METRIC,
-                "Change sets applied to a files sink directory.",
-                &labels,
-                1.0,
-            ),
-        }
+            Err(_) => "failed",
+        };
+        let dir = self.dir.display().to_string();
+        self.metrics.inc(
+            UPDATES_METRIC,
+            "Change sets applied to a files sink directory.",
+            &[("dir", dir.as_str()), ("outcome", outcome)],
+            1.0,
+        );
         applied
     }
 }

@@ -19,20 +19,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 REPO = Path(__file__).resolve().parents[2]
 
 
-def build_probe() -> Path:
-    """Build the probe and return the executable's path, read from cargo's own
+def cargo_executable(package: str, target: list[str], name: str) -> Path:
+    """Build one executable with cargo and return its path, read from cargo's own
     build messages so that any target directory works."""
     result = subprocess.run(
-        [
-            "cargo",
-            "build",
-            "-q",
-            "-p",
-            "spiffe-federation",
-            "--example",
-            "interop_probe",
-            "--message-format=json",
-        ],
+        ["cargo", "build", "-q", "-p", package, *target, "--message-format=json"],
         cwd=REPO,
         check=True,
         capture_output=True,
@@ -42,11 +33,16 @@ def build_probe() -> Path:
         message = json.loads(line)
         if (
             message.get("reason") == "compiler-artifact"
-            and message["target"]["name"] == "interop_probe"
+            and message["target"]["name"] == name
             and message.get("executable")
         ):
             return Path(message["executable"])
-    raise RuntimeError("cargo did not report the interop_probe executable")
+    raise RuntimeError(f"cargo did not report the {name} executable")
+
+
+def build_probe() -> Path:
+    """Build the probe and return the executable's path."""
+    return cargo_executable("spiffe-federation", ["--example", "interop_probe"], "interop_probe")
 
 
 class Probe:

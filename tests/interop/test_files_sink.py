@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import pki
-from conftest import REPO
+from conftest import cargo_executable
 
 DEADLINE = 60.0
 # SPIFFE-ID §2.1: lower-case letters, digits, dots, dashes and underscores.
@@ -31,25 +31,10 @@ TRUST_DOMAIN_NAME = re.compile(r"^[a-z0-9._-]+$")
 
 
 def fedgw_binary() -> Path:
-    """FEDGW_BIN, or the `fedgw` binary built now, read from cargo's own messages."""
+    """FEDGW_BIN, or the `fedgw` binary built now."""
     if os.environ.get("FEDGW_BIN"):
         return Path(os.environ["FEDGW_BIN"])
-    result = subprocess.run(
-        ["cargo", "build", "-q", "-p", "fedgw", "--bin", "fedgw", "--message-format=json"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    for line in result.stdout.splitlines():
-        message = json.loads(line)
-        if (
-            message.get("reason") == "compiler-artifact"
-            and message["target"]["name"] == "fedgw"
-            and message.get("executable")
-        ):
-            return Path(message["executable"])
-    raise RuntimeError("cargo did not report the fedgw executable")
+    return cargo_executable("fedgw", ["--bin", "fedgw"], "fedgw")
 
 
 def der(cert: pki.Cert) -> bytes:
