@@ -50,6 +50,7 @@ mod routes_health;
 mod routes_jwt;
 mod routes_relationships;
 mod routes_status;
+mod routes_watch;
 
 use std::sync::Arc;
 
@@ -181,7 +182,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(routes_health::readyz))
         .route("/metrics", get(routes_health::metrics))
         .route("/v1/status", get(routes_status::status))
-        .route("/v1/bundles", get(routes_bundles::list))
+        .route("/v1/bundles", get(routes_watch::bundles))
+        .route("/v1/events", get(routes_watch::events))
         .route(
             "/v1/bundles/{td}",
             get(routes_bundles::show)

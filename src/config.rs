@@ -105,7 +105,7 @@ pub struct Config {
     /// Foreign trust domains to fetch.
     #[serde(default)]
     pub federation: Vec<Relationship>,
-    /// Outputs that redistribute trusted bundles (issue 5).
+    /// Outputs that redistribute bundles to agents and proxies (`[sinks]`).
     #[serde(default)]
     pub sinks: SinksConfig,
 }
@@ -116,6 +116,9 @@ pub struct Config {
 pub struct SinksConfig {
     /// `[sinks.sds]`: the Envoy SDS server, off when absent.
     pub sds: Option<crate::sinks::sds::SdsConfig>,
+    /// `[[sinks.files]]`: directories of PEM and JSON bundle files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::sinks::files::FilesSinkConfig>,
 }
 
 /// Where the admin API listens. Default: a unix socket `admin.sock` in `data_dir`.
@@ -668,6 +671,7 @@ impl Config {
                 ));
             }
         }
+        crate::sinks::files::validate(&self.sinks.files)?;
         let mut foreign = BTreeSet::new();
         for (i, rel) in self.federation.iter().enumerate() {
             validate_relationship(rel, &format!("federation[{i}]"), &locals)?;

@@ -31,6 +31,7 @@ use crate::relationships::{
     Parts as RegistryParts, Registry, RegistryError, Settings as RegistrySettings,
 };
 use crate::shutdown::{Ended, Shutdown};
+use crate::sinks::files::FilesError;
 use crate::store::StoreError;
 use crate::telemetry::Metrics;
 use crate::trust_store::{SubmitError, TrustStore};
@@ -80,6 +81,9 @@ pub enum GatewayError {
     /// The Envoy SDS server could not listen.
     #[error(transparent)]
     Sds(#[from] crate::sinks::sds::SdsError),
+    /// A `[[sinks.files]]` directory could not be opened or written at startup.
+    #[error(transparent)]
+    FilesSink(#[from] FilesError),
     /// A blocking startup step was interrupted.
     #[error("startup interrupted: {step}")]
     Interrupted {
@@ -212,6 +216,10 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         ));
     }
 
+    // Sinks start after the local bundles, so their first write already holds them.
+    for files in &config.sinks.files {
+        crate::sinks::files::start(files, trust_store.clone(), metrics.clone(), &shutdown).await?;
+    }
     let table = crate::endpoint::follow(trust_store.clone(), locals.clone(), &shutdown);
     let mut web_addr = None;
     if let Some(web) = &config.endpoint.https_web {
@@ -367,7 +375,14 @@ async fn start_admin(
         }
     });
     // Ready as soon as the admin API answers: every stored bundle is already served.
-    let (_ready_tx, ready) = tokio::sync::watch::channel(true);
+    // Not ready once shutdown begins: `/readyz` answers 503, and long polls and event
+    // streams of the watch API end, so the listener's graceful stop is not held up.
+    let (ready_tx, ready) = tokio::sync::watch::channel(true);
+    let cancel = shutdown.token();
+    shutdown.spawn(async move {
+        cancel.cancelled().await;
+        ready_tx.send_replace(false);
+    });
     let local = config
         .local
         .iter()

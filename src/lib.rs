@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod defaults;

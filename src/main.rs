@@ -15,6 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use fedgw::admin_client::{AdminClient, AdminTarget, ClientTls};
 use fedgw::cli::{self, Output, RelationshipArgs, RelationshipBody};
 use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig};
+use fedgw::shutdown::Shutdown;
+use fedgw::sinks::files::{FileMode, FilesSinkConfig};
 use fedgw::telemetry::LogFormat;
 use fedgw::validate::{self, Format, ValidateError};
 use spiffe_federation::{SpiffeId, TrustDomain};
@@ -49,6 +51,8 @@ enum Command {
     /// JWT-SVIDs.
     #[command(subcommand)]
     Jwt(JwtCommand),
+    /// Follow a gateway's bundles and keep them as files on this node.
+    Agent(AgentArgs),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +92,16 @@ struct DemoArgs {
 
 #[derive(Debug, Args, Clone)]
 struct AdminArgs {
+    #[command(flatten)]
+    connection: AdminConnection,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How to reach the admin API.
+#[derive(Debug, Args, Clone)]
+struct AdminConnection {
     /// The admin API: `unix:/path/to.sock`, `https://host:port` or `http://host:port`.
     #[arg(long, env = "FEDGW_ADMIN", default_value = cli::DEFAULT_ADMIN)]
     admin: AdminTarget,
@@ -104,9 +118,32 @@ struct AdminArgs {
     /// https: the private key (PEM) of --admin-cert.
     #[arg(long, env = "FEDGW_ADMIN_KEY", requires = "admin_cert")]
     admin_key: Option<PathBuf>,
-    /// Print JSON instead of tables.
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    connection: AdminConnection,
+    /// The directory to keep bundle files in (`<td>.pem`, `<td>.json`,
+    /// `bundle-map.json`), as a `[[sinks.files]]` does.
     #[arg(long)]
-    json: bool,
+    dir: PathBuf,
+    /// Write only this trust domain (repeat for several); all by default.
+    #[arg(long = "trust-domain", short = 't', value_name = "TD")]
+    trust_domains: Vec<TrustDomain>,
+    /// A program to run after each change, with its arguments (no shell). Takes every
+    /// argument after it, so put it last.
+    #[arg(long = "on-change", value_name = "CMD", num_args = 1.., allow_hyphen_values = true)]
+    on_change: Vec<String>,
+    /// Permission bits of the files written.
+    #[arg(long, default_value = "0644")]
+    mode: FileMode,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, default_value = "info", env = "FEDGW_LOG")]
+    log: String,
 }
 
 /// The flags of `spire-server federation create|update` (`-trustDomain`,
@@ -337,6 +374,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(args),
         Command::Demo(args) => run_demo(args),
         Command::Admin(AdminCommand::HashToken) => hash_token(),
+        Command::Agent(args) => run_agent(args),
         other => run_admin_verb(other),
     }
 }
@@ -491,7 +529,42 @@ fn run_admin_verb(command: Command) -> ExitCode {
     }
 }
 
+fn run_agent(args: AgentArgs) -> ExitCode {
+    fedgw::telemetry::init_logging(args.log_format, &args.log);
+    let config = FilesSinkConfig {
+        dir: args.dir,
+        trust_domains: (!args.trust_domains.is_empty()).then_some(args.trust_domains),
+        on_change: (!args.on_change.is_empty()).then_some(args.on_change),
+        mode: args.mode,
+    };
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let client = connect(&args.connection)?;
+            let shutdown = Shutdown::new();
+            let mut agent = shutdown.spawn(fedgw::agent::run(client, config, shutdown.clone()));
+            let stopped = tokio::select! {
+                () = shutdown.signalled() => Ok(()),
+                joined = &mut agent => joined.context("the agent task failed")?,
+            };
+            shutdown.shutdown(fedgw::shutdown::DEFAULT_GRACE).await;
+            tracing::info!("agent stopped");
+            stopped.map_err(anyhow::Error::from)
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn client(args: &AdminArgs) -> anyhow::Result<AdminClient> {
+    connect(&args.connection)
+}
+
+fn connect(args: &AdminConnection) -> anyhow::Result<AdminClient> {
     let token = match &args.token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -597,7 +670,8 @@ async fn admin_verb(command: Command) -> anyhow::Result<Output> {
         Command::Bundle(B::Validate { .. })
         | Command::Serve(_)
         | Command::Demo(_)
-        | Command::Admin(_) => {
+        | Command::Admin(_)
+        | Command::Agent(_) => {
             anyhow::bail!("not an admin API verb")
         }
     };

@@ -1,7 +1,10 @@
-//! Sinks: the outputs that redistribute trusted bundles to agents and proxies.
+//! Sinks: outputs that redistribute the trust store's bundles to agents and proxies.
 //!
-//! Every sink follows the trust store's change feed and reads its snapshots; none
-//! reads storage. Bundles of different trust domains are never merged into one pool:
-//! each output keeps the domain ↔ bundle binding (FED-11, DIST-1..DIST-7).
+//! Every sink follows the trust store's change feed
+//! ([`TrustStore::subscribe`](crate::trust_store::TrustStore::subscribe)) and reads
+//! its immutable snapshot; none reads sled. Bundles of different trust domains are
+//! never merged (SPIFFE Federation §4.2): each output keeps the domain ↔ bundle
+//! binding.
 
+pub mod files;
 pub mod sds;

@@ -1,5 +1,6 @@
-//! Bundle routes: list, show (SPIFFE JSON or PEM), operator override (`PUT`, STO-4,
-//! L-5), delete (POLL-4), history and rollback.
+//! Bundle routes: the list view (served by `routes_watch`, which adds waiting), show
+//! (SPIFFE JSON or PEM), operator override (`PUT`, STO-4, L-5), delete (POLL-4),
+//! history and rollback.
 //!
 //! Owns turning requests into trust store calls and outcomes into JSON. Every bundle
 //! goes through the same gates as a fetched one: the format (`Bundle::parse` under the
@@ -28,7 +29,7 @@ use super::routes_status::{self, Role, WarningView};
 use super::{AdminState, trust_domain};
 use crate::config::Scope;
 use crate::policy::{Source, Warning};
-use crate::trust_store::{Outcome, SubmitError};
+use crate::trust_store::{Outcome, Snapshot, SubmitError};
 
 const JSON: &str = "application/json";
 const PEM: &str = "application/x-pem-file";
@@ -38,19 +39,15 @@ const PEM_CHAIN: &str = "application/pem-certificate-chain";
 /// body stays exactly the served document.
 const WARNING_HEADER: &str = "fedgw-warning";
 
-/// `GET /v1/bundles`.
-pub(super) async fn list(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-) -> Result<Json<ListView>, ApiError> {
-    state.access.authorize(&headers, Scope::Read)?;
-    let snapshot = state.trust_store.snapshot();
+/// The body of `GET /v1/bundles` (with or without `wait`, see `routes_watch`) and of
+/// each `GET /v1/events` event: the full state at one revision (DIST-5).
+pub(super) fn list_view(state: &AdminState, snapshot: &Snapshot) -> ListView {
     let bundles = snapshot
         .domains
         .iter()
         .map(|(td, entry)| BundleView {
             trust_domain: td.clone(),
-            role: role(&state, td),
+            role: role(state, td),
             sequence: entry.sequence,
             digest: entry.digest.clone(),
             source: entry.source.to_string(),
@@ -58,12 +55,14 @@ pub(super) async fn list(
             authorities: authority_count(&entry.bundle),
             revision: entry.revision,
             warnings: routes_status::warnings(Some(entry), None),
+            // The stored document is JSON the store wrote; it always parses.
+            bundle: serde_json::from_slice(&entry.json).unwrap_or(serde_json::Value::Null),
         })
         .collect();
-    Ok(Json(ListView {
+    ListView {
         revision: snapshot.revision,
         bundles,
-    }))
+    }
 }
 
 /// `GET /v1/bundles/{td}?format=spiffe|pem`: the document itself.
@@ -250,6 +249,9 @@ struct BundleView {
     authorities: usize,
     revision: u64,
     warnings: Vec<WarningView>,
+    /// The SPIFFE bundle document as a JSON object (re-serialised compactly in the
+    /// order received, it is byte for byte the stored document).
+    bundle: serde_json::Value,
 }
 
 /// The body of `GET /v1/bundles/{td}/history`.
