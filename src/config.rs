@@ -105,6 +105,18 @@ pub struct Config {
     /// Foreign trust domains to fetch.
     #[serde(default)]
     pub federation: Vec<Relationship>,
+    /// Outputs that redistribute bundles to agents and proxies (`[sinks]`).
+    #[serde(default)]
+    pub sinks: SinksConfig,
+}
+
+/// The `[sinks]` table: where bundles are redistributed besides the bundle endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// `[[sinks.files]]`: directories of PEM and JSON bundle files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::sinks::files::FilesSinkConfig>,
 }
 
 /// Where the admin API listens. Default: a unix socket `admin.sock` in `data_dir`.
@@ -657,6 +669,7 @@ impl Config {
                 ));
             }
         }
+        crate::sinks::files::validate(&self.sinks.files)?;
         let mut foreign = BTreeSet::new();
         for (i, rel) in self.federation.iter().enumerate() {
             validate_relationship(rel, &format!("federation[{i}]"), &locals)?;

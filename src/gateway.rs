@@ -31,6 +31,7 @@ use crate::relationships::{
     Parts as RegistryParts, Registry, RegistryError, Settings as RegistrySettings,
 };
 use crate::shutdown::{Ended, Shutdown};
+use crate::sinks::files::FilesError;
 use crate::store::StoreError;
 use crate::telemetry::Metrics;
 use crate::trust_store::{SubmitError, TrustStore};
@@ -77,6 +78,9 @@ pub enum GatewayError {
     /// The admin API could not listen.
     #[error("admin API: {0}")]
     Admin(#[from] ListenError),
+    /// A `[[sinks.files]]` directory could not be opened or written at startup.
+    #[error(transparent)]
+    FilesSink(#[from] FilesError),
     /// A blocking startup step was interrupted.
     #[error("startup interrupted: {step}")]
     Interrupted {
@@ -207,6 +211,10 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         ));
     }
 
+    // Sinks start after the local bundles, so their first write already holds them.
+    for files in &config.sinks.files {
+        crate::sinks::files::start(files, trust_store.clone(), metrics.clone(), &shutdown).await?;
+    }
     let table = crate::endpoint::follow(trust_store.clone(), locals.clone(), &shutdown);
     let mut web_addr = None;
     if let Some(web) = &config.endpoint.https_web {

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod poller;
 pub mod relationships;
 pub mod shutdown;
+pub mod sinks;
 pub mod store;
 pub mod telemetry;
 pub mod trust_store;

@@ -1,0 +1,483 @@
+//! The files sink (`[[sinks.files]]`): one directory of bundle files per sink, for
+//! node-local agents and proxies that read trust bundles from disk.
+//!
+//! In its directory it keeps, for every trust domain it includes:
+//!
+//! - `<td>.pem`: that domain's X.509 authorities only (WAPI §5.2.1: X.509 bundles
+//!   authenticate X509-SVIDs only); empty when the domain has none, e.g. after it
+//!   revoked every key;
+//! - `<td>.json`: the domain's SPIFFE bundle as stored (with `spiffe_sequence`);
+//!
+//! and one SPIFFE Bundle Map, `bundle-map.json` (TDB §5.1.1, the format Envoy's
+//! SPIFFE validator `trust_bundles` and gRPC's SPIFFE bundle map read), written by
+//! the library's [`BundleMap`](spiffe_federation::BundleMap): each bundle under its
+//! own trust domain, keeping its `spiffe_sequence`, without refresh hints (MAP-5).
+//! Bundles are never merged into one pool (FED-11).
+//!
+//! Owns the sink's configuration ([`FilesSinkConfig`]), the state it writes
+//! ([`State`]), the gateway-side follower of the trust store's change feed
+//! ([`start`]) and the [`FilesSink`] handle that `fedgw agent` reuses with a state
+//! read from a gateway's watch API. How files are written (atomically, only what
+//! changed, a manifest of what fedgw wrote) lives in `writer`; the `on_change` hook
+//! in `hook`.
+
+mod hook;
+mod writer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use spiffe_federation::{Bundle, TrustDomain};
+
+pub use self::hook::HOOK_TIMEOUT;
+use self::writer::Writer;
+pub use self::writer::{MANIFEST_FILE, MAP_FILE};
+use crate::config::ConfigError;
+use crate::shutdown::Shutdown;
+use crate::telemetry::Metrics;
+use crate::trust_store::{Snapshot, TrustStore};
+
+/// Counter of change sets applied to a files sink, by `dir` and `outcome`
+/// (`written`, `failed`).
+pub const UPDATES_METRIC: &str = "fedgw_files_sink_updates_total";
+
+/// How long after a failed write the sink tries again, even without a new change.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// One `[[sinks.files]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSinkConfig {
+    /// The directory; created (0755) if missing. Files fedgw did not write are left
+    /// alone.
+    pub dir: PathBuf,
+    /// Only these trust domains are written (MAP-8); every stored one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domains: Option<Vec<TrustDomain>>,
+    /// A program and its arguments (no shell), run after each change set is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_change: Option<Vec<String>>,
+    /// Permission bits of the files written; `0o644` (TOML octal) or `"0644"`.
+    #[serde(default)]
+    pub mode: FileMode,
+}
+
+impl FilesSinkConfig {
+    /// A sink writing every trust domain to `dir` with the default mode and no hook.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            trust_domains: None,
+            on_change: None,
+            mode: FileMode::default(),
+        }
+    }
+}
+
+/// Unix permission bits (at most `0o777`) of the files a sink writes.
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "ModeRepr", into = "u32")]
+pub struct FileMode(u32);
+
+impl FileMode {
+    /// The default, `0644`: readable by every local user, like CA certificates.
+    pub const DEFAULT: Self = Self(0o644);
+
+    /// The bits, e.g. `0o644`.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for FileMode {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Debug for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl std::str::FromStr for FileMode {
+    type Err = String;
+
+    /// Octal digits, e.g. `0644`, `644` or `0o644`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let digits = text.strip_prefix("0o").unwrap_or(text);
+        let bits = u32::from_str_radix(digits, 8)
+            .map_err(|_| format!("{text:?} is not an octal file mode like \"0644\""))?;
+        Self::try_from(bits)
+    }
+}
+
+impl TryFrom<u32> for FileMode {
+    type Error = String;
+
+    fn try_from(bits: u32) -> Result<Self, Self::Error> {
+        if bits > 0o777 {
+            return Err(format!(
+                "{bits:o} (octal) has bits beyond 0777 (setuid, setgid or sticky are not for bundle files)"
+            ));
+        }
+        if bits & 0o400 == 0 {
+            return Err(format!("{bits:04o} does not let the owner read the files"));
+        }
+        Ok(Self(bits))
+    }
+}
+
+impl From<FileMode> for u32 {
+    fn from(mode: FileMode) -> Self {
+        mode.0
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ModeRepr {
+    Bits(u32),
+    Text(String),
+}
+
+impl TryFrom<ModeRepr> for FileMode {
+    type Error = String;
+
+    fn try_from(repr: ModeRepr) -> Result<Self, Self::Error> {
+        match repr {
+            ModeRepr::Bits(bits) => Self::try_from(bits),
+            ModeRepr::Text(text) => text.parse(),
+        }
+    }
+}
+
+/// Check every `[[sinks.files]]`: a directory, not shared with another sink; an
+/// `on_change` with a program; no trust domain listed twice.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the key, e.g. `sinks.files[1].dir`.
+pub fn validate(sinks: &[FilesSinkConfig]) -> Result<(), ConfigError> {
+    let invalid = |key: String, reason: String| ConfigError::Invalid { key, reason };
+    let mut dirs = BTreeSet::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        if sink.dir.as_os_str().is_empty() {
+            return Err(invalid(
+                format!("sinks.files[{i}].dir"),
+                "must not be empty".into(),
+            ));
+        }
+        if !dirs.insert(&sink.dir) {
+            return Err(invalid(
+                format!("sinks.files[{i}].dir"),
+                format!(
+                    "{} is the directory of another files sink; each sink needs its own",
+                    sink.dir.display()
+                ),
+            ));
+        }
+        if let Some(argv) = &sink.on_change
+            && argv.first().is_none_or(String::is_empty)
+        {
+            return Err(invalid(
+                format!("sinks.files[{i}].on_change"),
+                "must start with the program to run, e.g. [\"systemctl\", \"reload\", \"envoy\"]"
+                    .into(),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for td in sink.trust_domains.iter().flatten() {
+            if !seen.insert(td) {
+                return Err(invalid(
+                    format!("sinks.files[{i}].trust_domains"),
+                    format!("{td} is listed twice"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One trust domain's bundle as a sink writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The parsed bundle (for `<td>.pem` and the bundle map).
+    pub bundle: Arc<Bundle>,
+    /// The SPIFFE bundle document as stored (for `<td>.json`).
+    pub json: Bytes,
+}
+
+/// What a sink writes: every trust domain's bundle, each under its own name.
+pub type State = BTreeMap<TrustDomain, Published>;
+
+/// The state of a trust store snapshot; cheap (reference-counted bundles and bytes).
+pub fn state_of(snapshot: &Snapshot) -> State {
+    snapshot
+        .domains
+        .iter()
+        .map(|(td, entry)| {
+            let published = Published {
+                bundle: Arc::clone(&entry.bundle),
+                json: entry.json.clone(),
+            };
+            (td.clone(), published)
+        })
+        .collect()
+}
+
+/// Why a files sink could not write.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilesError {
+    /// A filesystem step on the sink's directory or one of its files failed.
+    #[error("files sink {path}: cannot {step}: {source}")]
+    Io {
+        /// The directory or file concerned.
+        path: PathBuf,
+        /// What was being done.
+        step: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another writer (a second gateway sink or `fedgw agent`) holds the directory.
+    #[error(
+        "files sink {dir}: the directory is in use by another fedgw writer (lock file .fedgw-files.lock)"
+    )]
+    InUse {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The blocking write task did not complete.
+    #[error("files sink {dir}: the write was interrupted")]
+    Interrupted {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+/// What one change set did, by file name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Files (re)written, in the order they were renamed into place.
+    pub written: Vec<String>,
+    /// Files deleted (trust domains removed or no longer included).
+    pub removed: Vec<String>,
+}
+
+impl Applied {
+    /// Whether the directory was left as it was.
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// An open files sink: the directory's writer and its `on_change` hook. Cheap to
+/// clone; every clone writes through the same writer, one change set at a time.
+#[derive(Clone)]
+pub struct FilesSink {
+    dir: PathBuf,
+    writer: Arc<Mutex<Writer>>,
+    hook: Option<hook::Hook>,
+    metrics: Metrics,
+}
+
+impl fmt::Debug for FilesSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FilesSink")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FilesSink {
+    /// Open the directory of `config` (creating it, taking its lock, clearing
+    /// temporary files left by a crash, reading the manifest of what fedgw wrote)
+    /// and start its `on_change` hook runner under `shutdown`.
+    ///
+    /// # Errors
+    /// [`FilesError`] naming the step that failed.
+    pub async fn open(
+        config: &FilesSinkConfig,
+        metrics: Metrics,
+        shutdown: &Shutdown,
+    ) -> Result<Self, FilesError> {
+        let dir = config.dir.clone();
+        let mode = config.mode.bits();
+        let allow: Option<BTreeSet<TrustDomain>> = config
+            .trust_domains
+            .as_ref()
+            .map(|tds| tds.iter().cloned().collect());
+        let opening = dir.clone();
+        let writer = tokio::task::spawn_blocking(move || Writer::open(opening, mode, allow))
+            .await
+            .map_err(|_| FilesError::Interrupted { dir: dir.clone() })??;
+        let hook = config
+            .on_change
+            .clone()
+            .map(|argv| hook::spawn(argv, dir.clone(), shutdown));
+        Ok(Self {
+            dir,
+            writer: Arc::new(Mutex::new(writer)),
+            hook,
+            metrics,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Make the directory hold exactly `state` (restricted to the allow-list): write
+    /// the files whose content changed, delete those of trust domains no longer
+    /// present, then, if anything changed, ask the hook to run.
+    ///
+    /// # Errors
+    /// [`FilesError`] naming the file and step; files already renamed into place
+    /// stay (each is whole), the rest is written by the next call.
+    pub async fn apply(&self, state: Arc<State>) -> Result<Applied, FilesError> {
+        let writer = Arc::clone(&self.writer);
+        let applied = tokio::task::spawn_blocking(move || {
+            writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .apply(&state)
+        })
+        .await
+        .map_err(|_| FilesError::Interrupted {
+            dir: self.dir.clone(),
+        })?;
+        let dir = self.dir.display().to_string();
+        let outcome = if applied.is_ok() { "written" } else { "failed" };
+        let labels = [("dir", dir.as_str()), ("outcome", outcome)];
+        match &applied {
+            Ok(done) if done.is_empty() => {}
+            Ok(done) => {
+                self.metrics.inc(
+                    UPDATES_METRIC,
+                    "Change sets applied to a files sink directory.",
+                    &labels,
+                    1.0,
+                );
+                tracing::info!(dir = %dir, written = ?done.written, removed = ?done.removed, "files sink updated");
+                if let Some(hook) = &self.hook {
+                    hook.changed();
+                }
+            }
+            Err(_) => self.metrics.inc(
+                UPDATES_METRIC,
+                "Change sets applied to a files sink directory.",
+                &labels,
+                1.0,
+            ),
+        }
+        applied
+    }
+}
+
+/// Open the sink of `config`, converge its directory to the trust store's current
+/// snapshot, and keep it following the change feed until shutdown. A write that
+/// fails later is logged and tried again on the next change or after
+/// [`RETRY_AFTER`]; the files already in place keep serving.
+///
+/// # Errors
+/// [`FilesError`] if the directory cannot be opened or the first convergence fails:
+/// a gateway does not start with a sink it cannot write.
+pub async fn start(
+    config: &FilesSinkConfig,
+    trust_store: TrustStore,
+    metrics: Metrics,
+    shutdown: &Shutdown,
+) -> Result<FilesSink, FilesError> {
+    let sink = FilesSink::open(config, metrics, shutdown).await?;
+    // Subscribe before reading the snapshot: a change published in between is then
+    // pending on the feed instead of missed.
+    let mut changes = trust_store.subscribe();
+    sink.apply(Arc::new(state_of(&trust_store.snapshot())))
+        .await?;
+    let cancel = shutdown.token();
+    let following = sink.clone();
+    shutdown.spawn(async move {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(RETRY_AFTER), if failing => {}
+            }
+            let state = Arc::new(state_of(&trust_store.snapshot()));
+            match following.apply(state).await {
+                Ok(_) => failing = false,
+                Err(err) => {
+                    tracing::error!(error = %err, "files sink: write failed; the files in place stay, retrying");
+                    failing = true;
+                }
+            }
+        }
+    });
+    Ok(sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<FilesSinkConfig, String> {
+        toml::from_str(toml_text).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn mode_reads_toml_octal_or_text_and_refuses_special_bits() {
+        assert_eq!(parse("dir = \"/x\"").unwrap().mode.bits(), 0o644);
+        assert_eq!(
+            parse("dir = \"/x\"\nmode = 0o640").unwrap().mode.bits(),
+            0o640
+        );
+        assert_eq!(
+            parse("dir = \"/x\"\nmode = \"0600\"").unwrap().mode.bits(),
+            0o600
+        );
+        for bad in ["mode = 0o4755", "mode = \"rw\"", "mode = 0o044"] {
+            assert!(parse(&format!("dir = \"/x\"\n{bad}")).is_err(), "{bad}");
+        }
+        assert_eq!(FileMode::DEFAULT.to_string(), "0644");
+    }
+
+    #[test]
+    fn map_8_unknown_keys_and_bad_trust_domains_are_refused() {
+        assert!(parse("dir = \"/x\"\ntrust_domain = [\"a.example\"]").is_err());
+        assert!(parse("dir = \"/x\"\ntrust_domains = [\"Bad Domain\"]").is_err());
+        let sink = parse("dir = \"/x\"\ntrust_domains = [\"a.example\"]").unwrap();
+        assert_eq!(sink.trust_domains.unwrap()[0].as_str(), "a.example");
+    }
+
+    #[test]
+    fn validate_names_the_key_of_each_fault() {
+        let key_of = |sinks: &[FilesSinkConfig]| match validate(sinks) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        let a = FilesSinkConfig::new("/a");
+        assert!(validate(std::slice::from_ref(&a)).is_ok());
+        assert_eq!(key_of(&[a.clone(), a.clone()]), "sinks.files[1].dir");
+        let mut hook = a.clone();
+        hook.on_change = Some(Vec::new());
+        assert_eq!(key_of(&[hook]), "sinks.files[0].on_change");
+        let mut twice = a;
+        let td: TrustDomain = "a.example".parse().unwrap();
+        twice.trust_domains = Some(vec![td.clone(), td]);
+        assert_eq!(key_of(&[twice]), "sinks.files[0].trust_domains");
+    }
+}

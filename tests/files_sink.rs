@@ -1,0 +1,338 @@
+//! The files sink (`[[sinks.files]]`) through its public API: the writer under a
+//! concurrent reader, and a gateway started in-process whose trust store changes
+//! reach the directory and the `on_change` hook.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
+#[path = "support/gateway.rs"]
+mod gateway;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use fedgw::config::Config;
+use fedgw::dev_pki;
+use fedgw::policy::Source;
+use fedgw::shutdown::Shutdown;
+use fedgw::sinks::files::{FilesSink, FilesSinkConfig, MAP_FILE, Published, State};
+use fedgw::telemetry::Metrics;
+use gateway::{DEADLINE, wait_until};
+use spiffe_federation::bundle::X509Authority;
+use spiffe_federation::{Bundle, BundleMap, SpiffeId, TrustDomain};
+use time::OffsetDateTime;
+
+fn td(name: &str) -> TrustDomain {
+    name.parse().unwrap()
+}
+
+/// A development SPIFFE CA of `trust_domain`, made under `dir`.
+fn dev_ca(dir: &Path, trust_domain: &TrustDomain) -> X509Authority {
+    let id = SpiffeId::new(trust_domain.clone(), "/fedgw").unwrap();
+    let now = OffsetDateTime::now_utc();
+    let paths = dev_pki::ensure(dir, trust_domain, &id, &["localhost".into()], now).unwrap();
+    dev_pki::ca_authority(&paths, trust_domain).unwrap()
+}
+
+fn bundle_of(trust_domain: &TrustDomain, cas: &[X509Authority], sequence: u64) -> Bundle {
+    let mut bundle = Bundle::new(trust_domain.clone());
+    for ca in cas {
+        bundle.add_x509_authority(ca.clone());
+    }
+    bundle.set_sequence(Some(sequence));
+    bundle
+}
+
+fn read_map(dir: &Path) -> Option<BundleMap> {
+    let bytes = std::fs::read(dir.join(MAP_FILE)).ok()?;
+    Some(BundleMap::parse(&bytes).unwrap().map)
+}
+
+/// MAP-7: every write is atomic. A reader thread reads `bundle-map.json` and
+/// `a.example.pem` in a loop while the sink applies 1,000 updates that change the
+/// number of authorities (so the files change size) and the sequence; every read must
+/// parse in full, with the library's parsers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_7_readers_never_see_a_partial_file_during_1000_updates() {
+    let pki = tempfile::tempdir().unwrap();
+    // On tmpfs when there is one: rename is as atomic there, and 4,000 fsyncs of a
+    // disk would dominate the test's time without testing anything more.
+    let shm = Path::new("/dev/shm");
+    let out = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let a = td("a.example");
+    let cas: Vec<X509Authority> = (0..3)
+        .map(|i| dev_ca(&pki.path().join(i.to_string()), &a))
+        .collect();
+    let shutdown = Shutdown::new();
+    let sink = FilesSink::open(&FilesSinkConfig::new(out.path()), Metrics::new(), &shutdown)
+        .await
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        let dir = out.path().to_owned();
+        let a = a.clone();
+        std::thread::spawn(move || {
+            let (mut reads, mut sequences) = (0_u64, BTreeSet::new());
+            while !stop.load(Ordering::Relaxed) {
+                let (Ok(map), Ok(pem)) = (
+                    std::fs::read(dir.join(MAP_FILE)),
+                    std::fs::read(dir.join("a.example.pem")),
+                ) else {
+                    continue; // not written yet
+                };
+                let map = BundleMap::parse(&map)
+                    .unwrap_or_else(|err| panic!("partial bundle map ({err}): {map:?}"))
+                    .map;
+                sequences.insert(map.get(&a).unwrap().sequence().unwrap());
+                let pem = Bundle::from_pem(&a, &pem)
+                    .unwrap_or_else(|err| panic!("partial PEM ({err}): {pem:?}"));
+                assert!((1..=3).contains(&pem.x509_authorities().len()));
+                reads += 1;
+                // Leave the writer some CPU on a small machine.
+                std::thread::yield_now();
+            }
+            (reads, sequences)
+        })
+    };
+    for sequence in 1..=1000_u64 {
+        let count = usize::try_from(sequence % 3).unwrap() + 1;
+        let bundle = bundle_of(&a, &cas[..count], sequence);
+        let state = State::from([(
+            a.clone(),
+            Published {
+                json: Bytes::from(bundle.to_json()),
+                bundle: Arc::new(bundle),
+            },
+        )]);
+        let applied = sink.apply(Arc::new(state)).await.unwrap();
+        assert!(applied.written.contains(&MAP_FILE.to_owned()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (reads, sequences) = reader.join().unwrap();
+    assert!(reads > 0, "the reader never read the files");
+    assert!(sequences.len() > 1, "the reader saw one version only");
+    let last = read_map(out.path()).unwrap();
+    assert_eq!(last.get(&a).unwrap().sequence(), Some(1000));
+    shutdown.shutdown(std::time::Duration::from_secs(5)).await;
+}
+
+/// A gateway started in-process with two files sinks: one for every domain with an
+/// `on_change` hook, one limited to `b.example` (MAP-8).
+struct Running {
+    gateway: fedgw::gateway::Running,
+    all: std::path::PathBuf,
+    only_b: std::path::PathBuf,
+    hook_log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_gateway() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all");
+    let only_b = dir.path().join("only-b");
+    let hook_log = dir.path().join("hook.log");
+    std::fs::create_dir_all(&all).unwrap();
+    std::fs::write(all.join("operator-notes.txt"), "mine").unwrap();
+    let toml = format!(
+        r#"
+data_dir = {data:?}
+
+[[sinks.files]]
+dir = {all:?}
+on_change = ["sh", "-c", "echo changed >> \"$0\"", {log:?}]
+
+[[sinks.files]]
+dir = {only_b:?}
+trust_domains = ["b.example"]
+mode = "0640"
+"#,
+        data = dir.path().join("data").display().to_string(),
+        all = all.display().to_string(),
+        only_b = only_b.display().to_string(),
+        log = hook_log.display().to_string(),
+    );
+    let config = Config::from_toml(&toml).unwrap();
+    let gateway = fedgw::gateway::start(&config).await.unwrap();
+    Running {
+        gateway,
+        all,
+        only_b,
+        hook_log,
+        _dir: dir,
+    }
+}
+
+async fn put(running: &Running, bundle: &Bundle) {
+    let source = Source::Operator { who: "test".into() };
+    let td = bundle.trust_domain().clone();
+    running
+        .gateway
+        .trust_store
+        .submit(&td, bundle.clone(), source, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+}
+
+fn hook_runs(running: &Running) -> usize {
+    std::fs::read_to_string(&running.hook_log)
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+/// FED-11, DIST-1, POLL-4 (files): a bundle accepted by the trust store reaches the
+/// sink's directory as per-domain files and a map entry; a removed domain's files are
+/// deleted; the hook runs after changes; a file fedgw did not write stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fed_11_dist_1_poll_4_trust_store_changes_reach_the_files_sink_and_hook() {
+    let running = start_gateway().await;
+    let pki = tempfile::tempdir().unwrap();
+    let (a, b) = (td("a.example"), td("b.example"));
+    let a_bundle = bundle_of(&a, &[dev_ca(pki.path(), &a)], 1);
+    let b_bundle = bundle_of(&b, &[dev_ca(pki.path(), &b)], 7);
+    put(&running, &a_bundle).await;
+    put(&running, &b_bundle).await;
+
+    let all = running.all.clone();
+    wait_until(DEADLINE, "both domains in the bundle map", || {
+        let all = all.clone();
+        async move { read_map(&all).is_some_and(|map| map.len() == 2) }
+    })
+    .await;
+    let map = read_map(&all).unwrap();
+    assert!(map.get(&a).unwrap().same_authorities(&a_bundle));
+    assert_eq!(map.get(&b).unwrap().sequence(), Some(7));
+    let pem = std::fs::read(all.join("b.example.pem")).unwrap();
+    assert!(
+        Bundle::from_pem(&b, &pem)
+            .unwrap()
+            .same_authorities(&b_bundle)
+    );
+    wait_until(DEADLINE, "the on_change hook ran", || async {
+        hook_runs(&running) > 0
+    })
+    .await;
+
+    let runs = hook_runs(&running);
+    let removed = running
+        .gateway
+        .trust_store
+        .remove(&b, "test", OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert!(removed.is_some());
+    wait_until(DEADLINE, "b.example's files deleted", || {
+        let all = all.clone();
+        async move { !all.join("b.example.pem").exists() && !all.join("b.example.json").exists() }
+    })
+    .await;
+    assert_eq!(
+        read_map(&all).unwrap().len(),
+        1,
+        "a removed domain leaves the map"
+    );
+    wait_until(DEADLINE, "the hook ran after the removal", || async {
+        hook_runs(&running) > runs
+    })
+    .await;
+    assert!(all.join("a.example.pem").exists());
+    assert_eq!(
+        std::fs::read_to_string(all.join("operator-notes.txt")).unwrap(),
+        "mine"
+    );
+    running
+        .gateway
+        .shutdown(std::time::Duration::from_secs(5))
+        .await;
+}
+
+/// MAP-8: a sink with a trust-domain allow-list writes those domains only, in its
+/// files and its map, with its configured mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_8_allow_listed_sink_writes_only_its_domains() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let running = start_gateway().await;
+    let pki = tempfile::tempdir().unwrap();
+    let (a, b) = (td("a.example"), td("b.example"));
+    put(&running, &bundle_of(&a, &[dev_ca(pki.path(), &a)], 1)).await;
+    put(&running, &bundle_of(&b, &[dev_ca(pki.path(), &b)], 1)).await;
+    let (all, only_b) = (running.all.clone(), running.only_b.clone());
+    wait_until(DEADLINE, "both domains written by both sinks", || {
+        let (all, only_b) = (all.clone(), only_b.clone());
+        async move {
+            read_map(&all).is_some_and(|map| map.len() == 2)
+                && read_map(&only_b).is_some_and(|map| map.get(&td("b.example")).is_some())
+        }
+    })
+    .await;
+    let map = read_map(&only_b).unwrap();
+    assert_eq!(map.len(), 1);
+    assert!(!only_b.join("a.example.pem").exists());
+    let mode = std::fs::metadata(only_b.join("b.example.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    running
+        .gateway
+        .shutdown(std::time::Duration::from_secs(5))
+        .await;
+}
+
+/// FED-11, DIST-2: no output merges domains. Each PEM file holds its own domain's
+/// authorities only, the map keeps one entry per domain, and there is no setting that
+/// would write a union of roots (the configuration refuses one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fed_11_dist_2_no_file_merges_domains_and_no_union_mode_exists() {
+    for key in ["merge = true", "union = true", "single_pem = true"] {
+        let toml = format!("data_dir = \"/x\"\n[[sinks.files]]\ndir = \"/y\"\n{key}\n");
+        let err = Config::from_toml(&toml).unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{key}: {err}");
+    }
+    let pki = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (a, b) = (td("a.example"), td("b.example"));
+    let bundles = [
+        bundle_of(&a, &[dev_ca(pki.path(), &a)], 1),
+        bundle_of(&b, &[dev_ca(pki.path(), &b)], 1),
+    ];
+    let state: State = bundles
+        .iter()
+        .map(|bundle| {
+            let published = Published {
+                json: Bytes::from(bundle.to_json()),
+                bundle: Arc::new(bundle.clone()),
+            };
+            (bundle.trust_domain().clone(), published)
+        })
+        .collect();
+    let shutdown = Shutdown::new();
+    let sink = FilesSink::open(&FilesSinkConfig::new(out.path()), Metrics::new(), &shutdown)
+        .await
+        .unwrap();
+    sink.apply(Arc::new(state)).await.unwrap();
+    let map = read_map(out.path()).unwrap();
+    for bundle in &bundles {
+        let td = bundle.trust_domain();
+        let pem = std::fs::read(out.path().join(format!("{td}.pem"))).unwrap();
+        let in_pem = Bundle::from_pem(td, &pem).unwrap();
+        assert_eq!(in_pem.x509_authorities(), bundle.x509_authorities(), "{td}");
+        assert_eq!(
+            map.get(td).unwrap().x509_authorities(),
+            bundle.x509_authorities()
+        );
+    }
+    shutdown.shutdown(std::time::Duration::from_secs(5)).await;
+}
