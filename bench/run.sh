@@ -16,9 +16,11 @@ log() { printf '\n==> %s\n' "$*"; }
 
 log "machine"
 cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
-machine=$(printf -- '- %s, %s logical CPUs, %s GiB RAM\n- %s %s, %s\n- measured %s\n' \
+tmpfs_type=$(df -T "${TMPDIR:-/tmp}" | awk 'NR == 2 {print $2}')
+machine=$(printf -- '- %s, %s logical CPUs, %s GiB RAM\n- %s %s, %s\n- data directories in %s (%s, real fsync unless tmpfs)\n- measured %s\n' \
     "${cpu:-unknown CPU}" "$(nproc)" "$(free -g | awk '/^Mem:/ {print $2}')" \
-    "$(uname -s)" "$(uname -r)" "$(rustc --version)" "$(date -u +%Y-%m-%d)")
+    "$(uname -s)" "$(uname -r)" "$(rustc --version)" "${TMPDIR:-/tmp}" "$tmpfs_type" \
+    "$(date -u +%Y-%m-%d)")
 printf '%s\n' "$machine"
 python3 - "$doc" "$machine" <<'PY'
 import sys

@@ -7,8 +7,9 @@
 //! response), a watch client (`GET /v1/bundles?wait=REVISION` over the admin socket,
 //! in a loop), and a reader of the files sink's `<td>.json` (a thread re-reading the
 //! file every 200 µs, so its figures carry up to 0.2 ms of sampling delay). The
-//! benchmark submits `--rounds` changes of one foreign domain (same CA, a new
-//! `spiffe_sequence` each time), one at a time: each round starts once every observer
+//! benchmark submits `--rounds` changes of one foreign domain (a new
+//! `spiffe_sequence` each time, and a second CA added or removed, since SDS resources
+//! carry only the CAs), one at a time: each round starts once every observer
 //! has seen the previous one, so no change is coalesced. Per round it records the time
 //! `TrustStore::submit` took (policy, the flushed sled write, the snapshot swap) and,
 //! for each observer, the time from the start of the submit to the moment it saw the
@@ -85,20 +86,24 @@ dir = "{files}"
     ))?;
     let running = fedgw::gateway::start(&config).await?;
     let td: TrustDomain = TRUST_DOMAIN.parse()?;
-    let ca = ca_authority(&td)?;
+    // Every round must change what every sink carries: SDS resources hold only the
+    // CAs (not the sequence), so rounds alternate between {A} and {A, B}.
+    let cas = [ca_authority(&td)?, ca_authority(&td)?];
     let store = running.trust_store.clone();
 
     // The first version, so that every observer has something to follow.
     let mut sequence = 1_u64;
-    let first = submit(&store, &td, &ca, sequence).await?;
+    let first = submit(&store, &td, &cas, sequence).await?;
 
     let seen: Shared = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    tokio::spawn(follow_sds(dir.path().join("sds.sock"), Arc::clone(&seen)));
-    tokio::spawn(follow_watch(
-        dir.path().join("admin.sock"),
-        first,
-        Arc::clone(&seen),
+    let sds = tokio::spawn(report(
+        "SDS",
+        follow_sds(dir.path().join("sds.sock"), Arc::clone(&seen)),
+    ));
+    let watch = tokio::spawn(report(
+        "watch",
+        follow_watch(dir.path().join("admin.sock"), first, Arc::clone(&seen)),
     ));
     let files = {
         let path = dir
@@ -119,7 +124,7 @@ dir = "{files}"
     for _ in 0..rounds {
         sequence += 1;
         let start = Instant::now();
-        let revision = submit(&store, &td, &ca, sequence).await?;
+        let revision = submit(&store, &td, &cas, sequence).await?;
         submit_times.push(start.elapsed());
         starts.push((revision, sequence, start));
         wait_all(&seen, revision, sequence)
@@ -164,8 +169,17 @@ dir = "{files}"
         write_section(&path, &table)?;
         eprintln!("wrote the table into {}", path.display());
     }
+    sds.abort();
+    watch.abort();
     running.shutdown(Duration::from_secs(5)).await;
     Ok(())
+}
+
+/// Run an observer; say why it stopped, if it did.
+async fn report(name: &str, observer: impl Future<Output = anyhow::Result<()>>) {
+    if let Err(err) = observer.await {
+        eprintln!("{name} observer stopped: {err:#}");
+    }
 }
 
 fn arguments() -> anyhow::Result<(usize, Option<PathBuf>)> {
@@ -200,11 +214,14 @@ fn ca_authority(td: &TrustDomain) -> anyhow::Result<X509Authority> {
 async fn submit(
     store: &fedgw::trust_store::TrustStore,
     td: &TrustDomain,
-    ca: &X509Authority,
+    cas: &[X509Authority; 2],
     sequence: u64,
 ) -> anyhow::Result<u64> {
     let mut bundle = Bundle::new(td.clone());
-    bundle.add_x509_authority(ca.clone());
+    bundle.add_x509_authority(cas[0].clone());
+    if sequence.is_multiple_of(2) {
+        bundle.add_x509_authority(cas[1].clone());
+    }
     bundle.set_sequence(Some(sequence));
     let source = Source::Operator {
         who: "bench".into(),
@@ -231,7 +248,14 @@ async fn wait_all(seen: &Shared, revision: u64, sequence: u64) -> anyhow::Result
             }
         }
         if Instant::now() > deadline {
-            bail!("not every sink reached revision {revision} within {ROUND_DEADLINE:?}");
+            let guard = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            bail!(
+                "not every sink reached revision {revision} within {ROUND_DEADLINE:?} \
+                 (sds: {}, watch: {}, files: {})",
+                guard.sds.contains_key(&revision),
+                guard.watch.contains_key(&revision),
+                guard.files.contains_key(&sequence)
+            );
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
