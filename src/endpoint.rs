@@ -8,7 +8,7 @@
 //! response rules (the library's `respond`) or which bundle is current (the trust
 //! store).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,24 +79,52 @@ pub enum EndpointError {
     },
 }
 
-/// What is served at which path; rebuilt on every trust store change.
+/// What is served at which path; rebuilt on every trust store change, re-serialising
+/// only the bundles whose revision changed.
 #[derive(Debug, Default)]
 pub struct ServedTable {
-    paths: BTreeMap<String, ServedBundle>,
+    paths: BTreeMap<String, Served>,
+}
+
+/// One served path: the bundle as served, and the trust store revision it came from.
+#[derive(Debug, Clone)]
+struct Served {
+    revision: u64,
+    bundle: ServedBundle,
 }
 
 impl ServedTable {
     /// Local domains at their configured paths, foreign ones at `/relay/<td>`.
     pub fn build(snapshot: &Snapshot, locals: &[(TrustDomain, String)]) -> Self {
+        Self::default().rebuild(snapshot, locals)
+    }
+
+    /// The table for `snapshot`, reusing this table's serialised bundles whose
+    /// revision is unchanged: a change to one domain costs one serialisation, not one
+    /// per stored domain.
+    #[must_use]
+    pub fn rebuild(&self, snapshot: &Snapshot, locals: &[(TrustDomain, String)]) -> Self {
+        let served = |path: &String, entry: &crate::trust_store::Entry| -> Served {
+            match self.paths.get(path) {
+                Some(previous) if previous.revision == entry.revision => previous.clone(),
+                _ => Served {
+                    revision: entry.revision,
+                    bundle: ServedBundle::new(&entry.bundle),
+                },
+            }
+        };
         let mut paths = BTreeMap::new();
         for (td, path) in locals {
             if let Some(entry) = snapshot.get(td) {
-                paths.insert(path.clone(), ServedBundle::new(&entry.bundle));
+                paths.insert(path.clone(), served(path, entry));
             }
         }
+        let local: BTreeSet<&TrustDomain> = locals.iter().map(|(td, _)| td).collect();
         for (td, entry) in &snapshot.domains {
-            if !locals.iter().any(|(local, _)| local == td) {
-                paths.insert(format!("/relay/{td}"), ServedBundle::new(&entry.bundle));
+            if !local.contains(td) {
+                let path = format!("/relay/{td}");
+                let value = served(&path, entry);
+                paths.insert(path, value);
             }
         }
         Self { paths }
@@ -104,7 +132,7 @@ impl ServedTable {
 
     /// The bundle served at exactly `path`.
     pub fn get(&self, path: &str) -> Option<&ServedBundle> {
-        self.paths.get(path)
+        self.paths.get(path).map(|served| &served.bundle)
     }
 
     /// Every served path.
@@ -134,10 +162,8 @@ pub fn follow(
                 () = cancel.cancelled() => return,
                 changed = changes.changed() => if changed.is_err() { return },
             }
-            table.store(Arc::new(ServedTable::build(
-                &trust_store.snapshot(),
-                &locals,
-            )));
+            let next = table.load().rebuild(&trust_store.snapshot(), &locals);
+            table.store(Arc::new(next));
         }
     });
     out
@@ -403,5 +429,56 @@ async fn reload(
                 tracing::error!(profile = source.profile(), error = %err, "TLS identity reload failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::testing::{bundle, now, td};
+    use crate::policy::{PolicySettings, Source};
+
+    async fn put(store: &TrustStore, name: &str, sequence: u64) {
+        let source = Source::Operator { who: "test".into() };
+        let domain = td(name);
+        store
+            .submit(&domain, bundle(&domain, Some(sequence)), source, now())
+            .await
+            .unwrap();
+    }
+
+    /// A rebuild keeps the served form of every bundle whose revision did not change
+    /// (a placeholder planted under `a.test` survives), and re-serialises the one that
+    /// did.
+    #[tokio::test]
+    async fn rebuild_serialises_only_changed_bundles() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TrustStore::open(dir.path(), PolicySettings::default())
+            .await
+            .unwrap();
+        put(&store, "a.test", 1).await;
+        put(&store, "b.test", 1).await;
+        let locals = vec![(td("a.test"), "/".to_owned())];
+        let mut table = ServedTable::build(&store.snapshot(), &locals);
+        let placeholder = ServedBundle::new(&bundle(&td("other.test"), Some(99)));
+        table.paths.get_mut("/").unwrap().bundle = placeholder.clone();
+
+        put(&store, "b.test", 2).await;
+        let snapshot = store.snapshot();
+        let next = table.rebuild(&snapshot, &locals);
+        assert_eq!(next.get("/"), Some(&placeholder), "unchanged a.test reused");
+        let b = snapshot.get(&td("b.test")).unwrap();
+        assert_eq!(
+            next.get("/relay/b.test"),
+            Some(&ServedBundle::new(&b.bundle)),
+            "changed b.test re-served"
+        );
+
+        put(&store, "a.test", 2).await;
+        let snapshot = store.snapshot();
+        let last = next.rebuild(&snapshot, &locals);
+        let a = snapshot.get(&td("a.test")).unwrap();
+        assert_eq!(last.get("/"), Some(&ServedBundle::new(&a.bundle)));
+        assert_eq!(last.paths().count(), 2);
     }
 }
