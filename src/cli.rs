@@ -467,6 +467,7 @@ pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError
                 text(d, "sequence"),
                 text(d, "age_seconds"),
                 text(d, "soonest_expiry"),
+                warning_codes(d),
                 d.get("last_error")
                     .map_or_else(|| "-".to_owned(), |e| text(e, "message")),
             ]
@@ -480,10 +481,25 @@ pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError
             "SEQUENCE",
             "AGE (s)",
             "SOONEST EXPIRY",
+            "WARNINGS",
             "LAST ERROR",
         ],
         &rows,
     )))
+}
+
+/// The codes of a domain's warnings, comma-separated (`-` for none); `--json` and
+/// `GET /v1/status` carry their messages.
+fn warning_codes(domain: &Value) -> String {
+    let codes: Vec<String> = items(domain, "warnings")
+        .iter()
+        .map(|w| text(w, "code"))
+        .collect();
+    if codes.is_empty() {
+        "-".to_owned()
+    } else {
+        codes.join(",")
+    }
 }
 
 /// `fedgw jwt validate --audience AUD TOKEN`: validated by the gateway, with the
@@ -638,6 +654,20 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_table_shows_each_domains_warning_codes() {
+        let with = serde_json::json!({"warnings": [
+            {"code": "shared_ca_key", "message": "…"},
+            {"code": "ca_without_trust_domain_id", "message": "…"},
+        ]});
+        assert_eq!(
+            warning_codes(&with),
+            "shared_ca_key,ca_without_trust_domain_id"
+        );
+        assert_eq!(warning_codes(&serde_json::json!({"warnings": []})), "-");
+        assert_eq!(warning_codes(&serde_json::json!({})), "-");
+    }
 
     #[test]
     fn table_aligns_columns() {
