@@ -73,7 +73,7 @@ for c in "${clusters[@]}"; do
     log "wait for $c"
     kubectl --context "$ctx" -n spire rollout status statefulset/spire-server --timeout 180s
     kubectl --context "$ctx" -n spire rollout status daemonset/spire-agent --timeout 180s
-    kubectl --context "$ctx" -n fedgw rollout status deployment/fedgw --timeout 180s
+    kubectl --context "$ctx" -n fedgw rollout status deployment/fedgw --timeout 300s
 done
 
 "$here/register.sh"
