@@ -55,6 +55,10 @@ log "python venv for the interop checks (.venv)"
 log "cargo test --workspace"
 cargo test --workspace --locked 2>&1 | tee -a "$results"
 
+# --- kind testbed, checked statically (no Docker or kind here) --------------------
+log "testbed/kind static checks (YAML, referenced files, scripts, kustomize)"
+"$root/testbed/kind/verify.sh"
+
 # --- independent implementations (Python) -----------------------------------------
 log "interop tests against independent implementations (PyPI spiffe, cryptography)"
 "$root/tests/interop/run.sh" 2>&1 | tee -a "$results"

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Create two kind clusters (fedgw-east, fedgw-west), build and load the fedgw image,
+# deploy SPIRE, fedgw and the demo workload in each, and wire the clusters together
+# through the kind docker network. Needs docker, kind, kubectl and openssl.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+image="fedgw:dev"
+clusters=(east west)
+work="$here/.work"
+mkdir -p "$work"
+
+for tool in docker kind kubectl openssl; do
+    command -v "$tool" >/dev/null || { echo "up.sh: $tool is required" >&2; exit 1; }
+done
+
+log() { printf '\n== %s\n' "$*"; }
+
+log "kind clusters"
+for c in "${clusters[@]}"; do
+    if ! kind get clusters | grep -qx "fedgw-$c"; then
+        kind create cluster --name "fedgw-$c" --wait 120s
+    fi
+done
+
+log "fedgw image"
+docker build -f "$here/Dockerfile" -t "$image" "$root"
+for c in "${clusters[@]}"; do
+    kind load docker-image "$image" --name "fedgw-$c"
+done
+
+log "testbed CA and fedgw certificates"
+if [[ ! -f "$work/ca.crt" ]]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj "/CN=fedgw kind testbed CA" -keyout "$work/ca.key" -out "$work/ca.crt"
+fi
+for c in "${clusters[@]}"; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=fedgw.$c.kind.test" -keyout "$work/$c.key" -out "$work/$c.csr"
+    printf 'subjectAltName=DNS:fedgw.fedgw.svc,DNS:fedgw.%s.kind.test\n' "$c" >"$work/$c.ext"
+    openssl x509 -req -in "$work/$c.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
+        -CAcreateserial -days 30 -extfile "$work/$c.ext" -out "$work/$c.crt"
+done
+
+node_ip() {
+    docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "fedgw-$1-control-plane"
+}
+
+for c in "${clusters[@]}"; do
+    if [[ "$c" == east ]]; then peer=west; else peer=east; fi
+    ctx="kind-fedgw-$c"
+    peer_ip="$(node_ip "$peer")"
+    log "deploy $c (peer $peer at $peer_ip)"
+    kubectl --context "$ctx" apply -f "$here/base/namespace.yaml" -f "$here/spire/namespace.yaml"
+    kubectl --context "$ctx" create namespace demo --dry-run=client -o yaml | kubectl --context "$ctx" apply -f -
+    kubectl --context "$ctx" -n fedgw create secret generic fedgw-tls \
+        --from-file=tls.crt="$work/$c.crt" --from-file=tls.key="$work/$c.key" \
+        --from-file=ca.crt="$work/ca.crt" --dry-run=client -o yaml | kubectl --context "$ctx" apply -f -
+    kubectl --context "$ctx" -n spire create secret generic testbed-ca \
+        --from-file=ca.crt="$work/ca.crt" --dry-run=client -o yaml | kubectl --context "$ctx" apply -f -
+    kubectl --context "$ctx" apply -k "$here/overlays/$c"
+    # The peer's gateway and demo service, reached on the peer's kind node (NodePorts).
+    for d in fedgw/fedgw demo/demo; do
+        ns="${d%/*}"; name="${d#*/}"
+        kubectl --context "$ctx" -n "$ns" patch deployment "$name" --type merge -p \
+            "{\"spec\":{\"template\":{\"spec\":{\"hostAliases\":[{\"ip\":\"$peer_ip\",\"hostnames\":[\"$name.$peer.kind.test\"]}]}}}}"
+    done
+done
+
+for c in "${clusters[@]}"; do
+    ctx="kind-fedgw-$c"
+    log "wait for $c"
+    kubectl --context "$ctx" -n spire rollout status statefulset/spire-server --timeout 180s
+    kubectl --context "$ctx" -n spire rollout status daemonset/spire-agent --timeout 180s
+    kubectl --context "$ctx" -n fedgw rollout status deployment/fedgw --timeout 300s
+done
+
+"$here/register.sh"
+
+for c in "${clusters[@]}"; do
+    kubectl --context "kind-fedgw-$c" -n demo rollout status deployment/demo --timeout 180s
+done
+log "up: run $here/check.sh"
