@@ -84,17 +84,20 @@ tb_init() {
 tb_cleanup() {
     local status=$? i pid
     for pid in "${TB_PID[@]}" "${TB_EXTRA_PIDS[@]}"; do
-        [[ -n "$pid" ]] && kill "$pid" 2>/dev/null
+        [[ -z "$pid" ]] || kill "$pid" 2>/dev/null || true
     done
     for pid in "${TB_PID[@]}" "${TB_EXTRA_PIDS[@]}"; do
-        [[ -n "$pid" ]] && wait "$pid" 2>/dev/null
+        [[ -z "$pid" ]] || wait "$pid" 2>/dev/null || true
     done
+    if ((status != 0 && !TB_FAILED)); then
+        printf 'FAIL: %s exited with status %s (line %s)\n' "$0" "$status" "${BASH_LINENO[0]}" >&2
+    fi
     [[ -n "$TB_WORK" ]] || return "$status"
     if ((status != 0 || TB_FAILED)); then
         for ((i = 0; i < ${#TB_TD[@]}; i++)); do
             if [[ -s "${TB_DIR[i]}/fedgw.log" ]]; then
                 printf -- '--- last lines of %s/fedgw.log\n' "${TB_DIR[i]}" >&2
-                tail -n 15 "${TB_DIR[i]}/fedgw.log" >&2
+                tail -n 8 "${TB_DIR[i]}/fedgw.log" >&2
             fi
         done
         printf 'work directory kept: %s\n' "$TB_WORK" >&2
@@ -146,7 +149,7 @@ tb_start() {
         [[ -n "${TB_WEB[i]}" ]] || TB_WEB[i]=$(tb_free_port)
         [[ -n "${TB_SPIFFE[i]}" ]] || TB_SPIFFE[i]=$(tb_free_port)
         printf -- '--- start (attempt %s) %s\n' "$attempt" "$(date +%H:%M:%S)" >>"$log"
-        "$FEDGW" serve \
+        NO_COLOR=1 "$FEDGW" serve \
             --data-dir "${TB_DIR[i]}" \
             --trust-domain "${TB_TD[i]}" \
             --web-listen "127.0.0.1:${TB_WEB[i]}" \
@@ -159,8 +162,8 @@ tb_start() {
             tb_debug "${TB_TD[i]} started (pid ${TB_PID[i]}, https_web ${TB_WEB[i]}, https_spiffe ${TB_SPIFFE[i]})"
             return 0
         fi
-        kill "${TB_PID[i]}" 2>/dev/null
-        wait "${TB_PID[i]}" 2>/dev/null
+        kill "${TB_PID[i]}" 2>/dev/null || true
+        wait "${TB_PID[i]}" 2>/dev/null || true
         TB_PID[i]=""
         if tail -n 5 "$log" | grep -qi 'address already in use'; then
             tb_log "${TB_TD[i]}: a port was taken, trying others"
@@ -192,7 +195,7 @@ tb_stop() {
     local i=$1 signal=${2:-TERM}
     [[ -n "${TB_PID[i]}" ]] || tb_fail "${TB_TD[i]} is not running"
     kill "-$signal" "${TB_PID[i]}" || tb_fail "cannot signal ${TB_TD[i]} (pid ${TB_PID[i]})"
-    wait "${TB_PID[i]}" 2>/dev/null
+    wait "${TB_PID[i]}" 2>/dev/null || true
     TB_PID[i]=""
     tb_debug "${TB_TD[i]} stopped with SIG$signal"
 }
