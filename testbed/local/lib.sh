@@ -52,8 +52,8 @@ tb_build() {
         [[ -x "$FEDGW" ]] || tb_fail "FEDGW=$FEDGW is not an executable"
         return
     fi
-    tb_log "building fedgw (cargo build -q --bin fedgw)"
-    (cd "$tb_repo" && cargo build -q --bin fedgw) || tb_fail "cargo build failed"
+    tb_log "building fedgw (cargo build -q --locked --bin fedgw)"
+    (cd "$tb_repo" && cargo build -q --locked --bin fedgw) || tb_fail "cargo build failed"
     local target="${CARGO_TARGET_DIR:-$tb_repo/target}"
     case "$target" in /*) ;; *) target="$tb_repo/$target" ;; esac
     FEDGW="$target/debug/fedgw"
@@ -96,8 +96,8 @@ tb_cleanup() {
     if ((status != 0 || TB_FAILED)); then
         for ((i = 0; i < ${#TB_TD[@]}; i++)); do
             if [[ -s "${TB_DIR[i]}/fedgw.log" ]]; then
-                printf -- '--- last lines of %s/fedgw.log\n' "${TB_DIR[i]}" >&2
-                tail -n 8 "${TB_DIR[i]}/fedgw.log" >&2
+                printf -- '--- last lines of %s/fedgw.log (without unchanged fetches)\n' "${TB_DIR[i]}" >&2
+                grep -v 'outcome="unchanged"' "${TB_DIR[i]}/fedgw.log" | tail -n 8 >&2
             fi
         done
         printf 'work directory kept: %s\n' "$TB_WORK" >&2

@@ -18,11 +18,11 @@ out=$(tb_fedgw 0 federation delete -t "$beta" 2>&1) || tb_fail "federation delet
 
 gone() {
     local where
-    where=$(tb_fedgw 0 bundle list | awk -v td="$beta" '$1 == td { print "bundle list" }')
-    where+=$(tb_fedgw 0 federation list | awk -v td="$beta" '$1 == td { print " federation list" }')
-    where+=$(tb_fedgw 0 status | awk -v td="$beta" '$1 == td { print " status" }')
+    where=$(tb_fedgw 0 bundle list | awk -v td="$beta" '$1 == td { print " bundle list," }')
+    where+=$(tb_fedgw 0 federation list | awk -v td="$beta" '$1 == td { print " federation list," }')
+    where+=$(tb_fedgw 0 status | awk -v td="$beta" '$1 == td { print " status," }')
     [[ -z "$where" ]] || {
-        echo "$beta still in alpha's$where"
+        echo "$beta still in alpha's${where%,}"
         return 1
     }
 }

@@ -20,20 +20,20 @@ tb_need_tools() {
 # tb_relay_code I TD: the HTTP status of gateway I's https_web /relay/TD, fetched by
 # curl trusting only I's development Web CA.
 tb_relay_code() {
-    curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+    curl --noproxy "*" -s -o /dev/null -w '%{http_code}' --max-time 5 \
         --cacert "$(tb_pki "$1")/web-ca.pem" \
         "https://localhost:${TB_WEB[$1]}/relay/$2"
 }
 
 # tb_relay I TD: the body of gateway I's /relay/TD (fails unless 200).
 tb_relay() {
-    curl -sf --max-time 5 --cacert "$(tb_pki "$1")/web-ca.pem" \
+    curl --noproxy "*" -sf --max-time 5 --cacert "$(tb_pki "$1")/web-ca.pem" \
         "https://localhost:${TB_WEB[$1]}/relay/$2"
 }
 
 # tb_metrics I: gateway I's Prometheus metrics, over its admin socket.
 tb_metrics() {
-    curl -sf --max-time 5 --unix-socket "${TB_DIR[$1]}/admin.sock" http://localhost/metrics
+    curl --noproxy "*" -sf --max-time 5 --unix-socket "${TB_DIR[$1]}/admin.sock" http://localhost/metrics
 }
 
 # tb_openssl_ca CERT KEY SUBJECT_CN SPIFFE_TD: a self-signed P-256 CA made by openssl;
