@@ -83,6 +83,8 @@ tb_init() {
 # last lines) on failure or with TB_KEEP=1.
 tb_cleanup() {
     local status=$? i pid
+    # Clean up fully even if a step here fails.
+    set +e
     for pid in "${TB_PID[@]}" "${TB_EXTRA_PIDS[@]}"; do
         [[ -z "$pid" ]] || kill "$pid" 2>/dev/null || true
     done

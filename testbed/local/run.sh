@@ -61,5 +61,10 @@ if ((once)); then
     exit 0
 fi
 tb_log "running; press Ctrl-C to stop (logs and data in $TB_WORK)"
-TB_KEEP=${TB_KEEP:-0}
-while :; do sleep 3600; done
+# `wait` (unlike a foreground sleep) returns as soon as SIGINT or SIGTERM arrives, so
+# the trap stops everything at once.
+while :; do
+    sleep 3600 &
+    TB_EXTRA_PIDS+=("$!")
+    wait "$!" || true
+done
