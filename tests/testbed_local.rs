@@ -5,7 +5,9 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "test code: a failed step should fail the test loudly"
+    clippy::disallowed_methods,
+    reason = "test code: a failed step should fail the test loudly; a synchronous test \
+              polls a child process with thread::sleep"
 )]
 
 use std::path::Path;
@@ -52,7 +54,7 @@ fn serve_flags_set_trust_domain_listeners_and_refresh_hint() {
                 "--min-refresh",
                 "1s",
                 "--log",
-                "warn",
+                "error",
             ])
             .spawn()
             .unwrap(),

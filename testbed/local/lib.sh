@@ -92,7 +92,7 @@ tb_cleanup() {
         [[ -z "$pid" ]] || wait "$pid" 2>/dev/null || true
     done
     if ((status != 0 && !TB_FAILED)); then
-        printf 'FAIL: %s exited with status %s (line %s)\n' "$0" "$status" "${BASH_LINENO[0]}" >&2
+        printf 'FAIL: %s exited with status %s\n' "$0" "$status" >&2
     fi
     [[ -n "$TB_WORK" ]] || return "$status"
     if ((status != 0 || TB_FAILED)); then

@@ -61,6 +61,8 @@ if ((once)); then
     exit 0
 fi
 tb_log "running; press Ctrl-C to stop (logs and data in $TB_WORK)"
+# From here on, Ctrl-C or SIGTERM is the normal way to stop.
+trap 'tb_log "stopping"; exit 0' INT TERM
 # `wait` (unlike a foreground sleep) returns as soon as SIGINT or SIGTERM arrives, so
 # the trap stops everything at once.
 while :; do
