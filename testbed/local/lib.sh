@@ -178,11 +178,11 @@ tb_start() {
     tb_fail "${TB_TD[i]}: no free ports found in 5 attempts"
 }
 
-# Wait (10 s at most) until gateway I answers on its admin socket; false if the
+# Wait (20 s at most) until gateway I answers on its admin socket; false if the
 # process ended or it did not answer.
 tb_wait_ready() {
     local i=$1 n
-    for ((n = 0; n < 100; n++)); do
+    for ((n = 0; n < 200; n++)); do
         kill -0 "${TB_PID[i]}" 2>/dev/null || return 1
         if [[ -S "${TB_DIR[i]}/admin.sock" ]] && tb_fedgw "$i" status >/dev/null 2>&1; then
             return 0

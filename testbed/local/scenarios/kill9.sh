@@ -15,6 +15,11 @@ for td in "${TB_TD[1]}" "${TB_TD[2]}"; do
     relay_before[$td]=$(tb_relay 0 "$td") || tb_fail "alpha's /relay/$td before the kill"
 done
 list_before=$(tb_fedgw 0 bundle list | awk 'NR > 1 { print $1 }' | sort)
+# The foreign rows of `fedgw bundle list` (sequence, authorities, source, accepted
+# at), whitespace normalised.
+foreign_rows() { tb_fedgw 0 bundle list | awk -v td="$alpha" 'NR > 1 && $1 != td { $1 = $1; print }' | sort; }
+rows_before=$(foreign_rows)
+tb_expect_eq "foreign rows in alpha's bundle list before the kill" 2 "$(grep -c . <<<"$rows_before")"
 relationships_before=$(tb_fedgw 0 federation list | awk 'NR > 1 { print $1 }' | sort)
 tb_expect_eq "alpha's bundles before the kill" \
     "$(printf '%s\n' "${TB_TD[@]}" | sort)" "$list_before"
@@ -39,10 +44,21 @@ tb_expect_eq "alpha's bundles after the restart" "$list_before" \
     "$(tb_fedgw 0 bundle list | awk 'NR > 1 { print $1 }' | sort)"
 tb_expect_eq "alpha's relationships after the restart" "$relationships_before" \
     "$(tb_fedgw 0 federation list | awk 'NR > 1 { print $1 }' | sort)"
-# Nothing was fetched: the peers are down, so the bundles came from the database.
+# Nothing was fetched (the peers are down): the same records, accepted at the same
+# time, came back from the database.
+tb_expect_eq "alpha's foreign bundle records (bundle list) after the restart" "$rows_before" "$(foreign_rows)"
+# alpha polls the peers and fails, and keeps serving what it stored.
+is_failing() {
+    local state
+    state=$(tb_state 0 "$1")
+    [[ "$state" == failing ]] || {
+        echo "state: ${state:-none}"
+        return 1
+    }
+}
 for td in "${TB_TD[1]}" "${TB_TD[2]}"; do
-    state=$(tb_state 0 "$td")
-    [[ "$state" != healthy ]] || tb_fail "alpha's $td is 'healthy' while its endpoint is down"
+    tb_wait 15 "alpha shows $td failing while its endpoint is down" is_failing "$td"
+    tb_expect_eq "alpha's /relay/$td while failing (HTTP status)" 200 "$(tb_relay_code 0 "$td")"
 done
 
 tb_log "restarting the peers"
