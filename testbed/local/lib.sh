@@ -52,8 +52,11 @@ tb_build() {
         [[ -x "$FEDGW" ]] || tb_fail "FEDGW=$FEDGW is not an executable"
         return
     fi
-    tb_log "building fedgw (cargo build -q --locked --bin fedgw)"
-    (cd "$tb_repo" && cargo build -q --locked --bin fedgw) || tb_fail "cargo build failed"
+    # cargo's progress on a terminal (a first build takes minutes), quiet otherwise.
+    local quiet=(-q)
+    [[ ! -t 2 ]] || quiet=()
+    tb_log "building fedgw (cargo build --locked --bin fedgw)"
+    (cd "$tb_repo" && cargo build "${quiet[@]}" --locked --bin fedgw) || tb_fail "cargo build failed"
     local target="${CARGO_TARGET_DIR:-$tb_repo/target}"
     case "$target" in /*) ;; *) target="$tb_repo/$target" ;; esac
     FEDGW="$target/debug/fedgw"
