@@ -9,6 +9,9 @@
 #   FEDGW            a fedgw binary to use instead of building target/debug/fedgw
 #   TB_KEEP=1        keep the work directory (logs, data) after the run
 #   TB_VERBOSE=1     print every step
+#   TB_HINT=4        the refresh hint (seconds) every gateway serves
+#   TB_MIN_REFRESH=1 every gateway's polling floor (seconds)
+#   TB_LOG=...       fedgw's log filter (default warn,fedgw=info), logs in <dir>/fedgw.log
 
 tb_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
