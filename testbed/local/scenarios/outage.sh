@@ -24,8 +24,8 @@ failing() {
     }
 }
 # alpha polls beta over https_spiffe, gamma over https_web; both fail to connect.
-tb_wait 20 "alpha's status shows $beta failing with a connection error" failing 0 "cannot connect"
-tb_wait 20 "gamma's status shows $beta failing with a connection error" failing 2 "cannot connect"
+tb_wait 20 "alpha's status shows $beta failing with a connection error" failing 0 "connect: cannot connect"
+tb_wait 20 "gamma's status shows $beta failing with a connection error" failing 2 "connect: cannot connect"
 
 for i in 0 2; do
     code=$(tb_relay_code "$i" "$beta")

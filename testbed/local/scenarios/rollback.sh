@@ -52,16 +52,16 @@ rejected() {
     }
 }
 tb_wait 15 "fedgw_bundle_rejections_total{trust_domain=$foreign,reason=sequence_regression} > 0" rejected
-# The status carries the refusal's message (the code is in the metric's label).
+# The status names the refusal by its code, as the metric's label does, then the message.
 refused() {
     local line
     line=$(tb_status_line 0 "$foreign")
-    [[ "$(awk '{ print $3 }' <<<"$line")" == failing && "$line" == *"spiffe_sequence went down from 5 to 4"* ]] || {
+    [[ "$(awk '{ print $3 }' <<<"$line")" == failing && "$line" == *"sequence_regression: "*"spiffe_sequence went down from 5 to 4"* ]] || {
         echo "status row: ${line:-none}"
         return 1
     }
 }
-tb_wait 10 "alpha's status shows $foreign failing with 'spiffe_sequence went down from 5 to 4'" refused
+tb_wait 10 "alpha's status shows $foreign failing with 'sequence_regression: … spiffe_sequence went down from 5 to 4'" refused
 
 # The stored bundle is unchanged.
 tb_expect_eq "alpha's sequence of $foreign after the rollback" 5 "$(sequence)"
