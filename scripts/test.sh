@@ -58,6 +58,8 @@ cargo test --workspace --locked 2>&1 | tee -a "$results"
 # --- local testbed ---------------------------------------------------------------
 # Real fedgw processes on loopback (fedgw is built by now): rotation, outage, rolled-back
 # sequence, kill -9 and restart, relationship deletion (docs/testbed-local.md).
+log "testbed/local/run.sh --once (the README's first command)"
+"$root/testbed/local/run.sh" --once
 log "testbed/local scenarios (fedgw processes on loopback)"
 "$root/testbed/local/scenarios.sh" 2>&1 | tee -a "$results"
 

@@ -1,4 +1,4 @@
-//! End to end: `fedgw demo`, the README's first command, run as the real binary: three
+//! End to end: `fedgw demo` (the one-process demonstration), run as the real binary: three
 //! gateways with embedded defaults federate in a full mesh over both profiles.
 
 #![allow(
