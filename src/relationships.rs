@@ -20,6 +20,7 @@
 //! the rules a relationship must follow (`config::validate_relationship_with`) or
 //! the HTTP shapes (`admin/routes_relationships.rs`).
 
+pub mod cftd;
 pub mod chain;
 mod listing;
 mod spec;
