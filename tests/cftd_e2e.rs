@@ -1,0 +1,214 @@
+//! End to end: `fedgw federation apply -f FILE` with spire-controller-manager
+//! ClusterFederatedTrustDomain YAML, run with the real `fedgw` binary against real
+//! `fedgw serve` processes on loopback (`support/gateway.rs`), as an operator or the
+//! kind testbed's up.sh does it.
+//!
+//! West serves an `https_spiffe` endpoint; east has no relationship until the YAML is
+//! applied, then fetches and relays west's bundle, authenticating the endpoint with
+//! the CFTD's `trustDomainBundle` as its bootstrap bundle. Applying the same file
+//! again changes nothing; a changed URL replaces the relationship; a file with one bad
+//! document is refused before anything is sent.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
+#[path = "support/gateway.rs"]
+mod gateway;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use gateway::{DEADLINE, Gateway, GatewayBuilder, authorities, wait_for};
+use serde_json::Value;
+use spiffe_federation::{Bundle, TrustDomain};
+
+/// Run `fedgw federation apply <args> --admin unix:<gateway's socket>`.
+fn apply(gw: &Gateway, args: &[&str]) -> Output {
+    let socket = gw.data_dir.join("admin.sock");
+    Command::new(env!("CARGO_BIN_EXE_fedgw"))
+        .args(["federation", "apply"])
+        .args(args)
+        .arg("--admin")
+        .arg(format!("unix:{}", socket.display()))
+        .output()
+        .unwrap()
+}
+
+fn apply_json(gw: &Gateway, file: &Path) -> Value {
+    let output = apply(gw, &["-f", file.to_str().unwrap(), "--json"]);
+    assert!(
+        output.status.success(),
+        "apply failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn outcomes(answer: &Value) -> Vec<(String, String)> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["trust_domain"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn listed(gw: &Gateway) -> Value {
+    let socket = gw.data_dir.join("admin.sock");
+    let output = Command::new(env!("CARGO_BIN_EXE_fedgw"))
+        .args(["federation", "list", "--json", "--admin"])
+        .arg(format!("unix:{}", socket.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A ClusterFederatedTrustDomain for `peer`'s https_spiffe endpoint at `url`, with
+/// its bundle file as `trustDomainBundle`.
+fn cftd(name: &str, peer: &Gateway, url: &str) -> String {
+    let bundle = std::fs::read_to_string(&peer.pki.bundle).unwrap();
+    let indented: String = bundle.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: spire.spiffe.io/v1alpha1\n\
+         kind: ClusterFederatedTrustDomain\n\
+         metadata:\n  name: {name}\n\
+         spec:\n  \
+           className: spire-system-spire\n  \
+           trustDomain: {td}\n  \
+           bundleEndpointURL: {url}\n  \
+           bundleEndpointProfile:\n    \
+             type: https_spiffe\n    \
+             endpointSPIFFEID: {id}\n  \
+           trustDomainBundle: |\n{indented}",
+        td = peer.trust_domain,
+        id = peer.endpoint_id,
+    )
+}
+
+async fn relays(gw: &Gateway, td: &TrustDomain, expected: &Bundle) {
+    let what = format!("{} to relay {td}", gw.trust_domain);
+    wait_for(DEADLINE, &what, || async {
+        gw.relay(td)
+            .await
+            .ok()
+            .filter(|b| authorities(b) == authorities(expected))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_cftd_yaml_creates_polls_is_idempotent_and_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let east = GatewayBuilder::new(dir.path(), "east.test").web();
+    let west = GatewayBuilder::new(dir.path(), "west.test").spiffe();
+    let (east, west) = tokio::join!(east.start(), west.start());
+    let file = dir.path().join("federation.yaml");
+    let url = format!("https://127.0.0.1:{}/", west.spiffe_port().unwrap());
+    std::fs::write(&file, cftd("west", &west, &url)).unwrap();
+
+    // Dry run: checked, nothing sent.
+    let output = apply(&east, &["-f", file.to_str().unwrap(), "--dry-run"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("valid: west.test (document 1"), "{text}");
+    assert!(text.contains("spec.className"), "{text}");
+    assert!(
+        listed(&east)["relationships"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "a dry run creates nothing"
+    );
+
+    // Apply: created, fetched through the https_spiffe endpoint, relayed.
+    let answer = apply_json(&east, &file);
+    assert_eq!(
+        outcomes(&answer),
+        [("west.test".to_owned(), "created".to_owned())]
+    );
+    let west_bundle = west.local_bundle().await.unwrap();
+    relays(&east, &west.trust_domain, &west_bundle).await;
+    let shown = &listed(&east)["relationships"][0];
+    assert_eq!(shown["origin"], "api", "{shown}");
+    assert_eq!(shown["profile"], "https_spiffe", "{shown}");
+    assert_eq!(shown["endpoint_spiffe_id"], west.endpoint_id.to_string());
+
+    // The same file again: nothing changes.
+    let answer = apply_json(&east, &file);
+    assert_eq!(
+        outcomes(&answer),
+        [("west.test".to_owned(), "unchanged".to_owned())]
+    );
+
+    // Another URL for the same endpoint: replaced, and still relayed.
+    let moved = url.replace("127.0.0.1", "localhost");
+    std::fs::write(&file, cftd("west", &west, &moved)).unwrap();
+    let answer = apply_json(&east, &file);
+    assert_eq!(
+        outcomes(&answer),
+        [("west.test".to_owned(), "updated".to_owned())]
+    );
+    let shown = &listed(&east)["relationships"][0];
+    assert_eq!(shown["urls"][0], moved, "{shown}");
+    relays(&east, &west.trust_domain, &west_bundle).await;
+
+    // One bad document refuses the whole file, naming it; nothing is sent.
+    let bad = format!(
+        "{}---\napiVersion: spire.spiffe.io/v1alpha1\nkind: ClusterFederatedTrustDomain\nmetadata:\n  name: broken\nspec:\n  trustDomain: other.test\n  bundleEndpointURL: https://127.0.0.1:1/\n  bundleEndpointProfile:\n    type: https_spiffe\n",
+        cftd("west", &west, &url)
+    );
+    std::fs::write(&file, bad).unwrap();
+    let output = apply(&east, &["-f", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "document 2 (metadata.name \"broken\"): spec.bundleEndpointProfile.endpointSPIFFEID"
+        ),
+        "{stderr}"
+    );
+    let shown = &listed(&east)["relationships"];
+    assert_eq!(shown.as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!(shown[0]["urls"][0], moved, "document 1 was not applied");
+}
+
+/// A relationship of the configuration file is not changed by `apply`: the API's
+/// refusal is reported, naming the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_refuses_to_change_a_configured_relationship() {
+    let dir = tempfile::tempdir().unwrap();
+    let west = GatewayBuilder::new(dir.path(), "west.test").spiffe();
+    let mut east = GatewayBuilder::new(dir.path(), "east.test").web();
+    east.federate(&west, gateway::Via::Spiffe);
+    let (east, west) = tokio::join!(east.start(), west.start());
+    let file = dir.path().join("federation.yaml");
+    std::fs::write(
+        &file,
+        cftd(
+            "west",
+            &west,
+            &format!("https://localhost:{}/", west.spiffe_port().unwrap()),
+        ),
+    )
+    .unwrap();
+    let output = apply(&east, &["-f", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("west.test (document 1, metadata.name \"west\")"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("configuration file"), "{stderr}");
+    assert!(stderr.contains("applied before it: nothing"), "{stderr}");
+}
