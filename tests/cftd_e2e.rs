@@ -131,6 +131,27 @@ async fn apply_cftd_yaml_creates_polls_is_idempotent_and_updates() {
         "a dry run creates nothing"
     );
 
+    // The same from standard input.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedgw"))
+        .args(["federation", "apply", "-f", "-", "--dry-run", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        cftd("west", &west, &url).as_bytes(),
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["dry_run"], true);
+    assert_eq!(
+        outcomes(&answer),
+        [("west.test".to_owned(), "valid".to_owned())]
+    );
+
     // Apply: created, fetched through the https_spiffe endpoint, relayed.
     let answer = apply_json(&east, &file);
     assert_eq!(

@@ -268,17 +268,11 @@ fn object(location: String, map: &Map<String, Value>) -> Result<Cftd, CftdError>
         }
         Err(problem) => return Err(fail("spec.bundleEndpointProfile.type", problem)),
     };
-    let endpoint_spiffe_id: Option<SpiffeId> =
-        match optional_string(profile_map, "endpointSPIFFEID") {
-            Ok(None) => None,
-            id => Some(
-                parse_field(
-                    id.map(Option::unwrap_or_default),
-                    "spec.bundleEndpointProfile.endpointSPIFFEID",
-                )
-                .map_err(|(f, p)| fail(&f, p))?,
-            ),
-        };
+    const ENDPOINT_ID: &str = "spec.bundleEndpointProfile.endpointSPIFFEID";
+    let endpoint_spiffe_id: Option<SpiffeId> = optional_string(profile_map, "endpointSPIFFEID")
+        .map_err(|p| fail(ENDPOINT_ID, p))?
+        .map(|id| parse_field(Ok(id), ENDPOINT_ID).map_err(|(f, p)| fail(&f, p)))
+        .transpose()?;
     let bundle = optional_string(spec, "trustDomainBundle")
         .map_err(|p| fail("spec.trustDomainBundle", p))?;
     let class_name = optional_string(spec, "className")
@@ -596,6 +590,19 @@ items:
                 one(&web.replace("w.example\n", "[w.example]\n")),
                 "spec.trustDomain",
                 "a sequence",
+            ),
+            (
+                one(&format!(
+                    "{}    endpointSPIFFEID: https://w.example/server\n",
+                    web.replace("https_web", "https_spiffe")
+                )),
+                "spec.bundleEndpointProfile.endpointSPIFFEID",
+                "https://w.example/server",
+            ),
+            (
+                one(&format!("{web}  className: [a]\n")),
+                "spec.className",
+                "expected a string",
             ),
             (
                 one(web).replace("  name: x\n", "  labels: {}\n"),
