@@ -259,7 +259,7 @@ pub async fn federation_apply(
                     object: describe(object),
                     applied: results
                         .iter()
-                        .map(|(o, outcome)| format!("{} {:?}", o.spec.trust_domain, outcome))
+                        .map(|(o, outcome)| format!("{} {}", o.spec.trust_domain, outcome.label()))
                         .collect::<Vec<_>>()
                         .join(", "),
                     source: Box::new(source),
@@ -286,13 +286,7 @@ pub async fn federation_apply(
     }
     let mut out = String::new();
     for (object, outcome) in &results {
-        let verb = match outcome {
-            ApplyOutcome::Valid => "valid",
-            ApplyOutcome::Created => "created",
-            ApplyOutcome::Updated => "updated",
-            ApplyOutcome::Unchanged => "unchanged",
-        };
-        out.push_str(&format!("{verb}: {}\n", describe(object)));
+        out.push_str(&format!("{}: {}\n", outcome.label(), describe(object)));
         for note in &object.notes {
             out.push_str(&format!("  note: {note}\n"));
         }
@@ -301,6 +295,18 @@ pub async fn federation_apply(
         out.push_str("dry run: nothing was sent to the gateway\n");
     }
     Ok(Output::Text(out))
+}
+
+impl ApplyOutcome {
+    /// The word printed for it (also its JSON value).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+        }
+    }
 }
 
 fn describe(object: &Cftd) -> String {

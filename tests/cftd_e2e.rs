@@ -202,6 +202,26 @@ async fn apply_cftd_yaml_creates_polls_is_idempotent_and_updates() {
     let shown = &listed(&east)["relationships"];
     assert_eq!(shown.as_array().unwrap().len(), 1, "{shown}");
     assert_eq!(shown[0]["urls"][0], moved, "document 1 was not applied");
+
+    // A document the gateway refuses (its own trust domain, EXT-7) stops the run,
+    // naming it and what was applied before it.
+    let own = format!(
+        "{}---\napiVersion: spire.spiffe.io/v1alpha1\nkind: ClusterFederatedTrustDomain\nmetadata:\n  name: self\nspec:\n  trustDomain: east.test\n  bundleEndpointURL: https://127.0.0.1:1/\n  bundleEndpointProfile:\n    type: https_web\n",
+        cftd("west", &west, &moved)
+    );
+    std::fs::write(&file, own).unwrap();
+    let output = apply(&east, &["-f", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("east.test (document 2, metadata.name \"self\")"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("trust_domain"), "{stderr}");
+    assert!(
+        stderr.contains("applied before it: west.test unchanged"),
+        "{stderr}"
+    );
 }
 
 /// A relationship of the configuration file is not changed by `apply`: the API's
