@@ -253,3 +253,113 @@ async fn apply_refuses_to_change_a_configured_relationship() {
     assert!(stderr.contains("configuration file"), "{stderr}");
     assert!(stderr.contains("applied before it: nothing"), "{stderr}");
 }
+
+/// A `fedgw serve` process started here with `SSL_CERT_FILE` (or without), killed on
+/// drop; the harness's `Gateway` starts processes with the test's environment.
+struct Serve {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl Serve {
+    async fn start(builder: &GatewayBuilder, dir: &Path, cert_file: Option<&Path>) -> Self {
+        let config = dir.join("fedgw.toml");
+        std::fs::write(&config, builder.config_toml()).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fedgw"));
+        command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("serve.log")).unwrap());
+        if let Some(file) = cert_file {
+            command.env("SSL_CERT_FILE", file);
+        }
+        let serve = Self {
+            child: command.spawn().unwrap(),
+            // The builder's data_dir is <dir>/<trust domain>/data.
+            socket: dir
+                .join(builder.trust_domain().as_str())
+                .join("data/admin.sock"),
+        };
+        wait_for(DEADLINE, "the admin socket", || async {
+            serve.fedgw(&["status"]).status.success().then_some(())
+        })
+        .await;
+        serve
+    }
+
+    fn fedgw(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_fedgw"))
+            .args(args)
+            .arg("--admin")
+            .arg(format!("unix:{}", self.socket.display()))
+            .output()
+            .unwrap()
+    }
+
+    fn relationship(&self, td: &str) -> Value {
+        let output = self.fedgw(&["federation", "show", td, "--json"]);
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A ClusterFederatedTrustDomain has no field for extra CA roots: an `https_web`
+/// endpoint with a private CA is trusted only when the CA is in fedgw's system store,
+/// which `SSL_CERT_FILE` replaces (as the kind testbed does). Without it the fetch
+/// fails on the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_web_cftd_trusts_a_private_ca_through_ssl_cert_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let west = GatewayBuilder::new(dir.path(), "west.test")
+        .web()
+        .start()
+        .await;
+    let url = format!("https://127.0.0.1:{}/", west.web_port().unwrap());
+    let yaml = format!(
+        "apiVersion: spire.spiffe.io/v1alpha1\nkind: ClusterFederatedTrustDomain\nmetadata:\n  name: west\nspec:\n  trustDomain: west.test\n  bundleEndpointURL: {url}\n  bundleEndpointProfile:\n    type: https_web\n"
+    );
+    let file = dir.path().join("federation.yaml");
+    std::fs::write(&file, yaml).unwrap();
+
+    for (name, cert_file) in [
+        ("plain.test", None),
+        ("trusting.test", Some(west.pki.web_ca_cert.as_path())),
+    ] {
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let builder = GatewayBuilder::new(&home, name);
+        let serve = Serve::start(&builder, &home, cert_file).await;
+        let output = serve.fedgw(&["federation", "apply", "-f", file.to_str().unwrap()]);
+        assert!(output.status.success(), "{output:?}");
+        let state = wait_for(DEADLINE, "a fetch outcome", || async {
+            let shown = serve.relationship("west.test");
+            let status = &shown["status"];
+            if status["last_success"].is_string() {
+                Some(Ok(()))
+            } else if status["last_error"].is_object() {
+                Some(Err(status["last_error"]["message"].to_string()))
+            } else {
+                None
+            }
+        })
+        .await;
+        match (cert_file, state) {
+            (Some(_), Ok(())) => {}
+            (None, Err(message)) => {
+                assert!(message.to_lowercase().contains("certificate"), "{message}");
+            }
+            (cert_file, state) => panic!("SSL_CERT_FILE {cert_file:?}: {state:?}"),
+        }
+    }
+}
