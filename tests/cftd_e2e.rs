@@ -263,12 +263,18 @@ struct Serve {
 
 impl Serve {
     async fn start(builder: &GatewayBuilder, dir: &Path, cert_file: Option<&Path>) -> Self {
-        let config = dir.join("fedgw.toml");
-        std::fs::write(&config, builder.config_toml()).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fedgw"));
+        Self::start_with(builder, dir, cert_file, "").await
+    }
+
+    /// [`Serve::start`] with `top` (top-level keys) before the builder's tables.
+    async fn start_with(
+        builder: &GatewayBuilder,
+        dir: &Path,
+        cert_file: Option<&Path>,
+        top: &str,
+    ) -> Self {
+        let mut command = serve_command(builder, dir, top);
         command
-            .args(["serve", "--config"])
-            .arg(&config)
             .env_remove("SSL_CERT_FILE")
             .env_remove("SSL_CERT_DIR")
             .stdin(std::process::Stdio::null())
@@ -305,6 +311,15 @@ impl Serve {
         assert!(output.status.success(), "{output:?}");
         serde_json::from_slice(&output.stdout).unwrap()
     }
+}
+
+/// `fedgw serve` with the builder's configuration, `top` (top-level keys) first.
+fn serve_command(builder: &GatewayBuilder, dir: &Path, top: &str) -> Command {
+    let config = dir.join("fedgw.toml");
+    std::fs::write(&config, format!("{top}\n{}", builder.config_toml())).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fedgw"));
+    command.args(["serve", "--config"]).arg(&config);
+    command
 }
 
 impl Drop for Serve {
@@ -361,5 +376,101 @@ async fn https_web_cftd_trusts_a_private_ca_through_ssl_cert_file() {
             }
             (cert_file, state) => panic!("SSL_CERT_FILE {cert_file:?}: {state:?}"),
         }
+    }
+}
+
+/// `relationship_files`: the objects of a ClusterFederatedTrustDomain file are
+/// configuration relationships. East polls west through one (https_spiffe, its
+/// trustDomainBundle as the bootstrap bundle); the API shows it with origin
+/// `configuration` and refuses to change or delete it, naming the file and document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relationship_files_are_configuration_relationships() {
+    let dir = tempfile::tempdir().unwrap();
+    let west = GatewayBuilder::new(dir.path(), "west.test")
+        .spiffe()
+        .start()
+        .await;
+    let url = format!("https://127.0.0.1:{}/", west.spiffe_port().unwrap());
+    let file = dir.path().join("federation.yaml");
+    std::fs::write(&file, cftd("west", &west, &url)).unwrap();
+    let home = dir.path().join("east");
+    std::fs::create_dir_all(&home).unwrap();
+    let builder = GatewayBuilder::new(&home, "east.test");
+    let top = format!("relationship_files = [{:?}]", file.display().to_string());
+    let east = Serve::start_with(&builder, &home, None, &top).await;
+
+    wait_for(DEADLINE, "west's bundle fetched", || async {
+        let shown = east.relationship("west.test");
+        shown["status"]["last_success"].is_string().then_some(())
+    })
+    .await;
+    let shown = east.relationship("west.test");
+    assert_eq!(shown["origin"], "configuration", "{shown}");
+    assert_eq!(shown["endpoint_spiffe_id"], west.endpoint_id.to_string());
+
+    let place = format!(
+        "relationship_files[0] ({}, document 1, metadata.name \"west\")",
+        file.display()
+    );
+    let moved = format!("https://localhost:{}/", west.spiffe_port().unwrap());
+    let other = dir.path().join("moved.yaml");
+    std::fs::write(&other, cftd("west", &west, &moved)).unwrap();
+    let output = east.fedgw(&["federation", "apply", "-f", other.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&place), "{stderr}");
+    let output = east.fedgw(&["federation", "delete", "--trust-domain", "west.test"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&place), "{stderr}");
+}
+
+/// A bad `relationship_files` entry stops `fedgw serve` at start, naming the entry,
+/// the file, the document and the field; so does one that repeats a `[[federation]]`
+/// trust domain, or a missing file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_relationship_files_stop_the_gateway_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "apiVersion: spire.spiffe.io/v1alpha1\nkind: ClusterFederatedTrustDomain\nmetadata:\n  name: west\nspec:\n  trustDomain: west.test\n  bundleEndpointURL: https://127.0.0.1:1/\n  bundleEndpointProfile:\n    type: https_web\n";
+    let bad = good.replace("https://127.0.0.1:1/", "http://127.0.0.1:1/");
+    let mut federated = GatewayBuilder::new(dir.path(), "east.test");
+    let ca = federated.pki().web_ca_cert.clone();
+    federated.federate_web("west.test", "https://127.0.0.1:2/", &ca);
+    let cases = [
+        (
+            "bad.yaml",
+            bad.clone(),
+            GatewayBuilder::new(dir.path(), "bad.test"),
+            "document 1 (metadata.name \"west\"): spec.bundleEndpointURL",
+        ),
+        (
+            "twice.yaml",
+            good.to_owned(),
+            federated,
+            "west.test is federated with already by federation[0]",
+        ),
+        (
+            "missing.yaml",
+            String::new(),
+            GatewayBuilder::new(dir.path(), "missing.test"),
+            "missing.yaml",
+        ),
+    ];
+    for (name, text, builder, expected) in cases {
+        let file = dir.path().join(name);
+        if !text.is_empty() {
+            std::fs::write(&file, text).unwrap();
+        }
+        let home = dir.path().join(format!("home-{name}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let top = format!("relationship_files = [{:?}]", file.display().to_string());
+        let output = serve_command(&builder, &home, &top)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("relationship_files[0]"), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
     }
 }

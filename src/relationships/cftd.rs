@@ -25,6 +25,7 @@
 //! relationship must follow (`config::validate_relationship_with`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -128,6 +129,70 @@ pub fn parse(text: &str) -> Result<Vec<Cftd>, CftdError> {
             field: "(document)".to_owned(),
             problem: format!("no {KIND} object (apiVersion {API_VERSION})"),
         });
+    }
+    Ok(out)
+}
+
+/// One object of a `relationship_files` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileObject {
+    /// Its position in `relationship_files`.
+    pub index: usize,
+    /// The file.
+    pub file: PathBuf,
+    /// The object.
+    pub object: Cftd,
+}
+
+impl FileObject {
+    /// Where it is written: `relationship_files[0] (/etc/fedgw/federation.yaml,
+    /// document 2, metadata.name "west")`.
+    pub fn place(&self) -> String {
+        format!(
+            "relationship_files[{}] ({}, {}, metadata.name {:?})",
+            self.index,
+            self.file.display(),
+            self.object.location,
+            self.object.name
+        )
+    }
+}
+
+/// Read and parse the configuration's `relationship_files`, in order. Blocks
+/// (reads files): run it off the reactor.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] with key `relationship_files[N]`, naming the file and
+/// the problem (unreadable, not UTF-8, a [`CftdError`]), or two objects, in one file
+/// or two, with the same trust domain.
+pub fn read_files(paths: &[PathBuf]) -> Result<Vec<FileObject>, ConfigError> {
+    let mut out: Vec<FileObject> = Vec::new();
+    for (index, file) in paths.iter().enumerate() {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: format!("relationship_files[{index}]"),
+            reason: format!("{}: {reason}", file.display()),
+        };
+        let bytes = std::fs::read(file).map_err(|err| invalid(err.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid("not UTF-8".to_owned()))?;
+        for object in parse(&text).map_err(|err| invalid(err.to_string()))? {
+            let found = FileObject {
+                index,
+                file: file.clone(),
+                object,
+            };
+            if let Some(first) = out
+                .iter()
+                .find(|o| o.object.spec.trust_domain == found.object.spec.trust_domain)
+            {
+                return Err(invalid(format!(
+                    "{}: {} is federated with already by {}",
+                    found.object.location,
+                    found.object.spec.trust_domain,
+                    first.place()
+                )));
+            }
+            out.push(found);
+        }
     }
     Ok(out)
 }
