@@ -450,6 +450,12 @@ async fn bad_relationship_files_stop_the_gateway_at_start() {
             "west.test is federated with already by federation[0]",
         ),
         (
+            "local.yaml",
+            good.replace("west.test", "local.test"),
+            GatewayBuilder::new(dir.path(), "local.test"),
+            "local.test is served by this gateway",
+        ),
+        (
             "missing.yaml",
             String::new(),
             GatewayBuilder::new(dir.path(), "missing.test"),

@@ -1,10 +1,10 @@
 //! The kind testbed's gateway configurations (`testbed/kind/overlays/*/fedgw.toml`,
 //! mounted into the fedgw pods from a ConfigMap) load with fedgw's own loader, and
-//! agree with the manifests: the admin socket the exec probes use and the postStart
-//! hook applies through, the SPIRE bundle file as a PEM local source. Each overlay's
-//! `federation.yaml` parses with fedgw's own ClusterFederatedTrustDomain parser into
-//! relationships with exactly the other clusters (a full mesh), and is mounted and
-//! applied; SPIRE server and the demo's registration federate with the same peers.
+//! agree with the manifests: the admin socket the exec probes use, the SPIRE bundle
+//! file as a PEM local source, `relationship_files` naming the mounted
+//! `federation.yaml`. Each overlay's `federation.yaml` is read with fedgw's own
+//! `relationship_files` reader into relationships with exactly the other clusters (a
+//! full mesh); SPIRE server and the demo's Envoy federate with the same peers.
 
 #![allow(
     clippy::unwrap_used,
@@ -77,6 +77,16 @@ fn testbed_kind_fedgw_configs_load() {
             "{}: the relationships are in federation.yaml",
             path.display()
         );
+        assert_eq!(
+            config.relationship_files,
+            [Path::new("/etc/fedgw/federation.yaml")],
+            "{}",
+            path.display()
+        );
+        assert!(
+            deployment.contains("{name: config, mountPath: /etc/fedgw, readOnly: true}"),
+            "ConfigMap fedgw-config is mounted at /etc/fedgw"
+        );
         assert!(
             text.contains(&format!("\"fedgw.{me}.kind.test\"")),
             "{}: the peers reach it by this name",
@@ -85,16 +95,13 @@ fn testbed_kind_fedgw_configs_load() {
     }
 }
 
-/// Each federation.yaml, parsed by the parser `fedgw federation apply` uses: one
-/// https_web relationship with each other cluster's gateway.
+/// Each federation.yaml, read by the reader `relationship_files` uses (the local
+/// copy of what is mounted at /etc/fedgw/federation.yaml): one https_web
+/// relationship with each other cluster's gateway.
 #[test]
 fn testbed_kind_federation_yaml_is_a_full_mesh() {
     let kind = kind_dir();
     let deployment = read(&kind.join("base/deployment.yaml"));
-    assert!(
-        deployment.contains("fedgw federation apply -f /etc/fedgw/federation.yaml"),
-        "the postStart hook applies the mounted file"
-    );
     assert!(
         deployment.contains("{name: SSL_CERT_FILE, value: /etc/fedgw-tls/ca.crt}"),
         "the testbed CA is fedgw's trust store for https_web"
@@ -107,8 +114,11 @@ fn testbed_kind_federation_yaml_is_a_full_mesh() {
     for me in CLUSTERS {
         let overlay = kind.join("overlays").join(me);
         let path = overlay.join("federation.yaml");
-        let parsed =
-            cftd::parse(&read(&path)).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        let parsed: Vec<cftd::Cftd> = cftd::read_files(std::slice::from_ref(&path))
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+            .into_iter()
+            .map(|found| found.object)
+            .collect();
         let peers: Vec<&str> = CLUSTERS.iter().copied().filter(|c| *c != me).collect();
         let got: Vec<String> = parsed
             .iter()

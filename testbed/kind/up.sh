@@ -2,8 +2,8 @@
 # Create three kind clusters (fedgw-east, fedgw-west, fedgw-north), build and load the
 # fedgw image, deploy SPIRE, fedgw and the demo workload in each, and wire the clusters
 # together in a full mesh through the kind docker network: each fedgw polls the two
-# others (overlays/*/federation.yaml, ClusterFederatedTrustDomain objects applied by
-# each fedgw pod at start). Needs docker, kind, kubectl and openssl.
+# others (overlays/*/federation.yaml, ClusterFederatedTrustDomain objects that fedgw
+# reads through relationship_files). Needs docker, kind, kubectl and openssl.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -81,7 +81,7 @@ for c in "${clusters[@]}"; do
     kubectl --context "$ctx" -n spire rollout status statefulset/spire-server --timeout 180s
     kubectl --context "$ctx" -n spire rollout status daemonset/spire-agent --timeout 180s
     kubectl --context "$ctx" -n fedgw rollout status deployment/fedgw --timeout 300s
-    # Each pod applied federation.yaml in its postStart hook; show what one holds.
+    # The relationships read from federation.yaml (origin configuration).
     kubectl --context "$ctx" -n fedgw exec deploy/fedgw -- \
         fedgw federation list --admin unix:/var/lib/fedgw/admin.sock
 done
