@@ -1,7 +1,8 @@
 //! The federation relationship registry: which foreign trust domains this gateway
 //! fetches, and the single writer of that set.
 //!
-//! Relationships have two origins. Those of the configuration file (`[[federation]]`,
+//! Relationships have two origins. Those of the configuration file (`[[federation]]`
+//! and the ClusterFederatedTrustDomain objects of `relationship_files`, [`cftd`];
 //! origin [`Origin::Configuration`]) are read-only through the API; those created
 //! through the admin API (origin [`Origin::Api`], body [`RelationshipSpec`]) are kept
 //! in the store's `relationships` keyspace, flushed before they are announced, and
@@ -188,13 +189,16 @@ struct Entries {
 }
 
 impl Registry {
-    /// Resolve and poll the configured relationships, then load, resolve and poll the
+    /// Resolve and poll the configured relationships (`[[federation]]`, then the
+    /// objects of `relationship_files`, read beforehand with
+    /// [`cftd::read_files`]), then load, resolve and poll the
     /// stored API ones (skipping, with a logged warning or error, one that a
     /// configured relationship shadows or that no longer passes the rules), and
     /// publish the first listing.
     ///
     /// # Errors
-    /// [`RegistryError`] when a configured relationship's files cannot be used, or
+    /// [`RegistryError`] when a configured relationship's files cannot be used, a
+    /// file's object repeats a `[[federation]]` trust domain or breaks the rules, or
     /// the store cannot be read; nothing is left polling then.
     pub async fn start(
         parts: Parts,
