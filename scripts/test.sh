@@ -4,8 +4,8 @@
 #   ./scripts/test.sh            everything (what CI runs, via .ci/run)
 #
 # Steps: system packages (apt, only what is missing) -> formatting and lints ->
-# Python venv (.venv) -> Rust unit, conformance and end-to-end tests -> Python
-# interop tests (in .venv) ->
+# Python venv (.venv) -> Rust unit, conformance and end-to-end tests -> local testbed
+# scenarios (testbed/local) -> Python interop tests (in .venv) ->
 # a short fuzz smoke run of each parser (if cargo-fuzz and a nightly toolchain can
 # be installed; skipped with a message otherwise).
 #
@@ -55,6 +55,12 @@ log "python venv for the interop checks (.venv)"
 log "cargo test --workspace"
 cargo test --workspace --locked 2>&1 | tee -a "$results"
 
+# --- local testbed ---------------------------------------------------------------
+# Real fedgw processes on loopback (fedgw is built by now): rotation, outage, rolled-back
+# sequence, kill -9 and restart, relationship deletion (docs/testbed-local.md).
+log "testbed/local scenarios (fedgw processes on loopback)"
+"$root/testbed/local/scenarios.sh" 2>&1 | tee -a "$results"
+
 # --- kind testbed, checked statically (no Docker or kind here) --------------------
 log "testbed/kind static checks (YAML, referenced files, scripts, kustomize)"
 "$root/testbed/kind/verify.sh"
@@ -71,8 +77,8 @@ else
 fi
 
 log "all checks passed"
-# One closing line for all runners: cargo's "test result: ok. N passed; M failed" lines
-# and pytest's "N passed" line.
+# One closing line for all runners: cargo's "test result: ok. N passed; M failed" lines,
+# pytest's "N passed" line and testbed/local's "N passed in" line.
 awk '
     /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
     / passed in / { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }

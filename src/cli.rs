@@ -625,7 +625,7 @@ pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError
                 text(d, "soonest_expiry"),
                 warning_codes(d),
                 d.get("last_error")
-                    .map_or_else(|| "-".to_owned(), |e| text(e, "message")),
+                    .map_or_else(|| "-".to_owned(), last_error),
             ]
         })
         .collect();
@@ -747,9 +747,11 @@ fn relationship_output(value: Value, json: bool, verb: &str) -> Output {
             "consecutive_failures",
         ] {
             if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
-                // last_error is {at, message}: show it as "message (at)".
-                let shown = match (v.get("message"), v.get("at")) {
-                    (Some(message), Some(at)) => format!("{} ({})", plain(message), plain(at)),
+                // last_error is {at, code, message}: show it as "code: message (at)".
+                let shown = match v.get("at") {
+                    Some(at) if v.get("message").is_some() => {
+                        format!("{} ({})", last_error(v), plain(at))
+                    }
                     _ => plain(v),
                 };
                 out.push_str(&format!("  {key}: {shown}\n"));
@@ -757,6 +759,15 @@ fn relationship_output(value: Value, json: bool, verb: &str) -> Output {
         }
     }
     Output::Text(out)
+}
+
+/// A `last_error` object as `code: message` (or the message alone, from a gateway
+/// that records no code).
+fn last_error(error: &Value) -> String {
+    match error.get("code").and_then(Value::as_str) {
+        Some(code) => format!("{code}: {}", text(error, "message")),
+        None => text(error, "message"),
+    }
 }
 
 fn items<'a>(value: &'a Value, key: &str) -> &'a [Value] {

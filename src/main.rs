@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fedgw::admin_client::{AdminClient, AdminTarget, ClientTls};
 use fedgw::cli::{self, Output, RelationshipArgs, RelationshipBody};
-use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig};
+use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig, Seconds};
 use fedgw::shutdown::Shutdown;
 use fedgw::sinks::files::{FileMode, FilesSinkConfig};
 use fedgw::telemetry::LogFormat;
@@ -60,9 +60,52 @@ struct ServeArgs {
     /// The TOML configuration file.
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
-    /// With no --config: where the embedded default keeps its data.
+    /// With no --config: where the embedded default keeps its data, its development
+    /// PKI (`dev-pki/<td>/`) and its admin socket (`admin.sock`).
     #[arg(long, default_value = "fedgw-data")]
     data_dir: PathBuf,
+    /// With no --config: the local trust domain.
+    #[arg(
+        long,
+        value_name = "TD",
+        conflicts_with = "config",
+        default_value = "dev.fedgw.localhost"
+    )]
+    trust_domain: TrustDomain,
+    /// With no --config: where the https_web bundle endpoint listens.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        conflicts_with = "config",
+        default_value = "127.0.0.1:8443"
+    )]
+    web_listen: std::net::SocketAddr,
+    /// With no --config: where the https_spiffe bundle endpoint listens.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        conflicts_with = "config",
+        default_value = "127.0.0.1:8444"
+    )]
+    spiffe_listen: std::net::SocketAddr,
+    /// With no --config: the spiffe_refresh_hint served with the local bundle
+    /// (`[[local]] refresh_hint`).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        conflicts_with = "config",
+        default_value = "5m"
+    )]
+    refresh_hint: Seconds,
+    /// With no --config: the shortest refresh interval for foreign bundles
+    /// (`[polling] min_refresh`); foreign hints below it are raised to it.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        conflicts_with = "config",
+        default_value = "60s"
+    )]
+    min_refresh: Seconds,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -412,17 +455,31 @@ fn run_serve(args: ServeArgs) -> ExitCode {
                 }
                 None => {
                     let dir = args.data_dir.clone();
-                    let gateway = fedgw::defaults::DefaultGateway::default();
+                    let gateway = fedgw::defaults::DefaultGateway {
+                        trust_domain: args.trust_domain.clone(),
+                        web_listen: args.web_listen,
+                        spiffe_listen: args.spiffe_listen,
+                    };
+                    let timing = fedgw::defaults::DevTiming {
+                        refresh_hint: args.refresh_hint,
+                        min_refresh: args.min_refresh,
+                    };
                     let (config, _paths) = tokio::task::spawn_blocking(move || {
-                        fedgw::defaults::embedded(&dir, &gateway, "")
+                        fedgw::defaults::embedded_with(&dir, &gateway, timing)
                     })
                     .await
                     .context("preparing the embedded default")??;
-                    tracing::info!(data_dir = %args.data_dir.display(), "no --config: running the embedded development default");
+                    tracing::info!(
+                        data_dir = %args.data_dir.display(),
+                        trust_domain = %args.trust_domain,
+                        "no --config: running the embedded development default"
+                    );
                     config
                 }
             };
-            fedgw::gateway::run(&config).await.map_err(anyhow::Error::from)
+            fedgw::gateway::run(&config)
+                .await
+                .map_err(anyhow::Error::from)
         })
     });
     match result {

@@ -341,12 +341,14 @@ impl TrustStore {
         &self,
         trust_domain: &TrustDomain,
         at: OffsetDateTime,
+        code: String,
         message: String,
         next_attempt: Option<OffsetDateTime>,
     ) -> Result<RelationshipStatus, StoreError> {
         self.update_status(trust_domain, move |status| {
             status.last_error = Some(LastError {
                 at: at.unix_timestamp(),
+                code: Some(code),
                 message,
             });
             status.consecutive_failures = status.consecutive_failures.saturating_add(1);
@@ -845,7 +847,7 @@ mod tests {
         accept(&store, &bundle(&east, Some(1))).await;
         accept(&store, &bundle(&west, Some(1))).await;
         store
-            .record_fetch_failure(&east, now(), "timeout".into(), None)
+            .record_fetch_failure(&east, now(), "timeout".into(), "timeout".into(), None)
             .await
             .unwrap();
         let mut feed = store.subscribe();
@@ -915,11 +917,17 @@ mod tests {
         let east = td("east.example");
         let later = now() + Duration::minutes(1);
         store
-            .record_fetch_failure(&east, now(), "connection refused".into(), Some(later))
+            .record_fetch_failure(
+                &east,
+                now(),
+                "connect".into(),
+                "connection refused".into(),
+                Some(later),
+            )
             .await
             .unwrap();
         let status = store
-            .record_fetch_failure(&east, later, "timeout".into(), None)
+            .record_fetch_failure(&east, later, "timeout".into(), "timeout".into(), None)
             .await
             .unwrap();
         assert_eq!(status.consecutive_failures, 2);

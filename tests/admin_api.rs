@@ -627,6 +627,7 @@ async fn status_reports_roles_and_states() {
         .record_fetch_failure(
             &td("broken.example"),
             now,
+            "connect".into(),
             "connection refused".into(),
             None,
         )
@@ -673,6 +674,7 @@ async fn status_reports_roles_and_states() {
     let broken = domain(status, "broken.example");
     assert_eq!(broken["consecutive_failures"], 1);
     assert_eq!(broken["last_error"]["message"], "connection refused");
+    assert_eq!(broken["last_error"]["code"], "connect");
     assert!(broken["accepted_at"].is_null());
 
     // Storing the endpoint's trust domain bundle ends the wait for a bootstrap.
@@ -957,6 +959,7 @@ async fn relationships_are_listed_with_status_and_changes_need_a_registry() {
             &td("broken.example"),
             OffsetDateTime::now_utc(),
             "timeout".into(),
+            "timeout".into(),
             None,
         )
         .await
@@ -997,6 +1000,7 @@ async fn relationships_are_listed_with_status_and_changes_need_a_registry() {
     assert_eq!(broken["status"]["state"], "failing");
     assert_eq!(broken["status"]["consecutive_failures"], 1);
     assert_eq!(broken["status"]["last_error"]["message"], "timeout");
+    assert_eq!(broken["status"]["last_error"]["code"], "timeout");
 
     let answer = h
         .get("/v1/federation-relationships/spiffe.example")

@@ -358,6 +358,20 @@ async fn sto_2_rolled_back_sequence_is_refused() {
         r#"fedgw_bundle_rejections_total{reason="sequence_regression",trust_domain="stale.test"}"#;
     let counted = gw.metric(regressions).await;
     assert!(counted >= Some(3.0), "{regressions} = {counted:?}");
+    // The status names the refusal by its code, as the metric does.
+    let status = domain_status(&gw, &stale);
+    assert_eq!(status["state"], "failing", "{status}");
+    assert_eq!(
+        status["last_error"]["code"], "sequence_regression",
+        "{status}"
+    );
+    assert!(
+        status["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("went down from 5 to 4"),
+        "{status}"
+    );
 
     // The relationship is not stuck: a genuinely newer bundle is taken.
     server.set(Answer::Fixed(document(&four, 6)));
@@ -633,6 +647,10 @@ async fn spf_5_spf_8_non_self_serving_endpoint_uses_its_domain_bundle() {
     })
     .await;
     assert_eq!(waiting["state"], "awaiting_bootstrap", "{waiting}");
+    assert_eq!(
+        waiting["last_error"]["code"], "awaiting_bootstrap",
+        "{waiting}"
+    );
     let message = waiting["last_error"]["message"].as_str().unwrap();
     assert!(message.contains("c.test"), "{message}");
     assert!(x.relay(&a_td).await.unwrap_err().contains("404"));

@@ -101,6 +101,8 @@ pub(super) struct FetchStatus {
 #[derive(Debug, Clone, Serialize)]
 struct LastErrorView {
     at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
     message: String,
 }
 
@@ -175,6 +177,7 @@ impl FetchStatus {
             last_success: status.last_success.map(domain_state::unix_rfc3339),
             last_error: status.last_error.as_ref().map(|e| LastErrorView {
                 at: domain_state::unix_rfc3339(e.at),
+                code: e.code.clone(),
                 message: e.message.clone(),
             }),
             next_attempt: status.next_attempt.map(domain_state::unix_rfc3339),

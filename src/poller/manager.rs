@@ -72,6 +72,8 @@ pub struct PollReport {
     pub sequence: Option<u64>,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// A stable name for the failure (`connect`, `tls`, `sequence_regression`, …).
+    pub error_code: Option<&'static str>,
     /// When the next poll is planned, RFC 3339.
     pub next_attempt: Option<String>,
 }
@@ -245,6 +247,7 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
         peer: None,
         sequence: None,
         error: None,
+        error_code: None,
         next_attempt: None,
     };
     bootstrap(ctx, rel, now).await;
@@ -257,6 +260,7 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
             // SPF-2, SPF-5: never fetch over an unauthenticated connection.
             report.outcome = AWAITING_BOOTSTRAP;
             report.error = Some(err.to_string());
+            report.error_code = Some(AWAITING_BOOTSTRAP);
             log_attempt(&report, None);
             return report;
         }
@@ -284,6 +288,7 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
             Err(err) => {
                 report.outcome = "failed";
                 report.error = Some(err.to_string());
+                report.error_code = Some(err.code());
                 log_attempt(&report, Some(url));
                 continue;
             }
@@ -318,6 +323,7 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
                 report.outcome = name;
                 report.revision = revision;
                 report.error = None;
+                report.error_code = None;
                 log_attempt(&report, Some(url));
                 return report;
             }
@@ -325,12 +331,14 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
                 // A stale mirror (STO-2) or another policy refusal: try the next URL.
                 report.outcome = "rejected";
                 report.error = Some(err.to_string());
+                report.error_code = Some(err.code());
                 log_attempt(&report, Some(url));
             }
             Err(err) => {
                 // Fetched but not made durable: logged once, as this attempt's outcome.
                 report.outcome = "failed";
                 report.error = Some(format!("storing the fetched bundle failed: {err}"));
+                report.error_code = Some("store");
                 log_attempt(&report, Some(url));
                 return report;
             }
@@ -441,8 +449,9 @@ async fn record(
             .error
             .clone()
             .unwrap_or_else(|| report.outcome.to_owned());
+        let code = report.error_code.unwrap_or(report.outcome).to_owned();
         ctx.trust_store
-            .record_fetch_failure(td, now, message, Some(next))
+            .record_fetch_failure(td, now, code, message, Some(next))
             .await
     };
     if let Err(err) = result {

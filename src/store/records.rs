@@ -61,6 +61,10 @@ pub struct RelationshipStatus {
 pub struct LastError {
     /// When it failed, Unix seconds.
     pub at: i64,
+    /// A stable name for the failure (`connect`, `tls`, `sequence_regression`, …);
+    /// absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// What went wrong, as shown to the operator.
     pub message: String,
 }
@@ -145,5 +149,34 @@ mod utf8_document {
         deserializer: D,
     ) -> Result<Vec<u8>, D::Error> {
         String::deserialize(deserializer).map(String::into_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status stored before failures had a code still loads, with no code; one
+    /// with a code keeps it.
+    #[test]
+    fn last_error_code_is_optional_in_stored_records() {
+        let old: RelationshipStatus = serde_json::from_str(
+            r#"{"last_success":null,"last_error":{"at":5,"message":"timeout"},"next_attempt":null,"consecutive_failures":1}"#,
+        )
+        .unwrap();
+        let error = old.last_error.unwrap();
+        assert_eq!(
+            (error.at, error.code, error.message.as_str()),
+            (5, None, "timeout")
+        );
+
+        let new = LastError {
+            at: 6,
+            code: Some("connect".to_owned()),
+            message: "cannot connect".to_owned(),
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""code":"connect""#), "{text}");
+        assert_eq!(serde_json::from_str::<LastError>(&text).unwrap(), new);
     }
 }

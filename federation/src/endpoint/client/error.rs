@@ -221,6 +221,34 @@ pub enum FetchError {
     },
 }
 
+impl FetchError {
+    /// A stable, machine-readable name for the failure, for status views and
+    /// alerts (the message says the rest).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoEndpointBundle { .. } => "no_endpoint_bundle",
+            Self::EndpointBundleMismatch { .. } => "endpoint_bundle_mismatch",
+            Self::NoTrustAnchors { .. } => "no_trust_anchors",
+            Self::SystemRoots { .. } => "system_roots",
+            Self::InvalidProxy { .. } => "invalid_proxy",
+            Self::Client { .. } | Self::TlsConfig { .. } => "client_config",
+            Self::Connect { .. } => "connect",
+            Self::ConnectTimeout { .. } => "connect_timeout",
+            Self::Tls { .. } => "tls",
+            Self::Svid { .. } => "endpoint_svid",
+            Self::Http { .. } | Self::Body { .. } => "http",
+            Self::Status { .. } => "http_status",
+            Self::RedirectNotAllowed { .. } => "redirect_not_allowed",
+            Self::MissingLocation { .. } | Self::InvalidRedirect { .. } => "invalid_redirect",
+            Self::TooManyRedirects { .. } => "too_many_redirects",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::Bundle { .. } => "invalid_bundle",
+            Self::Timeout { .. } => "timeout",
+        }
+    }
+}
+
 /// Map a `reqwest` send error to the variant an operator can act on.
 pub(super) fn classify_send(
     err: reqwest::Error,

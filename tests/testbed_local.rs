@@ -1,0 +1,107 @@
+//! `fedgw serve` without `--config`, with the flags the local testbed starts each of
+//! its gateways with (`testbed/local/lib.sh`), run as the real binary.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    reason = "test code: a failed step should fail the test loudly; a synchronous test \
+              polls a child process with thread::sleep"
+)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Stops the gateway however the test ends.
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fedgw(args: &[&str], admin: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fedgw"))
+        .args(args)
+        .env("FEDGW_ADMIN", format!("unix:{}", admin.display()))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn serve_flags_set_trust_domain_listeners_and_refresh_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("one");
+    let mut gateway = Gateway(
+        Command::new(env!("CARGO_BIN_EXE_fedgw"))
+            .args(["serve", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--trust-domain",
+                "one.testbed.localhost",
+                "--web-listen",
+                "127.0.0.1:0",
+                "--spiffe-listen",
+                "127.0.0.1:0",
+                "--refresh-hint",
+                "4s",
+                "--min-refresh",
+                "1s",
+                "--log",
+                "error",
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    let admin = data.join("admin.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(exit) = gateway.0.try_wait().unwrap() {
+            panic!("fedgw serve exited early: {exit}");
+        }
+        let out = fedgw(&["status", "--json"], &admin);
+        if out.status.success() {
+            break serde_json::from_slice::<Value>(&out.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the admin socket never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let domains = status["domains"].as_array().unwrap();
+    assert_eq!(domains.len(), 1, "{status:#}");
+    assert_eq!(domains[0]["trust_domain"], "one.testbed.localhost");
+    assert_eq!(domains[0]["role"], "local");
+
+    // The development PKI is named after the trust domain, and the bundle is served
+    // with the refresh hint given.
+    let pki = data.join("dev-pki/one.testbed.localhost");
+    for file in ["ca.pem", "bundle.json", "web-ca.pem", "svid.pem"] {
+        assert!(pki.join(file).exists(), "{file}");
+    }
+    let out = fedgw(&["bundle", "show", "one.testbed.localhost"], &admin);
+    assert!(out.status.success(), "{out:?}");
+    let bundle: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(bundle["spiffe_refresh_hint"], 4, "{bundle:#}");
+}
+
+#[test]
+fn serve_flags_are_refused_with_a_config_file() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fedgw"))
+        .args([
+            "serve",
+            "--config",
+            "/nonexistent/fedgw.toml",
+            "--trust-domain",
+            "x.localhost",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--trust-domain"), "{stderr}");
+}
