@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::admin_client::{AdminClient, Body, ClientError};
 use crate::config::{DocumentFormat, ProfileName, ProxyConfig};
+use crate::relationships::cftd::Cftd;
 
 /// The default admin address: the socket of the embedded default configuration.
 pub const DEFAULT_ADMIN: &str = "unix:fedgw-data/admin.sock";
@@ -41,6 +42,16 @@ pub enum CliError {
     NoTrustDomain {
         /// What is wrong.
         reason: String,
+    },
+    /// `federation apply` stopped at an object the gateway refused.
+    #[error("{object}: {source} (applied before it: {})", if .applied.is_empty() { "nothing" } else { .applied.as_str() })]
+    Apply {
+        /// The object: trust domain, document, metadata.name.
+        object: String,
+        /// What was applied before it.
+        applied: String,
+        /// Why it was refused.
+        source: Box<CliError>,
     },
     /// A local file could not be read.
     #[error("cannot read {path}: {source}")]
@@ -202,6 +213,151 @@ pub async fn federation_update(
         json,
         "updated",
     ))
+}
+
+/// What `fedgw federation apply` did with one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyOutcome {
+    /// `--dry-run`: parsed and checked, nothing sent.
+    Valid,
+    /// No relationship with its trust domain existed; created.
+    Created,
+    /// One existed with other endpoint fields; replaced (its polling restarts).
+    Updated,
+    /// One existed with the same endpoint fields; left alone.
+    Unchanged,
+}
+
+/// `fedgw federation apply -f FILE`: create each ClusterFederatedTrustDomain's
+/// relationship, or replace the one created through the API when its URL, profile,
+/// endpoint SPIFFE ID, redirects or proxy differ; leave it alone otherwise, so
+/// applying the same file twice changes nothing. A `trustDomainBundle` alone does not
+/// make a relationship differ: the API does not show bootstrap bundles, and one only
+/// matters before the first fetch. Without a client (`--dry-run`) nothing is sent and
+/// each object is reported valid. Stops at the first refusal, naming what was applied
+/// before it.
+///
+/// # Errors
+/// [`CliError::Apply`] naming the object and what was applied before it.
+pub async fn federation_apply(
+    client: Option<&AdminClient>,
+    objects: &[Cftd],
+    json: bool,
+) -> Result<Output, CliError> {
+    let dry_run = client.is_none();
+    let mut results: Vec<(&Cftd, ApplyOutcome)> = Vec::new();
+    for object in objects {
+        let outcome = match client {
+            None => Ok(ApplyOutcome::Valid),
+            Some(client) => apply_one(client, object).await,
+        };
+        match outcome {
+            Ok(outcome) => results.push((object, outcome)),
+            Err(source) => {
+                return Err(CliError::Apply {
+                    object: describe(object),
+                    applied: results
+                        .iter()
+                        .map(|(o, outcome)| format!("{} {}", o.spec.trust_domain, outcome.label()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    if json {
+        let items: Vec<Value> = results
+            .iter()
+            .map(|(o, outcome)| {
+                json!({
+                    "location": o.location,
+                    "name": o.name,
+                    "trust_domain": o.spec.trust_domain,
+                    "outcome": outcome,
+                    "notes": o.notes,
+                })
+            })
+            .collect();
+        return Ok(Output::Json(
+            json!({ "dry_run": dry_run, "results": items }),
+        ));
+    }
+    let mut out = String::new();
+    for (object, outcome) in &results {
+        out.push_str(&format!("{}: {}\n", outcome.label(), describe(object)));
+        for note in &object.notes {
+            out.push_str(&format!("  note: {note}\n"));
+        }
+    }
+    if dry_run {
+        out.push_str("dry run: nothing was sent to the gateway\n");
+    }
+    Ok(Output::Text(out))
+}
+
+impl ApplyOutcome {
+    /// The word printed for it (also its JSON value).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+        }
+    }
+}
+
+fn describe(object: &Cftd) -> String {
+    format!(
+        "{} ({}, metadata.name {:?})",
+        object.spec.trust_domain, object.location, object.name
+    )
+}
+
+async fn apply_one(client: &AdminClient, object: &Cftd) -> Result<ApplyOutcome, CliError> {
+    let td = &object.spec.trust_domain;
+    let path = format!("/v1/federation-relationships/{td}");
+    let body = json!(object.spec);
+    let current = match client.call(Method::GET, &path, None).await {
+        Ok(answer) => answer.json.unwrap_or(Value::Null),
+        Err(ClientError::Api { status: 404, .. }) => {
+            client
+                .call(
+                    Method::POST,
+                    "/v1/federation-relationships",
+                    Some(Body::Json(body)),
+                )
+                .await?;
+            return Ok(ApplyOutcome::Created);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let wanted = json!({
+        "urls": object.spec.to_config().endpoint_urls(),
+        "profile": object.spec.profile,
+        "endpoint_spiffe_id": object.spec.endpoint_spiffe_id,
+        "follow_redirects": object.spec.follow_redirects,
+        "proxy": object.spec.proxy,
+    });
+    let same = [
+        "urls",
+        "profile",
+        "endpoint_spiffe_id",
+        "follow_redirects",
+        "proxy",
+    ]
+    .iter()
+    .all(|key| current.get(*key).unwrap_or(&Value::Null) == &wanted[*key]);
+    if same {
+        return Ok(ApplyOutcome::Unchanged);
+    }
+    // A relationship of the configuration file is refused here by the API, naming it.
+    client
+        .call(Method::PUT, &path, Some(Body::Json(body)))
+        .await?;
+    Ok(ApplyOutcome::Updated)
 }
 
 /// `fedgw federation list`.

@@ -105,6 +105,11 @@ pub struct Config {
     /// Foreign trust domains to fetch.
     #[serde(default)]
     pub federation: Vec<Relationship>,
+    /// Files of spire-controller-manager ClusterFederatedTrustDomain YAML whose
+    /// objects are relationships like `[[federation]]` ones (read-only through the
+    /// API); read when the gateway starts (`relationships::cftd`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relationship_files: Vec<PathBuf>,
     /// Outputs that redistribute bundles to agents and proxies (`[sinks]`).
     #[serde(default)]
     pub sinks: SinksConfig,

@@ -267,8 +267,16 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         },
         shutdown.clone(),
     );
-    // Relationships: the configuration's, then those created through the admin API
-    // and kept in the store, each polled from here on.
+    // Relationships: the configuration's ([[federation]], then the objects of
+    // relationship_files), then those created through the admin API and kept in the
+    // store, each polled from here on.
+    let paths = config.relationship_files.clone();
+    let files = tokio::task::spawn_blocking(move || crate::relationships::cftd::read_files(&paths))
+        .await
+        .map_err(|_| GatewayError::Interrupted {
+            step: "relationship files",
+        })?
+        .map_err(RegistryError::from)?;
     let registry = Registry::start(
         RegistryParts {
             trust_store: trust_store.clone(),
@@ -288,6 +296,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
             max_trust_chain_depth: config.policy.max_trust_chain_depth,
         },
         &config.federation,
+        &files,
     )
     .await?;
     let sds_addr = match &config.sinks.sds {

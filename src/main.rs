@@ -316,6 +316,19 @@ enum FederationCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Create or update relationships from spire-controller-manager
+    /// ClusterFederatedTrustDomain YAML (one or more documents); unchanged ones are
+    /// left alone.
+    Apply {
+        /// The YAML file; `-` reads standard input.
+        #[arg(long, short = 'f', value_name = "FILE|-")]
+        file: PathBuf,
+        /// Only parse and check the file; send nothing to the gateway.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Fetch a foreign bundle now.
     Refresh {
         /// The trust domain.
@@ -679,6 +692,15 @@ async fn admin_verb(command: Command) -> anyhow::Result<Output> {
             relationship: r,
             admin: a,
         }) => cli::federation_update(&client(&a)?, &relationship(r)?, a.json).await?,
+        Command::Federation(F::Apply {
+            file,
+            dry_run,
+            admin: a,
+        }) => {
+            let objects = read_cftd(file).await?;
+            let client = if dry_run { None } else { Some(client(&a)?) };
+            cli::federation_apply(client.as_ref(), &objects, a.json).await?
+        }
         Command::Federation(F::List(a)) => cli::federation_list(&client(&a)?, a.json).await?,
         Command::Federation(F::Show {
             trust_domain,
@@ -791,6 +813,16 @@ async fn read_token(arg: String) -> anyhow::Result<String> {
         arg
     };
     Ok(token.trim().to_owned())
+}
+
+/// The ClusterFederatedTrustDomain objects of a file, or of standard input for `-`.
+async fn read_cftd(file: PathBuf) -> anyhow::Result<Vec<fedgw::relationships::cftd::Cftd>> {
+    let shown = file.display().to_string();
+    let bytes = tokio::task::spawn_blocking(move || read_input(&file))
+        .await
+        .context("reading the file")??;
+    let text = String::from_utf8(bytes).with_context(|| format!("{shown}: not UTF-8"))?;
+    fedgw::relationships::cftd::parse(&text).with_context(|| shown)
 }
 
 fn read_input(file: &PathBuf) -> anyhow::Result<Vec<u8>> {

@@ -1,7 +1,8 @@
 //! The federation relationship registry: which foreign trust domains this gateway
 //! fetches, and the single writer of that set.
 //!
-//! Relationships have two origins. Those of the configuration file (`[[federation]]`,
+//! Relationships have two origins. Those of the configuration file (`[[federation]]`
+//! and the ClusterFederatedTrustDomain objects of `relationship_files`, [`cftd`];
 //! origin [`Origin::Configuration`]) are read-only through the API; those created
 //! through the admin API (origin [`Origin::Api`], body [`RelationshipSpec`]) are kept
 //! in the store's `relationships` keyspace, flushed before they are announced, and
@@ -20,6 +21,7 @@
 //! the rules a relationship must follow (`config::validate_relationship_with`) or
 //! the HTTP shapes (`admin/routes_relationships.rs`).
 
+pub mod cftd;
 pub mod chain;
 mod listing;
 mod spec;
@@ -34,6 +36,7 @@ use spiffe_federation::TrustDomain;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
+use self::cftd::FileObject;
 use self::chain::Link;
 pub use self::listing::{Details, Listed, Listing};
 pub use self::spec::RelationshipSpec;
@@ -84,13 +87,13 @@ pub enum RegistryError {
     /// The relationship comes from the configuration file, which the API does not
     /// change.
     #[error(
-        "the relationship with {trust_domain} is managed in the configuration file (federation[{index}]); edit it there and restart the gateway"
+        "the relationship with {trust_domain} is managed in the configuration file ({place}); edit it there and restart the gateway"
     )]
     ManagedInConfiguration {
         /// The trust domain.
         trust_domain: TrustDomain,
-        /// Its position in `[[federation]]`.
-        index: usize,
+        /// Where: `federation[N]`, or a `relationship_files` entry and its document.
+        place: String,
     },
     /// A replacement names another trust domain than the one it replaces.
     #[error("the body's trust_domain {body} differs from {path} in the path")]
@@ -165,27 +168,43 @@ struct Inner {
     entries: Mutex<Entries>,
 }
 
+/// A relationship of the configuration: a `[[federation]]` table or an object of a
+/// `relationship_files` entry.
+#[derive(Debug, Clone)]
+struct Configured {
+    /// Its fields (for a file's object: without file paths).
+    relationship: config::Relationship,
+    /// Whether it carries a bootstrap bundle.
+    bootstrap: bool,
+    /// Where it is written, for refusals.
+    place: String,
+}
+
 #[derive(Debug, Default)]
 struct Entries {
-    /// In configuration order.
-    configured: Vec<config::Relationship>,
+    /// In configuration order: `[[federation]]`, then `relationship_files`.
+    configured: Vec<Configured>,
     /// Created through the API and active (not shadowed by the configuration).
     api: BTreeMap<TrustDomain, RelationshipSpec>,
 }
 
 impl Registry {
-    /// Resolve and poll the configured relationships, then load, resolve and poll the
+    /// Resolve and poll the configured relationships (`[[federation]]`, then the
+    /// objects of `relationship_files`, read beforehand with
+    /// [`cftd::read_files`]), then load, resolve and poll the
     /// stored API ones (skipping, with a logged warning or error, one that a
     /// configured relationship shadows or that no longer passes the rules), and
     /// publish the first listing.
     ///
     /// # Errors
-    /// [`RegistryError`] when a configured relationship's files cannot be used, or
+    /// [`RegistryError`] when a configured relationship's files cannot be used, a
+    /// file's object repeats a `[[federation]]` trust domain or breaks the rules, or
     /// the store cannot be read; nothing is left polling then.
     pub async fn start(
         parts: Parts,
         settings: Settings,
         configured: &[config::Relationship],
+        files: &[FileObject],
     ) -> Result<Self, RegistryError> {
         let mut resolved = Vec::new();
         for rel in configured {
@@ -201,9 +220,44 @@ impl Registry {
         let store = parts.trust_store.store().clone();
         let stored = blocking("stored relationships", move || store.relationships()).await??;
         let mut entries = Entries {
-            configured: configured.to_vec(),
+            configured: configured
+                .iter()
+                .enumerate()
+                .map(|(index, rel)| Configured {
+                    relationship: rel.clone(),
+                    bootstrap: rel.bootstrap_bundle.is_some(),
+                    place: format!("federation[{index}]"),
+                })
+                .collect(),
             api: BTreeMap::new(),
         };
+        for found in files {
+            let spec = &found.object.spec;
+            let td = &spec.trust_domain;
+            let invalid = |reason: String| {
+                RegistryError::Invalid(ConfigError::Invalid {
+                    key: format!("relationship_files[{}]", found.index),
+                    reason: format!("{}: {reason}", found.place()),
+                })
+            };
+            if let Some(i) = entries.configured_index(td) {
+                return Err(invalid(format!(
+                    "{td} is federated with already by {}",
+                    entries.configured[i].place
+                )));
+            }
+            spec.validate(&settings.locals)
+                .map_err(|err| invalid(err.to_string()))?;
+            resolved.push(
+                spec.resolve(settings.max_document_bytes, settings.fetch_timeout)
+                    .map_err(|err| invalid(err.to_string()))?,
+            );
+            entries.configured.push(Configured {
+                relationship: spec.to_config(),
+                bootstrap: spec.bootstrap_bundle.is_some(),
+                place: found.place(),
+            });
+        }
         for record in stored {
             let spec = record.relationship;
             let td = spec.trust_domain.clone();
@@ -483,10 +537,10 @@ impl Inner {
         let listed = entries
             .configured
             .iter()
-            .map(|rel| Listed {
-                relationship: rel.clone(),
+            .map(|c| Listed {
+                relationship: c.relationship.clone(),
                 origin: Origin::Configuration,
-                bootstrap: rel.bootstrap_bundle.is_some(),
+                bootstrap: c.bootstrap,
             })
             .chain(entries.api.values().map(|spec| Listed {
                 relationship: spec.to_config(),
@@ -534,7 +588,9 @@ impl Inner {
 
 impl Entries {
     fn configured_index(&self, td: &TrustDomain) -> Option<usize> {
-        self.configured.iter().position(|r| &r.trust_domain == td)
+        self.configured
+            .iter()
+            .position(|c| c.relationship.trust_domain == *td)
     }
 
     fn origin(&self, td: &TrustDomain) -> Option<Origin> {
@@ -551,7 +607,7 @@ impl Entries {
         match self.configured_index(td) {
             Some(index) => Err(RegistryError::ManagedInConfiguration {
                 trust_domain: td.clone(),
-                index,
+                place: self.configured[index].place.clone(),
             }),
             None => Ok(()),
         }
@@ -560,10 +616,10 @@ impl Entries {
     fn links(&self) -> BTreeMap<TrustDomain, Link> {
         self.configured
             .iter()
-            .map(|rel| {
+            .map(|c| {
                 (
-                    rel.trust_domain.clone(),
-                    Link::of(rel, rel.bootstrap_bundle.is_some()),
+                    c.relationship.trust_domain.clone(),
+                    Link::of(&c.relationship, c.bootstrap),
                 )
             })
             .chain(self.api.values().map(|spec| {

@@ -1,7 +1,10 @@
 //! The kind testbed's gateway configurations (`testbed/kind/overlays/*/fedgw.toml`,
 //! mounted into the fedgw pods from a ConfigMap) load with fedgw's own loader, and
 //! agree with the manifests: the admin socket the exec probes use, the SPIRE bundle
-//! file as a PEM local source, and a relationship with the peer cluster.
+//! file as a PEM local source, `relationship_files` naming the mounted
+//! `federation.yaml`. Each overlay's `federation.yaml` is read with fedgw's own
+//! `relationship_files` reader into relationships with exactly the other clusters (a
+//! full mesh); SPIRE server and the demo's Envoy federate with the same peers.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,17 +13,42 @@
     reason = "test code: a failed check should fail the test loudly"
 )]
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use fedgw::config::{AdminListen, Config};
+use fedgw::config::{AdminListen, Config, ProfileName};
+use fedgw::relationships::cftd;
+
+const CLUSTERS: [&str; 3] = ["east", "west", "north"];
+
+fn kind_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/kind")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+#[test]
+fn the_overlays_are_the_three_clusters() {
+    let overlays: BTreeSet<String> = std::fs::read_dir(kind_dir().join("overlays"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        overlays,
+        CLUSTERS.iter().map(|c| (*c).to_owned()).collect(),
+        "update CLUSTERS, the scripts and docs/testbed-kind.md together"
+    );
+}
 
 #[test]
 fn testbed_kind_fedgw_configs_load() {
-    let overlays = Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/kind/overlays");
-    let deployment = std::fs::read_to_string(overlays.join("../base/deployment.yaml")).unwrap();
-    for (me, peer) in [("east", "west"), ("west", "east")] {
-        let path = overlays.join(me).join("fedgw.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
+    let kind = kind_dir();
+    let deployment = read(&kind.join("base/deployment.yaml"));
+    for me in CLUSTERS {
+        let path = kind.join("overlays").join(me).join("fedgw.toml");
+        let text = read(&path);
         let config =
             Config::from_toml(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
         assert_eq!(config.local.len(), 1, "{}", path.display());
@@ -45,9 +73,91 @@ fn testbed_kind_fedgw_configs_load() {
         );
         assert!(text.contains(r#"format = "pem""#), "{}", path.display());
         assert!(
-            text.contains(&format!("trust_domain = \"{peer}.kind.test\"")),
+            config.federation.is_empty(),
+            "{}: the relationships are in federation.yaml",
+            path.display()
+        );
+        assert_eq!(
+            config.relationship_files,
+            [Path::new("/etc/fedgw/federation.yaml")],
             "{}",
             path.display()
         );
+        assert!(
+            deployment.contains("{name: config, mountPath: /etc/fedgw, readOnly: true}"),
+            "ConfigMap fedgw-config is mounted at /etc/fedgw"
+        );
+        assert!(
+            text.contains(&format!("\"fedgw.{me}.kind.test\"")),
+            "{}: the peers reach it by this name",
+            path.display()
+        );
+    }
+}
+
+/// Each federation.yaml, read by the reader `relationship_files` uses (the local
+/// copy of what is mounted at /etc/fedgw/federation.yaml): one https_web
+/// relationship with each other cluster's gateway.
+#[test]
+fn testbed_kind_federation_yaml_is_a_full_mesh() {
+    let kind = kind_dir();
+    let deployment = read(&kind.join("base/deployment.yaml"));
+    assert!(
+        deployment.contains("{name: SSL_CERT_FILE, value: /etc/fedgw-tls/ca.crt}"),
+        "the testbed CA is fedgw's trust store for https_web"
+    );
+    let register = read(&kind.join("register.sh"));
+    assert!(
+        register.contains("clusters=(east west north)"),
+        "register.sh"
+    );
+    for me in CLUSTERS {
+        let overlay = kind.join("overlays").join(me);
+        let path = overlay.join("federation.yaml");
+        let parsed: Vec<cftd::Cftd> = cftd::read_files(std::slice::from_ref(&path))
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+            .into_iter()
+            .map(|found| found.object)
+            .collect();
+        let peers: Vec<&str> = CLUSTERS.iter().copied().filter(|c| *c != me).collect();
+        let got: Vec<String> = parsed
+            .iter()
+            .map(|c| c.spec.trust_domain.to_string())
+            .collect();
+        let want: Vec<String> = peers.iter().map(|p| format!("{p}.kind.test")).collect();
+        assert_eq!(got, want, "{}", path.display());
+        for (object, peer) in parsed.iter().zip(&peers) {
+            assert_eq!(object.name, *peer);
+            assert_eq!(object.spec.profile, ProfileName::HttpsWeb);
+            assert_eq!(
+                object.spec.url.as_ref().unwrap().as_str(),
+                format!("https://fedgw.{peer}.kind.test:30443/"),
+                "{}",
+                path.display()
+            );
+            assert!(object.notes.is_empty(), "{:?}", object.notes);
+        }
+        let kustomization = read(&overlay.join("kustomization.yaml"));
+        assert!(
+            kustomization.contains("- federation.yaml"),
+            "{me}: federation.yaml is in ConfigMap fedgw-config"
+        );
+        // SPIRE server takes each peer's bundle from this cluster's fedgw relay.
+        let server = read(&overlay.join("server.conf"));
+        for peer in &peers {
+            assert!(
+                server.contains(&format!(
+                    "bundle_endpoint_url = \"https://fedgw.fedgw.svc:8443/relay/{peer}.kind.test\""
+                )),
+                "{me}/server.conf federates with {peer}"
+            );
+        }
+        let envoy = read(&overlay.join("envoy.yaml"));
+        for peer in &peers {
+            assert!(
+                envoy.contains(&format!("spiffe://{peer}.kind.test/ns/demo/sa/demo")),
+                "{me}/envoy.yaml accepts {peer}"
+            );
+        }
     }
 }

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The cross-cluster call: the demo client in each cluster calls its Envoy's outbound
-# listener, which opens mTLS to the peer cluster's Envoy with SVIDs and bundles from
-# SPIRE's SDS. The peer's bundle reached SPIRE through the two fedgw gateways.
+# The cross-cluster calls, around the ring east -> west -> north -> east: the demo
+# client in each cluster calls its Envoy's outbound listener, which opens mTLS to the
+# next cluster's Envoy with SVIDs and bundles from SPIRE's SDS. The peers' bundles
+# reached SPIRE through the fedgw gateways (a full mesh of relationships). First each
+# fedgw's relationships and status.
 set -euo pipefail
 
 fail=0
-for c in east west; do
-    if [[ "$c" == east ]]; then peer=west; else peer=east; fi
+declare -A next=([east]=west [west]=north [north]=east)
+for c in east west north; do
+    peer="${next[$c]}"
     ctx="kind-fedgw-$c"
-    echo "== $c: fedgw status"
+    echo "== $c: fedgw relationships and status"
+    kubectl --context "$ctx" -n fedgw exec deploy/fedgw -- fedgw federation list --admin unix:/var/lib/fedgw/admin.sock
     kubectl --context "$ctx" -n fedgw exec deploy/fedgw -- fedgw status --admin unix:/var/lib/fedgw/admin.sock
     echo "== $c -> $peer over mTLS"
     got=""

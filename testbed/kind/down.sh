@@ -3,7 +3,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-for c in east west; do
+for c in east west north; do
     if kind get clusters | grep -qx "fedgw-$c"; then
         kind delete cluster --name "fedgw-$c"
     fi

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Register, in each cluster's SPIRE server, the node alias and the demo workload
-# (federated with the peer trust domain, so the agent hands the peer's bundle to Envoy).
+# (federated with both peer trust domains, so the agent hands their bundles to Envoy).
 set -euo pipefail
 
-for c in east west; do
-    if [[ "$c" == east ]]; then peer=west; else peer=east; fi
+clusters=(east west north)
+for c in "${clusters[@]}"; do
+    federates=()
+    for peer in "${clusters[@]}"; do
+        [[ "$peer" == "$c" ]] || federates+=(-federatesWith "spiffe://$peer.kind.test")
+    done
     ctx="kind-fedgw-$c"
     td="$c.kind.test"
     srv=(kubectl --context "$ctx" -n spire exec spire-server-0 -- /opt/spire/bin/spire-server)
@@ -18,6 +22,6 @@ for c in east west; do
     if ! "${srv[@]}" entry show -spiffeID "$wl_id" | grep -q "Entry ID"; then
         "${srv[@]}" entry create -parentID "$node_id" -spiffeID "$wl_id" \
             -selector k8s:ns:demo -selector k8s:sa:demo \
-            -federatesWith "spiffe://$peer.kind.test"
+            "${federates[@]}"
     fi
 done

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Create two kind clusters (fedgw-east, fedgw-west), build and load the fedgw image,
-# deploy SPIRE, fedgw and the demo workload in each, and wire the clusters together
-# through the kind docker network. Needs docker, kind, kubectl and openssl.
+# Create three kind clusters (fedgw-east, fedgw-west, fedgw-north), build and load the
+# fedgw image, deploy SPIRE, fedgw and the demo workload in each, and wire the clusters
+# together in a full mesh through the kind docker network: each fedgw polls the two
+# others (overlays/*/federation.yaml, ClusterFederatedTrustDomain objects that fedgw
+# reads through relationship_files). Needs docker, kind, kubectl and openssl.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 image="fedgw:dev"
-clusters=(east west)
+clusters=(east west north)
 work="$here/.work"
 mkdir -p "$work"
 
@@ -48,10 +50,16 @@ node_ip() {
 }
 
 for c in "${clusters[@]}"; do
-    if [[ "$c" == east ]]; then peer=west; else peer=east; fi
     ctx="kind-fedgw-$c"
-    peer_ip="$(node_ip "$peer")"
-    log "deploy $c (peer $peer at $peer_ip)"
+    # The peers' gateways and demo services, reached on the peers' kind nodes
+    # (NodePorts 30443 and 30444) through hostAliases.
+    aliases=()
+    for peer in "${clusters[@]}"; do
+        [[ "$peer" == "$c" ]] && continue
+        aliases+=("{\"ip\":\"$(node_ip "$peer")\",\"hostnames\":[\"fedgw.$peer.kind.test\",\"demo.$peer.kind.test\"]}")
+    done
+    host_aliases="$(IFS=,; echo "${aliases[*]}")"
+    log "deploy $c (peers: $host_aliases)"
     kubectl --context "$ctx" apply -f "$here/base/namespace.yaml" -f "$here/spire/namespace.yaml"
     kubectl --context "$ctx" create namespace demo --dry-run=client -o yaml | kubectl --context "$ctx" apply -f -
     kubectl --context "$ctx" -n fedgw create secret generic fedgw-tls \
@@ -60,11 +68,10 @@ for c in "${clusters[@]}"; do
     kubectl --context "$ctx" -n spire create secret generic testbed-ca \
         --from-file=ca.crt="$work/ca.crt" --dry-run=client -o yaml | kubectl --context "$ctx" apply -f -
     kubectl --context "$ctx" apply -k "$here/overlays/$c"
-    # The peer's gateway and demo service, reached on the peer's kind node (NodePorts).
     for d in fedgw/fedgw demo/demo; do
         ns="${d%/*}"; name="${d#*/}"
         kubectl --context "$ctx" -n "$ns" patch deployment "$name" --type merge -p \
-            "{\"spec\":{\"template\":{\"spec\":{\"hostAliases\":[{\"ip\":\"$peer_ip\",\"hostnames\":[\"$name.$peer.kind.test\"]}]}}}}"
+            "{\"spec\":{\"template\":{\"spec\":{\"hostAliases\":[$host_aliases]}}}}"
     done
 done
 
@@ -74,6 +81,9 @@ for c in "${clusters[@]}"; do
     kubectl --context "$ctx" -n spire rollout status statefulset/spire-server --timeout 180s
     kubectl --context "$ctx" -n spire rollout status daemonset/spire-agent --timeout 180s
     kubectl --context "$ctx" -n fedgw rollout status deployment/fedgw --timeout 300s
+    # The relationships read from federation.yaml (origin configuration).
+    kubectl --context "$ctx" -n fedgw exec deploy/fedgw -- \
+        fedgw federation list --admin unix:/var/lib/fedgw/admin.sock
 done
 
 "$here/register.sh"

@@ -4,7 +4,10 @@
 # exists, each overlay builds with `kubectl kustomize` (offline), the scripts pass
 # `bash -n` and shellcheck (when installed), and a client-side `kubectl apply
 # --dry-run` runs only if kubectl can reach an API server (it needs one for discovery).
-# The fedgw.toml files are loaded with fedgw's own loader by tests/testbed_kind.rs.
+# Each overlay has a federation.yaml of ClusterFederatedTrustDomain objects, and the
+# scripts name exactly the overlays' clusters. The fedgw.toml files are loaded with
+# fedgw's own loader, and the federation.yaml files parsed with fedgw's own
+# ClusterFederatedTrustDomain parser, by tests/testbed_kind.rs.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,6 +39,19 @@ for path in sorted(here.rglob("*.yaml")):
         for ref in refs:
             if not (path.parent / ref).exists():
                 print(f"FAIL {path}: {ref} does not exist"); bad += 1
+overlays = sorted(p.name for p in (here / "overlays").iterdir() if p.is_dir())
+for name in overlays:
+    fed = here / "overlays" / name / "federation.yaml"
+    if not fed.exists():
+        print(f"FAIL overlays/{name}: no federation.yaml"); bad += 1; continue
+    for doc in yaml.safe_load_all(fed.read_text()):
+        if doc is not None and doc.get("kind") != "ClusterFederatedTrustDomain":
+            print(f"FAIL {fed}: kind {doc.get('kind')!r}"); bad += 1
+for script in ["up.sh", "register.sh", "check.sh", "down.sh"]:
+    text = (here / script).read_text()
+    for name in overlays:
+        if name not in text:
+            print(f"FAIL {script}: does not name cluster {name}"); bad += 1
 for ref in ["../../Cargo.toml", "../../Cargo.lock", "../../.dockerignore"]:
     if not (here / ref).exists():
         print(f"FAIL Dockerfile context: {ref} missing"); bad += 1
