@@ -653,8 +653,22 @@ mod tests {
         }
     }
 
+    /// Open the store in `dir`. A reopen right after `drop` can find sled's file lock
+    /// still held for a moment by its background flusher (in-process only; a restarted
+    /// process never sees it), so a failed open is retried for up to 2 s.
     fn open(dir: &tempfile::TempDir) -> Store {
-        Store::open(dir.path()).unwrap()
+        let mut attempts = 0;
+        loop {
+            match Store::open(dir.path()) {
+                Ok(store) => return store,
+                Err(err) if attempts < 50 => {
+                    attempts += 1;
+                    eprintln!("store reopen attempt {attempts} failed: {err}");
+                    std::thread::sleep(std::time::Duration::from_millis(40));
+                }
+                Err(err) => panic!("opening the store failed: {err}"),
+            }
+        }
     }
 
     #[test]
