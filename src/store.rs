@@ -664,6 +664,10 @@ mod tests {
                 Err(err) if attempts < 50 => {
                     attempts += 1;
                     eprintln!("store reopen attempt {attempts} failed: {err}");
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "a synchronous unit test waiting for sled's lock"
+                    )]
                     std::thread::sleep(std::time::Duration::from_millis(40));
                 }
                 Err(err) => panic!("opening the store failed: {err}"),
