@@ -18,6 +18,7 @@ status and relationship views carry errors, chains and null members.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -50,13 +51,39 @@ CONFIG = SchemathesisConfig.from_str(
 [[operations]]
 include-operation-id = "validateJwtSvid"
 checks.positive_data_acceptance.expected-statuses = [200, 422]
+
+# What a schema cannot say about a bundle document or a relationship (a certificate
+# that parses, a URL that is https, an endpoint SPIFFE ID for https_spiffe) is refused
+# with the documented 400 invalid_bundle and 422 invalid_relationship.
+[[operations]]
+include-operation-id = "putBundle"
+checks.positive_data_acceptance.expected-statuses = [200, 400, 409]
+
+# JSON Schema counts 2.0 as an integer; the server's JSON reader (serde) does not, and
+# refuses `{"revision": 2.0}` with 400 invalid_argument.
+[[operations]]
+include-operation-id = "rollbackBundle"
+checks.positive_data_acceptance.expected-statuses = [200, 400, 404, 409]
+
+[[operations]]
+include-operation-id = "createRelationship"
+checks.positive_data_acceptance.expected-statuses = [201, 409, 422]
+
+[[operations]]
+include-operation-id = "replaceRelationship"
+checks.positive_data_acceptance.expected-statuses = [200, 400, 404, 409, 422]
 """
 )
 SCHEMA = (
     schemathesis.openapi.from_path(DOC, config=CONFIG)
-    .exclude(method=["PUT", "DELETE"])
+    .exclude(method_regex="(?i)^(put|delete)$")
     .exclude(path="/v1/events")
     .exclude(operation_id=["createRelationship", "rollbackBundle", "refreshRelationship"])
+)
+WRITE_SCHEMA = (
+    schemathesis.openapi.from_path(DOC, config=CONFIG)
+    .exclude(method_regex="(?i)^get$")
+    .exclude(operation_id="validateJwtSvid")
 )
 
 
@@ -91,9 +118,8 @@ class Gateway:
         return json.loads(body)["revision"]
 
 
-@pytest.fixture(scope="module")
-def gateway(fedgw_bin: Path, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("openapi-gateway")
+@contextlib.contextmanager
+def running_gateway(fedgw_bin: Path, tmp: Path):
     east = pki.make_cert("east CA", uris=("spiffe://east.example",))
     (tmp / "east.json").write_bytes(pki.document([pki.x509_element(east)], spiffe_sequence=1))
     port = free_port()
@@ -149,6 +175,19 @@ def gateway(fedgw_bin: Path, tmp_path_factory):
         log.close()
 
 
+@pytest.fixture(scope="module")
+def gateway(fedgw_bin: Path, tmp_path_factory):
+    with running_gateway(fedgw_bin, tmp_path_factory.mktemp("openapi-read")) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def write_gateway(fedgw_bin: Path, tmp_path_factory):
+    """A gateway of its own: the write routes change it."""
+    with running_gateway(fedgw_bin, tmp_path_factory.mktemp("openapi-write")) as gw:
+        yield gw
+
+
 def test_openapi_document_is_valid_openapi_3_1():
     spec = json.loads(DOC.read_text())
     assert spec["openapi"] == "3.1.0"
@@ -202,5 +241,16 @@ def test_openapi_schemathesis_read_routes(case, gateway):
     case.call_and_validate(
         base_url=gateway.base,
         headers={"Authorization": f"Bearer {READ_TOKEN}"},
+        timeout=DEADLINE,
+    )
+
+
+@WRITE_SCHEMA.parametrize()
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_openapi_schemathesis_write_routes(case, write_gateway):
+    case.call_and_validate(
+        base_url=write_gateway.base,
+        headers={"Authorization": f"Bearer {WRITE_TOKEN}"},
         timeout=DEADLINE,
     )
