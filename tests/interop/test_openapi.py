@@ -44,6 +44,9 @@ WRITE_TOKEN = "openapi-write-token"
 READ_TOKEN = "openapi-read-token"
 DEADLINE = 30.0
 
+# PEM uploads (`PUT /v1/bundles/{td}`) are text: sent as generated, like text/plain.
+schemathesis.serializer.alias(["application/x-pem-file", "application/pem-certificate-chain"], "text/plain")
+
 # A refused token is the answer of `POST /v1/jwt-svid/validate` (422 with the reason),
 # not a refused request: schema-valid bodies carry tokens that are not valid JWT-SVIDs.
 CONFIG = SchemathesisConfig.from_str(
