@@ -229,7 +229,7 @@ def test_openapi_event_stream_is_as_documented(gateway):
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 def test_openapi_schemathesis_read_routes(case, gateway):
     query = case.query if isinstance(case.query, dict) else {}
@@ -249,7 +249,7 @@ def test_openapi_schemathesis_read_routes(case, gateway):
 
 
 @WRITE_SCHEMA.parametrize()
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 def test_openapi_schemathesis_write_routes(case, write_gateway):
     case.call_and_validate(
