@@ -90,6 +90,11 @@ WRITE_SCHEMA = (
 )
 
 
+def digest(token: str) -> str:
+    """A token as `[[admin.tokens]]` holds it: lower-case hex SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -126,7 +131,6 @@ def running_gateway(fedgw_bin: Path, tmp: Path):
     east = pki.make_cert("east CA", uris=("spiffe://east.example",))
     (tmp / "east.json").write_bytes(pki.document([pki.x509_element(east)], spiffe_sequence=1))
     port = free_port()
-    digest = lambda token: hashlib.sha256(token.encode()).hexdigest()  # noqa: E731
     (tmp / "fedgw.toml").write_text(
         f'data_dir = "{tmp / "data"}"\n'
         f'[admin]\nlisten = "127.0.0.1:{port}"\n'
