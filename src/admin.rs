@@ -8,7 +8,9 @@
 //! own fetching (the poller answers [`RefreshRequest`]s), storage (the
 //! [`TrustStore`]) or the set of relationships (read through [`RelationshipsView`],
 //! changed through the [`Registry`]). The routes are documented in
-//! `docs/admin-api.md`.
+//! `docs/admin-api.md` and described in `docs/openapi.json`, served at
+//! `GET /v1/openapi.json` ([`openapi`]); `tests/openapi.rs` checks that the routes
+//! registered below and that document agree.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -45,6 +47,7 @@ pub mod auth;
 mod domain_state;
 pub mod error;
 pub mod listen;
+pub mod openapi;
 mod routes_bundles;
 mod routes_health;
 mod routes_jwt;
@@ -181,6 +184,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(routes_health::healthz))
         .route("/readyz", get(routes_health::readyz))
         .route("/metrics", get(routes_health::metrics))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/status", get(routes_status::status))
         .route("/v1/bundles", get(routes_watch::bundles))
         .route("/v1/events", get(routes_watch::events))
