@@ -6,6 +6,7 @@
 #   bench/run.sh throughput scale       only these (any of: sinks throughput scale)
 #   ROUNDS=1000 bench/run.sh sinks      more rounds for the change -> sinks latency
 #   SCALE_DOMAINS=1000 SCALE_RUNS=1 bench/run.sh scale
+#   SCALE_DEADLINE=300 bench/run.sh scale   wait longer for a first round
 #
 # Needs the Rust toolchain (the README's set-up), python3, curl and openssl; installs
 # nginx and wrk from the distribution (apt-get, with sudo when not root) if missing.
@@ -65,7 +66,10 @@ printf '%s\n' "$machine"
 replace_section machine "$machine"
 
 log "build (release)"
-cargo build --release --locked -q --bin fedgw --example sink_latency --example scale
+# Two invocations: the examples pull in dev-dependency features (tokio's test-util),
+# and the fedgw binary measured must be the one `cargo build --release` makes.
+cargo build --release --locked -q --bin fedgw
+cargo build --release --locked -q --example sink_latency --example scale
 
 if run sinks; then
     log "change -> sinks latency"
@@ -82,7 +86,8 @@ fi
 if run scale; then
     log "scale: ${SCALE_DOMAINS:-1000,10000} foreign domains"
     ./target/release/examples/scale --fedgw target/release/fedgw \
-        --domains "${SCALE_DOMAINS:-1000,10000}" --runs "${SCALE_RUNS:-3}" --markdown "$doc"
+        --domains "${SCALE_DOMAINS:-1000,10000}" --runs "${SCALE_RUNS:-3,1}" \
+        --deadline "${SCALE_DEADLINE:-120}" --markdown "$doc"
 fi
 
 log "done: $doc"

@@ -13,22 +13,27 @@
 //! Per run, on a fresh data directory:
 //! 1. **first round**: from spawning `fedgw serve` until every domain's bundle is
 //!    stored (`fedgw_fetches_total{outcome="accepted"}` in `/metrics` for all of them;
-//!    the fixture's count of served documents says when to start looking);
+//!    the fixture's count of served documents says when to start looking), or until
+//!    `--deadline` (then the count stored so far is reported and the second round is
+//!    skipped);
 //! 2. **second round**: the fixture switches every domain to a new sequence, and the
 //!    benchmark asks for a refresh of every relationship through the admin API
 //!    (`POST /v1/federation-relationships/{td}/refresh`, 64 in flight), which answers
 //!    after the fetch and the store; the round ends when all have answered `accepted`;
-//! 3. CPU seconds of the fedgw process (`utime + stime` from `/proc/PID/stat`) over
-//!    both rounds, and its peak RSS (`VmHWM` from `/proc/PID/status`);
+//! 3. CPU seconds of the fedgw process (`utime + stime` from `/proc/PID/stat`) at the
+//!    end of each round, and its peak RSS (`VmHWM` from `/proc/PID/status`);
 //! 4. **restart to serving**: the fixture stops, fedgw gets SIGTERM, and a new process
 //!    starts on the same data directory; the time from its spawn until
-//!    `/relay/<td>` answers 200 (the endpoint's table is built from the whole stored
-//!    snapshot at once, so one domain answering means all do; every domain is then
-//!    checked, untimed). Then the same after SIGKILL.
+//!    `/relay/<td>` of the last stored domain answers 200 (the endpoint's table is
+//!    built from the whole stored snapshot at once, so one domain answering means all
+//!    do; every stored domain is then checked to serve its last bundle, untimed). Then
+//!    the same after SIGKILL.
 //!
 //! `cargo run --release --example scale -- --fedgw target/release/fedgw
-//! [--domains 1000,10000] [--runs 3] [--markdown FILE]`; with `--markdown`, the table
+//! [--domains 1000,10000] [--runs 3,1] [--deadline 120] [--markdown FILE]`: `--runs`
+//! gives the runs per size (the last count repeats); with `--markdown`, the table
 //! replaces the section between `<!-- scale:start -->` and `<!-- scale:end -->`.
+//! `SCALE_KEEP_LOGS=1` keeps each run's directory (configuration, fedgw's logs).
 
 #![allow(
     clippy::print_stdout,
@@ -63,14 +68,14 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 const REFRESH_HINT: Duration = Duration::from_secs(3600);
-const ROUND_DEADLINE: Duration = Duration::from_secs(300);
 const RESTART_DEADLINE: Duration = Duration::from_secs(60);
 const REFRESHES_IN_FLIGHT: usize = 64;
 
 struct Args {
     fedgw: PathBuf,
     domains: Vec<usize>,
-    runs: usize,
+    runs: Vec<usize>,
+    deadline: Duration,
     markdown: Option<PathBuf>,
 }
 
@@ -79,7 +84,8 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut parsed = Args {
         fedgw: PathBuf::from("target/release/fedgw"),
         domains: vec![1000, 10_000],
-        runs: 3,
+        runs: vec![3],
+        deadline: Duration::from_secs(120),
         markdown: None,
     };
     while let Some(arg) = args.next() {
@@ -92,14 +98,27 @@ fn parse_args() -> anyhow::Result<Args> {
                     .map(|n| n.trim().parse::<usize>().context("--domains N[,N…]"))
                     .collect::<Result<_, _>>()?;
             }
-            "--runs" => parsed.runs = value()?.parse().context("--runs N")?,
+            "--runs" => {
+                parsed.runs = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>().context("--runs N[,N…]"))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--deadline" => {
+                parsed.deadline =
+                    Duration::from_secs(value()?.parse().context("--deadline SECONDS")?);
+            }
             "--markdown" => parsed.markdown = Some(PathBuf::from(value()?)),
             other => bail!(
-                "unknown argument {other:?} (use --fedgw PATH, --domains N[,N…], --runs N, --markdown FILE)"
+                "unknown argument {other:?} (use --fedgw PATH, --domains N[,N…], --runs N[,N…], --deadline SECONDS, --markdown FILE)"
             ),
         }
     }
-    if parsed.runs == 0 || parsed.domains.is_empty() || parsed.domains.contains(&0) {
+    if parsed.runs.is_empty()
+        || parsed.runs.contains(&0)
+        || parsed.domains.is_empty()
+        || parsed.domains.contains(&0)
+    {
         bail!("--runs and --domains must be positive");
     }
     Ok(parsed)
@@ -117,17 +136,19 @@ fn main() -> anyhow::Result<()> {
     let pki = Pki::generate()?;
     let domains = Domains::generate(max)?;
     let mut rows = Vec::new();
-    for &n in &args.domains {
+    for (k, &n) in args.domains.iter().enumerate() {
+        // One count for every size, or one per size; the last one repeats.
+        let count = args.runs.get(k).or(args.runs.last()).copied().unwrap_or(1);
         let mut runs = Vec::new();
-        for run in 1..=args.runs {
-            eprintln!("{n} domains, run {run}/{}", args.runs);
-            let result = runtime.block_on(one_run(&fedgw, &pki, &domains, n))?;
+        for run in 1..=count {
+            eprintln!("{n} domains, run {run}/{count}");
+            let result = runtime.block_on(one_run(&fedgw, &pki, &domains, n, args.deadline))?;
             eprintln!("  {result:?}");
             runs.push(result);
         }
         rows.push((n, runs));
     }
-    let table = markdown(&rows, args.runs);
+    let table = markdown(&rows, args.deadline);
     println!("{table}");
     if let Some(path) = args.markdown {
         replace_section(&path, "scale", &table)?;
@@ -236,11 +257,7 @@ impl Fixture {
         let generation = Arc::new(AtomicUsize::new(0));
         let served = Arc::new(AtomicUsize::new(0));
         let cancel = CancellationToken::new();
-        let (g, s, c) = (
-            Arc::clone(&generation),
-            Arc::clone(&served),
-            cancel.clone(),
-        );
+        let (g, s, c) = (Arc::clone(&generation), Arc::clone(&served), cancel.clone());
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -261,27 +278,29 @@ impl Fixture {
                     let Ok(tls) = acceptor.accept(stream).await else {
                         return;
                     };
-                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let index = request
-                            .uri()
-                            .path()
-                            .strip_prefix("/d/")
-                            .and_then(|i| i.parse::<usize>().ok());
-                        let response = match index.and_then(|i| documents.get(i)) {
-                            Some(docs) => {
-                                s.fetch_add(1, Ordering::Relaxed);
-                                let body = docs[g.load(Ordering::Relaxed).min(1)].clone();
-                                hyper::Response::builder()
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(body))
-                            }
-                            None => hyper::Response::builder()
-                                .status(404)
-                                .body(Full::new(Bytes::new())),
-                        };
-                        async move { Ok::<_, Infallible>(response.expect("static response")) }
-                    });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let service =
+                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let index = request
+                                .uri()
+                                .path()
+                                .strip_prefix("/d/")
+                                .and_then(|i| i.parse::<usize>().ok());
+                            let response = match index.and_then(|i| documents.get(i)) {
+                                Some(docs) => {
+                                    s.fetch_add(1, Ordering::Relaxed);
+                                    let body = docs[g.load(Ordering::Relaxed).min(1)].clone();
+                                    hyper::Response::builder()
+                                        .header("content-type", "application/json")
+                                        .body(Full::new(body))
+                                }
+                                None => hyper::Response::builder()
+                                    .status(404)
+                                    .body(Full::new(Bytes::new())),
+                            };
+                            async move { Ok::<_, Infallible>(response.expect("static response")) }
+                        });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     tokio::select! {
                         () = c.cancelled() => {}
                         _ = builder.serve_connection(TokioIo::new(tls), service) => {}
@@ -306,8 +325,12 @@ impl Drop for Fixture {
 
 #[derive(Debug, Clone)]
 struct RunResult {
+    /// Domains stored at the end of the first round (all, unless the deadline passed).
+    stored: usize,
     first_round: Duration,
-    second_round: Duration,
+    first_round_cpu: f64,
+    /// `None` when the first round missed its deadline (the second is then skipped).
+    second_round: Option<Duration>,
     cpu_seconds: f64,
     peak_rss_mib: f64,
     restart_term: Duration,
@@ -321,6 +344,7 @@ async fn one_run(
     pki: &Pki,
     domains: &Domains,
     n: usize,
+    deadline: Duration,
 ) -> anyhow::Result<RunResult> {
     let dir = tempfile::tempdir()?;
     let fixture = Fixture::start(pki, domains, n).await?;
@@ -331,40 +355,52 @@ async fn one_run(
     let socket = dir.path().join("admin.sock");
     let admin = AdminClient::new(&AdminTarget::Unix(socket), None)?;
 
-    // 1. The first round: spawn → every domain stored.
+    // 1. The first round: spawn → every domain stored (or the deadline).
     let start = Instant::now();
     let mut child = spawn(fedgw, &config, &dir.path().join("fedgw-1.log"))?;
     let pid = child.id().context("fedgw pid")?;
-    wait_all_accepted(&admin, &fixture, n, 1, start).await?;
+    let stored = wait_all_accepted(&admin, &fixture, n, start, deadline).await?;
     let first_round = start.elapsed();
-    eprintln!("  first round {first_round:.2?}");
+    let first_round_cpu = cpu_seconds(pid)?;
+    eprintln!(
+        "  first round {first_round:.2?}, {first_round_cpu:.1} CPU s, {} of {n} stored",
+        stored.len()
+    );
 
     // 2. The second round: a new sequence everywhere, every relationship refreshed.
-    fixture.generation.store(1, Ordering::SeqCst);
-    let start = Instant::now();
-    refresh_all(&admin, &domains.names[..n]).await?;
-    let second_round = start.elapsed();
-    eprintln!("  second round {second_round:.2?}");
+    let second_round = if stored.len() == n {
+        fixture.generation.store(1, Ordering::SeqCst);
+        let start = Instant::now();
+        refresh_all(&admin, &domains.names[..n]).await?;
+        let second_round = start.elapsed();
+        eprintln!("  second round {second_round:.2?}");
+        Some(second_round)
+    } else {
+        eprintln!("  second round skipped: the first did not finish");
+        None
+    };
+    let expected_sequence = if second_round.is_some() { 2 } else { 1 };
     let cpu_seconds = cpu_seconds(pid)?;
-    let peak_rss_mib = peak_rss_mib(pid)?;
+    let peak_rss_mib = read_peak_rss_mib(pid)?;
 
-    // 3. Restart with the fixture down: SIGTERM, then SIGKILL.
+    // 3. Restart with the fixture down: SIGTERM, then SIGKILL. The probe is the
+    //    last stored domain.
     drop(fixture);
     let stop = Instant::now();
     signal(pid, "TERM").await?;
     child.wait().await?;
     let shutdown = stop.elapsed();
     let relay = relay_client(pki)?;
-    let probe = &domains.names[n - 1];
+    let probe = stored.last().context("nothing stored")?;
     let base = format!("https://localhost:{endpoint_port}");
 
     let start = Instant::now();
     let mut child = spawn(fedgw, &config, &dir.path().join("fedgw-2.log"))?;
     wait_serving(&relay, &base, probe, start).await?;
     let restart_term = start.elapsed();
-    check_all_served(&relay, &base, &domains.names[..n]).await?;
+    check_all_served(&relay, &base, &stored, expected_sequence).await?;
     let pid = child.id().context("fedgw pid")?;
-    let restart_peak_rss_mib = peak_rss_mib(pid)?;
+    let restart_peak_rss_mib = read_peak_rss_mib(pid)?;
     child.start_kill()?;
     child.wait().await?;
 
@@ -372,13 +408,19 @@ async fn one_run(
     let mut child = spawn(fedgw, &config, &dir.path().join("fedgw-3.log"))?;
     wait_serving(&relay, &base, probe, start).await?;
     let restart_kill = start.elapsed();
-    check_all_served(&relay, &base, &domains.names[..n]).await?;
+    check_all_served(&relay, &base, &stored, expected_sequence).await?;
     let pid = child.id().context("fedgw pid")?;
     signal(pid, "TERM").await?;
     child.wait().await?;
+    if std::env::var_os("SCALE_KEEP_LOGS").is_some() {
+        let kept = dir.keep();
+        eprintln!("  logs kept in {}", kept.display());
+    }
 
     Ok(RunResult {
+        stored: stored.len(),
         first_round,
+        first_round_cpu,
         second_round,
         cpu_seconds,
         peak_rss_mib,
@@ -450,12 +492,12 @@ async fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Outcome counts of `fedgw_fetches_total`: how many domains have at least `at_least`
-/// accepted fetches, and how many have failed ones.
-async fn fetch_counts(admin: &AdminClient, at_least: u64) -> anyhow::Result<(usize, usize)> {
+/// The trust domains with an `accepted` fetch in `fedgw_fetches_total`, sorted, and
+/// how many have a failed one.
+async fn fetch_counts(admin: &AdminClient) -> anyhow::Result<(Vec<TrustDomain>, usize)> {
     let answer = admin.call(Method::GET, "/metrics", None).await?;
     let text = String::from_utf8(answer.body)?;
-    let (mut accepted, mut failed) = (0, 0);
+    let (mut accepted, mut failed) = (Vec::new(), 0);
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("fedgw_fetches_total{") else {
             continue;
@@ -465,27 +507,42 @@ async fn fetch_counts(admin: &AdminClient, at_least: u64) -> anyhow::Result<(usi
             .next()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);
-        if rest.contains("outcome=\"accepted\"") && value >= at_least as f64 {
-            accepted += 1;
-        } else if rest.contains("outcome=\"failed\"") && value > 0.0 {
+        if value < 1.0 {
+            continue;
+        }
+        if rest.contains("outcome=\"accepted\"") {
+            let td = rest
+                .split("trust_domain=\"")
+                .nth(1)
+                .and_then(|t| t.split('"').next())
+                .context("trust_domain label")?;
+            accepted.push(TrustDomain::new(td)?);
+        } else if rest.contains("outcome=\"failed\"") {
             failed += 1;
         }
     }
+    accepted.sort();
     Ok((accepted, failed))
 }
 
+/// Wait until every domain is stored, or `deadline` after `start`; the stored ones.
 async fn wait_all_accepted(
     admin: &AdminClient,
     fixture: &Fixture,
     n: usize,
-    at_least: u64,
     start: Instant,
-) -> anyhow::Result<()> {
+    deadline: Duration,
+) -> anyhow::Result<Vec<TrustDomain>> {
     let mut last_served = (0, Instant::now());
     loop {
-        if start.elapsed() > ROUND_DEADLINE {
-            let counts = fetch_counts(admin, at_least).await.unwrap_or((0, 0));
-            bail!("not every domain stored after {ROUND_DEADLINE:?}: (accepted, failed) {counts:?}");
+        if start.elapsed() > deadline {
+            let (accepted, failed) = fetch_counts(admin).await?;
+            eprintln!(
+                "  deadline {deadline:?} passed: {} stored, {failed} failed fetches, {} served by the fixture",
+                accepted.len(),
+                fixture.served.load(Ordering::Relaxed)
+            );
+            return Ok(accepted);
         }
         let served = fixture.served.load(Ordering::Relaxed);
         if served != last_served.0 {
@@ -497,13 +554,21 @@ async fn wait_all_accepted(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        match fetch_counts(admin, at_least).await {
-            Ok((accepted, _)) if accepted >= n => return Ok(()),
-            Ok((accepted, failed)) if accepted + failed >= n && failed > 0 => {
-                bail!("{failed} of {n} first fetches failed (see fedgw's log)")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        let (accepted, failed) = fetch_counts(admin).await?;
+        if accepted.len() >= n {
+            return Ok(accepted);
         }
+        if accepted.len() + failed >= n && failed > 0 {
+            bail!("{failed} of {n} first fetches failed (see fedgw's log)");
+        }
+        // Rendering `/metrics` costs fedgw CPU in proportion to the domains: look
+        // often only near the end.
+        let pause = if n - accepted.len() <= n / 100 + 1 {
+            20
+        } else {
+            500
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
@@ -572,15 +637,23 @@ async fn check_all_served(
     client: &reqwest::Client,
     base: &str,
     names: &[TrustDomain],
+    sequence: u64,
 ) -> anyhow::Result<()> {
     for td in names {
         let response = client.get(format!("{base}/relay/{td}")).send().await?;
         if response.status() != reqwest::StatusCode::OK {
-            bail!("/relay/{td} answered {} after the restart", response.status());
+            bail!(
+                "/relay/{td} answered {} after the restart",
+                response.status()
+            );
         }
-        let bundle: serde_json::Value = response.json().await?;
-        if bundle.get("spiffe_sequence").and_then(serde_json::Value::as_u64) != Some(2) {
-            bail!("/relay/{td} does not serve the second round's bundle");
+        let bundle: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+        if bundle
+            .get("spiffe_sequence")
+            .and_then(serde_json::Value::as_u64)
+            != Some(sequence)
+        {
+            bail!("/relay/{td} does not serve the last stored bundle");
         }
     }
     Ok(())
@@ -606,7 +679,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / clock_ticks())
 }
 
-fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+fn read_peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
@@ -629,35 +702,58 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn markdown(rows: &[(usize, Vec<RunResult>)], runs: usize) -> String {
-    let mut out = format!(
-        "{runs} run(s) per size, each on a fresh data directory; medians (min–max over the runs).\n\n\
-         | foreign domains | first round s | second round s | CPU s (both rounds) | peak RSS MiB | restart → serving s (SIGTERM) | restart → serving s (SIGKILL) | RSS after restart MiB | shutdown s |\n\
-         |---|---|---|---|---|---|---|---|---|\n"
+fn markdown(rows: &[(usize, Vec<RunResult>)], deadline: Duration) -> String {
+    let mut out = String::from(
+        "Medians over the runs, with (min–max) when there were several; each run on a fresh data directory.\n\n\
+         | foreign domains | runs | first round s | CPU s to end of first round | second round s | CPU s, both rounds | peak RSS MiB | restart → serving s (SIGTERM) | restart → serving s (SIGKILL) | RSS after restart MiB | shutdown s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (n, results) in rows {
-        let cell = |f: &dyn Fn(&RunResult) -> f64, digits: usize| {
-            let values: Vec<f64> = results.iter().map(f).collect();
+        let cell = |values: Vec<f64>, digits: usize| {
             let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let several = values.len() > 1;
             let m = median(values);
-            if results.len() > 1 {
+            if several {
                 format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})")
             } else {
                 format!("{m:.digits$}")
             }
         };
+        let of = |f: &dyn Fn(&RunResult) -> f64, digits: usize| {
+            cell(results.iter().map(f).collect(), digits)
+        };
+        let complete = results.iter().all(|r| r.stored == *n);
+        let first = if complete {
+            of(&|r| r.first_round.as_secs_f64(), 2)
+        } else {
+            let stored: Vec<String> = results.iter().map(|r| r.stored.to_string()).collect();
+            format!(
+                "not done after {} s: {} of {n} stored",
+                deadline.as_secs(),
+                stored.join(", ")
+            )
+        };
+        let seconds: Vec<f64> = results
+            .iter()
+            .filter_map(|r| r.second_round.map(|d| d.as_secs_f64()))
+            .collect();
+        let second = if seconds.len() == results.len() {
+            cell(seconds, 2)
+        } else {
+            "skipped".to_owned()
+        };
         let _ = writeln!(
             out,
-            "| {n} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            cell(&|r| r.first_round.as_secs_f64(), 2),
-            cell(&|r| r.second_round.as_secs_f64(), 2),
-            cell(&|r| r.cpu_seconds, 1),
-            cell(&|r| r.peak_rss_mib, 0),
-            cell(&|r| r.restart_term.as_secs_f64(), 2),
-            cell(&|r| r.restart_kill.as_secs_f64(), 2),
-            cell(&|r| r.restart_peak_rss_mib, 0),
-            cell(&|r| r.shutdown.as_secs_f64(), 2),
+            "| {n} | {} | {first} | {} | {second} | {} | {} | {} | {} | {} | {} |",
+            results.len(),
+            of(&|r| r.first_round_cpu, 1),
+            of(&|r| r.cpu_seconds, 1),
+            of(&|r| r.peak_rss_mib, 0),
+            of(&|r| r.restart_term.as_secs_f64(), 2),
+            of(&|r| r.restart_kill.as_secs_f64(), 2),
+            of(&|r| r.restart_peak_rss_mib, 0),
+            of(&|r| r.shutdown.as_secs_f64(), 2),
         );
     }
     out
@@ -665,10 +761,22 @@ fn markdown(rows: &[(usize, Vec<RunResult>)], runs: usize) -> String {
 
 fn replace_section(path: &Path, name: &str, text: &str) -> anyhow::Result<()> {
     let doc = std::fs::read_to_string(path)?;
-    let (start, end) = (format!("<!-- {name}:start -->"), format!("<!-- {name}:end -->"));
-    let i = doc.find(&start).with_context(|| format!("{start} in {}", path.display()))?;
-    let j = doc.find(&end).with_context(|| format!("{end} in {}", path.display()))?;
-    let updated = format!("{}\n{}\n{}", &doc[..i + start.len()], text.trim_end(), &doc[j..]);
+    let (start, end) = (
+        format!("<!-- {name}:start -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let i = doc
+        .find(&start)
+        .with_context(|| format!("{start} in {}", path.display()))?;
+    let j = doc
+        .find(&end)
+        .with_context(|| format!("{end} in {}", path.display()))?;
+    let updated = format!(
+        "{}\n{}\n{}",
+        &doc[..i + start.len()],
+        text.trim_end(),
+        &doc[j..]
+    );
     std::fs::write(path, updated)?;
     Ok(())
 }
