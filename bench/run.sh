@@ -2,39 +2,92 @@
 # Runs fedgw's benchmarks in release mode and writes their tables into
 # docs/benchmarks.md. Not part of the test command: numbers need a quiet machine.
 #
-#   bench/run.sh                 every benchmark
-#   ROUNDS=1000 bench/run.sh     more rounds for the change -> sinks latency
+#   bench/run.sh                        every benchmark
+#   bench/run.sh throughput scale       only these (any of: sinks throughput scale)
+#   ROUNDS=1000 bench/run.sh sinks      more rounds for the change -> sinks latency
+#   SCALE_DOMAINS=1000 SCALE_RUNS=1 bench/run.sh scale
+#   SCALE_DEADLINE=300 bench/run.sh scale   wait longer for a first round
 #
-# Needs only the Rust toolchain (the README's set-up). Each benchmark replaces its
-# own section of docs/benchmarks.md, between its <!-- name:start/end --> markers, and
-# the machine section is rewritten from this machine.
+# Needs the Rust toolchain (the README's set-up), python3, curl and openssl; installs
+# nginx and wrk from the distribution (apt-get, with sudo when not root) if missing.
+# Each benchmark replaces its own section of docs/benchmarks.md, between its
+# <!-- name:start/end --> markers, and the machine section is rewritten from this
+# machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 doc=docs/benchmarks.md
 
 log() { printf '\n==> %s\n' "$*"; }
 
+# Replace the section between <!-- $1:start --> and <!-- $1:end --> of $doc with $2.
+replace_section() {
+    python3 - "$doc" "$1" "$2" <<'PY'
+import sys
+path, name, text = sys.argv[1], sys.argv[2], sys.argv[3]
+doc = open(path).read()
+start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+i, j = doc.index(start), doc.index(end)
+open(path, "w").write(doc[: i + len(start)] + "\n" + text.rstrip("\n") + "\n" + doc[j:])
+PY
+}
+
+if (($# == 0)); then set -- sinks throughput scale; fi
+for b in "$@"; do
+    case $b in
+    sinks | throughput | scale) ;;
+    *)
+        echo "unknown benchmark $b (sinks, throughput, scale)" >&2
+        exit 2
+        ;;
+    esac
+done
+selected=" $* "
+run() { [[ $selected == *" $1 "* ]]; }
+
+if run throughput && ! { command -v nginx && command -v wrk; } >/dev/null; then
+    log "install nginx and wrk"
+    as_root=()
+    if [[ $(id -u) != 0 ]]; then as_root=(sudo); fi
+    "${as_root[@]}" apt-get update -q
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx wrk
+fi
+for tool in python3 curl openssl; do
+    command -v "$tool" >/dev/null || { echo "bench/run.sh needs $tool" >&2; exit 1; }
+done
+
 log "machine"
 cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
 tmpfs_type=$(df -T "${TMPDIR:-/tmp}" | awk 'NR == 2 {print $2}')
-machine=$(printf -- '- %s, %s logical CPUs, %s GiB RAM\n- %s %s, %s\n- data directories in %s (%s, real fsync unless tmpfs)\n- measured %s\n' \
+machine=$(printf -- '- %s, %s logical CPUs, %s GiB RAM\n- %s %s, %s\n- data directories in %s (%s, real fsync unless tmpfs)\n- load average when the run started: %s\n- measured %s\n' \
     "${cpu:-unknown CPU}" "$(nproc)" "$(free -g | awk '/^Mem:/ {print $2}')" \
     "$(uname -s)" "$(uname -r)" "$(rustc --version)" "${TMPDIR:-/tmp}" "$tmpfs_type" \
-    "$(date -u +%Y-%m-%d)")
+    "$(cut -d' ' -f1-3 /proc/loadavg)" "$(date -u +%Y-%m-%d)")
 printf '%s\n' "$machine"
-python3 - "$doc" "$machine" <<'PY'
-import sys
-path, text = sys.argv[1], sys.argv[2]
-doc = open(path).read()
-start, end = "<!-- machine:start -->", "<!-- machine:end -->"
-i, j = doc.index(start), doc.index(end)
-open(path, "w").write(doc[: i + len(start)] + "\n" + text + "\n" + doc[j:])
-PY
+replace_section machine "$machine"
 
 log "build (release)"
-cargo build --release --locked -q --example sink_latency
+# Two invocations: the examples pull in dev-dependency features (tokio's test-util),
+# and the fedgw binary measured must be the one `cargo build --release` makes.
+cargo build --release --locked -q --bin fedgw
+cargo build --release --locked -q --example sink_latency --example scale
 
-log "change -> sinks latency"
-./target/release/examples/sink_latency --rounds "${ROUNDS:-500}" --markdown "$doc"
+if run sinks; then
+    log "change -> sinks latency"
+    ./target/release/examples/sink_latency --rounds "${ROUNDS:-500}" --markdown "$doc"
+fi
+
+if run throughput; then
+    log "bundle endpoint throughput: fedgw vs nginx"
+    table=$(bench/throughput.sh target/release/fedgw)
+    printf '%s\n' "$table"
+    replace_section throughput "$table"
+fi
+
+if run scale; then
+    log "scale: ${SCALE_DOMAINS:-1000,10000} foreign domains"
+    ./target/release/examples/scale --fedgw target/release/fedgw \
+        --domains "${SCALE_DOMAINS:-1000,10000}" --runs "${SCALE_RUNS:-3,1}" \
+        --deadline "${SCALE_DEADLINE:-120}" --markdown "$doc"
+fi
 
 log "done: $doc"

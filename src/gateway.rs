@@ -364,23 +364,30 @@ async fn start_admin(
     let (refresh, mut requests) = tokio::sync::mpsc::channel::<RefreshRequest>(16);
     let answering = pollers.clone();
     let cancel = shutdown.token();
+    let tracker = shutdown.clone();
     shutdown.spawn(async move {
         loop {
             let request = tokio::select! {
                 () = cancel.cancelled() => return,
                 request = requests.recv() => match request { Some(r) => r, None => return },
             };
-            let answer = match answering.refresh(&request.trust_domain).await {
-                Some(report) => {
-                    serde_json::to_value(report).map_err(|err| ApiError::internal(&err))
-                }
-                None => Err(ApiError::not_found(format!(
-                    "no poller for {}",
-                    request.trust_domain
-                ))),
-            };
-            // The caller may have gone; nothing to do then.
-            let _ignored = request.reply.send(answer);
+            // Each request waits for its own poller in a task of its own: a refresh
+            // waits for a fetch, and refreshes of different domains must not queue
+            // behind one another (each poller still takes its own one at a time).
+            let answering = answering.clone();
+            tracker.spawn(async move {
+                let answer = match answering.refresh(&request.trust_domain).await {
+                    Some(report) => {
+                        serde_json::to_value(report).map_err(|err| ApiError::internal(&err))
+                    }
+                    None => Err(ApiError::not_found(format!(
+                        "no poller for {}",
+                        request.trust_domain
+                    ))),
+                };
+                // The caller may have gone; nothing to do then.
+                let _ignored = request.reply.send(answer);
+            });
         }
     });
     // Ready as soon as the admin API answers: every stored bundle is already served.
