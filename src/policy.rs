@@ -327,24 +327,41 @@ pub fn bundle_warnings<'a>(
     domains
         .iter()
         .map(|(td, bundle)| {
-            let mut warnings = Vec::new();
-            for authority in bundle.x509_authorities() {
-                let info = authority.info();
-                if !info.spiffe_ids.contains(&td.id()) {
-                    warnings.push(BundleWarning::CaWithoutTrustDomainId {
-                        trust_domain: (*td).clone(),
-                        subject: info.subject.clone(),
-                        sha256: info.sha256.clone(),
-                    });
-                }
-                let others = holders.get(&info.key).into_iter().flatten();
-                for other in others.filter(|other| *other != td) {
-                    warnings.push(shared(authority, other));
-                }
-            }
+            let warnings = domain_warnings(td, bundle, |key| {
+                holders.get(key).into_iter().flatten().copied()
+            });
             ((*td).clone(), warnings)
         })
         .collect()
+}
+
+/// The [`BundleWarning`]s of one bundle, given `holders`: every trust domain (in
+/// order, `td` included or not) whose stored bundle has an X.509 authority with
+/// that key. The trust store keeps such an index, so that a change re-derives the
+/// warnings of only the domains it touches.
+pub fn domain_warnings<'a, I>(
+    td: &TrustDomain,
+    bundle: &Bundle,
+    holders: impl Fn(&PublicKey) -> I,
+) -> Vec<BundleWarning>
+where
+    I: Iterator<Item = &'a TrustDomain>,
+{
+    let mut warnings = Vec::new();
+    for authority in bundle.x509_authorities() {
+        let info = authority.info();
+        if !info.spiffe_ids.contains(&td.id()) {
+            warnings.push(BundleWarning::CaWithoutTrustDomainId {
+                trust_domain: td.clone(),
+                subject: info.subject.clone(),
+                sha256: info.sha256.clone(),
+            });
+        }
+        for other in holders(&info.key).filter(|other| *other != td) {
+            warnings.push(shared(authority, other));
+        }
+    }
+    warnings
 }
 
 fn shared(authority: &X509Authority, other: &TrustDomain) -> BundleWarning {

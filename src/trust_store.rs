@@ -61,7 +61,7 @@ use crate::telemetry::Metrics;
 mod snapshot;
 
 pub use self::snapshot::{Entry, Snapshot};
-use self::snapshot::{entry, load_entry, parse_record, whole_seconds, with_warnings};
+use self::snapshot::{KeyIndex, entry, load_entry, parse_record, update_warnings, whole_seconds};
 
 /// Counter of refused bundles, by trust domain and [`PolicyError::code`].
 pub const REJECTIONS_METRIC: &str = "fedgw_bundle_rejections_total";
@@ -115,6 +115,8 @@ struct Inner {
     settings: PolicySettings,
     metrics: Metrics,
     snapshot: ArcSwap<Snapshot>,
+    /// The key holders of `snapshot`'s bundles; changed only by the writer, with it.
+    key_index: std::sync::Mutex<KeyIndex>,
     statuses: ArcSwap<BTreeMap<TrustDomain, RelationshipStatus>>,
     feed: watch::Sender<u64>,
     writer: Arc<Mutex<()>>,
@@ -133,17 +135,18 @@ impl TrustStore {
         settings: PolicySettings,
     ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_owned();
-        let (store, snapshot, statuses) = run_blocking("open", move || {
+        let (store, snapshot, key_index, statuses) = run_blocking("open", move || {
             let store = Store::open(&path)?;
             let revision = store.revision()?;
             let mut domains = store
                 .bundles()?
                 .into_iter()
-                .map(|record| Ok((record.trust_domain.clone(), load_entry(record)?)))
+                .map(|record| Ok((record.trust_domain.clone(), Arc::new(load_entry(record)?))))
                 .collect::<Result<_, StoreError>>()?;
-            with_warnings(&mut domains);
+            let mut key_index = KeyIndex::default();
+            update_warnings(&BTreeMap::new(), &mut domains, &mut key_index);
             let statuses = store.statuses()?.into_iter().collect();
-            Ok((store, Snapshot { revision, domains }, statuses))
+            Ok((store, Snapshot { revision, domains }, key_index, statuses))
         })
         .await?;
         let (feed, _) = watch::channel(snapshot.revision);
@@ -153,6 +156,7 @@ impl TrustStore {
                 settings,
                 metrics: Metrics::new(),
                 snapshot: ArcSwap::from_pointee(snapshot),
+                key_index: std::sync::Mutex::new(key_index),
                 statuses: ArcSwap::from_pointee(statuses),
                 feed,
                 writer: Arc::new(Mutex::new(())),
@@ -512,7 +516,7 @@ impl TrustStore {
             );
             let entry = entry(Arc::new(bundle), record, accepted_at);
             inner.publish(revision, |domains| {
-                domains.insert(td.clone(), entry);
+                domains.insert(td.clone(), Arc::new(entry));
             });
             inner.report_warnings(&td, &policy_warnings);
             Ok(revision)
@@ -546,10 +550,20 @@ impl TrustStore {
 impl Inner {
     /// Swap in a snapshot with `change` applied and announce `revision`. Only called
     /// with the writer lock held and after the change is durable.
-    fn publish(&self, revision: u64, change: impl FnOnce(&mut BTreeMap<TrustDomain, Entry>)) {
-        let mut domains = self.snapshot.load().domains.clone();
+    fn publish(&self, revision: u64, change: impl FnOnce(&mut BTreeMap<TrustDomain, Arc<Entry>>)) {
+        let previous = self.snapshot.load_full();
+        let mut domains = previous.domains.clone();
         change(&mut domains);
-        with_warnings(&mut domains);
+        {
+            // Only the writer publishes, so the lock is never contended. A poisoned
+            // lock (a panic inside update_warnings, a bug) is taken over rather than
+            // failing every later change.
+            let mut index = self
+                .key_index
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            update_warnings(&previous.domains, &mut domains, &mut index);
+        }
         self.snapshot
             .store(Arc::new(Snapshot { revision, domains }));
         self.feed.send_replace(revision);
@@ -1030,6 +1044,75 @@ mod tests {
         assert_eq!(codes(&store, &a), ["shared_ca_key"]);
         store.remove(&b, "alice", now()).await.unwrap();
         assert!(store.snapshot().get(&a).unwrap().warnings.is_empty());
+    }
+
+    /// Every entry's warnings after each change equal those derived from scratch over
+    /// all stored bundles, although a change re-derives only the domains it touches;
+    /// untouched entries are the same allocation as in the previous snapshot.
+    #[tokio::test]
+    async fn sec_7_warnings_follow_each_change_and_untouched_entries_are_shared() {
+        fn from_scratch(snapshot: &Snapshot) -> BTreeMap<TrustDomain, Vec<BundleWarning>> {
+            policy::bundle_warnings(
+                snapshot
+                    .domains
+                    .iter()
+                    .map(|(td, entry)| (td, entry.bundle.as_ref())),
+            )
+        }
+        fn held(snapshot: &Snapshot) -> BTreeMap<TrustDomain, Vec<BundleWarning>> {
+            snapshot
+                .domains
+                .iter()
+                .map(|(td, entry)| (td.clone(), entry.warnings.clone()))
+                .collect()
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let (a, b, c) = (td("a.example"), td("b.example"), td("c.example"));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let year = now() + Duration::days(365);
+        let shared_with = |td: &TrustDomain, sequence: u64| {
+            let mut bundle = Bundle::new(td.clone());
+            bundle.add_x509_authority(ca_with_key(&key, Some(td), year));
+            bundle.set_sequence(Some(sequence));
+            bundle
+        };
+        let own = |td: &TrustDomain, sequence: u64| {
+            let mut bundle = Bundle::new(td.clone());
+            bundle.add_x509_authority(ca_with_key(
+                &rcgen::KeyPair::generate().unwrap(),
+                Some(td),
+                year,
+            ));
+            bundle.set_sequence(Some(sequence));
+            bundle
+        };
+        accept(&store, &shared_with(&a, 1)).await;
+        accept(&store, &own(&c, 1)).await;
+        accept(&store, &shared_with(&b, 1)).await;
+        let before = store.snapshot();
+        assert_eq!(codes(&store, &a), ["shared_ca_key"]);
+        assert_eq!(codes(&store, &b), ["shared_ca_key"]);
+        assert_eq!(held(&before), from_scratch(&before));
+
+        // b moves to a key of its own: a's warning goes with it; c is untouched.
+        accept(&store, &own(&b, 2)).await;
+        let after = store.snapshot();
+        assert!(codes(&store, &a).is_empty() && codes(&store, &b).is_empty());
+        assert_eq!(held(&after), from_scratch(&after));
+        assert!(Arc::ptr_eq(&before.domains[&c], &after.domains[&c]));
+        assert!(!Arc::ptr_eq(&before.domains[&a], &after.domains[&a]));
+
+        // ... and back; then c joins the shared key: all three warn, twice each.
+        accept(&store, &shared_with(&b, 3)).await;
+        accept(&store, &shared_with(&c, 2)).await;
+        let last = store.snapshot();
+        assert_eq!(held(&last), from_scratch(&last));
+        assert_eq!(codes(&store, &a), ["shared_ca_key", "shared_ca_key"]);
+        store.remove(&a, "alice", now()).await.unwrap();
+        let removed = store.snapshot();
+        assert_eq!(held(&removed), from_scratch(&removed));
+        assert_eq!(codes(&store, &b), ["shared_ca_key"]);
     }
 
     #[tokio::test]

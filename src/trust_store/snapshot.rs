@@ -2,10 +2,11 @@
 //! becomes an entry: its document re-parsed, its time restored, and the warnings that
 //! hold for it among all stored bundles (ID-16, SEC-7). Pure: no store, no clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use spiffe_federation::bundle::PublicKey;
 use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
 
@@ -17,14 +18,15 @@ use crate::store::{BundleRecord, Keyspace, StoreError};
 pub struct Snapshot {
     /// The global revision this view reflects.
     pub revision: u64,
-    /// Current bundle per trust domain.
-    pub domains: BTreeMap<TrustDomain, Entry>,
+    /// Current bundle per trust domain. Entries are shared between snapshots: a
+    /// change copies only the pointers, and replaces only what it changes.
+    pub domains: BTreeMap<TrustDomain, Arc<Entry>>,
 }
 
 impl Snapshot {
     /// The entry of `trust_domain`, if stored.
     pub fn get(&self, trust_domain: &TrustDomain) -> Option<&Entry> {
-        self.domains.get(trust_domain)
+        self.domains.get(trust_domain).map(Arc::as_ref)
     }
 }
 
@@ -85,15 +87,76 @@ pub(super) fn entry(
     }
 }
 
-/// Set every entry's [`BundleWarning`]s from the bundles held together.
-pub(super) fn with_warnings(domains: &mut BTreeMap<TrustDomain, Entry>) {
-    let mut warnings = policy::bundle_warnings(
-        domains
-            .iter()
-            .map(|(td, entry)| (td, entry.bundle.as_ref())),
-    );
-    for (td, entry) in domains.iter_mut() {
-        entry.warnings = warnings.remove(td).unwrap_or_default();
+/// Which trust domains hold each X.509 authority key among the stored bundles: kept
+/// next to the snapshot by the trust store's single writer, so that a change
+/// re-derives the warnings of only the domains it touches (SEC-7), not of all.
+#[derive(Debug, Default)]
+pub(super) struct KeyIndex {
+    holders: BTreeMap<PublicKey, BTreeSet<TrustDomain>>,
+}
+
+impl KeyIndex {
+    /// Forget `bundle` of `td`; the other holders of its keys are `affected`.
+    fn remove(&mut self, td: &TrustDomain, bundle: &Bundle, affected: &mut BTreeSet<TrustDomain>) {
+        for authority in bundle.x509_authorities() {
+            let key = &authority.info().key;
+            if let Some(tds) = self.holders.get_mut(key) {
+                tds.remove(td);
+                affected.extend(tds.iter().cloned());
+                if tds.is_empty() {
+                    self.holders.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Record `bundle` of `td`; the other holders of its keys are `affected`.
+    fn add(&mut self, td: &TrustDomain, bundle: &Bundle, affected: &mut BTreeSet<TrustDomain>) {
+        for authority in bundle.x509_authorities() {
+            let tds = self
+                .holders
+                .entry(authority.info().key.clone())
+                .or_default();
+            affected.extend(tds.iter().filter(|other| *other != td).cloned());
+            tds.insert(td.clone());
+        }
+    }
+}
+
+/// Bring the [`BundleWarning`]s of `domains` up to date after it changed from
+/// `previous`, with `index` describing `previous` on entry and `domains` on return.
+/// Entries are compared by pointer: a changed, added or removed domain, and every
+/// domain sharing a key with its old or new bundle, get their warnings re-derived;
+/// the others are left as they are (and stay shared with `previous`).
+pub(super) fn update_warnings(
+    previous: &BTreeMap<TrustDomain, Arc<Entry>>,
+    domains: &mut BTreeMap<TrustDomain, Arc<Entry>>,
+    index: &mut KeyIndex,
+) {
+    let mut affected = BTreeSet::new();
+    for (td, old) in previous {
+        if domains.get(td).is_some_and(|new| Arc::ptr_eq(new, old)) {
+            continue;
+        }
+        index.remove(td, &old.bundle, &mut affected);
+        affected.insert(td.clone());
+    }
+    for (td, new) in domains.iter() {
+        if previous.get(td).is_some_and(|old| Arc::ptr_eq(new, old)) {
+            continue;
+        }
+        index.add(td, &new.bundle, &mut affected);
+        affected.insert(td.clone());
+    }
+    for td in affected {
+        if let Some(entry) = domains.get_mut(&td) {
+            let warnings = policy::domain_warnings(&td, &entry.bundle, |key| {
+                index.holders.get(key).into_iter().flatten()
+            });
+            if warnings != entry.warnings {
+                Arc::make_mut(entry).warnings = warnings;
+            }
+        }
     }
 }
 
