@@ -248,6 +248,10 @@ pub struct PollingConfig {
     pub max_refresh: Seconds,
     /// Per-fetch deadline (connect, TLS, headers, body, redirects).
     pub fetch_timeout: Seconds,
+    /// At most this many fetches in flight at once, across all relationships; the
+    /// others wait their turn. Bounds memory and CPU when thousands of relationships
+    /// fall due together (at start, or after an outage).
+    pub max_concurrent_fetches: u32,
 }
 
 impl Default for PollingConfig {
@@ -257,6 +261,7 @@ impl Default for PollingConfig {
             min_refresh: Seconds(60),
             max_refresh: Seconds(3600),
             fetch_timeout: Seconds(30),
+            max_concurrent_fetches: 64,
         }
     }
 }
@@ -623,6 +628,12 @@ impl Config {
                 "must be positive".into(),
             ));
         }
+        if p.max_concurrent_fetches == 0 {
+            return Err(invalid(
+                "polling.max_concurrent_fetches".into(),
+                "must be at least 1".into(),
+            ));
+        }
         let mut locals = BTreeSet::new();
         let mut paths = BTreeSet::new();
         for (i, local) in self.local.iter().enumerate() {
@@ -894,6 +905,7 @@ mod tests {
         assert_eq!(config.polling.min_refresh, Seconds(60));
         assert_eq!(config.polling.max_refresh, Seconds(3600));
         assert_eq!(config.polling.fetch_timeout, Seconds(30));
+        assert_eq!(config.polling.max_concurrent_fetches, 64);
         assert_eq!(config.policy.sequence, SequencePolicy::Reject);
         assert_eq!(config.policy.max_document_bytes, 1024 * 1024);
         assert_eq!(config.policy.max_trust_chain_depth, 2);
@@ -1070,6 +1082,10 @@ mod tests {
         assert_eq!(
             invalid_key("data_dir = \"/x\"\n[polling]\ndefault_refresh = \"10s\"\n"),
             "polling.default_refresh"
+        );
+        assert_eq!(
+            invalid_key("data_dir = \"/x\"\n[polling]\nmax_concurrent_fetches = 0\n"),
+            "polling.max_concurrent_fetches"
         );
     }
 

@@ -264,6 +264,9 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
             fetcher: Fetcher::new(),
             schedule: Schedule::from(&config.polling),
             metrics: metrics.clone(),
+            fetch_slots: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(config.polling.max_concurrent_fetches).unwrap_or(usize::MAX),
+            )),
         },
         shutdown.clone(),
     );

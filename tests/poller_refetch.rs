@@ -106,3 +106,61 @@ async fn poll_3_fetched_bundle_is_stored_under_its_trust_domain_with_metadata() 
     let history = store.history(&domains[0]).await.unwrap();
     assert!(!history.is_empty());
 }
+
+/// `polling.max_concurrent_fetches`: with four relationships due at once and one slot,
+/// only one fetch is in flight; the endpoint (a TCP listener that accepts and never
+/// answers, so each fetch waits for its deadline) sees one connection, not four.
+/// With four slots it sees all four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_in_flight_are_capped_by_max_concurrent_fetches() {
+    async fn connections_seen(slots: u32) -> usize {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&accepted);
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = format!(
+            "data_dir = {:?}\n[admin]\nlisten = \"unix:{}\"\n[polling]\nfetch_timeout = \"30s\"\nmax_concurrent_fetches = {slots}\n",
+            dir.path().join("data").display().to_string(),
+            dir.path().join("admin.sock").display().to_string(),
+        );
+        for n in 0..4 {
+            toml.push_str(&format!(
+                "[[federation]]\ntrust_domain = \"d{n}.test\"\nurl = \"https://127.0.0.1:{port}/d{n}\"\nprofile = \"https_web\"\nproxy = \"off\"\n"
+            ));
+        }
+        let config = fedgw::config::Config::from_toml(&toml).unwrap();
+        let running = fedgw::gateway::start(&config).await.unwrap();
+        // Every relationship is due at start: wait for the connections expected (as
+        // many as there are slots), then a second more for any beyond them.
+        let expected = usize::try_from(slots).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while accepted.load(std::sync::atomic::Ordering::SeqCst) < expected
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let seen = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        running.shutdown(Duration::from_secs(5)).await;
+        server.abort();
+        seen
+    }
+    assert_eq!(
+        connections_seen(1).await,
+        1,
+        "one slot: one fetch in flight"
+    );
+    assert_eq!(
+        connections_seen(4).await,
+        4,
+        "four slots: all four in flight"
+    );
+}

@@ -53,6 +53,8 @@ pub struct PollerContext {
     pub schedule: Schedule,
     /// Metrics.
     pub metrics: Metrics,
+    /// Fetch slots across all relationships (`polling.max_concurrent_fetches`).
+    pub fetch_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The result of one poll, as the admin API reports a manual refresh.
@@ -283,7 +285,12 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
         report.final_url = None;
         report.peer = None;
         report.sequence = None;
-        let fetched = match ctx.fetcher.fetch(&request).await {
+        // The semaphore is never closed; if it were, fetch without a slot rather
+        // than not at all.
+        let slot = Arc::clone(&ctx.fetch_slots).acquire_owned().await.ok();
+        let result = ctx.fetcher.fetch(&request).await;
+        drop(slot);
+        let fetched = match result {
             Ok(fetched) => fetched,
             Err(err) => {
                 report.outcome = "failed";
