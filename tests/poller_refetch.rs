@@ -129,7 +129,7 @@ async fn fetches_in_flight_are_capped_by_max_concurrent_fetches() {
         let mut toml = format!(
             "data_dir = {:?}\n[admin]\nlisten = \"unix:{}\"\n[polling]\nfetch_timeout = \"30s\"\nmax_concurrent_fetches = {slots}\n",
             dir.path().join("data").display().to_string(),
-            dir.path().join("admin.sock").display().to_string(),
+            dir.path().join("admin.sock").display(),
         );
         for n in 0..4 {
             toml.push_str(&format!(
