@@ -38,6 +38,12 @@ use crate::trust_store::{Snapshot, TrustStore};
 /// How long a client has to finish the TLS handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The shortest gap between two rebuilds of the served table. The first change after
+/// a quiet spell is served at once; during a burst (thousands of relationships
+/// fetched at start) the changes that arrive within the gap are served together, so
+/// the O(stored domains) rebuild runs at most 50 times a second, not once per change.
+const MIN_REBUILD_GAP: Duration = Duration::from_millis(20);
+
 /// How often certificate files are checked for changes.
 pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -164,6 +170,10 @@ pub fn follow(
             }
             let next = table.load().rebuild(&trust_store.snapshot(), &locals);
             table.store(Arc::new(next));
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(MIN_REBUILD_GAP) => {}
+            }
         }
     });
     out

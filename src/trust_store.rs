@@ -61,7 +61,9 @@ use crate::telemetry::Metrics;
 mod snapshot;
 
 pub use self::snapshot::{Entry, Snapshot};
-use self::snapshot::{KeyIndex, entry, load_entry, parse_record, update_warnings, whole_seconds};
+use self::snapshot::{
+    KeyIndex, entry, load_entry, load_warnings, parse_record, update_warnings, whole_seconds,
+};
 
 /// Counter of refused bundles, by trust domain and [`PolicyError::code`].
 pub const REJECTIONS_METRIC: &str = "fedgw_bundle_rejections_total";
@@ -144,7 +146,7 @@ impl TrustStore {
                 .map(|record| Ok((record.trust_domain.clone(), Arc::new(load_entry(record)?))))
                 .collect::<Result<_, StoreError>>()?;
             let mut key_index = KeyIndex::default();
-            update_warnings(&BTreeMap::new(), &mut domains, &mut key_index);
+            load_warnings(&mut domains, &mut key_index);
             let statuses = store.statuses()?.into_iter().collect();
             Ok((store, Snapshot { revision, domains }, key_index, statuses))
         })
@@ -242,9 +244,7 @@ impl TrustStore {
                 statuses.remove(&td);
             });
             if let Some(revision) = revision {
-                inner.publish(revision, |domains| {
-                    domains.remove(&td);
-                });
+                inner.publish(revision, &td, None);
                 tracing::info!(trust_domain = %td, revision, "bundle removed");
             }
             Ok(revision)
@@ -515,9 +515,7 @@ impl TrustStore {
                 "bundle accepted"
             );
             let entry = entry(Arc::new(bundle), record, accepted_at);
-            inner.publish(revision, |domains| {
-                domains.insert(td.clone(), Arc::new(entry));
-            });
+            inner.publish(revision, &td, Some(entry));
             inner.report_warnings(&td, &policy_warnings);
             Ok(revision)
         })
@@ -550,10 +548,16 @@ impl TrustStore {
 impl Inner {
     /// Swap in a snapshot with `change` applied and announce `revision`. Only called
     /// with the writer lock held and after the change is durable.
-    fn publish(&self, revision: u64, change: impl FnOnce(&mut BTreeMap<TrustDomain, Arc<Entry>>)) {
+    /// Publish the snapshot at `revision` in which `td` holds `entry` (or nothing).
+    /// Only the writer calls this. The map is copied (pointers only: entries are
+    /// shared), and only the warnings the change touches are re-derived.
+    fn publish(&self, revision: u64, td: &TrustDomain, entry: Option<Entry>) {
         let previous = self.snapshot.load_full();
         let mut domains = previous.domains.clone();
-        change(&mut domains);
+        let old = match entry {
+            Some(entry) => domains.insert(td.clone(), Arc::new(entry)),
+            None => domains.remove(td),
+        };
         {
             // Only the writer publishes, so the lock is never contended. A poisoned
             // lock (a panic inside update_warnings, a bug) is taken over rather than
@@ -562,7 +566,7 @@ impl Inner {
                 .key_index
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            update_warnings(&previous.domains, &mut domains, &mut index);
+            update_warnings(td, old.as_ref(), &mut domains, &mut index);
         }
         self.snapshot
             .store(Arc::new(Snapshot { revision, domains }));

@@ -149,7 +149,7 @@ pub enum IdError {
 /// verbatim: `127.0.0.1` and `127.000.000.001` are different trust domains.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct TrustDomain(Box<str>);
+pub struct TrustDomain(std::sync::Arc<str>);
 
 impl TrustDomain {
     /// Parse a bare trust domain name (`example.org`, not `spiffe://example.org`).
@@ -232,7 +232,7 @@ impl TryFrom<&str> for TrustDomain {
 
 impl From<TrustDomain> for String {
     fn from(value: TrustDomain) -> Self {
-        value.0.into()
+        String::from(&*value.0)
     }
 }
 

@@ -123,31 +123,43 @@ impl KeyIndex {
     }
 }
 
-/// Bring the [`BundleWarning`]s of `domains` up to date after it changed from
-/// `previous`, with `index` describing `previous` on entry and `domains` on return.
-/// Entries are compared by pointer: a changed, added or removed domain, and every
-/// domain sharing a key with its old or new bundle, get their warnings re-derived;
-/// the others are left as they are (and stay shared with `previous`).
+/// Index every bundle of `domains` into an empty `index` and set every entry's
+/// [`BundleWarning`]s: the first snapshot, at open.
+pub(super) fn load_warnings(domains: &mut BTreeMap<TrustDomain, Arc<Entry>>, index: &mut KeyIndex) {
+    let mut affected = BTreeSet::new();
+    for (td, entry) in domains.iter() {
+        index.add(td, &entry.bundle, &mut affected);
+    }
+    let all: Vec<TrustDomain> = domains.keys().cloned().collect();
+    rederive(all, domains, index);
+}
+
+/// Bring the [`BundleWarning`]s of `domains` up to date after the entry of `td` was
+/// replaced, added or removed (it was `old`), with `index` describing the domains
+/// before the change on entry and after it on return. Only `td` and the domains
+/// sharing a key with its old or new bundle get their warnings re-derived; the others
+/// are left as they are (and stay shared with the previous snapshot).
 pub(super) fn update_warnings(
-    previous: &BTreeMap<TrustDomain, Arc<Entry>>,
+    td: &TrustDomain,
+    old: Option<&Arc<Entry>>,
     domains: &mut BTreeMap<TrustDomain, Arc<Entry>>,
     index: &mut KeyIndex,
 ) {
-    let mut affected = BTreeSet::new();
-    for (td, old) in previous {
-        if domains.get(td).is_some_and(|new| Arc::ptr_eq(new, old)) {
-            continue;
-        }
+    let mut affected = BTreeSet::from([td.clone()]);
+    if let Some(old) = old {
         index.remove(td, &old.bundle, &mut affected);
-        affected.insert(td.clone());
     }
-    for (td, new) in domains.iter() {
-        if previous.get(td).is_some_and(|old| Arc::ptr_eq(new, old)) {
-            continue;
-        }
+    if let Some(new) = domains.get(td) {
         index.add(td, &new.bundle, &mut affected);
-        affected.insert(td.clone());
     }
+    rederive(affected, domains, index);
+}
+
+fn rederive(
+    affected: impl IntoIterator<Item = TrustDomain>,
+    domains: &mut BTreeMap<TrustDomain, Arc<Entry>>,
+    index: &KeyIndex,
+) {
     for td in affected {
         if let Some(entry) = domains.get_mut(&td) {
             let warnings = policy::domain_warnings(&td, &entry.bundle, |key| {
