@@ -41,7 +41,6 @@
 //! # }
 //! ```
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -119,7 +118,9 @@ struct Inner {
     snapshot: ArcSwap<Snapshot>,
     /// The key holders of `snapshot`'s bundles; changed only by the writer, with it.
     key_index: std::sync::Mutex<KeyIndex>,
-    statuses: ArcSwap<BTreeMap<TrustDomain, RelationshipStatus>>,
+    /// Fetch health per relationship; a persistent map, so a status update (one per
+    /// fetch) costs O(log n), not a copy of every status.
+    statuses: ArcSwap<imbl::OrdMap<TrustDomain, RelationshipStatus>>,
     feed: watch::Sender<u64>,
     writer: Arc<Mutex<()>>,
 }
@@ -183,7 +184,7 @@ impl TrustStore {
     }
 
     /// Fetch status of every relationship; lock-free.
-    pub fn statuses(&self) -> Arc<BTreeMap<TrustDomain, RelationshipStatus>> {
+    pub fn statuses(&self) -> Arc<imbl::OrdMap<TrustDomain, RelationshipStatus>> {
         self.inner.statuses.load_full()
     }
 
@@ -549,8 +550,8 @@ impl Inner {
     /// Swap in a snapshot with `change` applied and announce `revision`. Only called
     /// with the writer lock held and after the change is durable.
     /// Publish the snapshot at `revision` in which `td` holds `entry` (or nothing).
-    /// Only the writer calls this. The map is copied (pointers only: entries are
-    /// shared), and only the warnings the change touches are re-derived.
+    /// Only the writer calls this. The persistent map is cloned in O(1) and changed
+    /// in O(log n), and only the warnings the change touches are re-derived.
     fn publish(&self, revision: u64, td: &TrustDomain, entry: Option<Entry>) {
         let previous = self.snapshot.load_full();
         let mut domains = previous.domains.clone();
@@ -597,9 +598,9 @@ impl Inner {
 
     fn replace_statuses(
         &self,
-        change: impl FnOnce(&mut BTreeMap<TrustDomain, RelationshipStatus>),
+        change: impl FnOnce(&mut imbl::OrdMap<TrustDomain, RelationshipStatus>),
     ) {
-        let mut statuses = BTreeMap::clone(&self.statuses.load());
+        let mut statuses = imbl::OrdMap::clone(&self.statuses.load());
         change(&mut statuses);
         self.statuses.store(Arc::new(statuses));
     }
@@ -635,7 +636,7 @@ fn describe(warnings: &[Warning]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::io::Write as _;
     use std::process::Command;
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use imbl::OrdMap;
 use spiffe_federation::bundle::PublicKey;
 use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
@@ -18,9 +19,11 @@ use crate::store::{BundleRecord, Keyspace, StoreError};
 pub struct Snapshot {
     /// The global revision this view reflects.
     pub revision: u64,
-    /// Current bundle per trust domain. Entries are shared between snapshots: a
-    /// change copies only the pointers, and replaces only what it changes.
-    pub domains: BTreeMap<TrustDomain, Arc<Entry>>,
+    /// Current bundle per trust domain. A persistent map: a new snapshot shares
+    /// everything but the changed domain's path with the previous one, so a change
+    /// costs O(log n) whatever the number of domains, and readers holding an older
+    /// snapshot keep it unchanged.
+    pub domains: OrdMap<TrustDomain, Arc<Entry>>,
 }
 
 impl Snapshot {
@@ -125,7 +128,7 @@ impl KeyIndex {
 
 /// Index every bundle of `domains` into an empty `index` and set every entry's
 /// [`BundleWarning`]s: the first snapshot, at open.
-pub(super) fn load_warnings(domains: &mut BTreeMap<TrustDomain, Arc<Entry>>, index: &mut KeyIndex) {
+pub(super) fn load_warnings(domains: &mut OrdMap<TrustDomain, Arc<Entry>>, index: &mut KeyIndex) {
     let mut affected = BTreeSet::new();
     for (td, entry) in domains.iter() {
         index.add(td, &entry.bundle, &mut affected);
@@ -142,7 +145,7 @@ pub(super) fn load_warnings(domains: &mut BTreeMap<TrustDomain, Arc<Entry>>, ind
 pub(super) fn update_warnings(
     td: &TrustDomain,
     old: Option<&Arc<Entry>>,
-    domains: &mut BTreeMap<TrustDomain, Arc<Entry>>,
+    domains: &mut OrdMap<TrustDomain, Arc<Entry>>,
     index: &mut KeyIndex,
 ) {
     let mut affected = BTreeSet::from([td.clone()]);
@@ -157,7 +160,7 @@ pub(super) fn update_warnings(
 
 fn rederive(
     affected: impl IntoIterator<Item = TrustDomain>,
-    domains: &mut BTreeMap<TrustDomain, Arc<Entry>>,
+    domains: &mut OrdMap<TrustDomain, Arc<Entry>>,
     index: &KeyIndex,
 ) {
     for td in affected {
