@@ -22,9 +22,8 @@ mod gateway;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use gateway::{DEADLINE, Gateway, GatewayBuilder, authorities, wait_for};
+use gateway::{DEADLINE, Gateway, GatewayBuilder, wait_for};
 use serde_json::Value;
-use spiffe_federation::{Bundle, TrustDomain};
 
 /// Run `fedgw federation apply <args> --admin unix:<gateway's socket>`.
 fn apply(gw: &Gateway, args: &[&str]) -> Output {
@@ -96,17 +95,6 @@ fn cftd(name: &str, peer: &Gateway, url: &str) -> String {
     )
 }
 
-async fn relays(gw: &Gateway, td: &TrustDomain, expected: &Bundle) {
-    let what = format!("{} to relay {td}", gw.trust_domain);
-    wait_for(DEADLINE, &what, || async {
-        gw.relay(td)
-            .await
-            .ok()
-            .filter(|b| authorities(b) == authorities(expected))
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_cftd_yaml_creates_polls_is_idempotent_and_updates() {
     let dir = tempfile::tempdir().unwrap();
@@ -159,7 +147,7 @@ async fn apply_cftd_yaml_creates_polls_is_idempotent_and_updates() {
         [("west.test".to_owned(), "created".to_owned())]
     );
     let west_bundle = west.local_bundle().await.unwrap();
-    relays(&east, &west.trust_domain, &west_bundle).await;
+    east.wait_relays(&west.trust_domain, &west_bundle).await;
     let shown = &listed(&east)["relationships"][0];
     assert_eq!(shown["origin"], "api", "{shown}");
     assert_eq!(shown["profile"], "https_spiffe", "{shown}");
@@ -182,7 +170,7 @@ async fn apply_cftd_yaml_creates_polls_is_idempotent_and_updates() {
     );
     let shown = &listed(&east)["relationships"][0];
     assert_eq!(shown["urls"][0], moved, "{shown}");
-    relays(&east, &west.trust_domain, &west_bundle).await;
+    east.wait_relays(&west.trust_domain, &west_bundle).await;
 
     // One bad document refuses the whole file, naming it; nothing is sent.
     let bad = format!(

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use bundle_server::{Answer, BundleServer, TestCa};
 use bytes::Bytes;
-use gateway::{DEADLINE, Gateway, GatewayBuilder, authorities, wait_for, wait_until};
+use gateway::{DEADLINE, Gateway, GatewayBuilder, wait_until};
 use serde_json::{Value, json};
 use spiffe_federation::{Bundle, TrustDomain};
 
@@ -109,18 +109,6 @@ fn names(value: &Value, list: &str) -> Vec<String> {
         .collect()
 }
 
-/// Wait until `gw` relays `td` with exactly the X.509 authorities of `expected`.
-async fn relays(gw: &Gateway, td: &TrustDomain, expected: &Bundle) {
-    let what = format!("{} to relay {td}", gw.trust_domain);
-    wait_for(DEADLINE, &what, || async {
-        gw.relay(td)
-            .await
-            .ok()
-            .filter(|b| authorities(b) == authorities(expected))
-    })
-    .await;
-}
-
 /// POLL-4 with the real binary: a gateway with no relationships; `fedgw federation
 /// create` (flags) makes it fetch and relay a fixture's bundle; after `kill -9` and a
 /// restart the relationship is still there and polled; `fedgw federation delete`
@@ -176,7 +164,7 @@ async fn poll_4_cli_create_survives_restart_and_delete_stops_polling() {
             body_path.to_str().unwrap(),
         ],
     );
-    relays(&gw, &fix_td, &fix.bundle).await;
+    gw.wait_relays(&fix_td, &fix.bundle).await;
 
     gw.restart().await;
     let shown = fedgw_json(&gw, &["federation", "show", "fix.test"]);
@@ -236,7 +224,7 @@ async fn poll_5_a_relationship_is_one_way() {
         ],
     );
     let west_bundle = west.local_bundle().await.unwrap();
-    relays(&east, &west.trust_domain, &west_bundle).await;
+    east.wait_relays(&west.trust_domain, &west_bundle).await;
 
     let relationships = fedgw_json(&west, &["federation", "list"]);
     assert!(

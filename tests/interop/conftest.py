@@ -20,6 +20,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 REPO = Path(__file__).resolve().parents[2]
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM a process started by a fixture; SIGKILL it if it has not exited within
+    `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def cargo_executable(target: str, *selection: str) -> Path:
     """Build `target` (chosen by cargo arguments such as `--bin fedgw`) and return
     the executable's path, read from cargo's own build messages so that any target

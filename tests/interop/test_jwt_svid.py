@@ -22,6 +22,7 @@ import jwt
 import pytest
 
 import pki
+from conftest import stop_process
 
 AUDIENCE = "reports"
 DEADLINE = 30.0
@@ -131,12 +132,7 @@ def gateway(fedgw, tmp_path_factory):
         assert pushed.returncode == 0, pushed.stderr.decode()
         yield gw
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, DEADLINE)
         log.close()
 
 

@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, settings
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 import pki
-from conftest import REPO
+from conftest import REPO, stop_process
 
 DOC = REPO / "docs" / "openapi.json"
 WRITE_TOKEN = "openapi-write-token"
@@ -173,12 +173,7 @@ def running_gateway(fedgw_bin: Path, tmp: Path):
         assert status == 200, body
         yield gw
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, DEADLINE)
         log.close()
 
 

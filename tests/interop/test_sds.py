@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import pki
+from conftest import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE = 30.0
@@ -187,12 +188,7 @@ class Gateway:
         return json.loads(body)["revision"]
 
     def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, DEADLINE)
 
 
 @pytest.fixture

@@ -561,6 +561,19 @@ impl Gateway {
             .await
     }
 
+    /// Wait (up to [`DEADLINE`]) until the gateway relays `trust_domain` with exactly
+    /// the X.509 authorities of `expected`.
+    pub async fn wait_relays(&self, trust_domain: &TrustDomain, expected: &Bundle) {
+        let what = format!("{} to relay {trust_domain}", self.trust_domain);
+        wait_for(DEADLINE, &what, || async {
+            self.relay(trust_domain)
+                .await
+                .ok()
+                .filter(|b| authorities(b) == authorities(expected))
+        })
+        .await;
+    }
+
     /// Replace the local bundle file atomically with `bundle` (written without a
     /// sequence: the gateway numbers local versions itself). The gateway notices
     /// within its file check interval.
