@@ -33,6 +33,7 @@ use crate::relationships::{
 use crate::shutdown::{Ended, Shutdown};
 use crate::sinks::files::FilesError;
 use crate::store::StoreError;
+use crate::supervise::{Supervisor, TaskHealth};
 use crate::telemetry::Metrics;
 use crate::trust_store::{SubmitError, TrustStore};
 
@@ -161,6 +162,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
     };
     let trust_store = TrustStore::open(&data_dir.join("db"), settings).await?;
     let metrics = trust_store.metrics().clone();
+    let supervisor = Supervisor::new(shutdown.clone(), TaskHealth::new(), metrics.clone());
 
     // Local bundles: loaded before the listeners, which serve them and (https_spiffe)
     // verify their own SVID against them.
@@ -218,9 +220,10 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
 
     // Sinks start after the local bundles, so their first write already holds them.
     for files in &config.sinks.files {
-        crate::sinks::files::start(files, trust_store.clone(), metrics.clone(), &shutdown).await?;
+        crate::sinks::files::start(files, trust_store.clone(), metrics.clone(), &supervisor)
+            .await?;
     }
-    let table = crate::endpoint::follow(trust_store.clone(), locals.clone(), &shutdown);
+    let table = crate::endpoint::follow(trust_store.clone(), locals.clone(), &supervisor);
     let mut web_addr = None;
     if let Some(web) = &config.endpoint.https_web {
         let public_names = web
@@ -267,6 +270,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
             fetch_slots: Arc::new(tokio::sync::Semaphore::new(
                 usize::try_from(config.polling.max_concurrent_fetches).unwrap_or(usize::MAX),
             )),
+            supervisor: supervisor.clone(),
         },
         shutdown.clone(),
     );
@@ -311,7 +315,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
                 locals,
                 &trust_store,
                 &metrics,
-                &shutdown,
+                &supervisor,
             );
             Some(sds.await?)
         }
@@ -323,7 +327,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         &metrics,
         &pollers,
         &registry,
-        &shutdown,
+        &supervisor,
     )
     .await?;
     tracing::info!(
@@ -355,8 +359,9 @@ async fn start_admin(
     metrics: &Metrics,
     pollers: &Pollers,
     registry: &Registry,
-    shutdown: &Shutdown,
+    supervisor: &Supervisor,
 ) -> Result<Option<BoundAddr>, GatewayError> {
+    let shutdown = supervisor.shutdown();
     let listen = config.admin_listen();
     let tls_access = TlsAccess::new(config.admin.tokens.clone(), config.admin.clients.clone());
     let access = match (&listen, &config.admin.tls) {
@@ -423,6 +428,12 @@ async fn start_admin(
         ready,
         schedule: Schedule::from(&config.polling),
         max_document_bytes: config.policy.max_document_bytes,
+        watchers: crate::admin::watchers::Watchers::new(
+            config.admin.watch,
+            metrics.clone(),
+            shutdown.clone(),
+        ),
+        tasks: supervisor.health().clone(),
     };
     let cancel = shutdown.token();
     if let (AdminListen::Tcp(tcp), Some(files)) = (&listen, &config.admin.tls) {

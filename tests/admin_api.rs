@@ -173,6 +173,12 @@ impl Harness {
             ready: ready_rx,
             schedule: (&config.polling).into(),
             max_document_bytes: options.max_document_bytes,
+            watchers: fedgw::admin::watchers::Watchers::new(
+                Default::default(),
+                fedgw::telemetry::Metrics::new(),
+                fedgw::shutdown::Shutdown::new(),
+            ),
+            tasks: fedgw::supervise::TaskHealth::new(),
         };
         let bound = listen::bind(&listen, &access).await.unwrap();
         let addr = bound.local_addr().unwrap();

@@ -177,6 +177,12 @@ impl Harness {
             ready,
             schedule: (&PollingConfig::default()).into(),
             max_document_bytes: 64 * 1024,
+            watchers: fedgw::admin::watchers::Watchers::new(
+                Default::default(),
+                fedgw::telemetry::Metrics::new(),
+                fedgw::shutdown::Shutdown::new(),
+            ),
+            tasks: fedgw::supervise::TaskHealth::new(),
             registry: None,
         };
         let bound = listen::tls::bind("127.0.0.1:0".parse().unwrap(), &tls, &access, &store)

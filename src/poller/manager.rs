@@ -39,6 +39,7 @@ use super::Schedule;
 use super::relationship::Relationship;
 use crate::policy::Source;
 use crate::shutdown::Shutdown;
+use crate::supervise::{self, Supervisor};
 use crate::telemetry::Metrics;
 use crate::trust_store::{Outcome, SubmitError, TrustStore};
 
@@ -55,6 +56,8 @@ pub struct PollerContext {
     pub metrics: Metrics,
     /// Fetch slots across all relationships (`polling.max_concurrent_fetches`).
     pub fetch_slots: Arc<tokio::sync::Semaphore>,
+    /// Restarts a poller that panicked, and records the panic.
+    pub supervisor: Supervisor,
 }
 
 /// The result of one poll, as the admin API reports a manual refresh.
@@ -121,12 +124,9 @@ impl Pollers {
         // (POLL-4: nothing is fetched after a stop). A trust store write it already
         // began still completes: the write holds the store's writer lock, so a
         // removal that follows the stop comes after it.
-        let task = self.shutdown.spawn(async move {
-            tokio::select! {
-                () = run(ctx, relationship, stop.clone(), requests) => {}
-                () = stop.cancelled() => {}
-            }
-        });
+        let task = self
+            .shutdown
+            .spawn(supervised(ctx, relationship, stop, requests));
         let previous = self
             .tasks
             .lock()
@@ -175,17 +175,77 @@ impl Pollers {
     }
 }
 
-async fn run(
+/// Run a relationship's poller until `stop`; a panic (a bug) is caught, recorded as
+/// the relationship's last error (`poller_panicked`) and in the task registry, and the
+/// poller starts again after a backoff.
+async fn supervised(
     ctx: Arc<PollerContext>,
     relationship: Relationship,
-    cancel: CancellationToken,
+    stop: CancellationToken,
     mut requests: mpsc::Receiver<oneshot::Sender<PollReport>>,
+) {
+    let name = format!("poller {}", relationship.trust_domain);
+    let mut restarts = 0_u32;
+    loop {
+        let outcome = tokio::select! {
+            () = stop.cancelled() => return,
+            outcome = supervise::catch(run(&ctx, &relationship, &stop, &mut requests)) => outcome,
+        };
+        let Err(message) = outcome else {
+            return;
+        };
+        restarts = restarts.saturating_add(1);
+        let wait = supervise::backoff(restarts);
+        ctx.supervisor.record(&name, &message, wait);
+        let now = OffsetDateTime::now_utc();
+        let next = after(now, wait);
+        let report = PollReport {
+            trust_domain: relationship.trust_domain.clone(),
+            outcome: "failed",
+            revision: None,
+            final_url: None,
+            peer: None,
+            sequence: None,
+            error: Some(format!(
+                "the poller panicked (a bug: please report it): {}; it restarts in {}s",
+                crate::log_guard::Clip::new(&message),
+                wait.as_secs()
+            )),
+            error_code: Some(POLLER_PANICKED),
+            next_attempt: rfc3339(next),
+        };
+        record(&ctx, &relationship, &report, false, now, next).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        ctx.supervisor.health().restarted(&name);
+    }
+}
+
+/// The error code of a poll that ended in a panic.
+pub const POLLER_PANICKED: &str = "poller_panicked";
+
+/// `now + wait`, or the latest representable time if that overflows (a refresh hint
+/// or backoff far in the future must never end the poller).
+fn after(now: OffsetDateTime, wait: std::time::Duration) -> OffsetDateTime {
+    time::Duration::try_from(wait)
+        .ok()
+        .and_then(|wait| now.checked_add(wait))
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+}
+
+async fn run(
+    ctx: &PollerContext,
+    relationship: &Relationship,
+    cancel: &CancellationToken,
+    requests: &mut mpsc::Receiver<oneshot::Sender<PollReport>>,
 ) {
     let mut failures = 0_u32;
     let mut reply: Option<oneshot::Sender<PollReport>> = None;
     loop {
         let now = OffsetDateTime::now_utc();
-        let mut report = poll_once(&ctx, &relationship, now).await;
+        let mut report = poll_once(ctx, relationship, now).await;
         let hint = ctx
             .trust_store
             .snapshot()
@@ -200,9 +260,9 @@ async fn run(
             failures = failures.saturating_add(1);
             ctx.schedule.after_failure(failures, hint, jitter)
         };
-        let next = now + wait;
+        let next = after(now, wait);
         report.next_attempt = rfc3339(next);
-        record(&ctx, &relationship, &report, succeeded, now, next).await;
+        record(ctx, relationship, &report, succeeded, now, next).await;
         let awaiting = (report.outcome == AWAITING_BOOTSTRAP)
             .then(|| relationship.endpoint_trust_domain())
             .flatten();

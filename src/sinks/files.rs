@@ -64,6 +64,7 @@ use self::writer::Writer;
 pub use self::writer::{MANIFEST_FILE, MAP_FILE};
 use crate::config::ConfigError;
 use crate::shutdown::Shutdown;
+use crate::supervise::Supervisor;
 use crate::telemetry::Metrics;
 use crate::trust_store::{Snapshot, TrustStore};
 
@@ -418,30 +419,35 @@ pub async fn start(
     config: &FilesSinkConfig,
     trust_store: TrustStore,
     metrics: Metrics,
-    shutdown: &Shutdown,
+    supervisor: &Supervisor,
 ) -> Result<FilesSink, FilesError> {
-    let sink = FilesSink::open(config, metrics, shutdown).await?;
-    // Subscribe before reading the snapshot: a change published in between is then
-    // pending on the feed instead of missed.
-    let mut changes = trust_store.subscribe();
+    let sink = FilesSink::open(config, metrics, supervisor.shutdown()).await?;
     sink.apply(Arc::new(state_of(&trust_store.snapshot())))
         .await?;
-    let cancel = shutdown.token();
+    let cancel = supervisor.shutdown().token();
     let following = sink.clone();
-    shutdown.spawn(async move {
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                changed = changes.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(RETRY_AFTER), if failing => {}
-            }
-            let state = Arc::new(state_of(&trust_store.snapshot()));
-            match following.apply(state).await {
-                Ok(_) => failing = false,
-                Err(err) => {
-                    tracing::error!(error = %err, "files sink: write failed; the files in place stay, retrying");
-                    failing = true;
+    let name = format!("files sink {}", sink.dir.display());
+    supervisor.spawn(name, cancel.clone(), move || {
+        let (trust_store, following, cancel) =
+            (trust_store.clone(), following.clone(), cancel.clone());
+        async move {
+            // Subscribe before reading the snapshot: a change published in between is
+            // then pending on the feed instead of missed. A restart after a panic
+            // converges at once.
+            let mut changes = trust_store.subscribe();
+            loop {
+                let state = Arc::new(state_of(&trust_store.snapshot()));
+                let failing = match following.apply(state).await {
+                    Ok(_) => false,
+                    Err(err) => {
+                        tracing::error!(error = %err, "files sink: write failed; the files in place stay, retrying");
+                        true
+                    }
+                };
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(RETRY_AFTER), if failing => {}
                 }
             }
         }
