@@ -286,7 +286,9 @@ impl RateLimited {
     fn note(&self, kind: &'static str, now: Instant) -> Option<BTreeMap<&'static str, u64>> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         *state.1.entry(kind).or_insert(0) += 1;
-        let due = state.0.is_none_or(|last| now.duration_since(last) >= LOG_EVERY);
+        let due = state
+            .0
+            .is_none_or(|last| now.duration_since(last) >= LOG_EVERY);
         if !due {
             return None;
         }
@@ -310,7 +312,10 @@ impl Listener {
             }
             Self::Unix { listener, .. } => {
                 let (stream, _) = listener.accept().await?;
-                let peer = stream.peer_cred().ok().map(|cred| Peer::Unix { uid: cred.uid() });
+                let peer = stream
+                    .peer_cred()
+                    .ok()
+                    .map(|cred| Peer::Unix { uid: cred.uid() });
                 Ok((Stream::Unix(stream), peer))
             }
         }
@@ -347,9 +352,15 @@ mod tests {
             Some(BTreeMap::from([("peer_limit", 1)]))
         );
         for _ in 0..5 {
-            assert_eq!(limited.note("peer_limit", start + Duration::from_secs(1)), None);
+            assert_eq!(
+                limited.note("peer_limit", start + Duration::from_secs(1)),
+                None
+            );
         }
-        assert_eq!(limited.note("listener_limit", start + Duration::from_secs(2)), None);
+        assert_eq!(
+            limited.note("listener_limit", start + Duration::from_secs(2)),
+            None
+        );
         assert_eq!(
             limited.note("peer_limit", start + LOG_EVERY),
             Some(BTreeMap::from([("listener_limit", 1), ("peer_limit", 6)]))

@@ -241,14 +241,10 @@ impl LimitsConfig {
     pub fn body_limits(&self) -> BodyLimits {
         BodyLimits {
             max_request_bytes: usize::try_from(
-                self.max_request_bytes
-                    .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+                self.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
             )
             .unwrap_or(usize::MAX),
-            body_timeout: self
-                .body_timeout
-                .unwrap_or(DEFAULT_BODY_TIMEOUT)
-                .duration(),
+            body_timeout: self.body_timeout.unwrap_or(DEFAULT_BODY_TIMEOUT).duration(),
         }
     }
 
@@ -370,7 +366,9 @@ mod tests {
 
     #[test]
     fn configured_keys_win() {
-        let config = parse("header_timeout = \"2s\"\nidle_timeout = 5\nmax_connections = 10\nmax_connections_per_peer = 3\n");
+        let config = parse(
+            "header_timeout = \"2s\"\nidle_timeout = 5\nmax_connections = 10\nmax_connections_per_peer = 3\n",
+        );
         config.validate("x.limits", Kind::Sds).unwrap();
         let limits = config.resolve(Kind::Sds);
         assert_eq!(limits.header_timeout, Duration::from_secs(2));
@@ -382,9 +380,18 @@ mod tests {
     #[test]
     fn bad_values_are_refused_naming_the_key() {
         let kind = Kind::BundleEndpoint;
-        assert_eq!(refused("header_timeout = 0", kind), "x.limits.header_timeout");
-        assert_eq!(refused("idle_timeout = \"2d\"", kind), "x.limits.idle_timeout");
-        assert_eq!(refused("max_connections = 0", kind), "x.limits.max_connections");
+        assert_eq!(
+            refused("header_timeout = 0", kind),
+            "x.limits.header_timeout"
+        );
+        assert_eq!(
+            refused("idle_timeout = \"2d\"", kind),
+            "x.limits.idle_timeout"
+        );
+        assert_eq!(
+            refused("max_connections = 0", kind),
+            "x.limits.max_connections"
+        );
         assert_eq!(
             refused("max_connections = 10\nmax_connections_per_peer = 11", kind),
             "x.limits.max_connections_per_peer"
@@ -408,7 +415,10 @@ mod tests {
             refused("max_request_bytes = 0", Kind::Admin),
             "x.limits.max_request_bytes"
         );
-        assert_eq!(refused("body_timeout = 5", Kind::Sds), "x.limits.body_timeout");
+        assert_eq!(
+            refused("body_timeout = 5", Kind::Sds),
+            "x.limits.body_timeout"
+        );
         assert!(toml::from_str::<LimitsConfig>("header_timout = 1").is_err());
     }
 
