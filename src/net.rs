@@ -35,6 +35,8 @@ pub mod config;
 mod connection;
 pub mod fd;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 

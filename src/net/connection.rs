@@ -308,9 +308,10 @@ impl<C> ListenerContext<C> {
             .http1()
             .timer(TokioTimer::new())
             // hyper starts this timer when it waits for a request head, including
-            // while a kept-alive connection is idle; the watchdog enforces the
-            // header and idle timeouts, this is the same bound inside hyper.
-            .header_read_timeout(limits.header_timeout.max(limits.idle_timeout));
+            // while a kept-alive connection is idle. The watchdog enforces the
+            // header and idle timeouts (and counts them); this is a backstop inside
+            // hyper, a little later so that the watchdog acts first.
+            .header_read_timeout(limits.header_timeout.max(limits.idle_timeout) + CLOSE_GRACE);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -428,10 +429,10 @@ pub(crate) async fn serve<C, S, B>(
             },
         }
     }
-    // Dropping hyper's connection closes the socket, whatever it was waiting for.
-    drop(connection);
     if let Some(reason) = reason {
         tracing::trace!(listener = context.name, %peer, reason, "connection closed");
         context.closed(reason);
     }
+    // Dropping hyper's connection closes the socket, whatever it was waiting for.
+    drop(connection);
 }
