@@ -190,14 +190,26 @@ impl Net {
             limit: limits.soft,
             reserved,
         })?;
-        tracing::info!(
-            open_file_limit = limits.soft,
-            hard_limit = %limits.hard.map_or_else(|| "unlimited".to_owned(), |h| h.to_string()),
-            raised_from = %limits.raised_from.map(|r| r.to_string()).unwrap_or_default(),
-            reserved_file_descriptors = reserved,
-            connection_budget = budget.total(),
-            "file descriptors"
-        );
+        let hard = limits
+            .hard
+            .map_or_else(|| "unlimited".to_owned(), |h| h.to_string());
+        match limits.raised_from {
+            Some(raised_from) => tracing::info!(
+                open_file_limit = limits.soft,
+                raised_from,
+                hard_limit = %hard,
+                reserved_file_descriptors = reserved,
+                connection_budget = budget.total(),
+                "file descriptors: soft limit raised to the hard limit"
+            ),
+            None => tracing::info!(
+                open_file_limit = limits.soft,
+                hard_limit = %hard,
+                reserved_file_descriptors = reserved,
+                connection_budget = budget.total(),
+                "file descriptors"
+            ),
+        }
         Ok(Self::new(budget, metrics, shutdown))
     }
 

@@ -387,8 +387,7 @@ pub(crate) async fn serve<C, S, B>(
         inner: service,
         shared: Arc::clone(&shared),
     };
-    let connection = context.builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
+    let mut connection = Box::pin(context.builder.serve_connection(TokioIo::new(io), service));
     let mut draining_since: Option<Instant> = None;
     let mut reason: Option<&'static str> = None;
     loop {

@@ -25,7 +25,7 @@ use crate::shutdown::{Ended, Shutdown};
 /// Upper bound for anything that should happen "soon".
 const SOON: Duration = Duration::from_secs(10);
 
-const CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
 
 fn limits() -> Limits {
     Limits {
