@@ -24,6 +24,7 @@ use crate::admin::{AdminState, LocalDomainInfo, RefreshRequest, RelationshipsVie
 use crate::config::{AdminListen, Config, LocalSource};
 use crate::endpoint::{EndpointError, Listener, TlsSource};
 use crate::local_source::{self, Event, LocalSourceError};
+use crate::net::{Kind, Net};
 use crate::policy::{PolicySettings, Source};
 use crate::poller::Schedule;
 use crate::poller::manager::{PollerContext, Pollers};
@@ -84,6 +85,9 @@ pub enum GatewayError {
     /// A `[[sinks.files]]` directory could not be opened or written at startup.
     #[error(transparent)]
     FilesSink(#[from] FilesError),
+    /// The open-file limit leaves no room for connections.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     /// A blocking startup step was interrupted.
     #[error("startup interrupted: {step}")]
     Interrupted {
@@ -161,6 +165,8 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
     };
     let trust_store = TrustStore::open(&data_dir.join("db"), settings).await?;
     let metrics = trust_store.metrics().clone();
+    // Before any listener: the open-file limit raised, the connection budget set.
+    let net = Net::start(&config.net, metrics.clone(), shutdown.clone())?;
 
     // Local bundles: loaded before the listeners, which serve them and (https_spiffe)
     // verify their own SVID against them.
@@ -244,7 +250,8 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         };
         let listener = Listener::bind(web.listen, source, &trust_store).await?;
         web_addr = listener.local_addr().ok();
-        listener.serve(Arc::clone(&table), trust_store.clone(), &shutdown);
+        let limits = web.limits.resolve(Kind::BundleEndpoint);
+        listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
     }
     let mut spiffe_addr = None;
     if let Some(spiffe) = &config.endpoint.https_spiffe {
@@ -255,7 +262,8 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         };
         let listener = Listener::bind(spiffe.listen, source, &trust_store).await?;
         spiffe_addr = listener.local_addr().ok();
-        listener.serve(Arc::clone(&table), trust_store.clone(), &shutdown);
+        let limits = spiffe.limits.resolve(Kind::BundleEndpoint);
+        listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
     }
 
     let pollers = Pollers::new(
@@ -311,21 +319,13 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
                 locals,
                 &trust_store,
                 &metrics,
-                &shutdown,
+                &net,
             );
             Some(sds.await?)
         }
         None => None,
     };
-    let admin_addr = start_admin(
-        config,
-        &trust_store,
-        &metrics,
-        &pollers,
-        &registry,
-        &shutdown,
-    )
-    .await?;
+    let admin_addr = start_admin(config, &trust_store, &metrics, &pollers, &registry, &net).await?;
     tracing::info!(
         locals = locals.len(),
         relationships = registry.view().load().len(),
@@ -355,8 +355,9 @@ async fn start_admin(
     metrics: &Metrics,
     pollers: &Pollers,
     registry: &Registry,
-    shutdown: &Shutdown,
+    net: &Net,
 ) -> Result<Option<BoundAddr>, GatewayError> {
+    let shutdown = net.shutdown();
     let listen = config.admin_listen();
     let tls_access = TlsAccess::new(config.admin.tokens.clone(), config.admin.clients.clone());
     let access = match (&listen, &config.admin.tls) {
@@ -423,26 +424,19 @@ async fn start_admin(
         ready,
         schedule: Schedule::from(&config.polling),
         max_document_bytes: config.policy.max_document_bytes,
+        body_limits: config.admin.limits.body_limits(),
     };
-    let cancel = shutdown.token();
+    let limits = config.admin.limits.resolve(Kind::Admin);
     if let (AdminListen::Tcp(tcp), Some(files)) = (&listen, &config.admin.tls) {
         let bound = crate::admin::listen::tls::bind(*tcp, files, &tls_access, trust_store).await?;
         let addr = bound.local_addr().ok().map(BoundAddr::Tcp);
-        shutdown.spawn(async move {
-            if let Err(err) = bound.serve(state, cancel).await {
-                tracing::error!(error = %err, "admin API stopped");
-            }
-        });
+        shutdown.spawn(bound.serve(state, limits, net.clone()));
         return Ok(addr);
     }
     let bound = crate::admin::listen::bind(&listen, &access).await?;
     let addr = bound.local_addr().ok();
     let router = crate::admin::router(state);
-    shutdown.spawn(async move {
-        if let Err(err) = bound.serve(router, cancel).await {
-            tracing::error!(error = %err, "admin API stopped");
-        }
-    });
+    shutdown.spawn(bound.serve(router, limits, net.clone()));
     Ok(addr)
 }
 

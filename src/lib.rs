@@ -16,6 +16,7 @@ pub mod dev_pki;
 pub mod endpoint;
 pub mod gateway;
 pub mod local_source;
+pub mod net;
 pub mod policy;
 pub mod poller;
 pub mod relationships;

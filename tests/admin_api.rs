@@ -28,8 +28,6 @@ use spiffe_federation::{Bundle, TrustDomain};
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use url::Url;
 
 const WRITE_TOKEN: &str = "write-secret";
@@ -108,8 +106,7 @@ struct Harness {
     addr: BoundAddr,
     ready: watch::Sender<bool>,
     refreshed: mpsc::UnboundedReceiver<TrustDomain>,
-    cancel: CancellationToken,
-    server: JoinHandle<Result<(), ListenError>>,
+    shutdown: fedgw::shutdown::Shutdown,
 }
 
 impl Harness {
@@ -173,11 +170,18 @@ impl Harness {
             ready: ready_rx,
             schedule: (&config.polling).into(),
             max_document_bytes: options.max_document_bytes,
+            body_limits: Default::default(),
         };
         let bound = listen::bind(&listen, &access).await.unwrap();
         let addr = bound.local_addr().unwrap();
-        let cancel = CancellationToken::new();
-        let server = tokio::spawn(bound.serve(admin::router(state), cancel.clone()));
+        let shutdown = fedgw::shutdown::Shutdown::new();
+        let net = fedgw::net::Net::new(
+            fedgw::net::Budget::new(1024),
+            Metrics::new(),
+            shutdown.clone(),
+        );
+        let limits = fedgw::net::LimitsConfig::default().resolve(fedgw::net::Kind::Admin);
+        shutdown.spawn(bound.serve(admin::router(state), limits, net));
         let client = client_for(&addr, options.tcp.then(|| WRITE_TOKEN.to_owned()));
         Self {
             _dir: dir,
@@ -187,8 +191,7 @@ impl Harness {
             addr,
             ready,
             refreshed,
-            cancel,
-            server,
+            shutdown,
         }
     }
 
@@ -209,8 +212,11 @@ impl Harness {
     }
 
     async fn stop(self) {
-        self.cancel.cancel();
-        self.server.await.unwrap().unwrap();
+        let ended = self
+            .shutdown
+            .shutdown(std::time::Duration::from_secs(10))
+            .await;
+        assert_eq!(ended, fedgw::shutdown::Ended::Clean);
     }
 }
 

@@ -33,8 +33,6 @@ use reqwest::Method;
 use spiffe_federation::{Bundle, SpiffeId, TrustDomain};
 use tempfile::TempDir;
 use time::OffsetDateTime;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use gateway::{DEADLINE, GatewayBuilder, free_port, wait_until, write_atomically};
@@ -102,8 +100,7 @@ struct Harness {
     partner: DevPkiPaths,
     tls: AdminTls,
     addr: SocketAddr,
-    cancel: CancellationToken,
-    server: JoinHandle<Result<(), ListenError>>,
+    shutdown: fedgw::shutdown::Shutdown,
 }
 
 impl Harness {
@@ -177,14 +174,21 @@ impl Harness {
             ready,
             schedule: (&PollingConfig::default()).into(),
             max_document_bytes: 64 * 1024,
+            body_limits: Default::default(),
             registry: None,
         };
         let bound = listen::tls::bind("127.0.0.1:0".parse().unwrap(), &tls, &access, &store)
             .await
             .unwrap();
         let addr = bound.local_addr().unwrap();
-        let cancel = CancellationToken::new();
-        let server = tokio::spawn(bound.serve(state, cancel.clone()));
+        let shutdown = fedgw::shutdown::Shutdown::new();
+        let net = fedgw::net::Net::new(
+            fedgw::net::Budget::new(1024),
+            Metrics::new(),
+            shutdown.clone(),
+        );
+        let limits = fedgw::net::LimitsConfig::default().resolve(fedgw::net::Kind::Admin);
+        shutdown.spawn(bound.serve(state, limits, net));
         Self {
             dir,
             store,
@@ -192,8 +196,7 @@ impl Harness {
             partner,
             tls,
             addr,
-            cancel,
-            server,
+            shutdown,
         }
     }
 
@@ -218,8 +221,11 @@ impl Harness {
     }
 
     async fn stop(self) {
-        self.cancel.cancel();
-        self.server.await.unwrap().unwrap();
+        let ended = self
+            .shutdown
+            .shutdown(std::time::Duration::from_secs(10))
+            .await;
+        assert_eq!(ended, fedgw::shutdown::Ended::Clean);
     }
 }
 

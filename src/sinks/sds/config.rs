@@ -41,6 +41,9 @@ pub struct SdsConfig {
     /// The domain `default_bundle_name` stands for; default the only local domain
     /// when there is exactly one.
     pub default_trust_domain: Option<TrustDomain>,
+    /// Connection limits (`[sinks.sds.limits]`).
+    #[serde(default)]
+    pub limits: crate::net::LimitsConfig,
 }
 
 fn default_all_bundles_name() -> String {
