@@ -1014,6 +1014,7 @@ async fn fed_4_cli_verbs_create_update_show_and_delete() {
         extra_ca_roots: None,
         follow_redirects: true,
         proxy: Some(ProxyConfig::Off),
+        allow_revocation: false,
     };
     let out = cli::federation_create(&gw.client, &cli::RelationshipBody::Args(args), false)
         .await

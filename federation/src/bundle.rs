@@ -9,7 +9,11 @@
 //! Parsing is strict about the document and lenient about elements, as TDB §4.1.3 and
 //! RFC 7517 §5 require: a broken document is a [`BundleError`]; a broken or unknown
 //! element is left out and reported as an [`Ignored`] entry, so the caller can show
-//! why. Facts worth a warning that do not remove anything are [`Lint`]s.
+//! why. Facts worth a warning that do not remove anything are [`Lint`]s. A document
+//! whose elements were *all* left out parses to an empty bundle just like a
+//! deliberately empty `keys` list (a revocation); [`Parsed::all_ignored`] and
+//! [`Parsed::ignored_summary`] tell the two apart, so that a caller can refuse the
+//! first without refusing the second.
 //!
 //! Serialisation is deterministic: equal bundles serialise to equal bytes (authorities
 //! sorted, members in a fixed order, only members the standards define).
@@ -73,7 +77,57 @@ pub struct Parsed {
     pub ignored: Vec<Ignored>,
     /// Warnings about kept content.
     pub lints: Vec<Lint>,
+    /// How many elements the document's `keys` list held, kept or not.
+    pub elements: usize,
 }
+
+/// What became of a document's `keys` elements, small enough to keep and show
+/// whatever the document's size: how many there were, how many authorities were
+/// kept, and the elements left out counted by reason. Made by
+/// [`Parsed::ignored_summary`].
+///
+/// ```
+/// use spiffe_federation::{Bundle, TrustDomain};
+///
+/// let td: TrustDomain = "example.org".parse()?;
+/// let parsed = Bundle::parse(&td, br#"{"keys":[{},{},{"use":"sig"}]}"#)?;
+/// let summary = parsed.ignored_summary();
+/// assert!(summary.all_ignored());
+/// assert_eq!(summary.ignored, 3);
+/// assert_eq!(summary.by_reason[0].code, "missing_use");
+/// assert_eq!(summary.by_reason[0].count, 2);
+/// assert_eq!(
+///     summary.to_string(),
+///     "3 of 3 elements left out: 2 × no \"use\" member (first at /keys/0); 1 × unknown use \"sig\" (first at /keys/2)"
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IgnoredSummary {
+    /// Elements in `keys`, kept or not.
+    pub elements: usize,
+    /// Authorities in the bundle built from them (duplicates count once).
+    pub authorities: usize,
+    /// Elements left out.
+    pub ignored: usize,
+    /// One entry per [`IgnoreReason::code`], in the order the reasons first occur.
+    pub by_reason: Vec<ReasonCount>,
+}
+
+/// How many elements were left out for one reason, and the first of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasonCount {
+    /// The reason's [`IgnoreReason::code`].
+    pub code: &'static str,
+    /// How many elements were left out for it.
+    pub count: usize,
+    /// The first element left out for it.
+    pub first: Ignored,
+}
+
+/// The longest reason text [`IgnoredSummary`]'s `Display` shows; reasons quote
+/// values from the document, which may be long.
+const MAX_REASON_TEXT: usize = 160;
 
 /// A JWK element (or other part) left out of the bundle, as TDB §4.1.3 and RFC 7517 §5
 /// require for unknown or broken elements.
@@ -85,7 +139,7 @@ pub struct Ignored {
     pub reason: IgnoreReason,
 }
 
-/// Why an element was left out of a bundle.
+/// Why an element was left out of a bundle; [`IgnoreReason::code`] names each kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IgnoreReason {
@@ -341,6 +395,105 @@ fn hint_text(found: &Option<String>) -> String {
     match found {
         Some(name) => format!(" (found {name:?}; member names are case-sensitive)"),
         None => String::new(),
+    }
+}
+
+impl IgnoreReason {
+    /// A stable name for the kind of reason, e.g. `missing_use` or `certificate`, for
+    /// counting and for messages that group elements.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAnObject { .. } => "not_an_object",
+            Self::DuplicateMember { .. } => "duplicate_member",
+            Self::MissingUse => "missing_use",
+            Self::UnknownUse { .. } => "unknown_use",
+            Self::MissingKty => "missing_kty",
+            Self::UnknownKty { .. } => "unknown_kty",
+            Self::MissingX5c => "missing_x5c",
+            Self::X5cNotBase64 { .. } => "x5c_not_base64",
+            Self::Certificate(_) => "certificate",
+            Self::KeyMismatch => "key_mismatch",
+            Self::BadKeyMember { .. } => "bad_key_member",
+            Self::UnsupportedCurve { .. } => "unsupported_curve",
+            Self::MissingKid { .. } => "missing_kid",
+            Self::DuplicateKid { .. } => "duplicate_kid",
+            Self::KidCollision { .. } => "kid_collision",
+        }
+    }
+}
+
+impl Parsed {
+    /// Whether `keys` listed elements and none of them was kept: the empty bundle left
+    /// is not what the publisher wrote. A deliberately empty `keys` list (a
+    /// revocation, TDB §4.1.3) is not "all ignored".
+    ///
+    /// ```
+    /// use spiffe_federation::{Bundle, TrustDomain};
+    ///
+    /// let td: TrustDomain = "example.org".parse()?;
+    /// assert!(Bundle::parse(&td, br#"{"keys":[{}]}"#)?.all_ignored());
+    /// assert!(!Bundle::parse(&td, br#"{"keys":[]}"#)?.all_ignored());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn all_ignored(&self) -> bool {
+        self.elements > 0 && self.bundle.is_empty()
+    }
+
+    /// The elements left out, counted by reason (see [`IgnoredSummary`]).
+    pub fn ignored_summary(&self) -> IgnoredSummary {
+        let mut by_reason: Vec<ReasonCount> = Vec::new();
+        for ignored in &self.ignored {
+            let code = ignored.reason.code();
+            match by_reason.iter_mut().find(|group| group.code == code) {
+                Some(group) => group.count += 1,
+                None => by_reason.push(ReasonCount {
+                    code,
+                    count: 1,
+                    first: ignored.clone(),
+                }),
+            }
+        }
+        IgnoredSummary {
+            elements: self.elements,
+            authorities: self.bundle.x509_authorities.len()
+                + self.bundle.jwt_authorities.len()
+                + self.bundle.wit_authorities.len(),
+            ignored: self.ignored.len(),
+            by_reason,
+        }
+    }
+}
+
+impl IgnoredSummary {
+    /// Whether `keys` listed elements and none of them was kept (see
+    /// [`Parsed::all_ignored`]).
+    pub fn all_ignored(&self) -> bool {
+        self.elements > 0 && self.authorities == 0
+    }
+}
+
+impl fmt::Display for IgnoredSummary {
+    /// `N of M elements left out: C × REASON (first at LOCATION); …`, each reason cut
+    /// to 160 characters with its length shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} of {} elements left out", self.ignored, self.elements)?;
+        for (i, group) in self.by_reason.iter().enumerate() {
+            let separator = if i == 0 { ": " } else { "; " };
+            let reason = group.first.reason.to_string();
+            let count = reason.chars().count();
+            let reason = if count > MAX_REASON_TEXT {
+                let cut: String = reason.chars().take(MAX_REASON_TEXT).collect();
+                format!("{cut}… ({count} characters)")
+            } else {
+                reason
+            };
+            write!(
+                f,
+                "{separator}{} × {reason} (first at {})",
+                group.count, group.first.location
+            )?;
+        }
+        Ok(())
     }
 }
 
