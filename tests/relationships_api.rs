@@ -805,6 +805,7 @@ async fn sec_3_relationship_changes_are_audited_with_who_old_and_new() {
             .unwrap()
             .entry("follow_redirects")
             .or_insert(json!(true));
+        body["allow_revocation"] = json!(false);
         body
     };
     let values: Vec<(Option<Value>, Option<Value>)> = audit
