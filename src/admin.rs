@@ -57,6 +57,7 @@ mod routes_relationships;
 mod routes_status;
 mod routes_watch;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -111,6 +112,11 @@ pub struct LocalDomainInfo {
     pub path: String,
     /// The `spiffe_refresh_hint` it is served with.
     pub refresh_hint: Seconds,
+    /// The file its bundle comes from (`source = { file = … }`); `None` when it is
+    /// pushed through the API (`source = { admin = true }`). A domain with a source
+    /// file cannot be replaced, rolled back or deleted through the API: the file is
+    /// the only source, and it would not restore an unchanged bundle.
+    pub source_file: Option<PathBuf>,
 }
 
 /// The federation relationships, readable without locks; the relationship registry

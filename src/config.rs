@@ -407,6 +407,11 @@ pub struct Relationship {
     /// `env` (HTTPS_PROXY/NO_PROXY, the default), `off`, or a proxy URL (EXT-5).
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// Accept a fetched bundle with an empty `keys` list, which revokes every key of
+    /// the trust domain (TDB §4.1.3). Off by default: such a document is refused with
+    /// `revocation_refused` and the last good bundle stays.
+    #[serde(default)]
+    pub allow_revocation: bool,
 }
 
 fn yes() -> bool {

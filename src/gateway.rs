@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
+use spiffe_federation::TrustDomain;
 use spiffe_federation::endpoint::client::Fetcher;
-use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
 
 use crate::admin::auth::{Access, TlsAccess};
@@ -25,7 +25,7 @@ use crate::config::{AdminListen, Config, LocalSource};
 use crate::endpoint::{EndpointError, Listener, TlsSource};
 use crate::local_source::{self, Event, LocalSourceError};
 use crate::net::{Kind, Net};
-use crate::policy::{PolicySettings, Source};
+use crate::policy::{DocumentFacts, PolicySettings, Source};
 use crate::poller::Schedule;
 use crate::poller::manager::{PollerContext, Pollers};
 use crate::relationships::{
@@ -182,7 +182,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         accept_local(
             &trust_store,
             &local.trust_domain,
-            loaded.bundle,
+            loaded,
             local.refresh_hint.duration(),
             file,
         )
@@ -209,7 +209,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
                 async move {
                     match event {
                         Event::Changed(loaded) => {
-                            if let Err(err) = accept_local(&store, &td, loaded.bundle, hint, &watched).await {
+                            if let Err(err) = accept_local(&store, &td, *loaded, hint, &watched).await {
                                 tracing::error!(trust_domain = %td, error = %err, "local bundle refused");
                             }
                         }
@@ -411,6 +411,10 @@ async fn start_admin(
             trust_domain: local.trust_domain.clone(),
             path: config.local_path(index).unwrap_or_else(|| "/".to_owned()),
             refresh_hint: local.refresh_hint,
+            source_file: match &local.source {
+                LocalSource::File { file, .. } => Some(file.clone()),
+                LocalSource::Admin { .. } => None,
+            },
         })
         .collect();
     let state = AdminState {
@@ -444,14 +448,17 @@ async fn start_admin(
 /// bundle without a sequence gets one from the persisted counter whenever its
 /// authorities change (BUN-3, BUN-4), and always above the stored bundle's (which a
 /// source that sets its own sequence, e.g. SPIRE, may have put past the counter); a
-/// source that sets its own sequence keeps it.
+/// source that sets its own sequence keeps it. A file whose elements were all left
+/// out is refused like a fetched one; an empty `keys` list in the operator's own file
+/// is a deliberate revocation and is accepted (flagged).
 async fn accept_local(
     trust_store: &TrustStore,
     td: &TrustDomain,
-    mut bundle: Bundle,
+    loaded: local_source::Loaded,
     hint: Duration,
     path: &std::path::Path,
 ) -> Result<(), SubmitError> {
+    let mut bundle = loaded.bundle;
     bundle.set_refresh_hint(Some(hint));
     trust_store
         .number_local(td, &mut bundle)
@@ -460,10 +467,20 @@ async fn accept_local(
     let source = Source::LocalFile {
         path: path.to_path_buf(),
     };
-    trust_store
-        .submit(td, bundle, source, OffsetDateTime::now_utc())
-        .await
-        .map(|_| ())
+    let now = OffsetDateTime::now_utc();
+    match loaded.elements {
+        Some(elements) => {
+            let document = DocumentFacts {
+                elements,
+                allow_revocation: true,
+            };
+            trust_store
+                .submit_document(td, bundle, document, source, now)
+                .await
+        }
+        None => trust_store.submit(td, bundle, source, now).await,
+    }
+    .map(|_| ())
 }
 
 /// The operating system's roots, for the SRV-7 "publicly trusted" warning. Blocks.

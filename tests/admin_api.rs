@@ -157,6 +157,10 @@ impl Harness {
                 trust_domain: l.trust_domain.clone(),
                 path: config.local_path(i).unwrap(),
                 refresh_hint: l.refresh_hint,
+                source_file: match &l.source {
+                    fedgw::config::LocalSource::File { file, .. } => Some(file.clone()),
+                    fedgw::config::LocalSource::Admin { .. } => None,
+                },
             })
             .collect();
         let state = AdminState {
@@ -292,6 +296,14 @@ fn ca_pem(td: &str, expiry_year: i32) -> String {
 
 fn sequenced(sequence: u64) -> String {
     format!(r#"{{"keys":[],"spiffe_sequence":{sequence}}}"#)
+}
+
+/// A document of `name` with one CA (expiring in 2031) and `sequence`: a bundle that
+/// is not a revocation.
+fn with_ca(name: &str, sequence: u64) -> String {
+    let mut bundle = Bundle::from_pem(&td(name), ca_pem(name, 2031).as_bytes()).unwrap();
+    bundle.set_sequence(Some(sequence));
+    String::from_utf8(bundle.to_json()).unwrap()
 }
 
 fn fetched() -> Source {
@@ -624,7 +636,7 @@ async fn status_reports_roles_and_states() {
     )
     .await
     .unwrap();
-    submit_fetched(&h.store, "fresh.example", &sequenced(7), now).await;
+    submit_fetched(&h.store, "fresh.example", &with_ca("fresh.example", 7), now).await;
     h.store
         .record_fetch_success(&td("fresh.example"), now, None)
         .await
@@ -641,7 +653,13 @@ async fn status_reports_roles_and_states() {
         .unwrap();
     // Default refresh interval is 300 s; three hours without a fresh bundle is stale.
     let long_ago = now - time::Duration::hours(3);
-    submit_fetched(&h.store, "old.example", &sequenced(1), long_ago).await;
+    submit_fetched(
+        &h.store,
+        "old.example",
+        &with_ca("old.example", 1),
+        long_ago,
+    )
+    .await;
     h.store
         .record_fetch_success(&td("old.example"), long_ago, None)
         .await
@@ -676,7 +694,7 @@ async fn status_reports_roles_and_states() {
     let old = domain(status, "old.example");
     assert!(old["age_seconds"].as_i64().unwrap() >= 3 * 3600);
     assert_eq!(old["sequence"], 1);
-    assert!(old["soonest_expiry"].is_null(), "no X.509 authorities");
+    assert_eq!(old["soonest_expiry"], "2031-01-01T00:00:00Z");
     let broken = domain(status, "broken.example");
     assert_eq!(broken["consecutive_failures"], 1);
     assert_eq!(broken["last_error"]["message"], "connection refused");
