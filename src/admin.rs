@@ -42,6 +42,7 @@
 //!         fedgw::shutdown::Shutdown::new(),
 //!     ),
 //!     tasks: fedgw::supervise::TaskHealth::new(),
+//!     body_limits: Default::default(),
 //! };
 //! let router: axum::Router = admin::router(state);
 //! # drop(router);
@@ -52,6 +53,7 @@
 pub mod auth;
 mod domain_state;
 pub mod error;
+mod guard;
 pub mod listen;
 pub mod openapi;
 mod routes_bundles;
@@ -62,17 +64,19 @@ mod routes_status;
 mod routes_watch;
 pub mod watchers;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler as _;
 use axum::routing::{get, post};
 use spiffe_federation::TrustDomain;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::error::ApiError;
-use crate::config::{Relationship, Seconds};
+use crate::config::{Relationship, Scope, Seconds};
 use crate::poller::Schedule;
 use crate::relationships::{Listed, Listing, Origin, Registry};
 use crate::telemetry::Metrics;
@@ -106,6 +110,8 @@ pub struct AdminState {
     pub watchers: watchers::Watchers,
     /// Supervised tasks that have panicked, for `GET /v1/status`.
     pub tasks: crate::supervise::TaskHealth,
+    /// Largest other request body and the time to receive a body (`[admin.limits]`).
+    pub body_limits: crate::net::BodyLimits,
 }
 
 /// A local trust domain as the status routes show it.
@@ -117,6 +123,11 @@ pub struct LocalDomainInfo {
     pub path: String,
     /// The `spiffe_refresh_hint` it is served with.
     pub refresh_hint: Seconds,
+    /// The file its bundle comes from (`source = { file = … }`); `None` when it is
+    /// pushed through the API (`source = { admin = true }`). A domain with a source
+    /// file cannot be replaced, rolled back or deleted through the API: the file is
+    /// the only source, and it would not restore an unchanged bundle.
+    pub source_file: Option<PathBuf>,
 }
 
 /// The federation relationships, readable without locks; the relationship registry
@@ -184,48 +195,74 @@ pub struct RefreshRequest {
     pub reply: oneshot::Sender<Result<serde_json::Value, ApiError>>,
 }
 
-/// The admin API: every route of `docs/admin-api.md` over `state`.
+/// The admin API: every route of `docs/admin-api.md` over `state`. Every route but
+/// the probes is guarded: the caller is authorized for the route's scope from the
+/// request head before any body is read, and bodies are capped ([`guard`]).
 pub fn router(state: AdminState) -> Router {
+    use Scope::{Read, Write};
+    let guards = guard::Guards::new(&state);
+    let read = || guards.scope(Read);
+    let write = || guards.scope(Write);
     // A bundle body (JSON or PEM) is held to the document limit; the handler turns
     // the extractor's refusal into a JSON 413.
-    let body_limit = DefaultBodyLimit::max(state.max_document_bytes);
-    let relationship_limit =
-        DefaultBodyLimit::max(routes_relationships::body_limit(state.max_document_bytes));
+    let document = state.max_document_bytes;
+    let document_key = "policy.max_document_bytes";
+    let relationship = routes_relationships::body_limit(document);
+    let relationship_key = "twice policy.max_document_bytes plus 64 KiB";
+    let body_limit = DefaultBodyLimit::max(document);
+    let relationship_limit = DefaultBodyLimit::max(relationship);
     Router::new()
         .route("/healthz", get(routes_health::healthz))
         .route("/readyz", get(routes_health::readyz))
-        .route("/metrics", get(routes_health::metrics))
-        .route("/v1/openapi.json", get(openapi::document))
-        .route("/v1/status", get(routes_status::status))
-        .route("/v1/bundles", get(routes_watch::bundles))
-        .route("/v1/events", get(routes_watch::events))
+        .route("/metrics", get(routes_health::metrics.layer(read())))
+        .route("/v1/openapi.json", get(openapi::document.layer(read())))
+        .route("/v1/status", get(routes_status::status.layer(read())))
+        .route("/v1/bundles", get(routes_watch::bundles.layer(read())))
+        .route("/v1/events", get(routes_watch::events.layer(read())))
         .route(
             "/v1/bundles/{td}",
-            get(routes_bundles::show)
-                .put(routes_bundles::put)
-                .delete(routes_bundles::delete)
+            get(routes_bundles::show.layer(read()))
+                .put(routes_bundles::put.layer(guards.with_body(Write, document, document_key)))
+                .delete(routes_bundles::delete.layer(write()))
                 .layer(body_limit),
         )
-        .route("/v1/bundles/{td}/history", get(routes_bundles::history))
-        .route("/v1/bundles/{td}/rollback", post(routes_bundles::rollback))
+        .route(
+            "/v1/bundles/{td}/history",
+            get(routes_bundles::history.layer(read())),
+        )
+        .route(
+            "/v1/bundles/{td}/rollback",
+            post(routes_bundles::rollback.layer(guards.small_body(Write))),
+        )
         .route(
             "/v1/federation-relationships",
-            get(routes_relationships::list)
-                .post(routes_relationships::create)
+            get(routes_relationships::list.layer(read()))
+                .post(routes_relationships::create.layer(guards.with_body(
+                    Write,
+                    relationship,
+                    relationship_key,
+                )))
                 .layer(relationship_limit),
         )
         .route(
             "/v1/federation-relationships/{td}",
-            get(routes_relationships::show)
-                .put(routes_relationships::replace)
-                .delete(routes_relationships::delete)
+            get(routes_relationships::show.layer(read()))
+                .put(routes_relationships::replace.layer(guards.with_body(
+                    Write,
+                    relationship,
+                    relationship_key,
+                )))
+                .delete(routes_relationships::delete.layer(write()))
                 .layer(relationship_limit),
         )
         .route(
             "/v1/federation-relationships/{td}/refresh",
-            post(routes_relationships::refresh),
+            post(routes_relationships::refresh.layer(write())),
         )
-        .route("/v1/jwt-svid/validate", post(routes_jwt::validate))
+        .route(
+            "/v1/jwt-svid/validate",
+            post(routes_jwt::validate.layer(guards.small_body(Read))),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

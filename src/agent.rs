@@ -99,6 +99,12 @@ pub async fn run(
         {
             Ok((revision, _)) if held == Some(revision) => Ok(()),
             Ok((revision, state)) => match sink.apply(Arc::new(state)).await {
+                // Some files could not be written (logged by the sink): not held, so
+                // the same state is applied again after the backoff.
+                Ok(applied) if !applied.failed.is_empty() => Err(format!(
+                    "{} file(s) could not be written",
+                    applied.failed.len()
+                )),
                 Ok(applied) => {
                     tracing::debug!(
                         revision,

@@ -85,6 +85,8 @@ pub struct RelationshipArgs {
     pub follow_redirects: bool,
     /// `--proxy`: `env`, `off` or a proxy URL; the gateway's default when absent.
     pub proxy: Option<ProxyConfig>,
+    /// Accept a fetched empty `keys` list, a revocation (`--allow-revocation`).
+    pub allow_revocation: bool,
 }
 
 /// What `fedgw federation create|update` sends: built from flags, or a whole JSON
@@ -109,6 +111,7 @@ impl RelationshipArgs {
             "urls": self.urls,
             "profile": self.profile,
             "follow_redirects": self.follow_redirects,
+            "allow_revocation": self.allow_revocation,
         });
         if let Some(id) = &self.endpoint_spiffe_id {
             body["endpoint_spiffe_id"] = json!(id);
@@ -340,6 +343,7 @@ async fn apply_one(client: &AdminClient, object: &Cftd) -> Result<ApplyOutcome, 
         "endpoint_spiffe_id": object.spec.endpoint_spiffe_id,
         "follow_redirects": object.spec.follow_redirects,
         "proxy": object.spec.proxy,
+        "allow_revocation": object.spec.allow_revocation,
     });
     let same = [
         "urls",
@@ -347,6 +351,7 @@ async fn apply_one(client: &AdminClient, object: &Cftd) -> Result<ApplyOutcome, 
         "endpoint_spiffe_id",
         "follow_redirects",
         "proxy",
+        "allow_revocation",
     ]
     .iter()
     .all(|key| current.get(*key).unwrap_or(&Value::Null) == &wanted[*key]);
@@ -713,6 +718,7 @@ fn relationship_output(value: Value, json: bool, verb: &str) -> Output {
         "profile",
         "endpoint_spiffe_id",
         "follow_redirects",
+        "allow_revocation",
         "proxy",
     ] {
         if let Some(v) = value.get(key).filter(|v| !v.is_null()) {
@@ -860,12 +866,14 @@ mod tests {
             extra_ca_roots: Some(roots),
             follow_redirects: false,
             proxy: Some(ProxyConfig::Off),
+            allow_revocation: true,
         };
         let body = args.to_json().await.unwrap();
         assert_eq!(body["trust_domain"], "w.example");
         assert_eq!(body["urls"], json!(["https://w.example/bundle"]));
         assert_eq!(body["profile"], "https_web");
         assert_eq!(body["follow_redirects"], false);
+        assert_eq!(body["allow_revocation"], true);
         assert_eq!(body["proxy"], "off");
         assert_eq!(body["extra_ca_roots_pem"], "-----BEGIN CERTIFICATE-----\n");
         assert!(body.get("bootstrap_bundle").is_none());
@@ -883,6 +891,7 @@ mod tests {
             extra_ca_roots: None,
             follow_redirects: true,
             proxy: None,
+            allow_revocation: false,
         };
         assert!(
             matches!(args.to_json().await, Err(CliError::Read { ref path, .. }) if path.ends_with("bundle.json"))

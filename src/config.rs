@@ -113,6 +113,9 @@ pub struct Config {
     /// Outputs that redistribute bundles to agents and proxies (`[sinks]`).
     #[serde(default)]
     pub sinks: SinksConfig,
+    /// Process-wide connection settings (`[net]`: the file descriptor reserve).
+    #[serde(default)]
+    pub net: crate::net::NetConfig,
 }
 
 /// The `[sinks]` table: each sink is configured by its own sub-table.
@@ -143,6 +146,9 @@ pub struct AdminConfig {
     /// `[admin.watch]`: bounds of the watch API (long polls and event streams).
     #[serde(default)]
     pub watch: crate::admin::watchers::WatchLimits,
+    /// Connection and request body limits (`[admin.limits]`).
+    #[serde(default)]
+    pub limits: crate::net::LimitsConfig,
 }
 
 /// The admin listener's TLS identity, reloaded when the files change.
@@ -343,6 +349,9 @@ pub struct WebListener {
     /// DNS names or IPs clients use; each must be in the certificate (SRV-6).
     #[serde(default)]
     pub public_names: Vec<String>,
+    /// Connection limits (`[endpoint.https_web.limits]`).
+    #[serde(default)]
+    pub limits: crate::net::LimitsConfig,
 }
 
 /// An `https_spiffe` listener: an X509-SVID, reloaded when the files change.
@@ -357,6 +366,9 @@ pub struct SpiffeListener {
     pub key: PathBuf,
     /// The SPIFFE ID the SVID must carry (SRV-8); its trust domain must be local.
     pub endpoint_spiffe_id: SpiffeId,
+    /// Connection limits (`[endpoint.https_spiffe.limits]`).
+    #[serde(default)]
+    pub limits: crate::net::LimitsConfig,
 }
 
 /// The two bundle endpoint profiles (SPIFFE Federation §5.2).
@@ -398,6 +410,11 @@ pub struct Relationship {
     /// `env` (HTTPS_PROXY/NO_PROXY, the default), `off`, or a proxy URL (EXT-5).
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// Accept a fetched bundle with an empty `keys` list, which revokes every key of
+    /// the trust domain (TDB §4.1.3). Off by default: such a document is refused with
+    /// `revocation_refused` and the last good bundle stays.
+    #[serde(default)]
+    pub allow_revocation: bool,
 }
 
 fn yes() -> bool {
@@ -613,6 +630,7 @@ impl Config {
             return Err(invalid("data_dir".into(), "must not be empty".into()));
         }
         self.admin.validate(&self.admin_listen())?;
+        self.validate_limits()?;
         for (i, token) in self.admin.tokens.iter().enumerate() {
             let hex = token.sha256.len() == 64
                 && token
@@ -720,6 +738,28 @@ impl Config {
         }
         if let Some(sds) = &self.sinks.sds {
             sds.validate(&self.data_dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `[net]` and the `limits` table of every listener.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        use crate::net::Kind;
+        self.net.validate()?;
+        self.admin.limits.validate("admin.limits", Kind::Admin)?;
+        if let Some(web) = &self.endpoint.https_web {
+            web.limits
+                .validate("endpoint.https_web.limits", Kind::BundleEndpoint)?;
+        }
+        if let Some(spiffe) = &self.endpoint.https_spiffe {
+            spiffe
+                .limits
+                .validate("endpoint.https_spiffe.limits", Kind::BundleEndpoint)?;
+        }
+        if let Some(sds) = &self.sinks.sds {
+            sds.limits.validate("sinks.sds.limits", Kind::Sds)?;
         }
         Ok(())
     }

@@ -153,6 +153,7 @@ fn relationship(peer: &DemoGateway, web: bool) -> Result<RelationshipConfig, Dem
             extra_ca_roots: Some(peer.pki.web_ca_cert.clone()),
             follow_redirects: true,
             proxy: ProxyConfig::Off,
+            allow_revocation: false,
         }
     } else {
         RelationshipConfig {
@@ -166,6 +167,7 @@ fn relationship(peer: &DemoGateway, web: bool) -> Result<RelationshipConfig, Dem
             extra_ca_roots: None,
             follow_redirects: true,
             proxy: ProxyConfig::Off,
+            allow_revocation: false,
         }
     })
 }

@@ -1,25 +1,24 @@
 //! Bundle endpoint listeners: serve every local trust domain's bundle at its path and
 //! every foreign one at `/relay/<trust domain>`, over `https_web` and/or `https_spiffe`.
 //!
-//! Owns binding, accepting, TLS handshakes, HTTP framing (hyper) and the table of what
+//! Owns binding, the TLS handshake with the current identity, and the table of what
 //! is served at which path, rebuilt from the trust store's snapshot on every change
 //! (SRV-2) so that requests only read a pre-serialised document. TLS material is
-//! reloaded when its files change, without dropping the listener. It does not own the
-//! response rules (the library's `respond`) or which bundle is current (the trust
-//! store).
+//! reloaded when its files change, without dropping the listener. It does not own
+//! accepting, HTTP framing and the connection limits ([`crate::net`]), the response
+//! rules (the library's `respond`) or which bundle is current (the trust store).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -30,14 +29,12 @@ use spiffe_federation::endpoint::server::{
 use spiffe_federation::{SpiffeId, TrustDomain};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::shutdown::Shutdown;
+use crate::net::{self, Connector, Limits, Net, Peer, Protocols, Stream};
 use crate::supervise::Supervisor;
 use crate::trust_store::{Snapshot, TrustStore};
-
-/// How long a client has to finish the TLS handshake.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The shortest gap between two rebuilds of the served table. The first change after
 /// a quiet spell is served at once; during a burst (thousands of relationships
@@ -343,15 +340,19 @@ impl Listener {
         self.listener.local_addr()
     }
 
-    /// Accept connections until shutdown, serving `table`, and reload the TLS identity
-    /// when its files (or, for `https_spiffe`, the local bundle) change.
+    /// Accept connections until shutdown under `limits`, serving `table`, and reload
+    /// the TLS identity when its files (or, for `https_spiffe`, the local bundle)
+    /// change. The TLS handshake and the first request must complete within the
+    /// header timeout.
     pub fn serve(
         self,
         table: Arc<ArcSwap<ServedTable>>,
         trust_store: TrustStore,
-        shutdown: &Shutdown,
+        limits: Limits,
+        net: &Net,
     ) {
         let profile = self.source.profile();
+        let shutdown = net.shutdown();
         shutdown.spawn(reload(
             self.source,
             Arc::clone(&self.tls),
@@ -359,57 +360,63 @@ impl Listener {
             trust_store,
             shutdown.token(),
         ));
-        let tracker = shutdown.clone();
-        let cancel = shutdown.token();
-        let tls = self.tls;
-        let listener = self.listener;
-        shutdown.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        // One failed accept (e.g. too many open files) never ends the loop.
-                        tracing::warn!(profile, error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = TlsAcceptor::from(tls.load_full());
-                let table = Arc::clone(&table);
-                let cancel = cancel.clone();
-                tracker.spawn(async move {
-                    connection(acceptor, stream, table, cancel).await;
-                    tracing::trace!(profile, %peer, "connection closed");
-                });
-            }
-        });
+        let connector = BundleConnector {
+            tls: self.tls,
+            service: BundleService { table },
+        };
+        shutdown.spawn(net.serve(
+            profile,
+            net::Listener::Tcp(self.listener),
+            limits,
+            Protocols::Auto,
+            connector,
+        ));
     }
 }
 
-async fn connection(
-    acceptor: TlsAcceptor,
-    stream: tokio::net::TcpStream,
+/// Sets a connection up: the TLS handshake with the identity current at accept.
+struct BundleConnector {
+    tls: Arc<ArcSwap<rustls::ServerConfig>>,
+    service: BundleService,
+}
+
+impl Connector for BundleConnector {
+    type Io = TlsStream<Stream>;
+    type Service = BundleService;
+
+    async fn connect(&self, stream: Stream, peer: &Peer) -> Option<(Self::Io, BundleService)> {
+        let acceptor = TlsAcceptor::from(self.tls.load_full());
+        match acceptor.accept(stream).await {
+            Ok(tls) => Some((tls, self.service.clone())),
+            Err(err) => {
+                tracing::trace!(%peer, error = %err, "bundle endpoint: TLS handshake failed");
+                None
+            }
+        }
+    }
+}
+
+/// Answers every request from the served table (the library's `respond`); the
+/// request body is never read.
+#[derive(Clone)]
+struct BundleService {
     table: Arc<ArcSwap<ServedTable>>,
-    cancel: CancellationToken,
-) {
-    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
-        return;
-    };
-    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let table = table.load();
+}
+
+impl tower::Service<hyper::Request<hyper::body::Incoming>> for BundleService {
+    type Response = hyper::Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let table = self.table.load();
         let (parts, _body) = request.into_parts();
         let response = respond(&parts, table.get(parts.uri.path())).map(Full::<Bytes>::new);
-        async move { Ok::<_, Infallible>(response) }
-    });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let serving = builder.serve_connection(TokioIo::new(tls), service);
-    tokio::select! {
-        () = cancel.cancelled() => {}
-        _ = serving => {}
+        std::future::ready(Ok(response))
     }
 }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
+use spiffe_federation::TrustDomain;
 use spiffe_federation::endpoint::client::Fetcher;
-use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
 
 use crate::admin::auth::{Access, TlsAccess};
@@ -24,7 +24,8 @@ use crate::admin::{AdminState, LocalDomainInfo, RefreshRequest, RelationshipsVie
 use crate::config::{AdminListen, Config, LocalSource};
 use crate::endpoint::{EndpointError, Listener, TlsSource};
 use crate::local_source::{self, Event, LocalSourceError};
-use crate::policy::{PolicySettings, Source};
+use crate::net::{Kind, Net};
+use crate::policy::{DocumentFacts, PolicySettings, Source};
 use crate::poller::Schedule;
 use crate::poller::manager::{PollerContext, Pollers};
 use crate::relationships::{
@@ -85,6 +86,9 @@ pub enum GatewayError {
     /// A `[[sinks.files]]` directory could not be opened or written at startup.
     #[error(transparent)]
     FilesSink(#[from] FilesError),
+    /// The open-file limit leaves no room for connections.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     /// A blocking startup step was interrupted.
     #[error("startup interrupted: {step}")]
     Interrupted {
@@ -163,6 +167,8 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
     let trust_store = TrustStore::open(&data_dir.join("db"), settings).await?;
     let metrics = trust_store.metrics().clone();
     let supervisor = Supervisor::new(shutdown.clone(), TaskHealth::new(), metrics.clone());
+    // Before any listener: the open-file limit raised, the connection budget set.
+    let net = Net::start(&config.net, metrics.clone(), shutdown.clone())?;
 
     // Local bundles: loaded before the listeners, which serve them and (https_spiffe)
     // verify their own SVID against them.
@@ -178,7 +184,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         accept_local(
             &trust_store,
             &local.trust_domain,
-            loaded.bundle,
+            loaded,
             local.refresh_hint.duration(),
             file,
         )
@@ -205,7 +211,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
                 async move {
                     match event {
                         Event::Changed(loaded) => {
-                            if let Err(err) = accept_local(&store, &td, loaded.bundle, hint, &watched).await {
+                            if let Err(err) = accept_local(&store, &td, *loaded, hint, &watched).await {
                                 tracing::error!(trust_domain = %td, error = %err, "local bundle refused");
                             }
                         }
@@ -247,7 +253,8 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         };
         let listener = Listener::bind(web.listen, source, &trust_store).await?;
         web_addr = listener.local_addr().ok();
-        listener.serve(Arc::clone(&table), trust_store.clone(), &shutdown);
+        let limits = web.limits.resolve(Kind::BundleEndpoint);
+        listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
     }
     let mut spiffe_addr = None;
     if let Some(spiffe) = &config.endpoint.https_spiffe {
@@ -258,7 +265,8 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         };
         let listener = Listener::bind(spiffe.listen, source, &trust_store).await?;
         spiffe_addr = listener.local_addr().ok();
-        listener.serve(Arc::clone(&table), trust_store.clone(), &shutdown);
+        let limits = spiffe.limits.resolve(Kind::BundleEndpoint);
+        listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
     }
 
     let pollers = Pollers::new(
@@ -315,6 +323,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
                 locals,
                 &trust_store,
                 &metrics,
+                &net,
                 &supervisor,
             );
             Some(sds.await?)
@@ -327,6 +336,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         &metrics,
         &pollers,
         &registry,
+        &net,
         &supervisor,
     )
     .await?;
@@ -359,9 +369,10 @@ async fn start_admin(
     metrics: &Metrics,
     pollers: &Pollers,
     registry: &Registry,
+    net: &Net,
     supervisor: &Supervisor,
 ) -> Result<Option<BoundAddr>, GatewayError> {
-    let shutdown = supervisor.shutdown();
+    let shutdown = net.shutdown();
     let listen = config.admin_listen();
     let tls_access = TlsAccess::new(config.admin.tokens.clone(), config.admin.clients.clone());
     let access = match (&listen, &config.admin.tls) {
@@ -415,6 +426,10 @@ async fn start_admin(
             trust_domain: local.trust_domain.clone(),
             path: config.local_path(index).unwrap_or_else(|| "/".to_owned()),
             refresh_hint: local.refresh_hint,
+            source_file: match &local.source {
+                LocalSource::File { file, .. } => Some(file.clone()),
+                LocalSource::Admin { .. } => None,
+            },
         })
         .collect();
     let state = AdminState {
@@ -434,26 +449,19 @@ async fn start_admin(
             shutdown.clone(),
         ),
         tasks: supervisor.health().clone(),
+        body_limits: config.admin.limits.body_limits(),
     };
-    let cancel = shutdown.token();
+    let limits = config.admin.limits.resolve(Kind::Admin);
     if let (AdminListen::Tcp(tcp), Some(files)) = (&listen, &config.admin.tls) {
         let bound = crate::admin::listen::tls::bind(*tcp, files, &tls_access, trust_store).await?;
         let addr = bound.local_addr().ok().map(BoundAddr::Tcp);
-        shutdown.spawn(async move {
-            if let Err(err) = bound.serve(state, cancel).await {
-                tracing::error!(error = %err, "admin API stopped");
-            }
-        });
+        shutdown.spawn(bound.serve(state, limits, net.clone()));
         return Ok(addr);
     }
     let bound = crate::admin::listen::bind(&listen, &access).await?;
     let addr = bound.local_addr().ok();
     let router = crate::admin::router(state);
-    shutdown.spawn(async move {
-        if let Err(err) = bound.serve(router, cancel).await {
-            tracing::error!(error = %err, "admin API stopped");
-        }
-    });
+    shutdown.spawn(bound.serve(router, limits, net.clone()));
     Ok(addr)
 }
 
@@ -461,14 +469,17 @@ async fn start_admin(
 /// bundle without a sequence gets one from the persisted counter whenever its
 /// authorities change (BUN-3, BUN-4), and always above the stored bundle's (which a
 /// source that sets its own sequence, e.g. SPIRE, may have put past the counter); a
-/// source that sets its own sequence keeps it.
+/// source that sets its own sequence keeps it. A file whose elements were all left
+/// out is refused like a fetched one; an empty `keys` list in the operator's own file
+/// is a deliberate revocation and is accepted (flagged).
 async fn accept_local(
     trust_store: &TrustStore,
     td: &TrustDomain,
-    mut bundle: Bundle,
+    loaded: local_source::Loaded,
     hint: Duration,
     path: &std::path::Path,
 ) -> Result<(), SubmitError> {
+    let mut bundle = loaded.bundle;
     bundle.set_refresh_hint(Some(hint));
     trust_store
         .number_local(td, &mut bundle)
@@ -477,10 +488,20 @@ async fn accept_local(
     let source = Source::LocalFile {
         path: path.to_path_buf(),
     };
-    trust_store
-        .submit(td, bundle, source, OffsetDateTime::now_utc())
-        .await
-        .map(|_| ())
+    let now = OffsetDateTime::now_utc();
+    match loaded.elements {
+        Some(elements) => {
+            let document = DocumentFacts {
+                elements,
+                allow_revocation: true,
+            };
+            trust_store
+                .submit_document(td, bundle, document, source, now)
+                .await
+        }
+        None => trust_store.submit(td, bundle, source, now).await,
+    }
+    .map(|_| ())
 }
 
 /// The operating system's roots, for the SRV-7 "publicly trusted" warning. Blocks.

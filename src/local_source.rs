@@ -13,7 +13,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use spiffe_federation::bundle::{Ignored, Lint};
+use spiffe_federation::bundle::{Ignored, IgnoredSummary, Lint};
 use spiffe_federation::{Bundle, BundleError, TrustDomain};
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +59,9 @@ pub struct Loaded {
     pub ignored: Vec<Ignored>,
     /// Warnings about kept content.
     pub lints: Vec<Lint>,
+    /// What a SPIFFE bundle document's `keys` held (policy refuses a document whose
+    /// elements were all left out); `None` for PEM, whose parse is strict.
+    pub elements: Option<IgnoredSummary>,
     /// SHA-256 of the file's bytes, to notice changes.
     pub digest: [u8; 32],
 }
@@ -103,6 +106,7 @@ fn parse(
             let parsed =
                 Bundle::parse_with_limit(trust_domain, bytes, max_bytes).map_err(invalid)?;
             Ok(Loaded {
+                elements: Some(parsed.ignored_summary()),
                 bundle: parsed.bundle,
                 ignored: parsed.ignored,
                 lints: parsed.lints,
@@ -121,6 +125,7 @@ fn parse(
                 bundle,
                 ignored: Vec::new(),
                 lints: Vec::new(),
+                elements: None,
                 digest,
             })
         }

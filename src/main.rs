@@ -233,6 +233,10 @@ struct RelationshipFlags {
     /// Do not follow redirects.
     #[arg(long)]
     no_follow_redirects: bool,
+    /// Accept a fetched empty `keys` list, which revokes every key of the trust
+    /// domain (refused by default).
+    #[arg(long)]
+    allow_revocation: bool,
     /// `env` (HTTPS_PROXY/NO_PROXY, the gateway's default), `off`, or a proxy URL.
     #[arg(long, value_parser = parse_proxy)]
     proxy: Option<ProxyConfig>,
@@ -243,7 +247,7 @@ struct RelationshipFlags {
         value_name = "FILE|-",
         conflicts_with_all = [
             "trust_domain", "urls", "profile", "endpoint_spiffe_id", "bundle_path",
-            "extra_ca_roots", "no_follow_redirects", "proxy",
+            "extra_ca_roots", "no_follow_redirects", "allow_revocation", "proxy",
         ]
     )]
     data: Option<PathBuf>,
@@ -676,6 +680,7 @@ fn relationship(flags: RelationshipFlags) -> anyhow::Result<RelationshipBody> {
         extra_ca_roots: flags.extra_ca_roots,
         follow_redirects: !flags.no_follow_redirects,
         proxy: flags.proxy,
+        allow_revocation: flags.allow_revocation,
     }))
 }
 

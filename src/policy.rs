@@ -3,9 +3,23 @@
 //! Owns the rules that sit between the format gate (`spiffe_federation::Bundle::parse`)
 //! and the [`TrustStore`](crate::trust_store::TrustStore): trust domain match
 //! (FED-7), sequence ordering (STO-2, STO-3, L-3), operator overrides (STO-4, L-5),
-//! "nothing changed" detection (POLL-1), revocation by an empty bundle (BUN-11, L-4),
-//! expired-only bundles and size limits. Every rule is a pure function of
-//! `(current, candidate, source, settings, now)`: no I/O, no clock, no state.
+//! "nothing changed" detection (POLL-1), revocation by an empty bundle (BUN-11, L-4)
+//! and who may revoke, documents whose every element was left out, expired-only
+//! bundles and size limits. Every rule is a pure function of
+//! `(current, candidate, document, source, settings, now)`: no I/O, no clock, no
+//! state.
+//!
+//! An empty bundle means two different things. From a deliberately empty `keys` list
+//! it is a revocation (TDB §4.1.3): every key of the domain is withdrawn. From a
+//! document whose elements were all left out by the parser (one leaf certificate,
+//! thousands of `{}`), it is a publisher's mistake, and storing it would revoke every
+//! key just the same: one broken deploy on the peer's side would become an outage on
+//! this side. So the second is always refused ([`PolicyError::AllElementsIgnored`]),
+//! and the first is accepted only where the caller allows revocation
+//! ([`DocumentFacts::allow_revocation`]: a relationship's `allow_revocation`, off by
+//! default; always for an operator's `PUT` and a local file, which are deliberate);
+//! otherwise it is refused ([`PolicyError::RevocationRefused`]). Either way the stored
+//! bundle stays.
 //!
 //! It also owns the lints on *stored* bundles that never refuse anything
 //! ([`BundleWarning`]): a CA without its trust domain's path-less SPIFFE ID (ID-16)
@@ -23,7 +37,8 @@
 //! let candidate = Bundle::new(td.clone()); // no authorities: a revocation
 //! let source = Source::Operator { who: "alice".into() };
 //! let now = time::OffsetDateTime::UNIX_EPOCH;
-//! let decision = evaluate(&td, None, &candidate, &source, &PolicySettings::default(), now)?;
+//! let settings = PolicySettings::default();
+//! let decision = evaluate(&td, None, &candidate, None, &source, &settings, now)?;
 //! assert_eq!(decision, Decision::Accept { warnings: vec![Warning::Revocation] });
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -33,7 +48,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use spiffe_federation::bundle::{PublicKey, X509Authority};
+use spiffe_federation::bundle::{IgnoredSummary, PublicKey, X509Authority};
 use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
 use url::Url;
@@ -137,6 +152,20 @@ pub struct Current<'a> {
     pub bundle: &'a Bundle,
     /// Where it came from.
     pub source: &'a Source,
+}
+
+/// What policy knows of the bundle document a candidate was read from. A bundle that
+/// was not read from a bundle document (built in code, read from PEM, restored from
+/// history) has none, and the rules below do not apply to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentFacts {
+    /// The document's elements and those the parser left out
+    /// ([`Parsed::ignored_summary`](spiffe_federation::Parsed::ignored_summary)).
+    pub elements: IgnoredSummary,
+    /// Whether a deliberately empty `keys` list (a revocation) may replace the stored
+    /// bundle: a relationship's `allow_revocation` for a fetched document; `true` for
+    /// an operator's upload and a local file, which are deliberate.
+    pub allow_revocation: bool,
 }
 
 /// The verdict on an acceptable candidate.
@@ -244,6 +273,43 @@ pub enum PolicyError {
         /// The trust domain.
         trust_domain: TrustDomain,
     },
+    /// The document's `keys` listed elements and every one was left out (a leaf
+    /// certificate as the only authority, unknown key types, `{}`s): the empty bundle
+    /// left is a publisher's mistake, not a revocation, and is never stored.
+    #[error(
+        "{trust_domain}: every element of \"keys\" was left out ({summary}); the document is refused and {}",
+        kept(*.stored)
+    )]
+    AllElementsIgnored {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// What the document held and why each kind of element was left out.
+        summary: IgnoredSummary,
+        /// Whether a bundle is stored (and kept) for the trust domain.
+        stored: bool,
+    },
+    /// A deliberately empty `keys` list, which would revoke every key of the trust
+    /// domain (TDB §4.1.3), from a source that may not revoke: a relationship without
+    /// `allow_revocation = true`.
+    #[error(
+        "{trust_domain}: the document's \"keys\" list is empty, which would revoke every key of the trust domain; the relationship does not allow revocation (allow_revocation = false), so {}",
+        kept(*.stored)
+    )]
+    RevocationRefused {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// Whether a bundle is stored (and kept) for the trust domain.
+        stored: bool,
+    },
+}
+
+/// The end of a refusal's message: what keeps serving.
+fn kept(stored: bool) -> &'static str {
+    if stored {
+        "the last good bundle is kept"
+    } else {
+        "nothing is stored for it"
+    }
 }
 
 impl PolicyError {
@@ -255,6 +321,8 @@ impl PolicyError {
             Self::SequenceRegression { .. } => "sequence_regression",
             Self::TooManyAuthorities { .. } => "too_many_authorities",
             Self::BootstrapOverStored { .. } => "bootstrap_over_stored",
+            Self::AllElementsIgnored { .. } => "all_elements_ignored",
+            Self::RevocationRefused { .. } => "revocation_refused",
         }
     }
 }
@@ -374,19 +442,24 @@ fn shared(authority: &X509Authority, other: &TrustDomain) -> BundleWarning {
     }
 }
 
-/// Decide whether `candidate`, submitted for `expected` by `source`, replaces `current`.
+/// Decide whether `candidate`, read from `document` (if it was read from a bundle
+/// document) and submitted for `expected` by `source`, replaces `current`.
 ///
 /// Rules, in order:
 /// 1. the candidate's trust domain must be `expected` (FED-7);
-/// 2. at most `settings.max_authorities` authorities;
-/// 3. equal to the stored bundle (content and sequence) → [`Decision::Unchanged`];
-/// 4. a [`Source::Bootstrap`] never replaces a stored bundle;
-/// 5. sequences are compared unless either side is an operator override (L-5: an
+/// 2. a document whose `keys` listed elements none of which was kept is refused
+///    ([`PolicyError::AllElementsIgnored`]), whatever is stored;
+/// 3. at most `settings.max_authorities` authorities;
+/// 4. equal to the stored bundle (content and sequence) → [`Decision::Unchanged`];
+/// 5. a [`Source::Bootstrap`] never replaces a stored bundle;
+/// 6. sequences are compared unless either side is an operator override (L-5: an
 ///    override is always accepted and resets the baseline): lower → per
 ///    [`SequencePolicy`]; equal with other authorities → warning (L-3); dropped →
 ///    warning (STO-3); unsequenced on both sides → the latest wins;
-/// 6. flags that never refuse: no authorities ([`Warning::Revocation`], BUN-11) and
-///    every X.509 authority expired at `now` ([`Warning::ExpiredOnly`]).
+/// 7. no authorities (BUN-11): refused when the document does not allow revocation
+///    ([`PolicyError::RevocationRefused`]), else flagged ([`Warning::Revocation`]);
+/// 8. flagged, never refused: every X.509 authority expired at `now`
+///    ([`Warning::ExpiredOnly`]).
 ///
 /// # Errors
 /// A [`PolicyError`] naming the rule that refused the candidate.
@@ -394,6 +467,7 @@ pub fn evaluate(
     expected: &TrustDomain,
     current: Option<Current<'_>>,
     candidate: &Bundle,
+    document: Option<&DocumentFacts>,
     source: &Source,
     settings: &PolicySettings,
     now: OffsetDateTime,
@@ -402,6 +476,15 @@ pub fn evaluate(
         return Err(PolicyError::TrustDomainMismatch {
             expected: expected.clone(),
             actual: candidate.trust_domain().clone(),
+        });
+    }
+    if let Some(facts) = document
+        && (facts.elements.all_ignored() || (facts.elements.elements > 0 && candidate.is_empty()))
+    {
+        return Err(PolicyError::AllElementsIgnored {
+            trust_domain: expected.clone(),
+            summary: facts.elements.clone(),
+            stored: current.is_some(),
         });
     }
     let count = authority_count(candidate);
@@ -426,6 +509,12 @@ pub fn evaluate(
         }
     }
     if candidate.is_empty() {
+        if document.is_some_and(|facts| !facts.allow_revocation) {
+            return Err(PolicyError::RevocationRefused {
+                trust_domain: expected.clone(),
+                stored: current.is_some(),
+            });
+        }
         warnings.push(Warning::Revocation);
     }
     if let Some(latest_not_after) = expired_only(candidate, now) {
@@ -571,6 +660,7 @@ mod tests {
         expected: TrustDomain,
         current: Option<(Bundle, Source)>,
         candidate: Bundle,
+        document: Option<DocumentFacts>,
         source: Source,
         settings: PolicySettings,
     }
@@ -581,9 +671,26 @@ mod tests {
                 expected: td("east.example"),
                 current,
                 candidate,
+                document: None,
                 source: fetched(),
                 settings: PolicySettings::default(),
             }
+        }
+
+        /// The candidate was read from a document of `elements` elements, of which
+        /// `ignored` were left out, from a source that may (or may not) revoke.
+        fn document(mut self, elements: usize, ignored: usize, allow_revocation: bool) -> Self {
+            let authorities = authority_count(&self.candidate);
+            self.document = Some(DocumentFacts {
+                elements: IgnoredSummary {
+                    elements,
+                    authorities,
+                    ignored,
+                    by_reason: Vec::new(),
+                },
+                allow_revocation,
+            });
+            self
         }
 
         fn source(mut self, source: Source) -> Self {
@@ -610,6 +717,7 @@ mod tests {
                 &self.expected,
                 current,
                 &self.candidate,
+                self.document.as_ref(),
                 &self.source,
                 &self.settings,
                 now(),
@@ -727,6 +835,89 @@ mod tests {
         bootstrap_never_replaces_a_stored_bundle:
             update(Some(1), Some(2)).source(Source::Bootstrap { who: "fedgw.toml".into() })
             => Err(PolicyError::BootstrapOverStored { trust_domain: east() });
+        all_elements_ignored_is_refused_and_the_stored_bundle_kept:
+            Case::new(Some((bundle(&east(), Some(1)), fetched())), with_sequence(&Bundle::new(east()), Some(2)))
+                .document(1, 1, true)
+            => Err(PolicyError::AllElementsIgnored { trust_domain: east(), summary: summary(1, 1), stored: true });
+        all_elements_ignored_is_refused_even_from_an_operator:
+            Case::new(None, Bundle::new(east())).document(100_000, 100_000, true).source(operator())
+            => Err(PolicyError::AllElementsIgnored { trust_domain: east(), summary: summary(100_000, 100_000), stored: false });
+        all_elements_ignored_is_refused_even_over_an_empty_stored_bundle:
+            Case::new(Some((Bundle::new(east()), operator())), Bundle::new(east())).document(2, 2, true)
+            => Err(PolicyError::AllElementsIgnored { trust_domain: east(), summary: summary(2, 2), stored: true });
+        some_elements_ignored_is_accepted:
+            Case::new(None, bundle(&east(), Some(1))).document(3, 2, false) => accept(&[]);
+        empty_keys_is_refused_where_revocation_is_not_allowed:
+            Case::new(Some((bundle(&east(), Some(1)), fetched())), with_sequence(&Bundle::new(east()), Some(2)))
+                .document(0, 0, false)
+            => Err(PolicyError::RevocationRefused { trust_domain: east(), stored: true });
+        empty_keys_as_a_first_bundle_is_refused_where_revocation_is_not_allowed:
+            Case::new(None, Bundle::new(east())).document(0, 0, false)
+            => Err(PolicyError::RevocationRefused { trust_domain: east(), stored: false });
+        empty_keys_is_a_revocation_where_allowed:
+            Case::new(Some((bundle(&east(), Some(1)), fetched())), with_sequence(&Bundle::new(east()), Some(2)))
+                .document(0, 0, true)
+            => accept(&[Warning::Revocation]);
+        empty_keys_equal_to_the_stored_empty_bundle_is_unchanged:
+            Case::new(Some((Bundle::new(east()), fetched())), Bundle::new(east())).document(0, 0, false)
+            => Ok(Decision::Unchanged);
+        a_sequence_regression_is_named_before_a_refused_revocation:
+            Case::new(Some((bundle(&east(), Some(5)), fetched())), with_sequence(&Bundle::new(east()), Some(4)))
+                .document(0, 0, false)
+            => Err(PolicyError::SequenceRegression { trust_domain: east(), current: 5, candidate: 4 });
+    }
+
+    fn summary(elements: usize, ignored: usize) -> IgnoredSummary {
+        IgnoredSummary {
+            elements,
+            authorities: 0,
+            ignored,
+            by_reason: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn refusals_of_empty_bundles_say_what_was_served_and_what_is_kept() {
+        let parsed = Bundle::parse(&east(), br#"{"keys":[{},{}]}"#).unwrap();
+        let facts = DocumentFacts {
+            elements: parsed.ignored_summary(),
+            allow_revocation: true,
+        };
+        let stored = bundle(&east(), Some(1));
+        let source = fetched();
+        let current = Current {
+            bundle: &stored,
+            source: &source,
+        };
+        let settings = PolicySettings::default();
+        let err = evaluate(
+            &east(),
+            Some(current),
+            &parsed.bundle,
+            Some(&facts),
+            &source,
+            &settings,
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "all_elements_ignored");
+        assert_eq!(
+            err.to_string(),
+            "east.example: every element of \"keys\" was left out (2 of 2 elements left out: 2 × no \"use\" member (first at /keys/0)); the document is refused and the last good bundle is kept"
+        );
+        let refused = PolicyError::RevocationRefused {
+            trust_domain: east(),
+            stored: false,
+        };
+        assert_eq!(refused.code(), "revocation_refused");
+        assert!(
+            refused.to_string().ends_with("so nothing is stored for it"),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("allow_revocation = false"),
+            "{refused}"
+        );
     }
 
     fn year() -> OffsetDateTime {

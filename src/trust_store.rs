@@ -50,7 +50,9 @@ use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
-use crate::policy::{self, Current, Decision, PolicyError, PolicySettings, Source, Warning};
+use crate::policy::{
+    self, Current, Decision, DocumentFacts, PolicyError, PolicySettings, Source, Warning,
+};
 use crate::store::{
     AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipStatus,
     Store, StoreError,
@@ -202,8 +204,39 @@ impl TrustStore {
         source: Source,
         now: OffsetDateTime,
     ) -> Result<Outcome, SubmitError> {
+        self.submit_inner(expected, candidate, None, source, now)
+            .await
+    }
+
+    /// As [`TrustStore::submit`], for a bundle read from a bundle document: policy
+    /// also judges what the document held (`document`), refusing a document whose
+    /// elements were all left out, and an empty `keys` list where revocation is not
+    /// allowed ([`DocumentFacts`]).
+    ///
+    /// # Errors
+    /// As [`TrustStore::submit`].
+    pub async fn submit_document(
+        &self,
+        expected: &TrustDomain,
+        candidate: Bundle,
+        document: DocumentFacts,
+        source: Source,
+        now: OffsetDateTime,
+    ) -> Result<Outcome, SubmitError> {
+        self.submit_inner(expected, candidate, Some(&document), source, now)
+            .await
+    }
+
+    async fn submit_inner(
+        &self,
+        expected: &TrustDomain,
+        candidate: Bundle,
+        document: Option<&DocumentFacts>,
+        source: Source,
+        now: OffsetDateTime,
+    ) -> Result<Outcome, SubmitError> {
         let guard = Arc::clone(&self.inner.writer).lock_owned().await;
-        let warnings = match self.evaluate(expected, &candidate, &source, now)? {
+        let warnings = match self.evaluate(expected, &candidate, document, &source, now)? {
             Decision::Accept { warnings } => warnings,
             Decision::Unchanged => return Ok(Outcome::Unchanged),
         };
@@ -296,7 +329,7 @@ impl TrustStore {
         let source = Source::Operator {
             who: who.to_owned(),
         };
-        let warnings = match self.evaluate(trust_domain, &bundle, &source, now)? {
+        let warnings = match self.evaluate(trust_domain, &bundle, None, &source, now)? {
             Decision::Accept { warnings } => warnings,
             Decision::Unchanged => return Ok(Outcome::Unchanged),
         };
@@ -454,6 +487,7 @@ impl TrustStore {
         &self,
         expected: &TrustDomain,
         candidate: &Bundle,
+        document: Option<&DocumentFacts>,
         source: &Source,
         now: OffsetDateTime,
     ) -> Result<Decision, PolicyError> {
@@ -466,6 +500,7 @@ impl TrustStore {
             expected,
             current,
             candidate,
+            document,
             source,
             &self.inner.settings,
             now,
@@ -1011,6 +1046,81 @@ mod tests {
             text.contains("# TYPE fedgw_bundle_rejections_total counter"),
             "{text}"
         );
+    }
+
+    /// A document whose elements were all left out, and an empty `keys` list where
+    /// revocation is not allowed, change nothing (same bytes, same revision, no
+    /// announcement) and are counted under their codes; where revocation is allowed the
+    /// empty list is stored as a revocation.
+    #[tokio::test]
+    async fn all_ignored_and_refused_revocations_leave_the_stored_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let east = td("east.example");
+        accept(&store, &bundle(&east, Some(5))).await;
+        let before = store.snapshot();
+        let mut feed = store.subscribe();
+        feed.borrow_and_update();
+        let submit = |document: &'static [u8], allow_revocation: bool| {
+            let store = store.clone();
+            let east = east.clone();
+            async move {
+                let parsed = Bundle::parse(&east, document).unwrap();
+                let facts = DocumentFacts {
+                    elements: parsed.ignored_summary(),
+                    allow_revocation,
+                };
+                store
+                    .submit_document(&east, parsed.bundle, facts, fetched(), now())
+                    .await
+            }
+        };
+        let err = submit(br#"{"keys":[{}],"spiffe_sequence":6}"#, true).await;
+        assert!(
+            matches!(
+                err,
+                Err(SubmitError::Rejected(PolicyError::AllElementsIgnored {
+                    stored: true,
+                    ..
+                }))
+            ),
+            "{err:?}"
+        );
+        let err = submit(br#"{"keys":[],"spiffe_sequence":6}"#, false).await;
+        assert!(
+            matches!(
+                err,
+                Err(SubmitError::Rejected(PolicyError::RevocationRefused {
+                    stored: true,
+                    ..
+                }))
+            ),
+            "{err:?}"
+        );
+        let after = store.snapshot();
+        assert_eq!(after.revision, before.revision);
+        assert_eq!(
+            after.get(&east).unwrap().json,
+            before.get(&east).unwrap().json
+        );
+        assert!(!feed.has_changed().unwrap());
+        for reason in ["all_elements_ignored", "revocation_refused"] {
+            let labels = [("trust_domain", "east.example"), ("reason", reason)];
+            assert_eq!(
+                store.metrics().value(REJECTIONS_METRIC, &labels),
+                Some(1.0),
+                "{reason}"
+            );
+        }
+
+        let outcome = submit(br#"{"keys":[],"spiffe_sequence":6}"#, true)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&outcome, Outcome::Accepted { warnings, .. } if warnings == &[Warning::Revocation]),
+            "{outcome:?}"
+        );
+        assert!(store.snapshot().get(&east).unwrap().bundle.is_empty());
     }
 
     fn codes(store: &TrustStore, td: &TrustDomain) -> Vec<&'static str> {

@@ -28,8 +28,6 @@ use spiffe_federation::{Bundle, TrustDomain};
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use url::Url;
 
 const WRITE_TOKEN: &str = "write-secret";
@@ -108,8 +106,7 @@ struct Harness {
     addr: BoundAddr,
     ready: watch::Sender<bool>,
     refreshed: mpsc::UnboundedReceiver<TrustDomain>,
-    cancel: CancellationToken,
-    server: JoinHandle<Result<(), ListenError>>,
+    shutdown: fedgw::shutdown::Shutdown,
 }
 
 impl Harness {
@@ -160,6 +157,10 @@ impl Harness {
                 trust_domain: l.trust_domain.clone(),
                 path: config.local_path(i).unwrap(),
                 refresh_hint: l.refresh_hint,
+                source_file: match &l.source {
+                    fedgw::config::LocalSource::File { file, .. } => Some(file.clone()),
+                    fedgw::config::LocalSource::Admin { .. } => None,
+                },
             })
             .collect();
         let state = AdminState {
@@ -179,11 +180,18 @@ impl Harness {
                 fedgw::shutdown::Shutdown::new(),
             ),
             tasks: fedgw::supervise::TaskHealth::new(),
+            body_limits: Default::default(),
         };
         let bound = listen::bind(&listen, &access).await.unwrap();
         let addr = bound.local_addr().unwrap();
-        let cancel = CancellationToken::new();
-        let server = tokio::spawn(bound.serve(admin::router(state), cancel.clone()));
+        let shutdown = fedgw::shutdown::Shutdown::new();
+        let net = fedgw::net::Net::new(
+            fedgw::net::Budget::new(1024),
+            Metrics::new(),
+            shutdown.clone(),
+        );
+        let limits = fedgw::net::LimitsConfig::default().resolve(fedgw::net::Kind::Admin);
+        shutdown.spawn(bound.serve(admin::router(state), limits, net));
         let client = client_for(&addr, options.tcp.then(|| WRITE_TOKEN.to_owned()));
         Self {
             _dir: dir,
@@ -193,8 +201,7 @@ impl Harness {
             addr,
             ready,
             refreshed,
-            cancel,
-            server,
+            shutdown,
         }
     }
 
@@ -215,8 +222,11 @@ impl Harness {
     }
 
     async fn stop(self) {
-        self.cancel.cancel();
-        self.server.await.unwrap().unwrap();
+        let ended = self
+            .shutdown
+            .shutdown(std::time::Duration::from_secs(10))
+            .await;
+        assert_eq!(ended, fedgw::shutdown::Ended::Clean);
     }
 }
 
@@ -292,6 +302,14 @@ fn ca_pem(td: &str, expiry_year: i32) -> String {
 
 fn sequenced(sequence: u64) -> String {
     format!(r#"{{"keys":[],"spiffe_sequence":{sequence}}}"#)
+}
+
+/// A document of `name` with one CA (expiring in 2031) and `sequence`: a bundle that
+/// is not a revocation.
+fn with_ca(name: &str, sequence: u64) -> String {
+    let mut bundle = Bundle::from_pem(&td(name), ca_pem(name, 2031).as_bytes()).unwrap();
+    bundle.set_sequence(Some(sequence));
+    String::from_utf8(bundle.to_json()).unwrap()
 }
 
 fn fetched() -> Source {
@@ -624,7 +642,7 @@ async fn status_reports_roles_and_states() {
     )
     .await
     .unwrap();
-    submit_fetched(&h.store, "fresh.example", &sequenced(7), now).await;
+    submit_fetched(&h.store, "fresh.example", &with_ca("fresh.example", 7), now).await;
     h.store
         .record_fetch_success(&td("fresh.example"), now, None)
         .await
@@ -641,7 +659,13 @@ async fn status_reports_roles_and_states() {
         .unwrap();
     // Default refresh interval is 300 s; three hours without a fresh bundle is stale.
     let long_ago = now - time::Duration::hours(3);
-    submit_fetched(&h.store, "old.example", &sequenced(1), long_ago).await;
+    submit_fetched(
+        &h.store,
+        "old.example",
+        &with_ca("old.example", 1),
+        long_ago,
+    )
+    .await;
     h.store
         .record_fetch_success(&td("old.example"), long_ago, None)
         .await
@@ -676,7 +700,7 @@ async fn status_reports_roles_and_states() {
     let old = domain(status, "old.example");
     assert!(old["age_seconds"].as_i64().unwrap() >= 3 * 3600);
     assert_eq!(old["sequence"], 1);
-    assert!(old["soonest_expiry"].is_null(), "no X.509 authorities");
+    assert_eq!(old["soonest_expiry"], "2031-01-01T00:00:00Z");
     let broken = domain(status, "broken.example");
     assert_eq!(broken["consecutive_failures"], 1);
     assert_eq!(broken["last_error"]["message"], "connection refused");

@@ -33,8 +33,6 @@ use reqwest::Method;
 use spiffe_federation::{Bundle, SpiffeId, TrustDomain};
 use tempfile::TempDir;
 use time::OffsetDateTime;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use gateway::{DEADLINE, GatewayBuilder, free_port, wait_until, write_atomically};
@@ -102,8 +100,7 @@ struct Harness {
     partner: DevPkiPaths,
     tls: AdminTls,
     addr: SocketAddr,
-    cancel: CancellationToken,
-    server: JoinHandle<Result<(), ListenError>>,
+    shutdown: fedgw::shutdown::Shutdown,
 }
 
 impl Harness {
@@ -171,6 +168,7 @@ impl Harness {
                 trust_domain: td(HOME),
                 path: "/".into(),
                 refresh_hint: fedgw::config::Seconds(300),
+                source_file: Some(home.bundle.clone()),
             }],
             relationships: RelationshipsView::new(Vec::new()),
             refresh,
@@ -183,14 +181,21 @@ impl Harness {
                 fedgw::shutdown::Shutdown::new(),
             ),
             tasks: fedgw::supervise::TaskHealth::new(),
+            body_limits: Default::default(),
             registry: None,
         };
         let bound = listen::tls::bind("127.0.0.1:0".parse().unwrap(), &tls, &access, &store)
             .await
             .unwrap();
         let addr = bound.local_addr().unwrap();
-        let cancel = CancellationToken::new();
-        let server = tokio::spawn(bound.serve(state, cancel.clone()));
+        let shutdown = fedgw::shutdown::Shutdown::new();
+        let net = fedgw::net::Net::new(
+            fedgw::net::Budget::new(1024),
+            Metrics::new(),
+            shutdown.clone(),
+        );
+        let limits = fedgw::net::LimitsConfig::default().resolve(fedgw::net::Kind::Admin);
+        shutdown.spawn(bound.serve(state, limits, net));
         Self {
             dir,
             store,
@@ -198,8 +203,7 @@ impl Harness {
             partner,
             tls,
             addr,
-            cancel,
-            server,
+            shutdown,
         }
     }
 
@@ -224,8 +228,11 @@ impl Harness {
     }
 
     async fn stop(self) {
-        self.cancel.cancel();
-        self.server.await.unwrap().unwrap();
+        let ended = self
+            .shutdown
+            .shutdown(std::time::Duration::from_secs(10))
+            .await;
+        assert_eq!(ended, fedgw::shutdown::Ended::Clean);
     }
 }
 
@@ -638,5 +645,71 @@ async fn sec_3_mtls_cli_status_over_https_with_an_svid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    drop(gateway);
+}
+
+/// A local domain whose bundle comes from a file cannot be deleted, replaced or rolled
+/// back through the API (409 `managed_by_source`, naming the file): deleting it used to
+/// lock out every mTLS admin client of the domain until a restart, since the unchanged
+/// file was never read again. The mTLS client keeps working and the bundle still serves.
+#[tokio::test]
+async fn local_bundle_from_a_file_is_not_deleted_or_replaced_through_the_api() {
+    let root = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let builder = GatewayBuilder::new(root.path(), "mtls.example").web();
+    let pki = builder.pki().clone();
+    let admin = format!(
+        "\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[admin.tls]\ncert = {cert:?}\nkey = {key:?}\n[[admin.clients]]\nspiffe_id = \"spiffe://mtls.example/ops\"\nscope = \"write\"\n",
+        cert = pki.web_cert.display().to_string(),
+        key = pki.web_key.display().to_string(),
+    );
+    let gateway = builder.extra_toml(&admin).start().await;
+    let ops = issue(root.path(), &pki, "spiffe://mtls.example/ops", "ops");
+    let tls = ClientTls::from_files(
+        Some(&pki.web_ca_cert),
+        Some((ops.cert.as_path(), ops.key.as_path())),
+    )
+    .unwrap()
+    .unwrap();
+    let target = AdminTarget::Url(Url::parse(&format!("https://127.0.0.1:{admin_port}/")).unwrap());
+    let client = AdminClient::with_tls(&target, None, Some(&tls)).unwrap();
+    wait_until(DEADLINE, "the admin API to answer over mTLS", || async {
+        client.call(Method::GET, "/v1/status", None).await.is_ok()
+    })
+    .await;
+    let served = gateway.local_bundle().await.unwrap();
+    let file = pki.bundle.display().to_string();
+
+    let path = "/v1/bundles/mtls.example";
+    let refusals = [
+        ("DELETE", client.call(Method::DELETE, path, None).await),
+        ("PUT", put_empty(&client, "mtls.example").await),
+        (
+            "rollback",
+            client
+                .call(
+                    Method::POST,
+                    &format!("{path}/rollback"),
+                    Some(Body::Json(serde_json::json!({"revision": 1}))),
+                )
+                .await,
+        ),
+    ];
+    for (what, result) in refusals {
+        let (status, code, message) = api_error(result);
+        assert_eq!(
+            (status, code.as_str()),
+            (409, "managed_by_source"),
+            "{what}"
+        );
+        assert!(message.contains(&file), "{what}: {message}");
+    }
+    // The mTLS client still gets in, and the bundle is still served.
+    let status = client.call(Method::GET, "/v1/status", None).await.unwrap();
+    assert_eq!(status.status, 200);
+    let answer = client.call(Method::GET, path, None).await.unwrap();
+    assert_eq!(answer.status, 200);
+    let now = gateway.local_bundle().await.unwrap();
+    assert_eq!(now, served);
     drop(gateway);
 }

@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fedgw::config::Config;
@@ -265,4 +266,145 @@ async fn fed_11_dist_2_no_file_merges_domains_and_no_union_mode_exists() {
         );
     }
     shutdown.shutdown(std::time::Duration::from_secs(5)).await;
+}
+
+/// A gateway on `data_dir` with one files sink in `out`, started in-process.
+async fn start_sink_gateway(root: &Path) -> fedgw::gateway::Running {
+    let text = format!(
+        "data_dir = {data:?}\n[[sinks.files]]\ndir = {out:?}\n",
+        data = root.join("data").display().to_string(),
+        out = root.join("out").display().to_string(),
+    );
+    let config = Config::from_toml(&text).unwrap();
+    fedgw::gateway::start(&config)
+        .await
+        .unwrap_or_else(|err| panic!("the gateway must start: {err}"))
+}
+
+/// The `bundle-files.json` index in `dir`.
+fn read_index(dir: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(dir.join(fedgw::sinks::files::INDEX_FILE)).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A trust domain of 255 bytes (legal for SPIFFE; `<td>.json` is over NAME_MAX) is
+/// written under a safe encoded name listed in `bundle-files.json`, while the other
+/// domains' files keep being updated; it is deleted cleanly, and the gateway restarts
+/// on the same directory, also when an older version's manifest names a file that
+/// cannot exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_255_byte_trust_domain_is_written_under_a_safe_name_and_never_stalls_the_sink() {
+    let root = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let long = td(&format!("{}.example", "l".repeat(247)));
+    assert_eq!(long.as_str().len(), 255);
+    let a = td("a.example");
+    let a_ca = dev_ca(pki.path(), &a);
+
+    let running = start_sink_gateway(root.path()).await;
+    let put = |store: &fedgw::trust_store::TrustStore, bundle: Bundle| {
+        let store = store.clone();
+        async move {
+            let td = bundle.trust_domain().clone();
+            let source = fedgw::policy::Source::Operator { who: "test".into() };
+            store
+                .submit(&td, bundle, source, time::OffsetDateTime::now_utc())
+                .await
+                .unwrap();
+        }
+    };
+    let store = running.trust_store.clone();
+    put(
+        &store,
+        bundle_of(&long, &[dev_ca(&pki.path().join("long"), &long)], 1),
+    )
+    .await;
+    put(&store, bundle_of(&a, std::slice::from_ref(&a_ca), 1)).await;
+    wait_until(DEADLINE, "both domains in the bundle map", || {
+        let out = out.clone();
+        async move { read_map(&out).is_some_and(|map| map.len() == 2) }
+    })
+    .await;
+    let index = read_index(&out);
+    let json_name = index["trust_domains"][long.as_str()]["json"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pem_name = index["trust_domains"][long.as_str()]["pem"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        json_name.len() <= fedgw::sinks::files::NAME_MAX,
+        "{json_name}"
+    );
+    assert!(
+        json_name.starts_with(&"l".repeat(64)) && json_name.contains('+'),
+        "{json_name}"
+    );
+    let stored = Bundle::parse(&long, &std::fs::read(out.join(&json_name)).unwrap())
+        .unwrap()
+        .bundle;
+    assert_eq!(stored.sequence(), Some(1));
+    assert!(out.join(&pem_name).exists());
+    assert_eq!(
+        index["trust_domains"]["a.example"]["json"],
+        "a.example.json"
+    );
+
+    // Other domains keep being written.
+    put(&store, bundle_of(&a, std::slice::from_ref(&a_ca), 2)).await;
+    wait_until(DEADLINE, "a.example's JSON file updated", || {
+        let path = out.join("a.example.json");
+        async move {
+            std::fs::read(&path).is_ok_and(|bytes| {
+                Bundle::parse(&td("a.example"), &bytes)
+                    .is_ok_and(|parsed| parsed.bundle.sequence() == Some(2))
+            })
+        }
+    })
+    .await;
+
+    // Deleted cleanly.
+    running
+        .trust_store
+        .remove(&long, "test", time::OffsetDateTime::now_utc())
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until(DEADLINE, "the long domain's files deleted", || {
+        let (json, pem, out) = (out.join(&json_name), out.join(&pem_name), out.clone());
+        async move { !json.exists() && !pem.exists() && read_map(&out).is_some_and(|m| m.len() == 1) }
+    })
+    .await;
+    assert_eq!(
+        running.shutdown(Duration::from_secs(10)).await,
+        Ended::Clean
+    );
+    // The database closes with its last handle.
+    drop(store);
+
+    // An older version wrote `<td>.json` for the long domain into its manifest: the
+    // gateway starts anyway, and converges.
+    let manifest = out.join(fedgw::sinks::files::MANIFEST_FILE);
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(&format!("{long}.json\n"));
+    std::fs::write(&manifest, text).unwrap();
+    let running = start_sink_gateway(root.path()).await;
+    put(&running.trust_store, bundle_of(&a, &[a_ca], 3)).await;
+    wait_until(DEADLINE, "a.example updated after the restart", || {
+        let out = out.clone();
+        async move {
+            read_map(&out)
+                .is_some_and(|map| map.get(&td("a.example")).unwrap().sequence() == Some(3))
+        }
+    })
+    .await;
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(!text.contains(&format!("{long}.json")), "{text}");
+    assert_eq!(
+        running.shutdown(Duration::from_secs(10)).await,
+        Ended::Clean
+    );
 }

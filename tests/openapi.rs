@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use fedgw::admin::auth::{Access, sha256_hex};
-use fedgw::admin::listen::{self, BoundAddr, ListenError};
+use fedgw::admin::listen::{self, BoundAddr};
 use fedgw::admin::{self, AdminState, RefreshRequest, RelationshipsView};
 use fedgw::config::{AdminListen, AdminToken, PollingConfig, Scope};
 use fedgw::policy::PolicySettings;
@@ -35,8 +35,6 @@ use reqwest::Method;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const WRITE_TOKEN: &str = "write-secret";
 const READ_TOKEN: &str = "read-secret";
@@ -95,8 +93,7 @@ struct Server {
     _dir: TempDir,
     base: String,
     http: reqwest::Client,
-    cancel: CancellationToken,
-    task: JoinHandle<Result<(), ListenError>>,
+    shutdown: fedgw::shutdown::Shutdown,
 }
 
 impl Server {
@@ -146,20 +143,26 @@ impl Server {
                 fedgw::shutdown::Shutdown::new(),
             ),
             tasks: fedgw::supervise::TaskHealth::new(),
+            body_limits: Default::default(),
         };
         let listen = AdminListen::Tcp("127.0.0.1:0".parse().unwrap());
         let bound = listen::bind(&listen, &access).await.unwrap();
         let BoundAddr::Tcp(addr) = bound.local_addr().unwrap() else {
             panic!("a TCP listener has a TCP address")
         };
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(bound.serve(admin::router(state), cancel.clone()));
+        let shutdown = fedgw::shutdown::Shutdown::new();
+        let net = fedgw::net::Net::new(
+            fedgw::net::Budget::new(1024),
+            Metrics::new(),
+            shutdown.clone(),
+        );
+        let limits = fedgw::net::LimitsConfig::default().resolve(fedgw::net::Kind::Admin);
+        shutdown.spawn(bound.serve(admin::router(state), limits, net));
         Self {
             _dir: dir,
             base: format!("http://{addr}"),
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
-            cancel,
-            task,
+            shutdown,
         }
     }
 
@@ -192,8 +195,11 @@ impl Server {
     }
 
     async fn stop(self) {
-        self.cancel.cancel();
-        self.task.await.unwrap().unwrap();
+        let ended = self
+            .shutdown
+            .shutdown(std::time::Duration::from_secs(10))
+            .await;
+        assert_eq!(ended, fedgw::shutdown::Ended::Clean);
     }
 }
 

@@ -805,6 +805,7 @@ async fn sec_3_relationship_changes_are_audited_with_who_old_and_new() {
             .unwrap()
             .entry("follow_redirects")
             .or_insert(json!(true));
+        body["allow_revocation"] = json!(false);
         body
     };
     let values: Vec<(Option<Value>, Option<Value>)> = audit
@@ -1014,6 +1015,7 @@ async fn fed_4_cli_verbs_create_update_show_and_delete() {
         extra_ca_roots: None,
         follow_redirects: true,
         proxy: Some(ProxyConfig::Off),
+        allow_revocation: false,
     };
     let out = cli::federation_create(&gw.client, &cli::RelationshipBody::Args(args), false)
         .await

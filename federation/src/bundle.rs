@@ -9,7 +9,11 @@
 //! Parsing is strict about the document and lenient about elements, as TDB §4.1.3 and
 //! RFC 7517 §5 require: a broken document is a [`BundleError`]; a broken or unknown
 //! element is left out and reported as an [`Ignored`] entry, so the caller can show
-//! why. Facts worth a warning that do not remove anything are [`Lint`]s.
+//! why. Facts worth a warning that do not remove anything are [`Lint`]s. A document
+//! whose elements were *all* left out parses to an empty bundle just like a
+//! deliberately empty `keys` list (a revocation); [`Parsed::all_ignored`] and
+//! [`Parsed::ignored_summary`] tell the two apart, so that a caller can refuse the
+//! first without refusing the second.
 //!
 //! Serialisation is deterministic: equal bundles serialise to equal bytes (authorities
 //! sorted, members in a fixed order, only members the standards define).
@@ -30,6 +34,7 @@ pub(crate) mod json;
 mod map;
 mod parse;
 mod pem;
+mod summary;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,6 +49,7 @@ pub use self::authority::{
 };
 pub use self::map::{BundleMap, ParsedMap};
 pub use self::pem::PemError;
+pub use self::summary::{IgnoredSummary, ReasonCount};
 use crate::trust_domain::{IdError, TrustDomain};
 
 /// The default cap on a bundle document's size, 1 MiB (see `docs/conformance.md`, EXT-2).
@@ -73,6 +79,8 @@ pub struct Parsed {
     pub ignored: Vec<Ignored>,
     /// Warnings about kept content.
     pub lints: Vec<Lint>,
+    /// How many elements the document's `keys` list held, kept or not.
+    pub elements: usize,
 }
 
 /// A JWK element (or other part) left out of the bundle, as TDB §4.1.3 and RFC 7517 §5
@@ -85,7 +93,7 @@ pub struct Ignored {
     pub reason: IgnoreReason,
 }
 
-/// Why an element was left out of a bundle.
+/// Why an element was left out of a bundle; [`IgnoreReason::code`] names each kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IgnoreReason {
@@ -341,6 +349,30 @@ fn hint_text(found: &Option<String>) -> String {
     match found {
         Some(name) => format!(" (found {name:?}; member names are case-sensitive)"),
         None => String::new(),
+    }
+}
+
+impl IgnoreReason {
+    /// A stable name for the kind of reason, e.g. `missing_use` or `certificate`, for
+    /// counting and for messages that group elements.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAnObject { .. } => "not_an_object",
+            Self::DuplicateMember { .. } => "duplicate_member",
+            Self::MissingUse => "missing_use",
+            Self::UnknownUse { .. } => "unknown_use",
+            Self::MissingKty => "missing_kty",
+            Self::UnknownKty { .. } => "unknown_kty",
+            Self::MissingX5c => "missing_x5c",
+            Self::X5cNotBase64 { .. } => "x5c_not_base64",
+            Self::Certificate(_) => "certificate",
+            Self::KeyMismatch => "key_mismatch",
+            Self::BadKeyMember { .. } => "bad_key_member",
+            Self::UnsupportedCurve { .. } => "unsupported_curve",
+            Self::MissingKid { .. } => "missing_kid",
+            Self::DuplicateKid { .. } => "duplicate_kid",
+            Self::KidCollision { .. } => "kid_collision",
+        }
     }
 }
 

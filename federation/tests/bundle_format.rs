@@ -263,6 +263,84 @@ fn bun_11_all_elements_ignored_gives_an_empty_bundle() {
     assert_eq!(parsed.ignored.len(), 1);
 }
 
+/// An empty bundle from a document whose every element was left out is told apart from
+/// a deliberately empty `keys` list (the revocation of BUN-11), so that a caller can
+/// refuse the first; the summary counts the elements by reason.
+#[test]
+fn bun_11_all_ignored_is_told_apart_from_an_empty_keys_list() {
+    let empty = parse(br#"{"keys":[]}"#);
+    assert_eq!(empty.elements, 0);
+    assert!(!empty.all_ignored() && !empty.ignored_summary().all_ignored());
+
+    // One leaf certificate (cA false) as the only x509-svid key.
+    let ca = ca::TestCa::new("example.org");
+    let leaf = ca.svid("spiffe://example.org/workload");
+    let parsed = parse_value(json!({"keys": [jwk::x509_element(&leaf.der)]}));
+    assert!(parsed.bundle.is_empty() && parsed.all_ignored());
+    let summary = parsed.ignored_summary();
+    assert!(summary.all_ignored());
+    assert_eq!(
+        (summary.elements, summary.authorities, summary.ignored),
+        (1, 0, 1)
+    );
+    assert_eq!(summary.by_reason.len(), 1);
+    assert_eq!(summary.by_reason[0].code, "certificate");
+    assert!(
+        summary.to_string().contains("not a CA certificate"),
+        "{summary}"
+    );
+
+    // 100,000 `{}` JWKs: one reason, counted, shown once.
+    let many = format!("{{\"keys\":[{}]}}", vec!["{}"; 100_000].join(","));
+    let parsed = parse(many.as_bytes());
+    let summary = parsed.ignored_summary();
+    assert!(summary.all_ignored());
+    assert_eq!(summary.elements, 100_000);
+    assert_eq!(summary.by_reason.len(), 1);
+    assert_eq!(summary.by_reason[0].count, 100_000);
+    assert_eq!(
+        summary.to_string(),
+        "100000 of 100000 elements left out: 100000 × no \"use\" member (first at /keys/0)"
+    );
+
+    // One good key among broken ones: not all ignored.
+    let mixed = parse_value(json!({"keys": [{}, jwk::x509_element(&ca.der), {"use": "sig"}]}));
+    assert!(!mixed.all_ignored());
+    let summary = mixed.ignored_summary();
+    assert_eq!(
+        (summary.elements, summary.authorities, summary.ignored),
+        (3, 1, 2)
+    );
+    assert!(!summary.all_ignored());
+    assert_eq!(
+        summary.by_reason.iter().map(|r| r.code).collect::<Vec<_>>(),
+        ["missing_use", "unknown_use"]
+    );
+}
+
+/// Two keys under one kid cancel each other (neither can be selected): the bundle is
+/// empty although not every element is reported as ignored, and it still counts as
+/// "all ignored".
+#[test]
+fn bun_11_conflicting_kids_alone_count_as_all_ignored() {
+    let one = jwk::ec_element("jwt-svid", "k1", 1);
+    let other = jwk::ec_element("jwt-svid", "k1", 2);
+    let parsed = parse_value(json!({"keys": [one.clone(), one, other]}));
+    assert!(parsed.bundle.is_empty());
+    assert_eq!(parsed.ignored.len(), 2);
+    assert!(parsed.all_ignored() && parsed.ignored_summary().all_ignored());
+}
+
+/// A reason quoting a long value from the document is cut in the summary's text.
+#[test]
+fn ignored_summary_cuts_long_values() {
+    let long = "x".repeat(5_000);
+    let parsed = parse_value(json!({"keys": [{"use": long}]}));
+    let text = parsed.ignored_summary().to_string();
+    assert!(text.len() < 400, "{text}");
+    assert!(text.contains("characters)"), "{text}");
+}
+
 #[test]
 fn bun_13_serialiser_emits_only_defined_members() {
     let ca = ca::TestCa::new("example.org");

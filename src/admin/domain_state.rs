@@ -34,6 +34,10 @@ pub(super) enum DomainState {
     Failing,
     /// Foreign: no bundle yet and no failure yet (the first fetch has not finished).
     Pending,
+    /// Foreign: the stored bundle has no authorities: the peer revoked every key (an
+    /// empty `keys` list its relationship allows, or an operator's), so no SVID of the
+    /// domain is trusted. A warning state, never `healthy`.
+    Revoked,
     /// Foreign: the newest of the last successful fetch and the stored bundle's
     /// acceptance is older than [`STALE_AFTER_INTERVALS`] refresh intervals.
     Stale,
@@ -53,6 +57,8 @@ pub(super) struct ForeignFacts {
     pub(super) awaiting_bootstrap: bool,
     /// A bundle is stored for this domain.
     pub(super) has_bundle: bool,
+    /// The stored bundle has no authorities (a revocation).
+    pub(super) revoked: bool,
     /// Failed fetches since the last success.
     pub(super) consecutive_failures: u32,
     /// The later of the last successful fetch and the stored bundle's acceptance.
@@ -71,7 +77,7 @@ pub(super) fn local_state(has_bundle: bool) -> DomainState {
 }
 
 /// The state of a foreign domain at `now`. The first rule that holds wins:
-/// unmanaged, awaiting_bootstrap, failing, pending, stale, healthy.
+/// unmanaged, awaiting_bootstrap, failing, pending, revoked, stale, healthy.
 pub(super) fn foreign_state(facts: &ForeignFacts, now: OffsetDateTime) -> DomainState {
     if !facts.managed {
         return DomainState::Unmanaged;
@@ -84,6 +90,9 @@ pub(super) fn foreign_state(facts: &ForeignFacts, now: OffsetDateTime) -> Domain
     }
     if !facts.has_bundle {
         return DomainState::Pending;
+    }
+    if facts.revoked {
+        return DomainState::Revoked;
     }
     let limit = facts.refresh_interval.saturating_mul(STALE_AFTER_INTERVALS);
     let stale = facts.fresh_at.is_none_or(|at| now - at > limit);
@@ -151,6 +160,7 @@ mod tests {
             managed: true,
             awaiting_bootstrap: false,
             has_bundle: true,
+            revoked: false,
             consecutive_failures: 0,
             fresh_at: Some(NOW - Duration::from_secs(60)),
             refresh_interval: Duration::from_secs(300),
@@ -195,6 +205,17 @@ mod tests {
         bundle_without_any_time_is_stale: |f: &mut ForeignFacts| {
             f.fresh_at = None;
         } => Stale,
+        an_empty_stored_bundle_is_revoked_never_healthy: |f: &mut ForeignFacts| {
+            f.revoked = true;
+        } => Revoked,
+        revoked_and_stale_is_revoked: |f: &mut ForeignFacts| {
+            f.revoked = true;
+            f.fresh_at = None;
+        } => Revoked,
+        a_failure_wins_over_revoked: |f: &mut ForeignFacts| {
+            f.revoked = true;
+            f.consecutive_failures = 1;
+        } => Failing,
     }
 
     #[test]

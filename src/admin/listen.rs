@@ -8,8 +8,10 @@
 //! and, because a peer could connect in the instant between the two, every accepted
 //! connection's peer user is checked against the socket's owner. TCP is refused
 //! without configured tokens, TLS without tokens or client IDs (configuration
-//! validation enforces it too; this is the second lock). Shutdown is graceful: on cancellation no new connection is accepted
-//! and in-flight requests finish (the owner bounds the wait with its grace period).
+//! validation enforces it too; this is the second lock). Connections are served by
+//! [`crate::net`] under `[admin.limits]`; shutdown is graceful: no new connection is
+//! accepted and in-flight requests finish (the owner bounds the wait with its grace
+//! period).
 //!
 //! It does not own routes or authentication of requests ([`super::auth`]).
 
@@ -20,11 +22,11 @@ use std::path::{Path, PathBuf};
 
 use axum::Router;
 use tokio::net::{TcpListener, UnixListener, UnixStream};
-use tokio_util::sync::CancellationToken;
 
 use super::auth::Access;
 use crate::config::AdminListen;
 use crate::endpoint::EndpointError;
+use crate::net::{self, Limits, Net, Plain, Protocols};
 
 pub mod tls;
 
@@ -85,9 +87,6 @@ pub enum ListenError {
         /// The OS error.
         source: io::Error,
     },
-    /// The server stopped with an I/O error.
-    #[error("admin API server failed: {0}")]
-    Serve(#[source] io::Error),
 }
 
 /// Where a bound listener listens.
@@ -109,19 +108,6 @@ pub struct Bound {
 enum Inner {
     Unix(OwnerOnly),
     Tcp(TcpListener),
-}
-
-/// Bind `listen` and serve `router` on it until `cancel` fires.
-///
-/// # Errors
-/// A [`ListenError`] from [`bind`] or [`Bound::serve`].
-pub async fn serve(
-    listen: &AdminListen,
-    access: &Access,
-    router: Router,
-    cancel: CancellationToken,
-) -> Result<(), ListenError> {
-    bind(listen, access).await?.serve(router, cancel).await
 }
 
 /// Bind `listen`: for a unix socket, make the parent directory, clear a stale socket,
@@ -160,34 +146,41 @@ impl Bound {
         }
     }
 
-    /// Serve `router` until `cancel` fires, then let in-flight requests finish. A
-    /// unix socket file is removed when serving ends.
-    ///
-    /// # Errors
-    /// [`ListenError::Serve`] if the server fails.
-    pub async fn serve(self, router: Router, cancel: CancellationToken) -> Result<(), ListenError> {
-        let shutdown = cancel.cancelled_owned();
+    /// Serve `router` under `limits` until shutdown: connections of `net`, closed
+    /// gracefully at shutdown (in-flight requests finish within the owner's grace
+    /// period). Resolves when accepting has stopped; a unix socket file is removed
+    /// then. On a unix socket only the socket owner's connections are admitted.
+    pub async fn serve(self, router: Router, limits: Limits, net: Net) {
+        let connector = Plain(router);
         match self.inner {
-            Inner::Tcp(listener) => axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(ListenError::Serve),
-            Inner::Unix(listener) => {
-                let path = listener.path.clone();
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                    .map_err(ListenError::Serve);
+            Inner::Tcp(listener) => {
+                let listener = net::Listener::Tcp(listener);
+                net.serve(NAME, listener, limits, Protocols::Auto, connector)
+                    .await;
+            }
+            Inner::Unix(OwnerOnly {
+                listener,
+                owner,
+                path,
+            }) => {
+                let listener = net::Listener::Unix {
+                    listener,
+                    owner: Some(owner),
+                };
+                net.serve(NAME, listener, limits, Protocols::Auto, connector)
+                    .await;
                 if let Err(err) = tokio::fs::remove_file(&path).await
                     && err.kind() != io::ErrorKind::NotFound
                 {
                     tracing::warn!(path = %path.display(), %err, "cannot remove the admin socket");
                 }
-                served
             }
         }
     }
 }
+
+/// The listener's name in metrics and logs.
+pub(crate) const NAME: &str = "admin";
 
 async fn bind_unix(path: &Path) -> Result<OwnerOnly, ListenError> {
     let fs_error = |step: &'static str| {
@@ -255,37 +248,10 @@ pub(crate) async fn clear_stale_socket(path: &Path) -> Result<(), ListenError> {
         })
 }
 
-/// A unix listener that drops connections from any user but the socket's owner.
+/// A unix listener whose connections are admitted only from the socket's owner.
 #[derive(Debug)]
 struct OwnerOnly {
     listener: UnixListener,
     owner: u32,
     path: PathBuf,
-}
-
-impl axum::serve::Listener for OwnerOnly {
-    type Io = UnixStream;
-    type Addr = tokio::net::unix::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
-            match stream.peer_cred() {
-                Ok(cred) if cred.uid() == self.owner => return (stream, addr),
-                Ok(cred) => {
-                    tracing::warn!(
-                        uid = cred.uid(),
-                        "admin socket: connection from another user dropped"
-                    );
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "admin socket: peer credentials unavailable; connection dropped");
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.listener.local_addr()
-    }
 }

@@ -19,7 +19,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use spiffe_federation::bundle::{Ignored, Lint};
+use spiffe_federation::bundle::{Ignored, IgnoredSummary, Lint};
 use spiffe_federation::{Bundle, BundleError, TrustDomain};
 use time::OffsetDateTime;
 
@@ -28,7 +28,7 @@ use super::error::ApiError;
 use super::routes_status::{self, Role, WarningView};
 use super::{AdminState, trust_domain};
 use crate::config::Scope;
-use crate::policy::{Source, Warning};
+use crate::policy::{DocumentFacts, Source, Warning};
 use crate::trust_store::{Outcome, Snapshot, SubmitError};
 
 const JSON: &str = "application/json";
@@ -118,6 +118,7 @@ pub(super) async fn put(
 ) -> Result<Json<ChangeView>, ApiError> {
     let principal = state.access.authorize(&headers, Scope::Write)?;
     let td = trust_domain(&td)?;
+    refuse_source_managed(&state, &td, "replaced")?;
     let body = body.map_err(|err| body_error(&err, state.max_document_bytes))?;
     let mut parsed = parse(&td, &headers, &body, state.max_document_bytes)?;
     if let Some(local) = state.local.iter().find(|l| l.trust_domain == td) {
@@ -133,11 +134,28 @@ pub(super) async fn put(
     let source = Source::Operator {
         who: principal.audit_name(),
     };
-    let outcome = state
-        .trust_store
-        .submit(&td, parsed.bundle, source, OffsetDateTime::now_utc())
-        .await
-        .map_err(|err| submit_error(&td, err))?;
+    let now = OffsetDateTime::now_utc();
+    let submitted = match parsed.document {
+        // An operator's empty `keys` list is deliberate: a revocation is allowed.
+        // A document whose elements were all left out is still refused.
+        Some(elements) => {
+            let document = DocumentFacts {
+                elements,
+                allow_revocation: true,
+            };
+            state
+                .trust_store
+                .submit_document(&td, parsed.bundle, document, source, now)
+                .await
+        }
+        None => {
+            state
+                .trust_store
+                .submit(&td, parsed.bundle, source, now)
+                .await
+        }
+    };
+    let outcome = submitted.map_err(|err| submit_error(&td, err))?;
     Ok(Json(change_view(
         &state,
         outcome,
@@ -154,6 +172,7 @@ pub(super) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let principal = state.access.authorize(&headers, Scope::Write)?;
     let td = trust_domain(&td)?;
+    refuse_source_managed(&state, &td, "deleted")?;
     let removed = state
         .trust_store
         .remove(&td, &principal.audit_name(), OffsetDateTime::now_utc())
@@ -204,6 +223,7 @@ pub(super) async fn rollback(
 ) -> Result<Json<ChangeView>, ApiError> {
     let principal = state.access.authorize(&headers, Scope::Write)?;
     let td = trust_domain(&td)?;
+    refuse_source_managed(&state, &td, "rolled back")?;
     let Json(body) = body.map_err(|err| ApiError::invalid(err.body_text()))?;
     let outcome = state
         .trust_store
@@ -289,6 +309,8 @@ struct Upload {
     bundle: Bundle,
     ignored: Vec<Ignored>,
     lints: Vec<Lint>,
+    /// What a SPIFFE bundle document held (none for PEM, whose parse is strict).
+    document: Option<IgnoredSummary>,
 }
 
 /// Parse the body as the content type says, under `td` (never a name from the body).
@@ -308,6 +330,7 @@ fn parse(
         JSON => {
             let parsed = Bundle::parse_with_limit(td, body, limit).map_err(bundle_error)?;
             Ok(Upload {
+                document: Some(parsed.ignored_summary()),
                 bundle: parsed.bundle,
                 ignored: parsed.ignored,
                 lints: parsed.lints,
@@ -317,6 +340,7 @@ fn parse(
             bundle: Bundle::from_pem(td, body).map_err(bundle_error)?,
             ignored: Vec::new(),
             lints: Vec::new(),
+            document: None,
         }),
         other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -358,6 +382,29 @@ fn change_view(
                 reason: i.reason.to_string(),
             })
             .collect(),
+    }
+}
+
+/// A local domain whose bundle comes from a file cannot be changed through the API: an
+/// override would last only until the file changes, and a deletion would leave the
+/// gateway without its own bundle (mTLS admin clients of the domain locked out) until
+/// a restart, since the unchanged file is never read again. 409 `managed_by_source`,
+/// naming the file.
+fn refuse_source_managed(state: &AdminState, td: &TrustDomain, verb: &str) -> Result<(), ApiError> {
+    let file = state
+        .local
+        .iter()
+        .find(|local| &local.trust_domain == td)
+        .and_then(|local| local.source_file.as_ref());
+    match file {
+        Some(file) => Err(ApiError::conflict(
+            "managed_by_source",
+            format!(
+                "{td} is a local trust domain whose bundle comes from the file {}; it cannot be {verb} through the API: change the file instead (it is read again within 5 s)",
+                file.display()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

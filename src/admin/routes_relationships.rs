@@ -165,6 +165,7 @@ pub(super) struct RelationshipView {
     endpoint_spiffe_id: Option<SpiffeId>,
     follow_redirects: bool,
     proxy: ProxyConfig,
+    allow_revocation: bool,
     #[serde(flatten)]
     chain: Chain,
     warnings: Vec<String>,
@@ -187,6 +188,7 @@ fn view(
         endpoint_spiffe_id: relationship.endpoint_spiffe_id.clone(),
         follow_redirects: relationship.follow_redirects,
         proxy: relationship.proxy.clone(),
+        allow_revocation: relationship.allow_revocation,
         chain: details.chain.clone(),
         warnings: details.warnings.clone(),
         status: fetch_status(state, snapshot, td, Some(relationship), now),

@@ -62,8 +62,9 @@ pub(super) struct WarningView {
     message: String,
 }
 
-/// The warnings shown for a domain: its stored bundle's (ID-16, SEC-7) and, for a local
-/// domain, the lint on its served refresh hint (SEC-6).
+/// The warnings shown for a domain: a stored bundle with no authorities (`revoked`),
+/// the stored bundle's own (ID-16, SEC-7) and, for a local domain, the lint on its
+/// served refresh hint (SEC-6).
 pub(super) fn warnings(entry: Option<&Entry>, served_hint: Option<Seconds>) -> Vec<WarningView> {
     let hint = served_hint
         .and_then(crate::config::served_hint_warning)
@@ -71,6 +72,13 @@ pub(super) fn warnings(entry: Option<&Entry>, served_hint: Option<Seconds>) -> V
             code: "served_refresh_hint_too_long",
             message: format!("refresh_hint {message}"),
         });
+    let revoked = entry.filter(|e| e.bundle.is_empty()).map(|e| WarningView {
+        code: "revoked",
+        message: format!(
+            "the stored bundle has no authorities ({}): no SVID of the trust domain is trusted",
+            e.source
+        ),
+    });
     let stored = entry
         .into_iter()
         .flat_map(|e| &e.warnings)
@@ -78,7 +86,7 @@ pub(super) fn warnings(entry: Option<&Entry>, served_hint: Option<Seconds>) -> V
             code: w.code(),
             message: w.to_string(),
         });
-    hint.into_iter().chain(stored).collect()
+    revoked.into_iter().chain(hint).chain(stored).collect()
 }
 
 /// Whether the gateway speaks for a domain or fetches it.
@@ -209,6 +217,7 @@ pub(super) fn fetch_status(
         managed: relationship.is_some(),
         awaiting_bootstrap: relationship.is_some_and(|r| awaiting_bootstrap(r, snapshot)),
         has_bundle: entry.is_some(),
+        revoked: entry.is_some_and(|e| e.bundle.is_empty()),
         consecutive_failures: status.consecutive_failures,
         fresh_at: domain_state::latest(last_success, entry.map(|e| e.accepted_at)),
         refresh_interval: domain_state::refresh_interval(

@@ -255,7 +255,7 @@ impl Watchers {
             );
         }
         if let Some(connection) = connection {
-            connection.close("watch API client stopped reading");
+            connection.close("watch_stalled");
         }
     }
 }

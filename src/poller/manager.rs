@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Schedule;
 use super::relationship::Relationship;
-use crate::policy::Source;
+use crate::policy::{DocumentFacts, Source};
 use crate::shutdown::Shutdown;
 use crate::supervise::{self, Supervisor};
 use crate::telemetry::Metrics;
@@ -366,8 +366,14 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
             other => format!("{other:?}"),
         };
         let sequence = fetched.parsed.bundle.sequence();
-        for ignored in &fetched.parsed.ignored {
-            tracing::warn!(trust_domain = %td, url = %url.as_url(), %ignored, "bundle element ignored");
+        // One line per document, however many elements were left out: counts by
+        // reason, with the first of each.
+        let document = DocumentFacts {
+            elements: fetched.parsed.ignored_summary(),
+            allow_revocation: rel.config.allow_revocation,
+        };
+        if document.elements.ignored > 0 {
+            tracing::warn!(trust_domain = %td, url = %url.as_url(), ignored = %document.elements, "bundle elements ignored");
         }
         let source = Source::Fetched {
             url: url.as_url().clone(),
@@ -379,7 +385,7 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
         report.sequence = sequence;
         match ctx
             .trust_store
-            .submit(td, fetched.parsed.bundle, source, now)
+            .submit_document(td, fetched.parsed.bundle, document, source, now)
             .await
         {
             Ok(outcome) => {

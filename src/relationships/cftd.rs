@@ -385,6 +385,9 @@ fn object(location: String, map: &Map<String, Value>) -> Result<Cftd, CftdError>
         extra_ca_roots_pem: None,
         follow_redirects: true,
         proxy: ProxyConfig::default(),
+        // The ClusterFederatedTrustDomain schema has no such field: an object's
+        // relationship keeps the default (revocations refused).
+        allow_revocation: false,
     };
     relationship
         .validate(&BTreeSet::new())

@@ -53,6 +53,9 @@ pub struct RelationshipSpec {
     /// `env` (the default), `off`, or a proxy URL (EXT-5).
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// Accept a fetched empty `keys` list (a revocation); off by default.
+    #[serde(default)]
+    pub allow_revocation: bool,
 }
 
 fn yes() -> bool {
@@ -74,6 +77,7 @@ impl RelationshipSpec {
             extra_ca_roots: None,
             follow_redirects: self.follow_redirects,
             proxy: self.proxy.clone(),
+            allow_revocation: self.allow_revocation,
         }
     }
 
@@ -147,6 +151,11 @@ mod tests {
             "trust_domain": "w.example", "url": "https://w.example/", "profile": "https_web"
         }));
         assert!(web.follow_redirects);
+        assert!(
+            !web.allow_revocation,
+            "revocations are refused unless allowed"
+        );
+        assert!(!web.to_config().allow_revocation);
         assert_eq!(web.proxy, ProxyConfig::Environment);
         assert_eq!(web.bootstrap_format, DocumentFormat::Spiffe);
         assert!(web.validate(&BTreeSet::new()).is_ok());

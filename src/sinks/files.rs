@@ -8,11 +8,15 @@
 //!   revoked every key;
 //! - `<td>.json`: the domain's SPIFFE bundle as stored (with `spiffe_sequence`);
 //!
-//! and one SPIFFE Bundle Map, `bundle-map.json` (TDB §5.1.1, the format Envoy's
+//! (a domain whose name cannot be a file name gets an encoded name instead, see
+//! `names`), one index of those names, `bundle-files.json`, and one SPIFFE Bundle
+//! Map, `bundle-map.json` (TDB §5.1.1, the format Envoy's
 //! SPIFFE validator `trust_bundles` and gRPC's SPIFFE bundle map read), written by
 //! the library's [`BundleMap`](spiffe_federation::BundleMap): each bundle under its
 //! own trust domain, keeping its `spiffe_sequence`, without refresh hints (MAP-5).
-//! Bundles are never merged into one pool (FED-11).
+//! Bundles are never merged into one pool (FED-11). A file that cannot be written is
+//! reported and retried without holding up the others; repeated failures are logged
+//! once, then every five minutes (`failures`).
 //!
 //! Owns the sink's configuration ([`FilesSinkConfig`]), the state it writes
 //! ([`State`]), the gateway-side follower of the trust store's change feed
@@ -39,29 +43,37 @@
 //! let json = bundle.to_json().into();
 //! let state = State::from([(td.clone(), Published { bundle: Arc::new(bundle), json })]);
 //! let applied = sink.apply(Arc::new(state)).await?;
-//! assert_eq!(applied.written, ["east.example.pem", "east.example.json", "bundle-map.json"]);
+//! assert_eq!(
+//!     applied.written,
+//!     ["east.example.pem", "east.example.json", "bundle-files.json", "bundle-map.json"]
+//! );
 //! let map = BundleMap::parse(&std::fs::read(dir.path().join("bundle-map.json"))?)?.map;
 //! assert_eq!(map.get(&td).and_then(Bundle::sequence), Some(1));
 //! # Ok(())
 //! # }
 //! ```
 
+mod failures;
 mod hook;
+mod names;
 mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use spiffe_federation::{Bundle, TrustDomain};
 
+pub use self::failures::REPEAT_AFTER;
+use self::failures::{FailureLog, Report};
 pub use self::hook::HOOK_TIMEOUT;
+pub use self::names::{INDEX_FILE, MAP_FILE, NAME_MAX};
+pub use self::writer::MANIFEST_FILE;
 use self::writer::Writer;
-pub use self::writer::{MANIFEST_FILE, MAP_FILE};
 use crate::config::ConfigError;
 use crate::shutdown::Shutdown;
 use crate::supervise::Supervisor;
@@ -71,6 +83,10 @@ use crate::trust_store::{Snapshot, TrustStore};
 /// Counter of change sets applied to a files sink, by `dir` and `outcome`
 /// (`written`, `failed`).
 pub const UPDATES_METRIC: &str = "fedgw_files_sink_updates_total";
+
+/// Gauge of the files a sink could not write or delete in its last change set, by
+/// `dir`; 0 when every file is in place.
+pub const FAILED_FILES_METRIC: &str = "fedgw_files_sink_failed_files";
 
 /// How long after a failed write the sink tries again, even without a new change.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -300,6 +316,20 @@ pub struct Applied {
     pub written: Vec<String>,
     /// Files deleted (trust domains removed or no longer included).
     pub removed: Vec<String>,
+    /// Files that could not be written or deleted; the others were, and these are
+    /// tried again by the next change set.
+    pub failed: Vec<FailedFile>,
+}
+
+/// A file a change set could not write or delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedFile {
+    /// The file name.
+    pub name: String,
+    /// The trust domain it belongs to (`None` for the bundle map and the index).
+    pub trust_domain: Option<TrustDomain>,
+    /// What failed, naming the file, the step and the OS error.
+    pub error: String,
 }
 
 impl Applied {
@@ -317,6 +347,7 @@ pub struct FilesSink {
     writer: Arc<Mutex<Writer>>,
     hook: Option<hook::Hook>,
     metrics: Metrics,
+    failures: Arc<Mutex<FailureLog>>,
 }
 
 impl fmt::Debug for FilesSink {
@@ -358,6 +389,7 @@ impl FilesSink {
             writer: Arc::new(Mutex::new(writer)),
             hook,
             metrics,
+            failures: Arc::default(),
         })
     }
 
@@ -368,11 +400,14 @@ impl FilesSink {
 
     /// Make the directory hold exactly `state` (restricted to the allow-list): write
     /// the files whose content changed, delete those of trust domains no longer
-    /// present, then, if anything changed, ask the hook to run.
+    /// present, then, if anything changed, ask the hook to run. A file that cannot
+    /// be written or deleted is listed in [`Applied::failed`] and the rest is done.
+    /// Failures are logged here, rate-limited (once, then every [`REPEAT_AFTER`]).
     ///
     /// # Errors
-    /// [`FilesError`] naming the file and step; files already renamed into place
-    /// stay (each is whole), the rest is written by the next call.
+    /// [`FilesError`] when the directory itself fails (its manifest, its fsync);
+    /// files already renamed into place stay (each is whole), the rest is written by
+    /// the next call.
     pub async fn apply(&self, state: Arc<State>) -> Result<Applied, FilesError> {
         let writer = Arc::clone(&self.writer);
         let applied = tokio::task::spawn_blocking(move || {
@@ -385,25 +420,72 @@ impl FilesSink {
         .map_err(|_| FilesError::Interrupted {
             dir: self.dir.clone(),
         })?;
-        let outcome = match &applied {
-            Ok(done) if done.is_empty() => return applied,
-            Ok(done) => {
+        self.report(&applied);
+        let changed = applied.as_ref().is_ok_and(|done| !done.is_empty());
+        if changed {
+            if let Ok(done) = &applied {
                 tracing::info!(dir = %self.dir.display(), written = ?done.written, removed = ?done.removed, "files sink updated");
-                if let Some(hook) = &self.hook {
-                    hook.changed();
-                }
-                "written"
             }
-            Err(_) => "failed",
+            if let Some(hook) = &self.hook {
+                hook.changed();
+            }
+        }
+        let failed = match &applied {
+            Ok(done) => !done.failed.is_empty(),
+            Err(_) => true,
+        };
+        if changed || failed {
+            let dir = self.dir.display().to_string();
+            let outcome = if failed { "failed" } else { "written" };
+            self.metrics.inc(
+                UPDATES_METRIC,
+                "Change sets applied to a files sink directory.",
+                &[("dir", dir.as_str()), ("outcome", outcome)],
+                1.0,
+            );
+        }
+        applied
+    }
+
+    /// Log (rate-limited) and measure what failed in one change set.
+    fn report(&self, applied: &Result<Applied, FilesError>) {
+        let (failure, count) = match applied {
+            Ok(done) if done.failed.is_empty() => (None, 0),
+            Ok(done) => {
+                let errors: Vec<&str> = done.failed.iter().map(|f| f.error.as_str()).collect();
+                (Some(errors.join("; ")), done.failed.len())
+            }
+            Err(err) => (Some(err.to_string()), 1),
         };
         let dir = self.dir.display().to_string();
-        self.metrics.inc(
-            UPDATES_METRIC,
-            "Change sets applied to a files sink directory.",
-            &[("dir", dir.as_str()), ("outcome", outcome)],
-            1.0,
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a count of files, far below 2^53"
+        )]
+        let value = count as f64;
+        self.metrics.set(
+            FAILED_FILES_METRIC,
+            "Files a files sink could not write or delete in its last change set.",
+            &[("dir", dir.as_str())],
+            value,
         );
-        applied
+        let report = self
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(failure, Instant::now());
+        match report {
+            Report::Quiet => {}
+            Report::Failed { message, repeated } => tracing::error!(
+                dir,
+                files = count,
+                repeated,
+                "files sink: {message}; the files in place stay and the other files are written; retrying"
+            ),
+            Report::Recovered { failures } => {
+                tracing::info!(dir, failures, "files sink: every file written again");
+            }
+        }
     }
 }
 
@@ -437,13 +519,11 @@ pub async fn start(
             let mut changes = trust_store.subscribe();
             loop {
                 let state = Arc::new(state_of(&trust_store.snapshot()));
-                let failing = match following.apply(state).await {
-                    Ok(_) => false,
-                    Err(err) => {
-                        tracing::error!(error = %err, "files sink: write failed; the files in place stay, retrying");
-                        true
-                    }
-                };
+                // Failures were logged (rate-limited) by `apply`.
+                let failing = !following
+                    .apply(state)
+                    .await
+                    .is_ok_and(|applied| applied.failed.is_empty());
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     changed = changes.changed() => if changed.is_err() { return },

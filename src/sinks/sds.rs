@@ -4,7 +4,8 @@
 //!
 //! Owns the listener (a unix socket by default, or TCP), following the trust store's
 //! change feed (one [`resources::Catalog`] per revision, shared by every stream), and
-//! the server's lifetime under the shutdown tree. What each resource holds is
+//! the server's lifetime under the shutdown tree; connections are served by
+//! [`crate::net`] (HTTP/2 only) under `[sinks.sds.limits]`. What each resource holds is
 //! [`resources`]; the xDS conversation rules are [`protocol`]; the gRPC glue is
 //! `service`. It never reads storage: only snapshots.
 //!
@@ -20,11 +21,10 @@ use std::sync::Arc;
 use spiffe_federation::TrustDomain;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::service::Routes;
 
 use crate::admin::listen::{BoundAddr, ListenError, clear_stale_socket};
-use crate::shutdown::Shutdown;
+use crate::net::{self, Kind, Net, Plain, Protocols};
 use crate::supervise::Supervisor;
 use crate::telemetry::Metrics;
 use crate::trust_store::TrustStore;
@@ -93,9 +93,10 @@ pub async fn start<'a>(
     locals: impl Iterator<Item = &'a TrustDomain>,
     trust_store: &TrustStore,
     metrics: &Metrics,
+    net: &Net,
     supervisor: &Supervisor,
 ) -> Result<BoundAddr, SdsError> {
-    let shutdown = supervisor.shutdown();
+    let shutdown = net.shutdown();
     let naming = Naming::new(config, locals);
     let listen = config.listen(data_dir);
     let (bound, addr) = match &listen {
@@ -114,33 +115,29 @@ pub async fn start<'a>(
         }
     };
     let catalog = follow(trust_store.clone(), naming, supervisor);
-    let limits = ServiceLimits {
+    let service_limits = ServiceLimits {
         max_streams: config.max_streams,
         max_request_bytes: config.max_request_bytes,
         stall_timeout: config.stall_timeout.duration(),
     };
-    let service = SdsService::new(catalog, metrics.clone(), shutdown.clone(), limits);
-    let cancel = shutdown.token();
-    let router = tonic::transport::Server::builder().add_service(service);
+    let service = SdsService::new(catalog, metrics.clone(), shutdown.clone(), service_limits);
+    let routes = Routes::new(service);
+    let limits = config.limits.resolve(Kind::Sds);
     let socket = match &listen {
         SdsListen::Unix(path) => Some(path.clone()),
         SdsListen::Tcp(_) => None,
     };
+    let listener = match bound {
+        // Anyone who can open the socket (its mode decides) may read public CAs.
+        Bound::Unix(listener) => net::Listener::Unix {
+            listener,
+            owner: None,
+        },
+        Bound::Tcp(listener) => net::Listener::Tcp(listener),
+    };
+    let serving = net.serve(NAME, listener, limits, Protocols::Http2Only, Plain(routes));
     shutdown.spawn(async move {
-        let stop = cancel.cancelled_owned();
-        let served = match bound {
-            Bound::Unix(listener) => {
-                let incoming = UnixListenerStream::new(listener).then(pause_on_error);
-                router.serve_with_incoming_shutdown(incoming, stop).await
-            }
-            Bound::Tcp(listener) => {
-                let incoming = TcpListenerStream::new(listener).then(pause_on_error);
-                router.serve_with_incoming_shutdown(incoming, stop).await
-            }
-        };
-        if let Err(err) = served {
-            tracing::error!(error = %err, "SDS server stopped");
-        }
+        serving.await;
         if let Some(path) = socket
             && let Err(err) = tokio::fs::remove_file(&path).await
             && err.kind() != io::ErrorKind::NotFound
@@ -152,18 +149,8 @@ pub async fn start<'a>(
     Ok(addr)
 }
 
-/// A failed accept (e.g. too many open files) is skipped by the server; wait a little
-/// first so that a persistent failure does not spin.
-async fn pause_on_error<S>(accepted: io::Result<S>) -> io::Result<S> {
-    if let Err(err) = &accepted {
-        tracing::warn!(error = %err, "SDS accept failed");
-        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-    }
-    accepted
-}
-
-/// How long the listener waits after a failed accept.
-const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+/// The listener's name in metrics and logs.
+const NAME: &str = "sds";
 
 enum Bound {
     Unix(UnixListener),
@@ -290,18 +277,25 @@ mod tests {
             config.validate(dir.path()).unwrap();
             let metrics = Metrics::new();
             let shutdown = Shutdown::new();
+            let net = Net::new(
+                crate::net::Budget::new(64),
+                metrics.clone(),
+                shutdown.clone(),
+            );
             let locals = [td("a.test")];
+            let supervisor = crate::supervise::Supervisor::new(
+                shutdown.clone(),
+                crate::supervise::TaskHealth::new(),
+                metrics.clone(),
+            );
             let addr = start(
                 &config,
                 dir.path(),
                 locals.iter(),
                 &store,
                 &metrics,
-                &crate::supervise::Supervisor::new(
-                    shutdown.clone(),
-                    crate::supervise::TaskHealth::new(),
-                    metrics.clone(),
-                ),
+                &net,
+                &supervisor,
             )
             .await
             .unwrap();

@@ -139,6 +139,7 @@ pub struct GatewayBuilder {
     spiffe_port: Option<u16>,
     relationships: Vec<String>,
     extra_toml: String,
+    nofile: Option<u64>,
 }
 
 impl GatewayBuilder {
@@ -165,7 +166,14 @@ impl GatewayBuilder {
             spiffe_port: None,
             relationships: Vec::new(),
             extra_toml: String::new(),
+            nofile: None,
         }
+    }
+
+    /// Run the process with this open-file limit (soft and hard), as `ulimit -n`.
+    pub fn nofile(mut self, limit: u64) -> Self {
+        self.nofile = Some(limit);
+        self
     }
 
     /// Serve over `https_web` (certificate for `localhost` and `127.0.0.1`).
@@ -338,6 +346,7 @@ refresh_hint = "1s"
             child: None,
             fetcher: Fetcher::with_system_roots(Vec::new()),
             starts: 0,
+            nofile: self.nofile,
         };
         gateway.spawn().await;
         gateway
@@ -362,6 +371,7 @@ pub struct Gateway {
     child: Option<Child>,
     fetcher: Fetcher,
     starts: u32,
+    nofile: Option<u64>,
 }
 
 impl Gateway {
@@ -378,6 +388,11 @@ impl Gateway {
     /// The `https_spiffe` port.
     pub fn spiffe_port(&self) -> Option<u16> {
         self.spiffe_port
+    }
+
+    /// The process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The configuration file.
@@ -602,7 +617,18 @@ impl Gateway {
             )
             .unwrap();
             let before = std::fs::metadata(&self.log).unwrap().len();
-            let child = Command::new(env!("CARGO_BIN_EXE_fedgw"))
+            let mut command = match self.nofile {
+                // `sh` sets the limit, then becomes the gateway (`exec`).
+                Some(limit) => {
+                    let mut sh = Command::new("sh");
+                    sh.arg("-c")
+                        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                        .arg(env!("CARGO_BIN_EXE_fedgw"));
+                    sh
+                }
+                None => Command::new(env!("CARGO_BIN_EXE_fedgw")),
+            };
+            let child = command
                 .arg("serve")
                 .arg("--config")
                 .arg(&self.config)

@@ -162,7 +162,7 @@ pub(crate) fn bundle_from_json(
             });
         }
     }
-    Ok(collector.finish(sequence, refresh_hint))
+    Ok(collector.finish(sequence, refresh_hint, keys.len()))
 }
 
 /// A JSON value as compact text, for error messages.
@@ -339,7 +339,12 @@ impl Collector<'_> {
         });
     }
 
-    fn finish(mut self, sequence: Option<u64>, refresh_hint: Option<u64>) -> Parsed {
+    fn finish(
+        mut self,
+        sequence: Option<u64>,
+        refresh_hint: Option<u64>,
+        elements: usize,
+    ) -> Parsed {
         let mut bundle = Bundle::new(self.trust_domain.clone());
         for authority in std::mem::take(&mut self.x509) {
             bundle.add_x509_authority(authority);
@@ -384,6 +389,7 @@ impl Collector<'_> {
             bundle,
             ignored: self.ignored,
             lints: self.lints,
+            elements,
         }
     }
 

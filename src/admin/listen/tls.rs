@@ -14,29 +14,24 @@
 //! [`super::super::auth`] (the handshake admits any verified ID so that the refusal
 //! can name it).
 //!
-//! Handshakes run concurrently under a deadline, so a slow client does not hold up
-//! others; a failed one is logged and ends that connection only. Each connection is
-//! served by a router whose [`Access`] carries the client ID its handshake verified.
+//! Handshakes run in each connection's own task under the listener's header timeout
+//! ([`crate::net`]), so a slow client does not hold up others; a failed one is logged
+//! and ends that connection only. Each connection is served by a router whose
+//! [`Access`] carries the client ID its handshake verified.
 //! It does not own request authorization ([`super::super::auth`]) or the routes.
 
-use std::convert::Infallible;
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::serve::IncomingStream;
 use rustls::crypto::{CryptoProvider, aws_lc_rs};
 use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, version};
 use spiffe_federation::{SpiffeClientVerifier, SpiffeId, client_auth_error, peer_spiffe_id};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +40,8 @@ use super::ListenError;
 use crate::admin::AdminState;
 use crate::admin::auth::{Access, TlsAccess};
 use crate::config::AdminTls;
-use crate::endpoint::{HANDSHAKE_TIMEOUT, RELOAD_INTERVAL, load_pair};
+use crate::endpoint::{RELOAD_INTERVAL, load_pair};
+use crate::net::{self, Connector, Limits, Net, Peer, Protocols, Stream};
 use crate::trust_store::TrustStore;
 
 /// A bound TLS admin listener, not yet accepting.
@@ -137,37 +133,31 @@ impl TlsBound {
         self.listener.local_addr()
     }
 
-    /// Serve the admin API over `state` until `cancel` fires, then let in-flight
-    /// requests finish; reload the TLS identity when its files change meanwhile.
-    ///
-    /// # Errors
-    /// [`ListenError::Serve`] if the server fails.
-    pub async fn serve(
-        self,
-        state: AdminState,
-        cancel: CancellationToken,
-    ) -> Result<(), ListenError> {
-        let listener = Handshaking {
-            tcp: self.listener,
+    /// Serve the admin API over `state` under `limits` until shutdown (connections of
+    /// `net`, closed gracefully); reload the TLS identity when its files change
+    /// meanwhile. The TLS handshake and the first request must complete within the
+    /// header timeout. Resolves when accepting has stopped.
+    pub async fn serve(self, state: AdminState, limits: Limits, net: Net) {
+        let connector = Handshake {
             acceptor: TlsAcceptor::from(self.config),
-            handshakes: JoinSet::new(),
-        };
-        let connections = PerConnection {
             state,
             access: self.access,
         };
-        let server = axum::serve(listener, connections)
-            .with_graceful_shutdown(cancel.clone().cancelled_owned())
-            .into_future();
+        let server = net.serve(
+            super::NAME,
+            net::Listener::Tcp(self.listener),
+            limits,
+            Protocols::Auto,
+            connector,
+        );
         let reloading = reload(
             self.files,
             self.identity,
             self.fingerprint,
             self.provider,
-            cancel,
+            net.shutdown().token(),
         );
-        let (served, ()) = tokio::join!(server, reloading);
-        served.map_err(ListenError::Serve)
+        tokio::join!(server, reloading);
     }
 }
 
@@ -232,65 +222,37 @@ async fn reload(
     }
 }
 
-/// The remote address of a connection and the client ID its handshake verified.
-#[derive(Debug, Clone)]
-struct Peer {
-    /// The client's address.
-    addr: SocketAddr,
-    /// The SPIFFE ID of its verified X509-SVID; `None` without a client certificate.
-    id: Option<SpiffeId>,
-}
-
-/// A listener that yields connections whose TLS handshake has completed; handshakes
-/// run concurrently, owned by the listener (dropped with it).
-struct Handshaking {
-    tcp: TcpListener,
+/// Sets a connection up: the TLS handshake, then a router whose access knows the
+/// client ID the handshake verified.
+struct Handshake {
     acceptor: TlsAcceptor,
-    handshakes: JoinSet<Option<(TlsStream<TcpStream>, Peer)>>,
+    state: AdminState,
+    access: TlsAccess,
 }
 
-impl axum::serve::Listener for Handshaking {
-    type Io = TlsStream<TcpStream>;
-    type Addr = Peer;
+impl Connector for Handshake {
+    type Io = TlsStream<Stream>;
+    type Service = Router;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            // Both branches are cancel-safe: a connection is either still in the
-            // kernel's queue or already in `handshakes`.
-            tokio::select! {
-                accepted = self.tcp.accept() => match accepted {
-                    Ok((stream, addr)) => {
-                        self.handshakes.spawn(handshake(self.acceptor.clone(), stream, addr));
-                    }
-                    Err(err) => {
-                        // One failed accept (e.g. too many open files) never ends the loop.
-                        tracing::warn!(error = %err, "admin API: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    if let Ok(Some(connection)) = done {
-                        return connection;
-                    }
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr().map(|addr| Peer { addr, id: None })
+    async fn connect(&self, stream: Stream, peer: &Peer) -> Option<(Self::Io, Router)> {
+        let (tls, id) = handshake(&self.acceptor, stream, peer).await?;
+        tracing::debug!(%peer, client_id = %id.as_ref().map(ToString::to_string).unwrap_or_default(), "admin API: TLS connection");
+        let mut state = self.state.clone();
+        state.access = Access::Tls(self.access.for_peer(id));
+        Some((tls, crate::admin::router(state)))
     }
 }
 
-/// One handshake under [`HANDSHAKE_TIMEOUT`]; `None` (logged) if it fails.
+/// One handshake (under the listener's header timeout) and the verified client ID;
+/// `None` (logged) if it fails.
 async fn handshake(
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
-    addr: SocketAddr,
-) -> Option<(TlsStream<TcpStream>, Peer)> {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(err)) => {
+    acceptor: &TlsAcceptor,
+    stream: Stream,
+    addr: &Peer,
+) -> Option<(TlsStream<Stream>, Option<SpiffeId>)> {
+    let tls = match acceptor.accept(stream).await {
+        Ok(tls) => tls,
+        Err(err) => {
             let refused = err
                 .get_ref()
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -303,10 +265,6 @@ async fn handshake(
                     tracing::debug!(peer = %addr, error = %err, "admin API: TLS handshake failed")
                 }
             }
-            return None;
-        }
-        Err(_elapsed) => {
-            tracing::debug!(peer = %addr, "admin API: TLS handshake timed out");
             return None;
         }
     };
@@ -323,31 +281,5 @@ async fn handshake(
             }
         },
     };
-    Some((tls, Peer { addr, id }))
-}
-
-/// Makes each connection's router: the admin routes over a state whose access knows
-/// the connection's verified client ID.
-#[derive(Clone)]
-struct PerConnection {
-    state: AdminState,
-    access: TlsAccess,
-}
-
-impl tower::Service<IncomingStream<'_, Handshaking>> for PerConnection {
-    type Response = Router;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Router, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, incoming: IncomingStream<'_, Handshaking>) -> Self::Future {
-        let peer = incoming.remote_addr();
-        tracing::debug!(peer = %peer.addr, client_id = ?peer.id.as_ref().map(ToString::to_string), "admin API: TLS connection");
-        let mut state = self.state.clone();
-        state.access = Access::Tls(self.access.for_peer(peer.id.clone()));
-        std::future::ready(Ok(crate::admin::router(state)))
-    }
+    Some((tls, id))
 }

@@ -14,6 +14,14 @@
 //! content is kept in memory (read back from disk at open), and a file is written only
 //! when its content changes. A lock file, `.fedgw-files.lock`, keeps a second writer
 //! out of the directory.
+//!
+//! One file that cannot be written or deleted never holds up the others: the change
+//! set goes on, the bundle map and the index are still written, and the file is
+//! reported in [`Applied::failed`] (and kept in the manifest, so that it is tried
+//! again and never orphaned). Only a fault of the directory itself (its manifest, its
+//! fsync) fails the whole change set. A manifest that names a file which cannot exist
+//! (a name over `NAME_MAX` written by an older version) is not an error: the name is
+//! dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -23,11 +31,9 @@ use std::path::{Path, PathBuf};
 
 use spiffe_federation::{BundleMap, TrustDomain};
 
-use super::{Applied, FilesError, State};
+use super::names::{self, DomainFiles, INDEX_FILE, MAP_FILE};
+use super::{Applied, FailedFile, FilesError, State};
 use crate::admin::auth::sha256_hex;
-
-/// The SPIFFE Bundle Map of every included trust domain.
-pub const MAP_FILE: &str = "bundle-map.json";
 
 /// The names of the files fedgw wrote in the directory, one per line.
 pub const MANIFEST_FILE: &str = ".fedgw-files.manifest";
@@ -111,6 +117,8 @@ impl Writer {
             }
         };
         let mut written = BTreeMap::new();
+        let mut manifest = manifest;
+        let mut impossible = Vec::new();
         for name in &manifest {
             let path = dir.join(name);
             match std::fs::read(&path) {
@@ -118,30 +126,45 @@ impl Writer {
                     written.insert(name.clone(), sha256_hex(&content));
                 }
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(FilesError::Io {
-                        path,
-                        step: "read a file it wrote",
-                        source,
-                    });
-                }
+                Err(err) if cannot_exist(&err) => impossible.push(name.clone()),
+                // Unreadable now: no digest, so it is rewritten (or deleted) by the
+                // first change set, where a failure is reported for that file alone.
+                Err(err) => tracing::warn!(
+                    dir = %dir.display(),
+                    file = name.as_str(),
+                    error = %err,
+                    "files sink: a file of the manifest cannot be read; it is written again"
+                ),
             }
         }
-        Ok(Self {
+        let dropped = !impossible.is_empty();
+        for name in impossible {
+            tracing::warn!(
+                dir = %dir.display(),
+                length = name.len(),
+                "files sink: the manifest names a file that cannot exist (its name is too long); dropped"
+            );
+            manifest.remove(&name);
+        }
+        let mut writer = Self {
             dir,
             mode,
             allow,
             written,
-            manifest,
+            manifest: manifest.clone(),
             temp_counter: 0,
             _lock: lock,
-        })
+        };
+        if dropped {
+            writer.write_manifest(manifest)?;
+        }
+        Ok(writer)
     }
 
     /// Make the directory hold exactly the files of `state`; see the module docs.
     pub(super) fn apply(&mut self, state: &State) -> Result<Applied, FilesError> {
         let desired = self.desired(state);
-        let wanted: BTreeSet<String> = desired.iter().map(|(name, _)| name.clone()).collect();
+        let wanted: BTreeSet<String> = desired.iter().map(|file| file.name.clone()).collect();
         let mut applied = Applied::default();
 
         // Name new files in the manifest before they exist.
@@ -149,62 +172,92 @@ impl Writer {
             let names = self.manifest.union(&wanted).cloned().collect();
             self.write_manifest(names)?;
         }
-        for (name, content) in &desired {
-            let digest = sha256_hex(content);
-            if self.written.get(name) == Some(&digest) {
+        for file in &desired {
+            let digest = sha256_hex(&file.content);
+            if self.written.get(&file.name) == Some(&digest) {
                 continue;
             }
-            self.write_atomically(name, content)?;
-            self.written.insert(name.clone(), digest);
-            applied.written.push(name.clone());
+            match self.write_atomically(&file.name, &file.content) {
+                Ok(()) => {
+                    self.written.insert(file.name.clone(), digest);
+                    applied.written.push(file.name.clone());
+                }
+                Err(err) => {
+                    // Whatever was on disk is no longer known to be current.
+                    self.written.remove(&file.name);
+                    applied
+                        .failed
+                        .push(failed(&file.name, file.trust_domain.as_ref(), &err));
+                }
+            }
         }
         let stale: Vec<String> = self.manifest.difference(&wanted).cloned().collect();
+        let mut kept = BTreeSet::new();
         for name in stale {
             let path = self.dir.join(&name);
             match std::fs::remove_file(&path) {
                 Ok(()) => applied.removed.push(name.clone()),
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound || cannot_exist(&err) => {}
                 Err(source) => {
-                    return Err(FilesError::Io {
+                    let err = FilesError::Io {
                         path,
                         step: "delete the file of a removed trust domain",
                         source,
-                    });
+                    };
+                    applied.failed.push(failed(&name, None, &err));
+                    // Still ours: kept in the manifest and deleted by a later change set.
+                    kept.insert(name.clone());
+                    continue;
                 }
             }
             self.written.remove(&name);
         }
-        if !applied.is_empty() {
+        if !applied.written.is_empty() || !applied.removed.is_empty() {
             self.sync_dir()?;
         }
-        if self.manifest != wanted {
-            self.write_manifest(wanted)?;
+        let manifest: BTreeSet<String> = wanted.union(&kept).cloned().collect();
+        if self.manifest != manifest {
+            self.write_manifest(manifest)?;
         }
         Ok(applied)
     }
 
-    /// Every file of `state` with its content: each included domain's PEM and JSON,
+    /// Every file of `state` with its content: each included domain's PEM and JSON
+    /// (under the names of [`names::domain_files`]), then the index of those names,
     /// then the bundle map, last, so that a reader watching the map sees a change
     /// after the per-domain files already hold it.
-    fn desired(&self, state: &State) -> Vec<(String, Vec<u8>)> {
+    fn desired(&self, state: &State) -> Vec<Desired> {
         let mut files = Vec::new();
         let mut map = BundleMap::new();
+        let mut index = BTreeMap::new();
         for (td, published) in state {
             if self.allow.as_ref().is_some_and(|allow| !allow.contains(td)) {
                 continue;
             }
             map.insert(published.bundle.as_ref().clone());
-            files.push((format!("{td}.pem"), published.bundle.to_pem().into_bytes()));
-            let json = format!("{td}.json");
-            if json == MAP_FILE {
-                // A trust domain named `bundle-map` would overwrite the map; it is
-                // still in the map and has its PEM file.
-                tracing::error!(trust_domain = %td, "files sink: {json} is the bundle map's name; this domain's JSON file is not written");
-                continue;
-            }
-            files.push((json, published.json.to_vec()));
+            let DomainFiles { pem, json } = names::domain_files(td);
+            files.push(Desired {
+                name: pem.clone(),
+                trust_domain: Some(td.clone()),
+                content: published.bundle.to_pem().into_bytes(),
+            });
+            files.push(Desired {
+                name: json.clone(),
+                trust_domain: Some(td.clone()),
+                content: published.json.to_vec(),
+            });
+            index.insert(td, DomainFiles { pem, json });
         }
-        files.push((MAP_FILE.to_owned(), map.to_json()));
+        files.push(Desired {
+            name: INDEX_FILE.to_owned(),
+            trust_domain: None,
+            content: names::index(&index),
+        });
+        files.push(Desired {
+            name: MAP_FILE.to_owned(),
+            trust_domain: None,
+            content: map.to_json(),
+        });
         files
     }
 
@@ -263,6 +316,27 @@ impl Writer {
                 source,
             })
     }
+}
+
+/// One file a change set wants in the directory.
+struct Desired {
+    name: String,
+    /// The trust domain whose file it is; `None` for the map and the index.
+    trust_domain: Option<TrustDomain>,
+    content: Vec<u8>,
+}
+
+fn failed(name: &str, trust_domain: Option<&TrustDomain>, err: &FilesError) -> FailedFile {
+    FailedFile {
+        name: name.to_owned(),
+        trust_domain: trust_domain.cloned(),
+        error: err.to_string(),
+    }
+}
+
+/// The error of a path that no file can have (`ENAMETOOLONG`).
+fn cannot_exist(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::InvalidFilename
 }
 
 /// A manifest line that names a file this writer could have written: one plain name
@@ -346,6 +420,7 @@ mod tests {
             "a.example.pem",
             "b.example.json",
             "b.example.pem",
+            INDEX_FILE,
             MAP_FILE,
         ]
         .map(str::to_owned)
@@ -372,7 +447,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (bundle("a.example", 1), bundle("b.example", 1));
         let mut writer = open(dir.path(), None);
-        assert_eq!(writer.apply(&state(&[&a, &b])).unwrap().written.len(), 5);
+        assert_eq!(writer.apply(&state(&[&a, &b])).unwrap().written.len(), 6);
         assert!(writer.apply(&state(&[&a, &b])).unwrap().is_empty());
         let mut b2 = b.clone();
         b2.set_sequence(Some(2));
@@ -394,7 +469,7 @@ mod tests {
         writer.apply(&state(&[&a, &b])).unwrap();
         let applied = writer.apply(&state(&[&a])).unwrap();
         assert_eq!(applied.removed, ["b.example.json", "b.example.pem"]);
-        assert_eq!(applied.written, [MAP_FILE]);
+        assert_eq!(applied.written, [INDEX_FILE, MAP_FILE]);
         assert!(!dir.path().join("b.example.pem").exists());
         assert_eq!(
             std::fs::read_to_string(dir.path().join("operator.pem")).unwrap(),
@@ -416,7 +491,7 @@ mod tests {
         let (a, b) = (bundle("a.example", 1), bundle("b.example", 1));
         let mut writer = open(dir.path(), Some(&["b.example", "z.example"]));
         writer.apply(&state(&[&a, &b])).unwrap();
-        let expected: BTreeSet<String> = ["b.example.json", "b.example.pem", MAP_FILE]
+        let expected: BTreeSet<String> = ["b.example.json", "b.example.pem", INDEX_FILE, MAP_FILE]
             .map(str::to_owned)
             .into();
         assert_eq!(names(dir.path()), expected);
@@ -443,7 +518,7 @@ mod tests {
         assert!(!dir.path().join(".fedgw-tmp.1.1").exists());
         // b.example went while the writer was away; a.example.pem was edited.
         let applied = writer.apply(&state(&[&a])).unwrap();
-        assert_eq!(applied.written, ["a.example.pem", MAP_FILE]);
+        assert_eq!(applied.written, ["a.example.pem", INDEX_FILE, MAP_FILE]);
         assert_eq!(applied.removed, ["b.example.json", "b.example.pem"]);
         let manifest = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
         assert!(manifest.contains("a.example.json\n") && !manifest.contains("b.example"));
@@ -465,6 +540,112 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o640, "{name}");
         }
+    }
+
+    /// A 255-byte trust domain (legal, but `<td>.json` is over NAME_MAX) is written
+    /// under its encoded name, listed in the index, and deleted cleanly; the other
+    /// domains are written meanwhile.
+    #[test]
+    fn a_name_too_long_for_a_file_is_written_under_its_encoded_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let long_name = format!("{}.example", "l".repeat(247));
+        let (long, a) = (bundle(&long_name, 1), bundle("a.example", 1));
+        let files = names::domain_files(&td(&long_name));
+        let mut writer = open(dir.path(), None);
+        let applied = writer.apply(&state(&[&long, &a])).unwrap();
+        assert!(applied.failed.is_empty(), "{:?}", applied.failed);
+        assert!(applied.written.contains(&files.json), "{applied:?}");
+        let json = std::fs::read(dir.path().join(&files.json)).unwrap();
+        assert_eq!(json, long.to_json());
+        assert!(dir.path().join(&files.pem).exists());
+        assert!(dir.path().join("a.example.json").exists());
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(INDEX_FILE)).unwrap()).unwrap();
+        assert_eq!(
+            index["trust_domains"][long_name.as_str()]["json"],
+            files.json
+        );
+        assert_eq!(index["trust_domains"]["a.example"]["pem"], "a.example.pem");
+        let map = BundleMap::parse(&std::fs::read(dir.path().join(MAP_FILE)).unwrap())
+            .unwrap()
+            .map;
+        assert_eq!(map.len(), 2);
+
+        let applied = writer.apply(&state(&[&a])).unwrap();
+        assert!(applied.failed.is_empty(), "{:?}", applied.failed);
+        assert_eq!(applied.removed, [files.json.clone(), files.pem.clone()]);
+        assert!(!dir.path().join(&files.json).exists());
+        // And a writer opened again (a restart) finds nothing to do.
+        drop(writer);
+        let mut writer = open(dir.path(), None);
+        assert!(writer.apply(&state(&[&a])).unwrap().is_empty());
+    }
+
+    /// One file that cannot be written (a directory sits where it goes) is reported
+    /// with its trust domain; every other file, the index and the map are written,
+    /// and the next change set tries it again.
+    #[test]
+    fn one_unwritable_file_never_holds_up_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("b.example.json")).unwrap();
+        std::fs::write(dir.path().join("b.example.json/x"), "keeps the rename out").unwrap();
+        let (a, b, c) = (
+            bundle("a.example", 1),
+            bundle("b.example", 1),
+            bundle("c.example", 1),
+        );
+        let mut writer = open(dir.path(), None);
+        let applied = writer.apply(&state(&[&a, &b, &c])).unwrap();
+        assert_eq!(applied.failed.len(), 1, "{:?}", applied.failed);
+        let failed = &applied.failed[0];
+        assert_eq!(failed.name, "b.example.json");
+        assert_eq!(failed.trust_domain, Some(td("b.example")));
+        assert!(failed.error.contains("b.example.json"), "{}", failed.error);
+        for name in [
+            "a.example.json",
+            "b.example.pem",
+            "c.example.json",
+            INDEX_FILE,
+            MAP_FILE,
+        ] {
+            assert!(
+                applied.written.contains(&name.to_owned()),
+                "{name}: {applied:?}"
+            );
+        }
+        assert_eq!(
+            BundleMap::parse(&std::fs::read(dir.path().join(MAP_FILE)).unwrap())
+                .unwrap()
+                .map
+                .len(),
+            3
+        );
+        // Still failing, still alone; once the obstacle goes, it is written.
+        assert_eq!(writer.apply(&state(&[&a, &b, &c])).unwrap().failed.len(), 1);
+        std::fs::remove_dir_all(dir.path().join("b.example.json")).unwrap();
+        let applied = writer.apply(&state(&[&a, &b, &c])).unwrap();
+        assert!(applied.failed.is_empty());
+        assert_eq!(applied.written, ["b.example.json"]);
+    }
+
+    /// A manifest written by an older version can name a file over NAME_MAX (it tried
+    /// `<td>.json` for a 255-byte domain). Opening the directory does not fail on it,
+    /// and the name is dropped from the manifest.
+    #[test]
+    fn a_manifest_naming_a_file_that_cannot_exist_does_not_prevent_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("{}.example.json", "l".repeat(247));
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            format!("{MANIFEST_HEADER}\n{long}\na.example.pem\n"),
+        )
+        .unwrap();
+        let mut writer = open(dir.path(), None);
+        let applied = writer.apply(&state(&[&bundle("a.example", 1)])).unwrap();
+        assert!(applied.failed.is_empty(), "{:?}", applied.failed);
+        let manifest = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(!manifest.contains(&long), "{manifest}");
+        assert!(manifest.contains("a.example.pem\n"), "{manifest}");
     }
 
     #[test]

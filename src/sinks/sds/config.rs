@@ -54,6 +54,9 @@ pub struct SdsConfig {
     /// closed (default 60 s).
     #[serde(default = "default_stall_timeout")]
     pub stall_timeout: Seconds,
+    /// Connection limits (`[sinks.sds.limits]`).
+    #[serde(default)]
+    pub limits: crate::net::LimitsConfig,
 }
 
 /// The default of `max_streams`.

@@ -286,7 +286,7 @@ async fn drive<C: Conversation>(mut d: Driver<C>) {
                 if stalled(&d, owed_since) {
                     d.gauges.dropped(C::VARIANT, "stalled");
                     if let Some(connection) = &d.connection {
-                        connection.close("SDS client stopped reading");
+                        connection.close("sds_stalled");
                     }
                     d.shared.update(|state| {
                         state.end = Some(Status::deadline_exceeded("the client stopped reading"));
