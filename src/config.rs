@@ -1132,7 +1132,7 @@ mod tests {
             assert!(err.contains("longest duration accepted, 365d"), "{err}");
         }
         let err = Config::from_toml("[polling]\nmax_refresh = \"99999999999d\"\n").unwrap_err();
-        assert!(err.to_string().contains("polling.max_refresh"), "{err}");
+        assert!(err.to_string().contains("max_refresh"), "{err}");
         assert!(err.to_string().contains("365d"), "{err}");
         let err = Config::from_toml("[polling]\nmax_refresh = 31622400\n").unwrap_err();
         assert!(err.to_string().contains("365d"), "{err}");

@@ -22,6 +22,13 @@ use fedgw::validate::{self, Format, ValidateError};
 use spiffe_federation::{SpiffeId, TrustDomain};
 use url::Url;
 
+/// The allocator. glibc's malloc keeps what many short-lived connections freed in its
+/// per-thread arenas: after 1,500 clients that did not read had come and gone, a
+/// gateway stayed ~110 MiB above its baseline. mimalloc returns freed pages to the
+/// operating system, so the process shrinks back once an attack ends.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// fedgw: SPIFFE trust-domain federation gateway.
 #[derive(Debug, Parser)]
 #[command(name = "fedgw", version, about)]

@@ -254,6 +254,7 @@ mod tests {
     use crate::policy::testing::{bundle, now, td};
     use crate::policy::{PolicySettings, Source};
     use crate::shutdown::Ended;
+    use crate::shutdown::Shutdown;
 
     const DEADLINE: Duration = Duration::from_secs(20);
 
