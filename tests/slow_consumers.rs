@@ -11,6 +11,13 @@
 //! so they never grant flow-control window: the stall the server must notice is in
 //! HTTP/2, not in the socket. The event-stream non-readers never read their socket.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
 #[path = "support/gateway.rs"]
 mod gateway;
 
@@ -130,14 +137,13 @@ const STREAM_PATH: &str = "/envoy.service.secret.v3.SecretDiscoveryService/Strea
 /// An SDS stream over its own HTTP/2 connection whose response body is never read:
 /// the response headers are awaited, then the body is held and never polled. The
 /// request side stays open (as Envoy's does); what is returned must be kept alive.
+type RequestFrame = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>;
+type RequestBody = http_body_util::StreamBody<ReceiverStream<RequestFrame>>;
+
 struct StalledSds {
     _response: hyper::Response<hyper::body::Incoming>,
-    _requests: mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>,
-    _sender: hyper::client::conn::http2::SendRequest<
-        http_body_util::StreamBody<
-            ReceiverStream<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>,
-        >,
-    >,
+    _requests: mpsc::Sender<RequestFrame>,
+    _sender: hyper::client::conn::http2::SendRequest<RequestBody>,
     driver: tokio::task::JoinHandle<()>,
 }
 

@@ -298,8 +298,24 @@ async fn bundle_stored(trust_store: &TrustStore, trust_domain: Option<&TrustDoma
     }
 }
 
+/// Test seam: the next this-many polls panic, standing in for a bug (no input can
+/// make a poll panic on purpose).
+#[cfg(test)]
+static PANICS_TO_INJECT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// One poll: bootstrap if needed, then each URL in order until one succeeds.
 async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime) -> PollReport {
+    #[cfg(test)]
+    if PANICS_TO_INJECT
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok()
+    {
+        panic!("injected by a test");
+    }
     let td = &rel.trust_domain;
     let mut report = PollReport {
         trust_domain: td.clone(),
@@ -535,4 +551,96 @@ async fn record(
 fn rfc3339(at: OffsetDateTime) -> Option<String> {
     at.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::policy::PolicySettings;
+    use crate::supervise::TaskHealth;
+
+    /// A poller that panics is recorded (status `poller_panicked`, the task registry,
+    /// the panic counter) and runs again after its backoff: its next poll records an
+    /// ordinary outcome and a manual refresh is answered.
+    #[tokio::test]
+    async fn a_panicking_poller_is_reported_and_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let trust_store = TrustStore::open(dir.path(), PolicySettings::default())
+            .await
+            .unwrap();
+        let metrics = Metrics::new();
+        let shutdown = Shutdown::new();
+        let supervisor = Supervisor::new(shutdown.clone(), TaskHealth::new(), metrics.clone());
+        let config = crate::config::Config::from_toml(
+            "data_dir = \"/nonexistent\"\n[[federation]]\ntrust_domain = \"b.test\"\nurl = \"https://127.0.0.1:1/\"\nprofile = \"https_web\"\n",
+        )
+        .unwrap();
+        let relationship =
+            Relationship::from_config(&config.federation[0], 1 << 20, Duration::from_secs(2))
+                .unwrap();
+        let pollers = Pollers::new(
+            PollerContext {
+                trust_store: trust_store.clone(),
+                fetcher: Fetcher::new(),
+                schedule: crate::poller::Schedule::from(&config.polling),
+                metrics: metrics.clone(),
+                fetch_slots: Arc::new(tokio::sync::Semaphore::new(4)),
+                supervisor: supervisor.clone(),
+            },
+            shutdown.clone(),
+        );
+        let td: TrustDomain = "b.test".parse().unwrap();
+        PANICS_TO_INJECT.store(1, std::sync::atomic::Ordering::SeqCst);
+        pollers.start(relationship);
+
+        let code = |store: &TrustStore| {
+            store
+                .statuses()
+                .get(&td)
+                .and_then(|status| status.last_error.as_ref())
+                .and_then(|error| error.code.clone())
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while code(&trust_store).as_deref() != Some(POLLER_PANICKED) {
+            assert!(tokio::time::Instant::now() < deadline, "panic not recorded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let records = supervisor.health().records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].task, "poller b.test");
+        assert_eq!(records[0].message, "injected by a test");
+        assert_eq!(
+            metrics.value(crate::supervise::PANICS_METRIC, &[("task", "poller")]),
+            Some(1.0)
+        );
+        // Restarted after the 1 s backoff: the next poll fails to connect, as it should.
+        while code(&trust_store).as_deref() == Some(POLLER_PANICKED) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "poller not restarted"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(code(&trust_store).as_deref(), Some("connect"));
+        assert_eq!(supervisor.health().records()[0].restarts_at, None);
+        let report = pollers
+            .refresh(&td)
+            .await
+            .expect("the restarted poller answers");
+        assert_eq!(report.outcome, "failed");
+        assert!(pollers.stop(&td).await);
+    }
+
+    #[test]
+    fn a_wait_beyond_the_calendar_saturates() {
+        let now = OffsetDateTime::now_utc();
+        let far = after(now, std::time::Duration::from_secs(u64::MAX));
+        assert_eq!(far, time::PrimitiveDateTime::MAX.assume_utc());
+        assert_eq!(
+            after(now, std::time::Duration::from_secs(5)),
+            now + time::Duration::seconds(5)
+        );
+    }
 }
