@@ -188,7 +188,7 @@ impl Follower {
                 () = shutting_down(&mut self.ready) => return None,
                 () = tokio::time::sleep(KEEP_ALIVE) => {
                     self.progress.handed(None, false);
-                    return Some(Bytes::from_static(b":keep-alive\n\n"));
+                    return Some(Bytes::from_static(b": keep-alive\n\n"));
                 }
             }
         }
