@@ -36,6 +36,12 @@
 //!     ready,
 //!     schedule: (&PollingConfig::default()).into(),
 //!     max_document_bytes: 1024 * 1024,
+//!     watchers: admin::watchers::Watchers::new(
+//!         Default::default(),
+//!         Metrics::new(),
+//!         fedgw::shutdown::Shutdown::new(),
+//!     ),
+//!     tasks: fedgw::supervise::TaskHealth::new(),
 //!     body_limits: Default::default(),
 //! };
 //! let router: axum::Router = admin::router(state);
@@ -56,6 +62,7 @@ mod routes_jwt;
 mod routes_relationships;
 mod routes_status;
 mod routes_watch;
+pub mod watchers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -99,6 +106,10 @@ pub struct AdminState {
     pub schedule: Schedule,
     /// Largest bundle document `PUT /v1/bundles/{td}` accepts (`policy.max_document_bytes`).
     pub max_document_bytes: usize,
+    /// The watch API's shared state and bounds.
+    pub watchers: watchers::Watchers,
+    /// Supervised tasks that have panicked, for `GET /v1/status`.
+    pub tasks: crate::supervise::TaskHealth,
     /// Largest other request body and the time to receive a body (`[admin.limits]`).
     pub body_limits: crate::net::BodyLimits,
 }

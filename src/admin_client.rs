@@ -90,6 +90,16 @@ pub enum ClientError {
     /// The TLS policy cannot be applied with the crypto provider.
     #[error("admin TLS policy: {0}")]
     TlsPolicy(#[source] rustls::Error),
+    /// The answer is larger than the client accepts.
+    #[error(
+        "the admin API at {target} answered more than {limit} bytes; refusing to read it (raise --max-response-bytes if this gateway really holds that much)"
+    )]
+    TooLarge {
+        /// Where from.
+        target: String,
+        /// The cap, in bytes.
+        limit: u64,
+    },
     /// TLS settings were given for a target that does not use TLS.
     #[error("--admin-ca, --admin-cert and --admin-key need an https:// admin URL, not {target}")]
     TlsNeedsHttps {
@@ -218,7 +228,12 @@ pub struct AdminClient {
     base: url::Url,
     token: Option<String>,
     target: String,
+    max_response_bytes: u64,
 }
+
+/// The largest answer a client reads by default: 256 MiB, far above the full state
+/// of 10,000 trust domains, far below what would hurt a node.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 << 20;
 
 /// A successful answer: the status and the body (JSON, or text for non-JSON routes).
 #[derive(Debug, Clone, PartialEq)]
@@ -285,7 +300,17 @@ impl AdminClient {
             base,
             token,
             target: describe(target),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         })
+    }
+
+    /// Refuse answers larger than `limit` bytes (default
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`]): a declared length above it is refused before
+    /// reading, and a body that grows past it is dropped as soon as it does.
+    #[must_use]
+    pub fn with_max_response_bytes(mut self, limit: u64) -> Self {
+        self.max_response_bytes = limit;
+        self
     }
 
     /// Call `method path` with an optional JSON or raw body.
@@ -332,14 +357,7 @@ impl AdminClient {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| ClientError::Unreachable {
-                target: self.target.clone(),
-                reason: error_chain(&err),
-            })?
-            .to_vec();
+        let bytes = self.read_capped(response).await?;
         let json: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
             return Ok(Answer {
@@ -350,6 +368,37 @@ impl AdminClient {
             });
         }
         Err(api_error(status, json.as_ref(), &bytes))
+    }
+}
+
+impl AdminClient {
+    /// The body of `response`, at most `max_response_bytes` of it.
+    async fn read_capped(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+        let too_large = || ClientError::TooLarge {
+            target: self.target.clone(),
+            limit: self.max_response_bytes,
+        };
+        if response
+            .content_length()
+            .is_some_and(|declared| declared > self.max_response_bytes)
+        {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|err| ClientError::Unreachable {
+                target: self.target.clone(),
+                reason: error_chain(&err),
+            })?
+        {
+            if (bytes.len() + chunk.len()) as u64 > self.max_response_bytes {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
     }
 }
 

@@ -634,7 +634,7 @@ pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError
             ]
         })
         .collect();
-    Ok(Output::Text(table(
+    let mut out = table(
         &[
             "TRUST DOMAIN",
             "ROLE",
@@ -646,7 +646,22 @@ pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError
             "LAST ERROR",
         ],
         &rows,
-    )))
+    );
+    // Supervised tasks that panicked: a bug in the gateway, shown until it restarts.
+    for task in items(&value, "tasks") {
+        let restarts = task.get("restarts_at").and_then(Value::as_str).map_or_else(
+            || "running again".to_owned(),
+            |at| format!("restarts at {at}"),
+        );
+        out.push_str(&format!(
+            "\ntask_panicked: {} panicked {} time(s), last at {}: {} ({restarts})",
+            text(task, "task"),
+            text(task, "panics"),
+            text(task, "at"),
+            text(task, "message"),
+        ));
+    }
+    Ok(Output::Text(out))
 }
 
 /// The codes of a domain's warnings, comma-separated (`-` for none); `--json` and

@@ -143,6 +143,9 @@ pub struct AdminConfig {
     /// Client SPIFFE IDs allowed over mTLS, each with its scope.
     #[serde(default)]
     pub clients: Vec<AdminClientId>,
+    /// `[admin.watch]`: bounds of the watch API (long polls and event streams).
+    #[serde(default)]
+    pub watch: crate::admin::watchers::WatchLimits,
     /// Connection and request body limits (`[admin.limits]`).
     #[serde(default)]
     pub limits: crate::net::LimitsConfig,
@@ -450,12 +453,28 @@ enum SecondsRepr {
     Text(String),
 }
 
+impl Seconds {
+    /// The longest duration any key accepts: 365 days. Bounding every duration where
+    /// it is parsed keeps schedule arithmetic (now + wait, backoff, jitter) far from
+    /// overflow, and no refresh interval, timeout or hint is sensibly longer.
+    pub const MAX: Self = Self(365 * 86_400);
+
+    fn bounded(self, written: &str) -> Result<Self, String> {
+        if self > Self::MAX {
+            return Err(format!(
+                "{written} is above the longest duration accepted, 365d"
+            ));
+        }
+        Ok(self)
+    }
+}
+
 impl TryFrom<SecondsRepr> for Seconds {
     type Error = String;
 
     fn try_from(value: SecondsRepr) -> Result<Self, Self::Error> {
         match value {
-            SecondsRepr::Number(n) => Ok(Self(n)),
+            SecondsRepr::Number(n) => Self(n).bounded(&n.to_string()),
             SecondsRepr::Text(text) => text.parse(),
         }
     }
@@ -487,7 +506,8 @@ impl FromStr for Seconds {
         value
             .checked_mul(factor)
             .map(Self)
-            .ok_or_else(|| format!("{text:?} is too large"))
+            .ok_or_else(|| format!("{text:?} is above the longest duration accepted, 365d"))?
+            .bounded(&format!("{text:?}"))
     }
 }
 
@@ -1106,6 +1126,16 @@ mod tests {
         assert_eq!("5m".parse::<Seconds>(), Ok(Seconds(300)));
         assert_eq!("1h".parse::<Seconds>(), Ok(Seconds(3600)));
         assert_eq!("2d".parse::<Seconds>(), Ok(Seconds(172_800)));
+        assert_eq!("365d".parse::<Seconds>(), Ok(Seconds::MAX));
+        for too_long in ["366d", "99999999999d", "18446744073709551615"] {
+            let err = too_long.parse::<Seconds>().unwrap_err();
+            assert!(err.contains("longest duration accepted, 365d"), "{err}");
+        }
+        let err = Config::from_toml("[polling]\nmax_refresh = \"99999999999d\"\n").unwrap_err();
+        assert!(err.to_string().contains("max_refresh"), "{err}");
+        assert!(err.to_string().contains("365d"), "{err}");
+        let err = Config::from_toml("[polling]\nmax_refresh = 31622400\n").unwrap_err();
+        assert!(err.to_string().contains("365d"), "{err}");
         assert!("5 minutes".parse::<Seconds>().is_err());
         assert!("m".parse::<Seconds>().is_err());
         let config =

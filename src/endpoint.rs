@@ -33,7 +33,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::{self, Connector, Limits, Net, Peer, Protocols, Stream};
-use crate::shutdown::Shutdown;
+use crate::supervise::Supervisor;
 use crate::trust_store::{Snapshot, TrustStore};
 
 /// The shortest gap between two rebuilds of the served table. The first change after
@@ -145,32 +145,38 @@ impl ServedTable {
     }
 }
 
-/// Keep `table` equal to the trust store's snapshot until cancelled.
+/// Keep `table` equal to the trust store's snapshot until cancelled (restarted after
+/// a panic by `supervisor`).
 pub fn follow(
     trust_store: TrustStore,
     locals: Vec<(TrustDomain, String)>,
-    shutdown: &Shutdown,
+    supervisor: &Supervisor,
 ) -> Arc<ArcSwap<ServedTable>> {
-    // Subscribe before reading the snapshot: a change published in between is then
-    // seen as pending on the feed, instead of being missed until the next change.
-    let mut changes = trust_store.subscribe();
     let table = Arc::new(ArcSwap::from_pointee(ServedTable::build(
         &trust_store.snapshot(),
         &locals,
     )));
-    let cancel = shutdown.token();
+    let cancel = supervisor.shutdown().token();
     let out = Arc::clone(&table);
-    shutdown.spawn(async move {
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                changed = changes.changed() => if changed.is_err() { return },
-            }
-            let next = table.load().rebuild(&trust_store.snapshot(), &locals);
-            table.store(Arc::new(next));
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(MIN_REBUILD_GAP) => {}
+    let locals = Arc::new(locals);
+    supervisor.spawn("endpoint table".to_owned(), cancel.clone(), move || {
+        let (trust_store, table, locals) =
+            (trust_store.clone(), Arc::clone(&table), Arc::clone(&locals));
+        let cancel = cancel.clone();
+        async move {
+            // A (re)start serves the current snapshot at once, then follows the feed.
+            let mut changes = trust_store.subscribe();
+            loop {
+                let next = table.load().rebuild(&trust_store.snapshot(), &locals);
+                table.store(Arc::new(next));
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(MIN_REBUILD_GAP) => {}
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
             }
         }
     });

@@ -34,6 +34,7 @@ use crate::relationships::{
 use crate::shutdown::{Ended, Shutdown};
 use crate::sinks::files::FilesError;
 use crate::store::StoreError;
+use crate::supervise::{Supervisor, TaskHealth};
 use crate::telemetry::Metrics;
 use crate::trust_store::{SubmitError, TrustStore};
 
@@ -165,6 +166,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
     };
     let trust_store = TrustStore::open(&data_dir.join("db"), settings).await?;
     let metrics = trust_store.metrics().clone();
+    let supervisor = Supervisor::new(shutdown.clone(), TaskHealth::new(), metrics.clone());
     // Before any listener: the open-file limit raised, the connection budget set.
     let net = Net::start(&config.net, metrics.clone(), shutdown.clone())?;
 
@@ -224,9 +226,10 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
 
     // Sinks start after the local bundles, so their first write already holds them.
     for files in &config.sinks.files {
-        crate::sinks::files::start(files, trust_store.clone(), metrics.clone(), &shutdown).await?;
+        crate::sinks::files::start(files, trust_store.clone(), metrics.clone(), &supervisor)
+            .await?;
     }
-    let table = crate::endpoint::follow(trust_store.clone(), locals.clone(), &shutdown);
+    let table = crate::endpoint::follow(trust_store.clone(), locals.clone(), &supervisor);
     let mut web_addr = None;
     if let Some(web) = &config.endpoint.https_web {
         let public_names = web
@@ -275,6 +278,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
             fetch_slots: Arc::new(tokio::sync::Semaphore::new(
                 usize::try_from(config.polling.max_concurrent_fetches).unwrap_or(usize::MAX),
             )),
+            supervisor: supervisor.clone(),
         },
         shutdown.clone(),
     );
@@ -320,12 +324,22 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
                 &trust_store,
                 &metrics,
                 &net,
+                &supervisor,
             );
             Some(sds.await?)
         }
         None => None,
     };
-    let admin_addr = start_admin(config, &trust_store, &metrics, &pollers, &registry, &net).await?;
+    let admin_addr = start_admin(
+        config,
+        &trust_store,
+        &metrics,
+        &pollers,
+        &registry,
+        &net,
+        &supervisor,
+    )
+    .await?;
     tracing::info!(
         locals = locals.len(),
         relationships = registry.view().load().len(),
@@ -356,6 +370,7 @@ async fn start_admin(
     pollers: &Pollers,
     registry: &Registry,
     net: &Net,
+    supervisor: &Supervisor,
 ) -> Result<Option<BoundAddr>, GatewayError> {
     let shutdown = net.shutdown();
     let listen = config.admin_listen();
@@ -428,6 +443,12 @@ async fn start_admin(
         ready,
         schedule: Schedule::from(&config.polling),
         max_document_bytes: config.policy.max_document_bytes,
+        watchers: crate::admin::watchers::Watchers::new(
+            config.admin.watch,
+            metrics.clone(),
+            shutdown.clone(),
+        ),
+        tasks: supervisor.health().clone(),
         body_limits: config.admin.limits.body_limits(),
     };
     let limits = config.admin.limits.resolve(Kind::Admin);

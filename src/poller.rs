@@ -89,7 +89,9 @@ fn apply_jitter(wait: Duration, jitter: f64) -> Duration {
     } else {
         0.5
     };
-    wait.mul_f64(1.0 - JITTER_FRACTION + 2.0 * JITTER_FRACTION * jitter)
+    let factor = 1.0 - JITTER_FRACTION + 2.0 * JITTER_FRACTION * jitter;
+    // Never panics: an unrepresentable product keeps the unjittered wait.
+    Duration::try_from_secs_f64(wait.as_secs_f64() * factor).unwrap_or(wait)
 }
 
 #[cfg(test)]

@@ -616,17 +616,35 @@ impl Inner {
         let stored = snapshot
             .get(td)
             .map_or(&[][..], |entry| &entry.warnings[..]);
-        let all = policy_warnings
+        // One line per kind of warning, however many authorities it concerns: a
+        // peer's bundle of a thousand CAs without a SPIFFE ID is one line, not a
+        // thousand (the count and the first example are shown).
+        let mut by_code: std::collections::BTreeMap<&'static str, (usize, String)> =
+            std::collections::BTreeMap::new();
+        for (code, message) in policy_warnings
             .iter()
             .map(|w| (w.code(), w.to_string()))
-            .chain(stored.iter().map(|w| (w.code(), w.to_string())));
-        for (code, message) in all {
-            tracing::warn!(trust_domain = %td, warning = code, "accepted bundle: {message}");
+            .chain(stored.iter().map(|w| (w.code(), w.to_string())))
+        {
+            by_code.entry(code).or_insert((0, message)).0 += 1;
+        }
+        for (code, (count, first)) in by_code {
+            let first = crate::log_guard::Clip::new(&first);
+            if count == 1 {
+                tracing::warn!(trust_domain = %td, warning = code, "accepted bundle: {first}");
+            } else {
+                tracing::warn!(trust_domain = %td, warning = code, count, "accepted bundle: {count} warnings like: {first}");
+            }
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "a count of warnings, far below 2^53"
+            )]
+            let by = count as f64;
             self.metrics.inc(
                 WARNINGS_METRIC,
                 "Warnings on accepted bundles, by trust domain and warning.",
                 &[("trust_domain", td.as_str()), ("warning", code)],
-                1.0,
+                by,
             );
         }
     }

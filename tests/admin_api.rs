@@ -174,6 +174,12 @@ impl Harness {
             ready: ready_rx,
             schedule: (&config.polling).into(),
             max_document_bytes: options.max_document_bytes,
+            watchers: fedgw::admin::watchers::Watchers::new(
+                Default::default(),
+                fedgw::telemetry::Metrics::new(),
+                fedgw::shutdown::Shutdown::new(),
+            ),
+            tasks: fedgw::supervise::TaskHealth::new(),
             body_limits: Default::default(),
         };
         let bound = listen::bind(&listen, &access).await.unwrap();

@@ -175,6 +175,12 @@ impl Harness {
             ready,
             schedule: (&PollingConfig::default()).into(),
             max_document_bytes: 64 * 1024,
+            watchers: fedgw::admin::watchers::Watchers::new(
+                Default::default(),
+                fedgw::telemetry::Metrics::new(),
+                fedgw::shutdown::Shutdown::new(),
+            ),
+            tasks: fedgw::supervise::TaskHealth::new(),
             body_limits: Default::default(),
             registry: None,
         };

@@ -137,6 +137,12 @@ impl Server {
             ready,
             schedule: (&PollingConfig::default()).into(),
             max_document_bytes: 64 * 1024,
+            watchers: fedgw::admin::watchers::Watchers::new(
+                Default::default(),
+                fedgw::telemetry::Metrics::new(),
+                fedgw::shutdown::Shutdown::new(),
+            ),
+            tasks: fedgw::supervise::TaskHealth::new(),
             body_limits: Default::default(),
         };
         let listen = AdminListen::Tcp("127.0.0.1:0".parse().unwrap());

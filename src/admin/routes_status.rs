@@ -36,6 +36,9 @@ pub(super) async fn status(
 pub(super) struct StatusView {
     revision: u64,
     domains: Vec<DomainView>,
+    /// Supervised tasks (pollers, sinks, followers) that have panicked since start,
+    /// each with code `task_panicked`; empty on a healthy gateway.
+    tasks: Vec<crate::supervise::TaskRecord>,
 }
 
 #[derive(Debug, Serialize)]
@@ -143,6 +146,7 @@ fn status_view(state: &AdminState, now: OffsetDateTime) -> StatusView {
     StatusView {
         revision: snapshot.revision,
         domains,
+        tasks: state.tasks.records(),
     }
 }
 

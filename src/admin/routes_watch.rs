@@ -9,22 +9,26 @@
 //! (`ready` turns false), so that in-flight calls let the listener stop; the client
 //! then reconnects. It does not own the list's shape (`routes_bundles::list_view`).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse as _, Response};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 use tokio::sync::watch;
+use tokio_util::sync::DropGuard;
 
 use super::AdminState;
 use super::error::ApiError;
-use super::routes_bundles::{ListView, list_view};
+use super::watchers::{Admitted, Progress};
 use crate::config::{Scope, Seconds};
+use crate::net::ConnectionHandle;
+use crate::sinks::sds::wire::CHUNK;
 
 /// How long `wait` blocks without `timeout`.
 pub(super) const DEFAULT_WAIT: Duration = Duration::from_secs(30);
@@ -47,12 +51,13 @@ pub(super) struct WatchQuery {
 
 /// `GET /v1/bundles[?wait=REVISION[&timeout=30s]]`: the full state; with `wait`, not
 /// before the global revision differs from `REVISION` or the timeout passes (then the
-/// state is answered unchanged, with `revision == REVISION`).
+/// state is answered unchanged, with `revision == REVISION`). A waiting call counts
+/// against `admin.watch.max_clients`; the answer is the state's shared serialisation.
 pub(super) async fn bundles(
     State(state): State<AdminState>,
     query: Result<Query<WatchQuery>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Json<ListView>, ApiError> {
+) -> Result<Response, ApiError> {
     state.access.authorize(&headers, Scope::Read)?;
     let Query(query) = query.map_err(|err| ApiError::invalid(err.body_text()))?;
     let timeout = wait_timeout(query.timeout.as_deref())?;
@@ -63,6 +68,7 @@ pub(super) async fn bundles(
         // Subscribe before reading the snapshot, so a change in between is not missed.
         let mut feed = state.trust_store.subscribe();
         if state.trust_store.snapshot().revision == wait {
+            let _admitted = state.watchers.admit()?;
             let mut ready = state.ready.clone();
             tokio::select! {
                 _changed = feed.wait_for(|revision| *revision != wait) => {}
@@ -75,34 +81,68 @@ pub(super) async fn bundles(
             "timeout is only meaningful with wait=REVISION",
         ));
     }
-    Ok(Json(list_view(&state, &state.trust_store.snapshot())))
+    let snapshot = state.trust_store.snapshot();
+    let json = state.watchers.state_json(&state, &snapshot).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response())
 }
 
 /// `GET /v1/events`: `text/event-stream` of `bundles` events, each the full state
 /// with the global revision as its `id`. The first event comes at once unless the
 /// client's `Last-Event-ID` is the current revision; then one per change (changes
-/// that follow each other quickly may share one event: each carries the whole state).
-/// Idle streams carry a keep-alive comment every [`KEEP_ALIVE`].
+/// that follow each other quickly, or happen while the client is not reading, share
+/// one event: each carries the whole state). Idle streams carry a keep-alive comment
+/// every [`KEEP_ALIVE`]. A client that stops reading is dropped
+/// ([`super::watchers`]).
 pub(super) async fn events(
     State(state): State<AdminState>,
+    connection: Option<axum::Extension<ConnectionHandle>>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     state.access.authorize(&headers, Scope::Read)?;
+    let admitted = state.watchers.admit()?;
     let last_id = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
         .and_then(|text| text.trim().parse::<u64>().ok());
+    let progress = Progress::new(last_id);
+    let supervisor = state.watchers.supervise(
+        progress.clone(),
+        connection.map(|axum::Extension(handle)| handle),
+        state.trust_store.subscribe(),
+    );
     let follower = Follower {
         feed: state.trust_store.subscribe(),
         ready: state.ready.clone(),
         sent: last_id,
+        pending: VecDeque::new(),
+        progress,
+        _supervisor: supervisor,
+        _admitted: admitted,
         state,
     };
     let stream = futures_util::stream::unfold(follower, |mut follower| async move {
-        let event = follower.next().await?;
-        Some((Ok(event), follower))
+        let chunk = follower.next().await?;
+        Some((chunk, follower))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+    let body = axum::body::Body::from_stream(stream.map(Ok::<_, Infallible>));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// One event stream's position.
@@ -112,37 +152,64 @@ struct Follower {
     ready: watch::Receiver<bool>,
     /// The revision the client holds (sent last, or named by `Last-Event-ID`).
     sent: Option<u64>,
+    /// The rest of the event being sent.
+    pending: VecDeque<Bytes>,
+    progress: Progress,
+    _supervisor: DropGuard,
+    _admitted: Admitted,
 }
 
 impl Follower {
-    /// The next event, or `None` when the stream should end (shutdown, or the trust
-    /// store is gone).
-    async fn next(&mut self) -> Option<Event> {
+    /// The next chunk to write, or `None` when the stream should end (shutdown, the
+    /// trust store is gone, or the state cannot be serialised).
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(chunk) = self.pending.pop_front() {
+            self.progress.handed(None, !self.pending.is_empty());
+            return Some(chunk);
+        }
         loop {
             let snapshot = self.state.trust_store.snapshot();
             if self.sent != Some(snapshot.revision) {
-                let view = list_view(&self.state, &snapshot);
-                let data = match serde_json::to_string(&view) {
-                    Ok(data) => data,
-                    Err(err) => {
-                        tracing::error!(error = %err, "event stream: cannot serialise the state");
-                        return None;
-                    }
-                };
+                let json = self
+                    .state
+                    .watchers
+                    .state_json(&self.state, &snapshot)
+                    .await
+                    .ok()?;
                 self.sent = Some(snapshot.revision);
-                return Some(
-                    Event::default()
-                        .event("bundles")
-                        .id(snapshot.revision.to_string())
-                        .data(data),
-                );
+                self.pending = event(snapshot.revision, &json);
+                let first = self.pending.pop_front()?;
+                self.progress
+                    .handed(Some(snapshot.revision), !self.pending.is_empty());
+                return Some(first);
             }
             tokio::select! {
                 changed = self.feed.changed() => changed.ok()?,
                 () = shutting_down(&mut self.ready) => return None,
+                () = tokio::time::sleep(KEEP_ALIVE) => {
+                    self.progress.handed(None, false);
+                    return Some(Bytes::from_static(b": keep-alive\n\n"));
+                }
             }
         }
     }
+}
+
+/// A `bundles` event for `revision` carrying `json` (one line: serde_json escapes
+/// every newline), in chunks that share `json`'s bytes.
+fn event(revision: u64, json: &Bytes) -> VecDeque<Bytes> {
+    let mut chunks = VecDeque::new();
+    chunks.push_back(Bytes::from(format!(
+        "event: bundles\nid: {revision}\ndata: "
+    )));
+    let mut offset = 0;
+    while offset < json.len() {
+        let end = (offset + CHUNK).min(json.len());
+        chunks.push_back(json.slice(offset..end));
+        offset = end;
+    }
+    chunks.push_back(Bytes::from_static(b"\n\n"));
+    chunks
 }
 
 /// `timeout` as a duration: [`DEFAULT_WAIT`] when absent, at most [`MAX_WAIT`].
@@ -174,6 +241,28 @@ async fn shutting_down(ready: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_shares_the_state_bytes_and_is_one_sse_event() {
+        let json = Bytes::from(format!("{{\"x\":\"{}\"}}", "y".repeat(3 * CHUNK)));
+        let chunks = event(7, &json);
+        let text: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.starts_with("event: bundles\nid: 7\ndata: {"));
+        assert!(text.ends_with("}\n\n"));
+        assert_eq!(text.matches('\n').count(), 4, "one data line");
+        let inside = json.as_ptr_range();
+        let shared: usize = chunks
+            .iter()
+            .filter(|c| inside.contains(&c.as_ptr()))
+            .map(Bytes::len)
+            .sum();
+        assert_eq!(
+            shared,
+            json.len(),
+            "the JSON is the shared bytes, not a copy"
+        );
+    }
 
     #[test]
     fn timeouts_default_parse_and_are_capped() {

@@ -39,6 +39,7 @@ use super::Schedule;
 use super::relationship::Relationship;
 use crate::policy::{DocumentFacts, Source};
 use crate::shutdown::Shutdown;
+use crate::supervise::{self, Supervisor};
 use crate::telemetry::Metrics;
 use crate::trust_store::{Outcome, SubmitError, TrustStore};
 
@@ -55,6 +56,8 @@ pub struct PollerContext {
     pub metrics: Metrics,
     /// Fetch slots across all relationships (`polling.max_concurrent_fetches`).
     pub fetch_slots: Arc<tokio::sync::Semaphore>,
+    /// Restarts a poller that panicked, and records the panic.
+    pub supervisor: Supervisor,
 }
 
 /// The result of one poll, as the admin API reports a manual refresh.
@@ -121,12 +124,9 @@ impl Pollers {
         // (POLL-4: nothing is fetched after a stop). A trust store write it already
         // began still completes: the write holds the store's writer lock, so a
         // removal that follows the stop comes after it.
-        let task = self.shutdown.spawn(async move {
-            tokio::select! {
-                () = run(ctx, relationship, stop.clone(), requests) => {}
-                () = stop.cancelled() => {}
-            }
-        });
+        let task = self
+            .shutdown
+            .spawn(supervised(ctx, relationship, stop, requests));
         let previous = self
             .tasks
             .lock()
@@ -175,17 +175,77 @@ impl Pollers {
     }
 }
 
-async fn run(
+/// Run a relationship's poller until `stop`; a panic (a bug) is caught, recorded as
+/// the relationship's last error (`poller_panicked`) and in the task registry, and the
+/// poller starts again after a backoff.
+async fn supervised(
     ctx: Arc<PollerContext>,
     relationship: Relationship,
-    cancel: CancellationToken,
+    stop: CancellationToken,
     mut requests: mpsc::Receiver<oneshot::Sender<PollReport>>,
+) {
+    let name = format!("poller {}", relationship.trust_domain);
+    let mut restarts = 0_u32;
+    loop {
+        let outcome = tokio::select! {
+            () = stop.cancelled() => return,
+            outcome = supervise::catch(run(&ctx, &relationship, &stop, &mut requests)) => outcome,
+        };
+        let Err(message) = outcome else {
+            return;
+        };
+        restarts = restarts.saturating_add(1);
+        let wait = supervise::backoff(restarts);
+        ctx.supervisor.record(&name, &message, wait);
+        let now = OffsetDateTime::now_utc();
+        let next = after(now, wait);
+        let report = PollReport {
+            trust_domain: relationship.trust_domain.clone(),
+            outcome: "failed",
+            revision: None,
+            final_url: None,
+            peer: None,
+            sequence: None,
+            error: Some(format!(
+                "the poller panicked (a bug: please report it): {}; it restarts in {}s",
+                crate::log_guard::Clip::new(&message),
+                wait.as_secs()
+            )),
+            error_code: Some(POLLER_PANICKED),
+            next_attempt: rfc3339(next),
+        };
+        record(&ctx, &relationship, &report, false, now, next).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        ctx.supervisor.health().restarted(&name);
+    }
+}
+
+/// The error code of a poll that ended in a panic.
+pub const POLLER_PANICKED: &str = "poller_panicked";
+
+/// `now + wait`, or the latest representable time if that overflows (a refresh hint
+/// or backoff far in the future must never end the poller).
+fn after(now: OffsetDateTime, wait: std::time::Duration) -> OffsetDateTime {
+    time::Duration::try_from(wait)
+        .ok()
+        .and_then(|wait| now.checked_add(wait))
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+}
+
+async fn run(
+    ctx: &PollerContext,
+    relationship: &Relationship,
+    cancel: &CancellationToken,
+    requests: &mut mpsc::Receiver<oneshot::Sender<PollReport>>,
 ) {
     let mut failures = 0_u32;
     let mut reply: Option<oneshot::Sender<PollReport>> = None;
     loop {
         let now = OffsetDateTime::now_utc();
-        let mut report = poll_once(&ctx, &relationship, now).await;
+        let mut report = poll_once(ctx, relationship, now).await;
         let hint = ctx
             .trust_store
             .snapshot()
@@ -200,9 +260,9 @@ async fn run(
             failures = failures.saturating_add(1);
             ctx.schedule.after_failure(failures, hint, jitter)
         };
-        let next = now + wait;
+        let next = after(now, wait);
         report.next_attempt = rfc3339(next);
-        record(&ctx, &relationship, &report, succeeded, now, next).await;
+        record(ctx, relationship, &report, succeeded, now, next).await;
         let awaiting = (report.outcome == AWAITING_BOOTSTRAP)
             .then(|| relationship.endpoint_trust_domain())
             .flatten();
@@ -238,8 +298,24 @@ async fn bundle_stored(trust_store: &TrustStore, trust_domain: Option<&TrustDoma
     }
 }
 
+/// Test seam: the next this-many polls panic, standing in for a bug (no input can
+/// make a poll panic on purpose).
+#[cfg(test)]
+static PANICS_TO_INJECT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// One poll: bootstrap if needed, then each URL in order until one succeeds.
 async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime) -> PollReport {
+    #[cfg(test)]
+    if PANICS_TO_INJECT
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok()
+    {
+        panic!("injected by a test");
+    }
     let td = &rel.trust_domain;
     let mut report = PollReport {
         trust_domain: td.clone(),
@@ -475,4 +551,96 @@ async fn record(
 fn rfc3339(at: OffsetDateTime) -> Option<String> {
     at.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::policy::PolicySettings;
+    use crate::supervise::TaskHealth;
+
+    /// A poller that panics is recorded (status `poller_panicked`, the task registry,
+    /// the panic counter) and runs again after its backoff: its next poll records an
+    /// ordinary outcome and a manual refresh is answered.
+    #[tokio::test]
+    async fn a_panicking_poller_is_reported_and_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let trust_store = TrustStore::open(dir.path(), PolicySettings::default())
+            .await
+            .unwrap();
+        let metrics = Metrics::new();
+        let shutdown = Shutdown::new();
+        let supervisor = Supervisor::new(shutdown.clone(), TaskHealth::new(), metrics.clone());
+        let config = crate::config::Config::from_toml(
+            "data_dir = \"/nonexistent\"\n[[federation]]\ntrust_domain = \"b.test\"\nurl = \"https://127.0.0.1:1/\"\nprofile = \"https_web\"\n",
+        )
+        .unwrap();
+        let relationship =
+            Relationship::from_config(&config.federation[0], 1 << 20, Duration::from_secs(2))
+                .unwrap();
+        let pollers = Pollers::new(
+            PollerContext {
+                trust_store: trust_store.clone(),
+                fetcher: Fetcher::new(),
+                schedule: crate::poller::Schedule::from(&config.polling),
+                metrics: metrics.clone(),
+                fetch_slots: Arc::new(tokio::sync::Semaphore::new(4)),
+                supervisor: supervisor.clone(),
+            },
+            shutdown.clone(),
+        );
+        let td: TrustDomain = "b.test".parse().unwrap();
+        PANICS_TO_INJECT.store(1, std::sync::atomic::Ordering::SeqCst);
+        pollers.start(relationship);
+
+        let code = |store: &TrustStore| {
+            store
+                .statuses()
+                .get(&td)
+                .and_then(|status| status.last_error.as_ref())
+                .and_then(|error| error.code.clone())
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while code(&trust_store).as_deref() != Some(POLLER_PANICKED) {
+            assert!(tokio::time::Instant::now() < deadline, "panic not recorded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let records = supervisor.health().records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].task, "poller b.test");
+        assert_eq!(records[0].message, "injected by a test");
+        assert_eq!(
+            metrics.value(crate::supervise::PANICS_METRIC, &[("task", "poller")]),
+            Some(1.0)
+        );
+        // Restarted after the 1 s backoff: the next poll fails to connect, as it should.
+        while code(&trust_store).as_deref() == Some(POLLER_PANICKED) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "poller not restarted"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(code(&trust_store).as_deref(), Some("connect"));
+        assert_eq!(supervisor.health().records()[0].restarts_at, None);
+        let report = pollers
+            .refresh(&td)
+            .await
+            .expect("the restarted poller answers");
+        assert_eq!(report.outcome, "failed");
+        assert!(pollers.stop(&td).await);
+    }
+
+    #[test]
+    fn a_wait_beyond_the_calendar_saturates() {
+        let now = OffsetDateTime::now_utc();
+        let far = after(now, std::time::Duration::from_secs(u64::MAX));
+        assert_eq!(far, time::PrimitiveDateTime::MAX.assume_utc());
+        assert_eq!(
+            after(now, std::time::Duration::from_secs(5)),
+            now + time::Duration::seconds(5)
+        );
+    }
 }

@@ -76,6 +76,7 @@ pub use self::writer::MANIFEST_FILE;
 use self::writer::Writer;
 use crate::config::ConfigError;
 use crate::shutdown::Shutdown;
+use crate::supervise::Supervisor;
 use crate::telemetry::Metrics;
 use crate::trust_store::{Snapshot, TrustStore};
 
@@ -500,30 +501,35 @@ pub async fn start(
     config: &FilesSinkConfig,
     trust_store: TrustStore,
     metrics: Metrics,
-    shutdown: &Shutdown,
+    supervisor: &Supervisor,
 ) -> Result<FilesSink, FilesError> {
-    let sink = FilesSink::open(config, metrics, shutdown).await?;
-    // Subscribe before reading the snapshot: a change published in between is then
-    // pending on the feed instead of missed.
-    let mut changes = trust_store.subscribe();
+    let sink = FilesSink::open(config, metrics, supervisor.shutdown()).await?;
     sink.apply(Arc::new(state_of(&trust_store.snapshot())))
         .await?;
-    let cancel = shutdown.token();
+    let cancel = supervisor.shutdown().token();
     let following = sink.clone();
-    shutdown.spawn(async move {
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                changed = changes.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(RETRY_AFTER), if failing => {}
+    let name = format!("files sink {}", sink.dir.display());
+    supervisor.spawn(name, cancel.clone(), move || {
+        let (trust_store, following, cancel) =
+            (trust_store.clone(), following.clone(), cancel.clone());
+        async move {
+            // Subscribe before reading the snapshot: a change published in between is
+            // then pending on the feed instead of missed. A restart after a panic
+            // converges at once.
+            let mut changes = trust_store.subscribe();
+            loop {
+                let state = Arc::new(state_of(&trust_store.snapshot()));
+                // Failures were logged (rate-limited) by `apply`.
+                let failing = !following
+                    .apply(state)
+                    .await
+                    .is_ok_and(|applied| applied.failed.is_empty());
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(RETRY_AFTER), if failing => {}
+                }
             }
-            let state = Arc::new(state_of(&trust_store.snapshot()));
-            // Failures were logged (rate-limited) by `apply`.
-            failing = !following
-                .apply(state)
-                .await
-                .is_ok_and(|applied| applied.failed.is_empty());
         }
     });
     Ok(sink)

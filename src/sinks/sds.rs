@@ -18,7 +18,6 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use spiffe_federation::TrustDomain;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
@@ -26,7 +25,7 @@ use tonic::service::Routes;
 
 use crate::admin::listen::{BoundAddr, ListenError, clear_stale_socket};
 use crate::net::{self, Kind, Net, Plain, Protocols};
-use crate::shutdown::Shutdown;
+use crate::supervise::Supervisor;
 use crate::telemetry::Metrics;
 use crate::trust_store::TrustStore;
 
@@ -34,15 +33,17 @@ mod config;
 pub mod protocol;
 pub mod resources;
 mod service;
+mod stream;
+pub mod wire;
 
 pub use config::{
-    DEFAULT_ALL_BUNDLES_NAME, DEFAULT_BUNDLE_NAME, DEFAULT_SOCKET_MODE, SdsConfig, SdsListen,
-    SocketMode,
+    DEFAULT_ALL_BUNDLES_NAME, DEFAULT_BUNDLE_NAME, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_STREAMS,
+    DEFAULT_SOCKET_MODE, DEFAULT_STALL_TIMEOUT, SdsConfig, SdsListen, SocketMode,
 };
-pub use service::{NACKS_METRIC, PUSHES_METRIC, STREAMS_METRIC};
+pub use service::{DROPPED_METRIC, NACKS_METRIC, PUSHES_METRIC, REFUSED_METRIC, STREAMS_METRIC};
 
 use resources::{Catalog, Naming};
-use service::SdsService;
+use service::{SdsService, ServiceLimits};
 
 /// Why the SDS server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,7 @@ pub async fn start<'a>(
     trust_store: &TrustStore,
     metrics: &Metrics,
     net: &Net,
+    supervisor: &Supervisor,
 ) -> Result<BoundAddr, SdsError> {
     let shutdown = net.shutdown();
     let naming = Naming::new(config, locals);
@@ -112,9 +114,14 @@ pub async fn start<'a>(
             (Bound::Tcp(listener), BoundAddr::Tcp(local))
         }
     };
-    let catalog = follow(trust_store.clone(), naming, shutdown);
-    let service = SdsService::new(catalog, metrics.clone(), shutdown.clone());
-    let routes = Routes::new(SecretDiscoveryServiceServer::new(service));
+    let catalog = follow(trust_store.clone(), naming, supervisor);
+    let service_limits = ServiceLimits {
+        max_streams: config.max_streams,
+        max_request_bytes: config.max_request_bytes,
+        stall_timeout: config.stall_timeout.duration(),
+    };
+    let service = SdsService::new(catalog, metrics.clone(), shutdown.clone(), service_limits);
+    let routes = Routes::new(service);
     let limits = config.limits.resolve(Kind::Sds);
     let socket = match &listen {
         SdsListen::Unix(path) => Some(path.clone()),
@@ -155,24 +162,34 @@ enum Bound {
 pub(crate) fn follow(
     trust_store: TrustStore,
     naming: Naming,
-    shutdown: &Shutdown,
+    supervisor: &Supervisor,
 ) -> watch::Receiver<Arc<Catalog>> {
-    // Subscribe before reading the snapshot, so that a change in between is pending
-    // on the feed instead of lost.
-    let mut changes = trust_store.subscribe();
     let first = Catalog::from_snapshot(&trust_store.snapshot(), &naming);
     let (publish, catalog) = watch::channel(Arc::new(first));
-    let cancel = shutdown.token();
-    shutdown.spawn(async move {
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                changed = changes.changed() => if changed.is_err() { return },
+    let publish = Arc::new(publish);
+    let naming = Arc::new(naming);
+    let cancel = supervisor.shutdown().token();
+    supervisor.spawn("sds catalog".to_owned(), cancel.clone(), move || {
+        let (trust_store, publish, naming) = (
+            trust_store.clone(),
+            Arc::clone(&publish),
+            Arc::clone(&naming),
+        );
+        let cancel = cancel.clone();
+        async move {
+            // Subscribe before reading the snapshot, so that a change in between is
+            // pending on the feed instead of lost; a restart publishes at once.
+            let mut changes = trust_store.subscribe();
+            loop {
+                let current = trust_store.snapshot();
+                if publish.borrow().revision != current.revision {
+                    publish.send_replace(Arc::new(Catalog::from_snapshot(&current, &naming)));
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
             }
-            publish.send_replace(Arc::new(Catalog::from_snapshot(
-                &trust_store.snapshot(),
-                &naming,
-            )));
         }
     });
     catalog
@@ -237,6 +254,7 @@ mod tests {
     use crate::policy::testing::{bundle, now, td};
     use crate::policy::{PolicySettings, Source};
     use crate::shutdown::Ended;
+    use crate::shutdown::Shutdown;
 
     const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -266,9 +284,22 @@ mod tests {
                 shutdown.clone(),
             );
             let locals = [td("a.test")];
-            let addr = start(&config, dir.path(), locals.iter(), &store, &metrics, &net)
-                .await
-                .unwrap();
+            let supervisor = crate::supervise::Supervisor::new(
+                shutdown.clone(),
+                crate::supervise::TaskHealth::new(),
+                metrics.clone(),
+            );
+            let addr = start(
+                &config,
+                dir.path(),
+                locals.iter(),
+                &store,
+                &metrics,
+                &net,
+                &supervisor,
+            )
+            .await
+            .unwrap();
             let BoundAddr::Unix(socket) = addr else {
                 panic!("expected the default unix socket, got {addr:?}");
             };

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use spiffe_federation::TrustDomain;
 
-use crate::config::{AdminListen, ConfigError};
+use crate::config::{AdminListen, ConfigError, Seconds};
 
 /// The default name of the resource holding every offered domain (SPIRE's
 /// `default_all_bundles_name`).
@@ -41,9 +41,41 @@ pub struct SdsConfig {
     /// The domain `default_bundle_name` stands for; default the only local domain
     /// when there is exactly one.
     pub default_trust_domain: Option<TrustDomain>,
+    /// Open streams at most, both variants together (default 1024); more are refused
+    /// with `RESOURCE_EXHAUSTED`.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+    /// The largest request message accepted, in bytes (default 1 MiB); a larger one
+    /// ends its stream with `OUT_OF_RANGE`.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// How long a stream may leave a change (or the rest of a response) untaken
+    /// before the client is taken to have stopped reading and its connection is
+    /// closed (default 60 s).
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: Seconds,
     /// Connection limits (`[sinks.sds.limits]`).
     #[serde(default)]
     pub limits: crate::net::LimitsConfig,
+}
+
+/// The default of `max_streams`.
+pub const DEFAULT_MAX_STREAMS: usize = 1024;
+/// The default of `max_request_bytes`.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1 << 20;
+/// The default of `stall_timeout`.
+pub const DEFAULT_STALL_TIMEOUT: Seconds = Seconds(60);
+
+fn default_max_streams() -> usize {
+    DEFAULT_MAX_STREAMS
+}
+
+fn default_max_request_bytes() -> usize {
+    DEFAULT_MAX_REQUEST_BYTES
+}
+
+fn default_stall_timeout() -> Seconds {
+    DEFAULT_STALL_TIMEOUT
 }
 
 fn default_all_bundles_name() -> String {
@@ -183,6 +215,27 @@ impl SdsConfig {
                     ),
                 ));
             }
+        }
+        if self.max_streams == 0 {
+            return Err(invalid(
+                "max_streams",
+                "0 would refuse every stream; give at least 1".into(),
+            ));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(invalid(
+                "max_request_bytes",
+                format!(
+                    "{} bytes is too small for an Envoy request; give at least 1024",
+                    self.max_request_bytes
+                ),
+            ));
+        }
+        if self.stall_timeout.0 == 0 {
+            return Err(invalid(
+                "stall_timeout",
+                "0 would drop every client at its first change; give at least 1s".into(),
+            ));
         }
         if self.all_bundles_name == self.default_bundle_name {
             return Err(invalid(

@@ -34,7 +34,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
-use super::resources::{Catalog, SECRET_TYPE_URL};
+use super::resources::{Catalog, Resource, SECRET_TYPE_URL};
+use super::wire::{self, Frames};
 
 /// What a request asks of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +154,7 @@ impl Sotw {
 
     /// The response to send for `catalog`: always after [`Step::Respond`] (`force`),
     /// otherwise only when the subscribed resources differ from the last ones sent.
-    pub fn respond(&mut self, catalog: &Catalog, force: bool) -> Option<DiscoveryResponse> {
+    pub fn respond(&mut self, catalog: &Catalog, force: bool) -> Option<SotwResponse> {
         let names = self.subscribed.as_ref()?;
         let selected = catalog.select(names);
         let fingerprint: Vec<(String, String)> = selected
@@ -165,16 +166,89 @@ impl Sotw {
         }
         self.nonces += 1;
         let nonce = self.nonces.to_string();
-        let response = DiscoveryResponse {
+        let response = SotwResponse {
             version_info: catalog.revision.to_string(),
-            resources: selected.into_iter().map(|r| r.any.clone()).collect(),
-            type_url: SECRET_TYPE_URL.to_owned(),
+            resources: selected.into_iter().cloned().collect(),
             nonce: nonce.clone(),
-            ..DiscoveryResponse::default()
         };
         self.last_nonce = Some(nonce);
         self.sent = Some(fingerprint);
         Some(response)
+    }
+}
+
+/// A `StreamSecrets` response: the current state of the subscribed names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SotwResponse {
+    /// The trust store revision.
+    pub version_info: String,
+    /// The resources, in name order.
+    pub resources: Vec<Resource>,
+    /// This response's nonce.
+    pub nonce: String,
+}
+
+impl SotwResponse {
+    /// As a protobuf message (unary answers, tests).
+    pub fn message(&self) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: self.version_info.clone(),
+            resources: self.resources.iter().map(Resource::any).collect(),
+            type_url: SECRET_TYPE_URL.to_owned(),
+            nonce: self.nonce.clone(),
+            ..DiscoveryResponse::default()
+        }
+    }
+
+    /// As gRPC frames sharing the catalog's encodings.
+    pub fn frames(&self) -> Frames {
+        wire::sotw(&self.version_info, &self.nonce, &self.resources)
+    }
+}
+
+/// A `DeltaSecrets` response: changed resources and removed names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaResponse {
+    /// The trust store revision.
+    pub system_version_info: String,
+    /// Resources the client lacks or holds at another version.
+    pub resources: Vec<Resource>,
+    /// Names the client holds that are no longer offered.
+    pub removed_resources: Vec<String>,
+    /// This response's nonce.
+    pub nonce: String,
+}
+
+impl DeltaResponse {
+    /// As a protobuf message (tests).
+    pub fn message(&self) -> DeltaDiscoveryResponse {
+        DeltaDiscoveryResponse {
+            system_version_info: self.system_version_info.clone(),
+            resources: self
+                .resources
+                .iter()
+                .map(|resource| DeltaResource {
+                    name: resource.name.clone(),
+                    version: resource.version.clone(),
+                    resource: Some(resource.any()),
+                    ..DeltaResource::default()
+                })
+                .collect(),
+            type_url: SECRET_TYPE_URL.to_owned(),
+            removed_resources: self.removed_resources.clone(),
+            nonce: self.nonce.clone(),
+            ..DeltaDiscoveryResponse::default()
+        }
+    }
+
+    /// As gRPC frames sharing the catalog's encodings.
+    pub fn frames(&self) -> Frames {
+        wire::delta(
+            &self.system_version_info,
+            &self.nonce,
+            &self.resources,
+            &self.removed_resources,
+        )
     }
 }
 
@@ -241,7 +315,7 @@ impl Delta {
     /// The changes to send for `catalog`: resources the client lacks or holds at
     /// another version, and names it holds that are no longer offered. `None` when
     /// there is nothing to say.
-    pub fn respond(&mut self, catalog: &Catalog) -> Option<DeltaDiscoveryResponse> {
+    pub fn respond(&mut self, catalog: &Catalog) -> Option<DeltaResponse> {
         let mut wanted = self.subscribed.clone();
         if self.wildcard {
             wanted.extend(catalog.domain_names().iter().cloned());
@@ -251,12 +325,7 @@ impl Delta {
             if self.known.get(&resource.name) != Some(&resource.version) {
                 self.known
                     .insert(resource.name.clone(), resource.version.clone());
-                resources.push(DeltaResource {
-                    name: resource.name.clone(),
-                    version: resource.version.clone(),
-                    resource: Some(resource.any.clone()),
-                    ..DeltaResource::default()
-                });
+                resources.push(resource.clone());
             }
         }
         let removed: Vec<String> = self
@@ -272,13 +341,11 @@ impl Delta {
             return None;
         }
         self.nonces += 1;
-        Some(DeltaDiscoveryResponse {
+        Some(DeltaResponse {
             system_version_info: catalog.revision.to_string(),
             resources,
-            type_url: SECRET_TYPE_URL.to_owned(),
             removed_resources: removed,
             nonce: self.nonces.to_string(),
-            ..DeltaDiscoveryResponse::default()
         })
     }
 }
@@ -331,7 +398,7 @@ mod tests {
         assert_eq!(sotw.respond(&catalog, false), None, "nothing asked yet");
         let received = sotw.receive(&request(&["ALL"], "", "")).unwrap();
         assert_eq!(received.step, Step::Respond);
-        let first = sotw.respond(&catalog, true).unwrap();
+        let first = sotw.respond(&catalog, true).unwrap().message();
         assert_eq!(first.version_info, "3");
         assert_eq!(first.type_url, SECRET_TYPE_URL);
         assert_eq!(names_of(&first), ["ALL"]);
@@ -351,7 +418,7 @@ mod tests {
             .receive(&request(&["ALL", "spiffe://a.test"], "3", &first.nonce))
             .unwrap();
         assert_eq!(more.step, Step::Respond);
-        let second = sotw.respond(&catalog, true).unwrap();
+        let second = sotw.respond(&catalog, true).unwrap().message();
         assert_ne!(second.nonce, first.nonce);
         assert_eq!(names_of(&second), ["ALL", "spiffe://a.test"]);
     }
@@ -367,13 +434,13 @@ mod tests {
         ))
         .unwrap();
         let both = Catalog::build(1, [&a, &b], &naming());
-        let first = sotw.respond(&both, true).unwrap();
+        let first = sotw.respond(&both, true).unwrap().message();
         assert_eq!(
             names_of(&first),
             ["ALL", "spiffe://a.test", "spiffe://b.test"]
         );
         let only_a = Catalog::build(2, [&a], &naming());
-        let second = sotw.respond(&only_a, false).unwrap();
+        let second = sotw.respond(&only_a, false).unwrap().message();
         assert_eq!(second.version_info, "2");
         assert_eq!(names_of(&second), ["ALL", "spiffe://a.test"]);
         // A change to a domain nobody subscribed to is not pushed.
@@ -395,7 +462,7 @@ mod tests {
         let catalog = Catalog::build(1, [&a], &naming());
         let mut sotw = Sotw::default();
         sotw.receive(&request(&["ALL"], "", "")).unwrap();
-        let sent = sotw.respond(&catalog, true).unwrap();
+        let sent = sotw.respond(&catalog, true).unwrap().message();
         let mut nack = request(&["ALL"], "", &sent.nonce);
         nack.error_detail = Some(RpcStatus {
             code: 3,
@@ -445,13 +512,13 @@ mod tests {
         };
         assert_eq!(delta.receive(&subscribe).unwrap().step, Step::Respond);
         let both = Catalog::build(1, [&a, &b], &naming());
-        let first = delta.respond(&both).unwrap();
+        let first = delta.respond(&both).unwrap().message();
         let names: Vec<_> = first.resources.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["ALL", "spiffe://b.test"]);
         assert!(first.removed_resources.is_empty());
         assert_eq!(delta.respond(&both), None, "nothing new");
         let only_a = Catalog::build(2, [&a], &naming());
-        let second = delta.respond(&only_a).unwrap();
+        let second = delta.respond(&only_a).unwrap().message();
         let names: Vec<_> = second.resources.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["ALL"], "ALL changed");
         assert_eq!(second.removed_resources, ["spiffe://b.test"]);
@@ -472,7 +539,7 @@ mod tests {
         assert_eq!(delta.respond(&catalog), None, "the client already holds it");
         let gone = Catalog::build(2, [], &naming());
         assert_eq!(
-            delta.respond(&gone).unwrap().removed_resources,
+            delta.respond(&gone).unwrap().message().removed_resources,
             ["spiffe://a.test"]
         );
     }

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, TypedExtensionConfig, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, Secret, SpiffeCertValidatorConfig, secret,
@@ -72,15 +73,25 @@ impl Naming {
     }
 }
 
-/// One named resource, ready to send.
+/// One named resource, ready to send. Its encoding is made once per catalog and shared
+/// (reference-counted) by every response of every stream that carries it, so a
+/// thousand streams cost one copy of each secret, not a thousand.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
     /// The resource (and secret) name.
     pub name: String,
-    /// The `Secret`, packed.
-    pub any: Any,
+    /// The `Secret` packed in a `google.protobuf.Any`, encoded.
+    pub encoded: Bytes,
     /// A digest of the encoded secret: the resource's version in Delta xDS.
     pub version: String,
+}
+
+impl Resource {
+    /// The packed `Secret` as a message (for unary answers and tests).
+    pub fn any(&self) -> Any {
+        // The bytes were encoded from an `Any` by `Catalog::insert`.
+        Any::decode(self.encoded.clone()).unwrap_or_default()
+    }
 }
 
 /// Every resource the server offers at one revision.
@@ -177,8 +188,15 @@ impl Catalog {
             type_url: SECRET_TYPE_URL.to_owned(),
             value: encoded,
         };
-        self.resources
-            .insert(name.clone(), Resource { name, any, version });
+        let encoded = Bytes::from(any.encode_to_vec());
+        self.resources.insert(
+            name.clone(),
+            Resource {
+                name,
+                encoded,
+                version,
+            },
+        );
     }
 }
 
@@ -252,8 +270,9 @@ mod tests {
     }
 
     fn secret(resource: &Resource) -> Secret {
-        assert_eq!(resource.any.type_url, Secret::type_url());
-        let secret = Secret::decode(resource.any.value.as_slice()).unwrap();
+        let any = resource.any();
+        assert_eq!(any.type_url, Secret::type_url());
+        let secret = Secret::decode(any.value.as_slice()).unwrap();
         assert_eq!(secret.name, resource.name);
         secret
     }
