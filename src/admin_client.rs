@@ -218,6 +218,7 @@ pub struct AdminClient {
     base: url::Url,
     token: Option<String>,
     target: String,
+    unix: bool,
 }
 
 /// A successful answer: the status and the body (JSON, or text for non-JSON routes).
@@ -285,6 +286,7 @@ impl AdminClient {
             base,
             token,
             target: describe(target),
+            unix: matches!(target, AdminTarget::Unix(_)),
         })
     }
 
@@ -324,7 +326,7 @@ impl AdminClient {
             .await
             .map_err(|err| ClientError::Unreachable {
                 target: self.target.clone(),
-                reason: error_chain(&err),
+                reason: unreachable_reason(self.unix, &err),
             })?;
         let status = response.status();
         let content_type = response
@@ -394,16 +396,51 @@ fn describe(target: &AdminTarget) -> String {
     }
 }
 
-/// An error and its sources on one line ("connection refused" is usually a source).
+/// An error and its sources on one line, each said once ("connection refused" is
+/// usually a source).
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let shown = cause.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
         source = cause.source();
     }
     text
+}
+
+/// Why a request did not reach the gateway: the causes under reqwest's "error sending
+/// request for url (…)" (whose URL is made up for a unix socket), and for a socket that
+/// is missing or not listened on, what to check.
+fn unreachable_reason(unix: bool, err: &reqwest::Error) -> String {
+    let mut causes: Vec<String> = Vec::new();
+    let mut io_kind = None;
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        let shown = cause.to_string();
+        if !causes.iter().any(|c| c.contains(&shown)) {
+            causes.push(shown);
+        }
+        source = cause.source();
+    }
+    let reason = match causes.last() {
+        Some(last) => last.clone(),
+        None => err.to_string(),
+    };
+    match io_kind {
+        Some(std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) if unix => {
+            format!(
+                "{reason}: no gateway listens on this socket (is `fedgw serve` running? its admin socket is <data_dir>/admin.sock unless [admin] listen says otherwise)"
+            )
+        }
+        _ => reason,
+    }
 }
 
 #[cfg(test)]
@@ -440,6 +477,11 @@ mod tests {
             matches!(err, ClientError::Unreachable { ref target, .. } if target.ends_with("nothing.sock")),
             "{err}"
         );
+        // The cause and what to check, not reqwest's made-up URL.
+        let message = err.to_string();
+        assert!(message.contains("os error 2"), "{message}");
+        assert!(message.contains("is `fedgw serve` running?"), "{message}");
+        assert!(!message.contains("fedgw.local"), "{message}");
     }
 
     #[test]

@@ -305,11 +305,10 @@ fn object(location: String, map: &Map<String, Value>) -> Result<Cftd, CftdError>
     let trust_domain: TrustDomain =
         parse_field(required_string(spec, "trustDomain"), "spec.trustDomain")
             .map_err(|(f, p)| fail(&f, p))?;
-    let url: Url = parse_field(
-        required_string(spec, "bundleEndpointURL"),
-        "spec.bundleEndpointURL",
-    )
-    .map_err(|(f, p)| fail(&f, p))?;
+    // Checked on its text and never repeated (it may carry a password).
+    let url: Url = required_string(spec, "bundleEndpointURL")
+        .and_then(|raw| crate::url_check::endpoint_url(raw).map_err(|err| err.to_string()))
+        .map_err(|problem| fail("spec.bundleEndpointURL", problem))?;
     let profile_map = match spec.get("bundleEndpointProfile") {
         Some(Value::Object(p)) => p,
         None => return Err(fail("spec.bundleEndpointProfile", "missing".to_owned())),
@@ -626,7 +625,7 @@ items:
             (
                 one(&web.replace("https://w.example/", "not a url")),
                 "spec.bundleEndpointURL",
-                "not a url",
+                "not a valid URL",
             ),
             (
                 one(&web.replace("https_web", "https_spiffe")),
