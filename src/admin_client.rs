@@ -49,6 +49,13 @@ impl std::str::FromStr for AdminTarget {
     }
 }
 
+impl fmt::Display for AdminTarget {
+    /// `unix:/path` or the URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe(self))
+    }
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

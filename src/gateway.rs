@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject as _;
 use spiffe_federation::endpoint::client::Fetcher;
 use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
@@ -280,7 +281,8 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
                     .map_err(|_| GatewayError::PublicName { name: name.clone() })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let public_roots = tokio::task::spawn_blocking(system_roots)
+        let cert = web.cert.clone();
+        let public_roots = tokio::task::spawn_blocking(move || public_roots(&cert))
             .await
             .map_err(|_| GatewayError::Interrupted {
                 step: "system roots",
@@ -351,6 +353,11 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
         &files,
     )
     .await?;
+    if config.local.is_empty() && registry.view().load().is_empty() {
+        tracing::warn!(
+            "configuration: no [[local]] trust domain and no federation relationship (none in [[federation]] or relationship_files, none created through the admin API): this gateway serves and fetches nothing until one is added, e.g. with `fedgw federation create`"
+        );
+    }
     let sds_addr = match &config.sinks.sds {
         Some(sds) => {
             let locals = config.local.iter().map(|local| &local.trust_domain);
@@ -520,12 +527,27 @@ async fn accept_local(
         .map(|_| ())
 }
 
-/// The operating system's roots, for the SRV-7 "publicly trusted" warning. Blocks.
-fn system_roots() -> RootCertStore {
+/// The roots the `https_web` certificate `cert` is held to for the SRV-7 "publicly
+/// trusted" warning: the operating system's. A certificate of the development PKI
+/// ([`crate::dev_pki`]) is not publicly trusted by design, so its own Web CA counts as
+/// public instead, and it is said once, plainly, that this is a development PKI.
+/// Blocks.
+fn public_roots(cert: &Path) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     let loaded = rustls_native_certs::load_native_certs();
     let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
     tracing::debug!(added, "system roots loaded");
+    if let Some(ca) = crate::dev_pki::web_ca_of(cert) {
+        let pem = std::fs::read(&ca).unwrap_or_default();
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+        let (dev, _ignored) = roots.add_parsable_certificates(certs);
+        if dev > 0 {
+            tracing::info!(
+                web_ca = %ca.display(),
+                "https_web serves a certificate of the development PKI: peers trust it by adding this Web CA as extra_ca_roots; not for production"
+            );
+        }
+    }
     roots
 }
 

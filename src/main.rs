@@ -748,6 +748,14 @@ fn connect(args: &AdminConnection) -> anyhow::Result<AdminClient> {
         None => None,
     };
     let identity = args.admin_cert.as_deref().zip(args.admin_key.as_deref());
+    let https = matches!(&args.admin, AdminTarget::Url(url) if url.scheme() == "https");
+    if (args.admin_ca.is_some() || identity.is_some()) && !https {
+        // A usage error, found before any file is read.
+        return Err(ClientError::TlsNeedsHttps {
+            target: args.admin.to_string(),
+        }
+        .into());
+    }
     let tls = ClientTls::from_files(args.admin_ca.as_deref(), identity)?;
     Ok(AdminClient::with_tls(&args.admin, token, tls.as_ref())?)
 }
