@@ -16,6 +16,7 @@ use crate::admin_client::{AdminClient, Body, ClientError};
 use crate::config::{DocumentFormat, ProfileName, ProxyConfig};
 use crate::relationships::cftd::Cftd;
 
+pub mod args;
 pub mod exit;
 pub mod operands;
 pub mod spire_flags;

@@ -517,7 +517,7 @@ impl TryFrom<String> for ProxyConfig {
             // The text is not repeated: a proxy URL may carry a password.
             other => crate::url_check::proxy_url(other)
                 .map(Self::Url)
-                .map_err(|err| format!("not \"env\", \"off\" or a usable proxy URL: {err}")),
+                .map_err(|err| format!("not \"env\", \"off\" or a proxy URL: {err}")),
         }
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,7 +68,7 @@ pub enum EndpointError {
         /// The configuration key of the certificate: `cert` or `svid`.
         key: &'static str,
         /// The certificate file.
-        file: PathBuf,
+        file: Box<Path>,
         /// The library's reason.
         source: ServerError,
     },
@@ -226,7 +226,7 @@ impl TlsSource {
         let tls_error = |key, file: &PathBuf, source| EndpointError::Tls {
             profile: self.profile(),
             key,
-            file: file.clone(),
+            file: file.as_path().into(),
             source,
         };
         match self {

@@ -35,7 +35,7 @@ pub enum UrlCheckError {
     #[error(transparent)]
     Endpoint(#[from] UrlError),
     /// Not a URL at all.
-    #[error("not a valid proxy URL: {0}")]
+    #[error("not a valid URL: {0}")]
     ProxyUnparseable(#[source] url::ParseError),
     /// A proxy scheme the HTTP client does not speak.
     #[error("a proxy URL must start with http:// or https://, not {scheme}://")]
@@ -117,7 +117,7 @@ pub fn redact_userinfo(text: &str) -> String {
         out.push_str(before);
         // The authority ends at the first of these; userinfo is what precedes its last '@'.
         let end = after
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '\n' | ' ' | '\t'))
+            .find(['/', '?', '#', '"', '\'', '\n', ' ', '\t'])
             .unwrap_or(after.len());
         match after[..end].rfind('@') {
             Some(userinfo_end) => {

@@ -70,7 +70,7 @@ fn serve(dir: &Path, data_dir: &str, web: u16, spiffe: u16, log: &Path) -> Child
         .unwrap()
 }
 
-fn wait_for_socket(socket: &Path, child: &mut Child, log: &Path) {
+async fn wait_for_socket(socket: &Path, child: &mut Child, log: &Path) {
     let start = Instant::now();
     while !socket.exists() {
         if let Some(status) = child.try_wait().unwrap() {
@@ -84,7 +84,7 @@ fn wait_for_socket(socket: &Path, child: &mut Child, log: &Path) {
             "no admin socket at {}",
             socket.display()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -180,13 +180,13 @@ fn a_start_that_cannot_bind_leaves_nothing_behind_and_says_why_once() {
     drop(taken);
 }
 
-#[test]
-fn a_data_dir_in_use_is_named_with_its_process_and_logs_are_plain() {
+#[tokio::test]
+async fn a_data_dir_in_use_is_named_with_its_process_and_logs_are_plain() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let log = d.join("first.log");
     let mut first = serve(d, "data", free_port(), free_port(), &log);
-    wait_for_socket(&d.join("data/admin.sock"), &mut first, &log);
+    wait_for_socket(&d.join("data/admin.sock"), &mut first, &log).await;
 
     let second_log = d.join("second.log");
     let mut second = serve(d, "data", free_port(), free_port(), &second_log);
