@@ -594,6 +594,21 @@ items:
     }
 
     #[test]
+    fn urls_with_passwords_or_repaired_text_are_refused_without_repeating_them() {
+        let web = "  trustDomain: w.example\n  bundleEndpointURL: @@\n  bundleEndpointProfile:\n    type: https_web\n";
+        for (url, problem) in [
+            ("https://ops:s3cret@w.example/", "userinfo"),
+            ("\"https://w.example/a\\nb\"", "control character"),
+            ("https:///w.example/", "no host"),
+        ] {
+            let err = error(&one(&web.replace("@@", url)));
+            assert_eq!(err.field, "spec.bundleEndpointURL", "{err}");
+            assert!(err.problem.contains(problem), "{url}: {err}");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_document_the_field_and_the_problem() {
         let web = "  trustDomain: w.example\n  bundleEndpointURL: https://w.example/\n  bundleEndpointProfile:\n    type: https_web\n";
         let cases: Vec<(String, &str, &str)> = vec![
