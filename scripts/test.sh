@@ -3,23 +3,89 @@
 #
 #   ./scripts/test.sh            everything (what CI runs, via .ci/run)
 #
-# Steps: system packages (apt, only what is missing) -> formatting and lints ->
-# Python venv (.venv) -> Rust unit, conformance and end-to-end tests -> local testbed
-# scenarios (testbed/local) -> Python interop tests (in .venv) ->
-# a short fuzz smoke run of each parser (if cargo-fuzz and a nightly toolchain can
-# be installed; skipped with a message otherwise).
+# Steps: system packages (apt, only what is missing: python3 and venv, a C compiler,
+# openssl, curl, shellcheck, kubectl) -> formatting, lints and shellcheck -> Python
+# venv (.venv) -> Rust unit, conformance and end-to-end tests -> the local testbed
+# (run.sh --once and the scenarios) -> the kind testbed's static checks -> Python
+# interop tests (in .venv) -> a short fuzz smoke run of each parser (the nightly
+# toolchain and cargo-fuzz are installed if missing) -> the checkout is left as the
+# run found it.
 #
-# Environment: FUZZ_SECONDS (default 15) per fuzz target; SKIP_FUZZ=1 to skip it.
-set -euo pipefail
+# A tool that is missing and cannot be installed fails the run, naming it; nothing
+# passes by being skipped. Steps other than the test runners print one line each; a
+# failed step prints the end of its output, and every step's full output is kept in
+# the log directory named at the end of a failed run. The last line totals every
+# check: each test of cargo, pytest and the testbed scenarios, each fuzz target, and
+# each other step (fmt, clippy, shellcheck, run.sh --once, the kind checks, the clean
+# checkout) as one.
+#
+# Environment: FUZZ_SECONDS (default 15) per fuzz target; SKIP_FUZZ=1 leaves the fuzz
+# smoke run out (the totals line then says so).
+set -uo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
 
-log() { printf '\n==> %s\n' "$*"; }
+logs=$(mktemp -d "${TMPDIR:-/tmp}/fedgw-test.XXXXXX")
+# Every runner's counting lines, totalled at the end.
+results="$logs/results"
+: >"$results"
+steps_passed=0
+steps_failed=0
+failures=()
 
-# Every runner's output is kept so that the closing line can total what ran.
-results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+heading() { printf '\n==> %s\n' "$*"; }
+
+# step NAME COMMAND...: one check; its output goes to a log, shown (the end of it)
+# only when it fails.
+step() {
+    local name=$1 log t0=$SECONDS
+    shift
+    log="$logs/$(printf '%s' "$name" | tr -c 'A-Za-z0-9._-' '_').log"
+    if "$@" >"$log" 2>&1; then
+        steps_passed=$((steps_passed + 1))
+        printf 'ok    %s (%ds)\n' "$name" $((SECONDS - t0))
+    else
+        steps_failed=$((steps_failed + 1))
+        failures+=("$name")
+        printf 'FAIL  %s (%ds); the end of its output (all of it: %s):\n' "$name" $((SECONDS - t0)) "$log"
+        tail -n 60 "$log" | sed 's/^/    /'
+    fi
+}
+
+# runner NAME COMMAND...: a test runner whose own summary lines count its tests; its
+# output is shown as it runs. A runner that fails without a failed test in its
+# summary (it did not build, or crashed) counts as one failure.
+runner() {
+    local name=$1 out before_failed
+    shift
+    out="$logs/$(printf '%s' "$name" | tr -c 'A-Za-z0-9._-' '_').out"
+    before_failed=$(count_failed)
+    if "$@" 2>&1 | tee "$out"; then
+        cat "$out" >>"$results"
+    else
+        cat "$out" >>"$results"
+        failures+=("$name")
+        if (($(count_failed) == before_failed)); then
+            steps_failed=$((steps_failed + 1))
+        fi
+    fi
+}
+
+# Totals of the runners' summary lines: cargo's "test result: ok. N passed; M
+# failed", pytest's "N passed[, M failed] in" and the testbed's and fuzz smoke's
+# "N passed[, M failed] in".
+totals() {
+    awk '
+        /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+        / passed in | failed in / { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed,?$/) p += $(i-1); if ($(i) ~ /^failed,?$/) f += $(i-1) } }
+        END { printf "%d %d\n", p, f }
+    ' "$results"
+}
+count_failed() { totals | awk '{ print $2 }'; }
+
+# The checkout as the run found it, to check it is left that way.
+status_before=$(git status --porcelain --untracked-files=all 2>/dev/null)
 
 # --- system packages --------------------------------------------------------------
 need=()
@@ -31,58 +97,89 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 # Independent TLS/HTTP peers used by the end-to-end tests.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The shell scripts' lint and the kind overlays' build (testbed/kind/verify.sh).
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 if ((${#need[@]})); then
-    log "installing system packages: ${need[*]}"
+    heading "installing system packages: ${need[*]}"
     sudo=""
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+    if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"; } >"$logs/apt.log" 2>&1; then
+        tail -n 20 "$logs/apt.log"
+        echo "FAIL: could not install ${need[*]} with apt-get; install them and run again (log: $logs/apt.log)"
+        exit 1
+    fi
 fi
 
 # --- formatting and lints ---------------------------------------------------------
-log "cargo fmt --check"
-cargo fmt --all --check
-log "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+heading "formatting and lints"
+step "cargo fmt --check" cargo fmt --all --check
+step "cargo clippy --all-targets -- -D warnings" cargo clippy -q --all-targets --locked -- -D warnings
+step "shellcheck (scripts, testbeds, fuzz, interop, bench)" \
+    shellcheck scripts/*.sh testbed/local/*.sh testbed/local/scenarios/*.sh \
+    federation/fuzz/*.sh tests/interop/run.sh bench/*.sh .ci/run
 
 # --- Python venv ------------------------------------------------------------------
 # Before the Rust tests: tests/federation_e2e.rs runs .venv/bin/python (cryptography)
 # as an independent check of the https_spiffe endpoint's SVID.
-log "python venv for the interop checks (.venv)"
-"$root/tests/interop/run.sh" --setup-only
+heading "python venv for the interop checks (.venv)"
+step "python venv (.venv, tests/interop/requirements.txt)" "$root/tests/interop/run.sh" --setup-only
 
 # --- Rust tests -------------------------------------------------------------------
-log "cargo test --workspace"
-cargo test --workspace --locked 2>&1 | tee -a "$results"
+heading "cargo test --workspace"
+# Built first and quietly, so the log holds the tests rather than the compiler's
+# progress.
+step "cargo test --workspace --no-run (build)" cargo test -q --workspace --locked --no-run
+runner "cargo test --workspace" cargo test --workspace --locked
 
 # --- local testbed ---------------------------------------------------------------
 # Real fedgw processes on loopback (fedgw is built by now): rotation, outage, rolled-back
 # sequence, kill -9 and restart, relationship deletion (docs/testbed-local.md).
-log "testbed/local/run.sh --once (the README's first command)"
-"$root/testbed/local/run.sh" --once
-log "testbed/local scenarios (fedgw processes on loopback)"
-"$root/testbed/local/scenarios.sh" 2>&1 | tee -a "$results"
+heading "local testbed (fedgw processes on loopback)"
+step "testbed/local/run.sh --once (the README's first command)" "$root/testbed/local/run.sh" --once
+runner "testbed/local scenarios" "$root/testbed/local/scenarios.sh"
 
 # --- kind testbed, checked statically (no Docker or kind here) --------------------
-log "testbed/kind static checks (YAML, referenced files, scripts, kustomize)"
-"$root/testbed/kind/verify.sh"
+heading "kind testbed, static checks"
+step "testbed/kind/verify.sh (YAML, referenced files, shellcheck, kustomize)" "$root/testbed/kind/verify.sh"
 
 # --- independent implementations (Python) -----------------------------------------
-log "interop tests against independent implementations (PyPI spiffe, cryptography)"
-"$root/tests/interop/run.sh" 2>&1 | tee -a "$results"
+heading "interop tests against independent implementations (PyPI spiffe, cryptography)"
+runner "interop (pytest)" "$root/tests/interop/run.sh" -q -p no:cacheprovider
 
 # --- fuzz smoke -------------------------------------------------------------------
+fuzz_note=""
 if [[ "${SKIP_FUZZ:-0}" == 1 ]]; then
-    log "fuzz smoke skipped (SKIP_FUZZ=1)"
+    fuzz_note=" (fuzz smoke not run: SKIP_FUZZ=1)"
+    heading "fuzz smoke not run (SKIP_FUZZ=1)"
 else
-    "$root/federation/fuzz/smoke.sh" "${FUZZ_SECONDS:-15}"
+    heading "fuzz smoke (${FUZZ_SECONDS:-15}s per target)"
+    runner "fuzz smoke" "$root/federation/fuzz/smoke.sh" "${FUZZ_SECONDS:-15}"
 fi
 
-log "all checks passed"
-# One closing line for all runners: cargo's "test result: ok. N passed; M failed" lines,
-# pytest's "N passed" line and testbed/local's "N passed in" line.
-awk '
-    /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
-    / passed in / { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
-    END { printf "total: %d passed, %d failed\n", p, f }
-' "$results"
+# --- the checkout is left as the run found it -------------------------------------
+heading "the checkout"
+unchanged() {
+    local after
+    after=$(git status --porcelain --untracked-files=all)
+    if [[ "$after" != "$status_before" ]]; then
+        echo "the run changed the checkout (git status --porcelain before and after):"
+        diff <(printf '%s\n' "$status_before") <(printf '%s\n' "$after")
+        return 1
+    fi
+}
+step "git status unchanged by the run (tests write only to ignored or temporary places)" unchanged
+
+# --- one closing line for every check ---------------------------------------------
+read -r tests_passed tests_failed < <(totals)
+passed=$((tests_passed + steps_passed))
+failed=$((tests_failed + steps_failed))
+if ((failed)); then
+    printf '\nfailed: %s\n' "$(printf '%s; ' "${failures[@]}" | sed 's/; $//')"
+    echo "logs: $logs"
+    echo "total: $passed passed, $failed failed$fuzz_note"
+    exit 1
+fi
+rm -rf "$logs"
+printf '\n'
+echo "total: $passed passed, $failed failed$fuzz_note"

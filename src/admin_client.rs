@@ -49,6 +49,13 @@ impl std::str::FromStr for AdminTarget {
     }
 }
 
+impl fmt::Display for AdminTarget {
+    /// `unix:/path` or the URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe(self))
+    }
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -229,6 +236,7 @@ pub struct AdminClient {
     token: Option<String>,
     target: String,
     max_response_bytes: u64,
+    unix: bool,
 }
 
 /// The largest answer a client reads by default: 256 MiB, far above the full state
@@ -301,6 +309,7 @@ impl AdminClient {
             token,
             target: describe(target),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            unix: matches!(target, AdminTarget::Unix(_)),
         })
     }
 
@@ -349,7 +358,7 @@ impl AdminClient {
             .await
             .map_err(|err| ClientError::Unreachable {
                 target: self.target.clone(),
-                reason: error_chain(&err),
+                reason: unreachable_reason(self.unix, &err),
             })?;
         let status = response.status();
         let content_type = response
@@ -443,16 +452,51 @@ fn describe(target: &AdminTarget) -> String {
     }
 }
 
-/// An error and its sources on one line ("connection refused" is usually a source).
+/// An error and its sources on one line, each said once ("connection refused" is
+/// usually a source).
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let shown = cause.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
         source = cause.source();
     }
     text
+}
+
+/// Why a request did not reach the gateway: the causes under reqwest's "error sending
+/// request for url (…)" (whose URL is made up for a unix socket), and for a socket that
+/// is missing or not listened on, what to check.
+fn unreachable_reason(unix: bool, err: &reqwest::Error) -> String {
+    let mut causes: Vec<String> = Vec::new();
+    let mut io_kind = None;
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        let shown = cause.to_string();
+        if !causes.iter().any(|c| c.contains(&shown)) {
+            causes.push(shown);
+        }
+        source = cause.source();
+    }
+    let reason = match causes.last() {
+        Some(last) => last.clone(),
+        None => err.to_string(),
+    };
+    match io_kind {
+        Some(std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) if unix => {
+            format!(
+                "{reason}: no gateway listens on this socket (is `fedgw serve` running? its admin socket is <data_dir>/admin.sock unless [admin] listen says otherwise)"
+            )
+        }
+        _ => reason,
+    }
 }
 
 #[cfg(test)]
@@ -489,6 +533,11 @@ mod tests {
             matches!(err, ClientError::Unreachable { ref target, .. } if target.ends_with("nothing.sock")),
             "{err}"
         );
+        // The cause and what to check, not reqwest's made-up URL.
+        let message = err.to_string();
+        assert!(message.contains("os error 2"), "{message}");
+        assert!(message.contains("is `fedgw serve` running?"), "{message}");
+        assert!(!message.contains("fedgw.local"), "{message}");
     }
 
     #[test]

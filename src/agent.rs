@@ -129,7 +129,11 @@ pub async fn run(
             Err(reason) => {
                 failures = failures.saturating_add(1);
                 let wait = retry_after(failures, rand::random());
-                tracing::warn!(failures, retry_in = ?wait, "agent: {reason}; the files in place stay");
+                tracing::warn!(
+                    failures,
+                    retry_in_seconds = wait.as_secs(),
+                    "agent: {reason}; the files in place stay"
+                );
                 tokio::select! {
                     () = cancel.cancelled() => return Ok(()),
                     () = tokio::time::sleep(wait) => {}

@@ -16,6 +16,11 @@ use crate::admin_client::{AdminClient, Body, ClientError};
 use crate::config::{DocumentFormat, ProfileName, ProxyConfig};
 use crate::relationships::cftd::Cftd;
 
+pub mod args;
+pub mod exit;
+pub mod operands;
+pub mod spire_flags;
+
 /// The default admin address: the socket of the embedded default configuration.
 pub const DEFAULT_ADMIN: &str = "unix:fedgw-data/admin.sock";
 
@@ -53,6 +58,21 @@ pub enum CliError {
         /// Why it was refused.
         source: Box<CliError>,
     },
+    /// `federation refresh`: the fetch ran and failed, or its bundle was refused; the
+    /// gateway keeps its last good bundle.
+    #[error("{trust_domain}: refresh {outcome}{}: {message}", code_suffix(.code.as_deref(), .outcome))]
+    RefreshFailed {
+        /// The relationship.
+        trust_domain: TrustDomain,
+        /// `failed`, `rejected` or `awaiting_bootstrap`.
+        outcome: String,
+        /// The failure's stable code (`connect`, `tls`, `sequence_regression`, …).
+        code: Option<String>,
+        /// Why, as the gateway says it.
+        message: String,
+        /// The gateway's whole answer, printed with `--json`.
+        answer: Value,
+    },
     /// A local file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -77,8 +97,9 @@ pub struct RelationshipArgs {
     pub endpoint_spiffe_id: Option<SpiffeId>,
     /// `https_spiffe`: a bootstrap bundle file (`--trust-domain-bundle-path`).
     pub bootstrap_bundle: Option<PathBuf>,
-    /// Its format (`--trust-domain-bundle-format`).
-    pub bootstrap_format: DocumentFormat,
+    /// Its format (`--trust-domain-bundle-format`); when absent, PEM if the file is
+    /// PEM, else SPIFFE bundle JSON.
+    pub bootstrap_format: Option<DocumentFormat>,
     /// `https_web`: extra CA roots, a PEM file (`--extra-ca-roots`).
     pub extra_ca_roots: Option<PathBuf>,
     /// Whether redirects are followed (`--no-follow-redirects` turns them off).
@@ -117,8 +138,16 @@ impl RelationshipArgs {
             body["endpoint_spiffe_id"] = json!(id);
         }
         if let Some(path) = &self.bootstrap_bundle {
-            body["bootstrap_bundle"] = json!(read(path).await?);
-            body["bootstrap_format"] = json!(self.bootstrap_format);
+            let document = read(path).await?;
+            let format = self.bootstrap_format.unwrap_or_else(|| {
+                if exit::looks_like_pem(document.as_bytes()) {
+                    DocumentFormat::Pem
+                } else {
+                    DocumentFormat::Spiffe
+                }
+            });
+            body["bootstrap_bundle"] = json!(document);
+            body["bootstrap_format"] = json!(format);
         }
         if let Some(path) = &self.extra_ca_roots {
             body["extra_ca_roots_pem"] = json!(read(path).await?);
@@ -163,6 +192,13 @@ impl RelationshipBody {
             }
         }
     }
+}
+
+/// ` (code)` when the code says more than the outcome.
+fn code_suffix(code: Option<&str>, outcome: &str) -> String {
+    code.filter(|code| *code != outcome)
+        .map(|code| format!(" ({code})"))
+        .unwrap_or_default()
 }
 
 async fn read(path: &PathBuf) -> Result<String, CliError> {
@@ -451,10 +487,12 @@ pub async fn federation_delete(
     )))
 }
 
-/// `fedgw federation refresh TD`: fetch now.
+/// `fedgw federation refresh TD`: fetch now. An `accepted` or `unchanged` bundle is
+/// success; any other outcome (`failed`, `rejected`, `awaiting_bootstrap`) is
+/// [`CliError::RefreshFailed`] with the gateway's code and message.
 ///
 /// # Errors
-/// [`CliError`] from the API.
+/// [`CliError`] from the API; [`CliError::RefreshFailed`].
 pub async fn federation_refresh(
     client: &AdminClient,
     td: &TrustDomain,
@@ -468,10 +506,37 @@ pub async fn federation_refresh(
         )
         .await?;
     let value = answer.json.unwrap_or(Value::Null);
+    let outcome = text(&value, "outcome");
+    if !matches!(outcome.as_str(), "accepted" | "unchanged") {
+        let message = match value.get("error").and_then(Value::as_str) {
+            Some(message) => message.to_owned(),
+            None if outcome == "awaiting_bootstrap" => {
+                "no bundle of the endpoint SPIFFE ID's trust domain is stored yet, so the endpoint cannot be authenticated".to_owned()
+            }
+            None => "the gateway gave no reason".to_owned(),
+        };
+        return Err(CliError::RefreshFailed {
+            trust_domain: td.clone(),
+            outcome,
+            code: value
+                .get("error_code")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            message,
+            answer: value,
+        });
+    }
     if json {
         return Ok(Output::Json(value));
     }
-    Ok(Output::Text(format!("{td}: {}\n", text(&value, "outcome"))))
+    let mut line = format!("{td}: {outcome}");
+    if let Some(revision) = value.get("revision").filter(|r| !r.is_null()) {
+        line.push_str(&format!(", revision {}", plain(revision)));
+    }
+    if let Some(sequence) = value.get("sequence").filter(|s| !s.is_null()) {
+        line.push_str(&format!(", sequence {}", plain(sequence)));
+    }
+    Ok(Output::Text(line + "\n"))
 }
 
 /// `fedgw bundle list`.
@@ -877,7 +942,7 @@ mod tests {
             profile: ProfileName::HttpsWeb,
             endpoint_spiffe_id: None,
             bootstrap_bundle: None,
-            bootstrap_format: DocumentFormat::Spiffe,
+            bootstrap_format: None,
             extra_ca_roots: Some(roots),
             follow_redirects: false,
             proxy: Some(ProxyConfig::Off),
@@ -902,7 +967,7 @@ mod tests {
             profile: ProfileName::HttpsSpiffe,
             endpoint_spiffe_id: None,
             bootstrap_bundle: Some("/no/such/bundle.json".into()),
-            bootstrap_format: DocumentFormat::Pem,
+            bootstrap_format: Some(DocumentFormat::Pem),
             extra_ca_roots: None,
             follow_redirects: true,
             proxy: None,

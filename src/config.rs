@@ -389,9 +389,10 @@ pub struct Relationship {
     /// The foreign trust domain.
     pub trust_domain: TrustDomain,
     /// The bundle endpoint URL.
+    #[serde(default, deserialize_with = "crate::url_check::deserialize_endpoint")]
     pub url: Option<Url>,
     /// Mirror URLs tried in order (use either `url` or `urls`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::url_check::deserialize_endpoints")]
     pub urls: Vec<Url>,
     /// The endpoint profile.
     pub profile: ProfileName,
@@ -550,9 +551,10 @@ impl TryFrom<String> for ProxyConfig {
         match value.as_str() {
             "env" => Ok(Self::Environment),
             "off" => Ok(Self::Off),
-            other => Url::parse(other)
+            // The text is not repeated: a proxy URL may carry a password.
+            other => crate::url_check::proxy_url(other)
                 .map(Self::Url)
-                .map_err(|err| format!("{other:?} is not \"env\", \"off\" or a proxy URL: {err}")),
+                .map_err(|err| format!("not \"env\", \"off\" or a proxy URL: {err}")),
         }
     }
 }
@@ -574,8 +576,15 @@ impl Config {
     /// [`ConfigError::Syntax`] for malformed TOML, unknown keys and wrong types;
     /// [`ConfigError::Invalid`] for values that break a rule, naming the key.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "data_dir".to_owned(),
+                reason: "the configuration is empty: data_dir is required, and a gateway needs [[local]] trust domains to serve and/or [[federation]] relationships to fetch (docs/configuration.md)".to_owned(),
+            });
+        }
+        // The TOML reader quotes the offending line, which may hold a URL's password.
         let config: Self = toml::from_str(text).map_err(|err| ConfigError::Syntax {
-            message: err.to_string().trim_end().to_owned(),
+            message: crate::url_check::redact_userinfo(err.to_string().trim_end()),
         })?;
         config.validate()?;
         Ok(config)
@@ -923,7 +932,8 @@ fn check_endpoint_url(url: &Url) -> Result<(), String> {
         return Err(format!("{url} must use https (found {:?})", url.scheme()));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("{url} must not carry userinfo"));
+        // Not repeated: it may hold a password.
+        return Err("the URL must not include userinfo (a user name or password)".to_owned());
     }
     if url.host().is_none() {
         return Err(format!("{url} has no host"));
@@ -1015,15 +1025,72 @@ mod tests {
 
     #[test]
     fn web_1_http_and_userinfo_urls_refused() {
+        let rel = |url: &str| {
+            format!(
+                "data_dir = \"/x\"\n[[federation]]\ntrust_domain = \"w.example\"\nurl = \"{url}\"\nprofile = \"https_web\"\n"
+            )
+        };
+        for url in ["http://w.example/", "https://w.example/#frag"] {
+            assert_eq!(invalid_key(&rel(url)), "federation[0].url", "{url}");
+        }
+        // Refused as it is read, on the line that holds it, without the password.
+        let message = syntax(&rel("https://user:s3cret@w.example/"));
+        assert!(message.contains("userinfo"), "{message}");
+        assert!(message.contains("line 4"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+        let message = syntax(&format!(
+            "{}urls = [\"https://w.example/\", \"https://u:s3cret@m.example/\"]\n",
+            rel("x").replace("url = \"x\"\n", "")
+        ));
+        assert!(
+            message.contains("[1]: ") && message.contains("userinfo"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn urls_the_parser_would_repair_are_refused() {
         for url in [
-            "http://w.example/",
-            "https://user:pw@w.example/",
-            "https://w.example/#frag",
+            "https://w.example/a\\nb",
+            "https:///w.example/",
+            "https://w.exa\\tmple/",
         ] {
             let text = format!(
                 "data_dir = \"/x\"\n[[federation]]\ntrust_domain = \"w.example\"\nurl = \"{url}\"\nprofile = \"https_web\"\n"
             );
-            assert_eq!(invalid_key(&text), "federation[0].url", "{url}");
+            assert!(Config::from_toml(&text).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn proxies_are_http_or_https_without_credentials() {
+        let rel = |proxy: &str| {
+            format!(
+                "data_dir = \"/x\"\n[[federation]]\ntrust_domain = \"w.example\"\nurl = \"https://w\"\nprofile = \"https_web\"\nproxy = \"{proxy}\"\n"
+            )
+        };
+        for proxy in ["socks5://p:1080", "file:///tmp/p", "ftp://p/"] {
+            let message = syntax(&rel(proxy));
+            assert!(message.contains("http:// or https://"), "{message}");
+        }
+        let message = syntax(&rel("http://user:s3cret@p:3128"));
+        assert!(message.contains("HTTPS_PROXY"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn an_empty_configuration_is_refused_saying_what_it_needs() {
+        for text in ["", "\n  \n# nothing\n"] {
+            match Config::from_toml(text) {
+                Err(ConfigError::Invalid { key, reason }) if text.trim().is_empty() => {
+                    assert_eq!(key, "data_dir");
+                    assert!(reason.contains("[[local]]") && reason.contains("[[federation]]"));
+                }
+                // A comment only: TOML's own "missing field data_dir".
+                Err(ConfigError::Syntax { message }) => assert!(message.contains("data_dir")),
+                other => panic!("{other:?}"),
+            }
         }
     }
 

@@ -36,7 +36,7 @@ pub enum DemoError {
     #[error(transparent)]
     Relationship(#[from] RelationshipError),
     /// The federation did not converge in time.
-    #[error("the federation did not converge within {0:?}: {1}")]
+    #[error("the federation did not converge within {}s: {}", .0.as_secs(), .1)]
     NotConverged(Duration, String),
     /// A step was interrupted.
     #[error("interrupted: {0}")]

@@ -151,6 +151,16 @@ pub fn ensure(
     Ok(paths)
 }
 
+/// The development Web CA that signs `cert`, when `cert` is the `https_web`
+/// certificate of a development PKI made by [`ensure`] (`…/dev-pki/<td>/web.pem`, with
+/// `web-ca.pem` beside it). Blocks (a file check).
+pub fn web_ca_of(cert: &Path) -> Option<PathBuf> {
+    let dir = cert.parent()?;
+    let is_dev = cert.file_name()? == "web.pem" && dir.parent()?.file_name()? == "dev-pki";
+    let ca = dir.join("web-ca.pem");
+    (is_dev && ca.is_file()).then_some(ca)
+}
+
 /// Issue an X509-SVID for `id` from the development SPIFFE CA whose files are at
 /// `paths` (used by the testbed for workloads). Returns `(chain_pem, key_pem)`.
 ///
@@ -367,6 +377,19 @@ mod tests {
             unix_now,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn the_development_web_ca_is_found_beside_its_certificate_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["localhost".to_owned()];
+        let now = OffsetDateTime::now_utc();
+        let paths = ensure(dir.path(), &td(), &endpoint_id(), &names, now).unwrap();
+        assert_eq!(web_ca_of(&paths.web_cert), Some(paths.web_ca_cert.clone()));
+        assert_eq!(web_ca_of(&paths.svid), None);
+        let elsewhere = dir.path().join("web.pem");
+        std::fs::copy(&paths.web_cert, &elsewhere).unwrap();
+        assert_eq!(web_ca_of(&elsewhere), None);
     }
 
     #[cfg(unix)]

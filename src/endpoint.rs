@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -57,11 +57,16 @@ pub enum EndpointError {
         /// Why.
         reason: String,
     },
-    /// The TLS configuration was refused (SRV-6, SRV-8, key mismatch, …).
-    #[error("{profile} endpoint: {source}")]
+    /// The TLS configuration was refused (SRV-6, SRV-8, key mismatch, …), naming the
+    /// configuration key and the file.
+    #[error("endpoint.{profile}.{key} {}: {source}", file.display())]
     Tls {
         /// `https_web` or `https_spiffe`.
         profile: &'static str,
+        /// The configuration key of the certificate: `cert` or `svid`.
+        key: &'static str,
+        /// The certificate file.
+        file: Box<Path>,
         /// The library's reason.
         source: ServerError,
     },
@@ -222,8 +227,10 @@ impl TlsSource {
     /// [`EndpointError`] naming the file or the check that failed.
     pub fn build(&self, snapshot: &Snapshot) -> Result<(ServerTls, Vec<u8>), EndpointError> {
         let now = UnixTime::now();
-        let tls_error = |source| EndpointError::Tls {
+        let tls_error = |key, file: &PathBuf, source| EndpointError::Tls {
             profile: self.profile(),
+            key,
+            file: file.as_path().into(),
             source,
         };
         match self {
@@ -235,7 +242,7 @@ impl TlsSource {
             } => {
                 let (chain, key_der, fingerprint) = load_pair(cert, key)?;
                 let tls = https_web_server_config(chain, key_der, public_names, public_roots, now)
-                    .map_err(tls_error)?;
+                    .map_err(|err| tls_error("cert", cert, err))?;
                 Ok((tls, fingerprint))
             }
             Self::Spiffe {
@@ -253,7 +260,7 @@ impl TlsSource {
                 fingerprint.extend_from_slice(local.digest.as_bytes());
                 let tls =
                     https_spiffe_server_config(chain, key_der, &local.bundle, endpoint_id, now)
-                        .map_err(tls_error)?;
+                        .map_err(|err| tls_error("svid", svid, err))?;
                 Ok((tls, fingerprint))
             }
         }

@@ -7,12 +7,13 @@
 //! each part does.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject as _;
 use spiffe_federation::TrustDomain;
 use spiffe_federation::endpoint::client::Fetcher;
 use time::OffsetDateTime;
@@ -22,6 +23,7 @@ use crate::admin::error::ApiError;
 use crate::admin::listen::{BoundAddr, ListenError};
 use crate::admin::{AdminState, LocalDomainInfo, RefreshRequest, RelationshipsView};
 use crate::config::{AdminListen, Config, LocalSource};
+use crate::data_dir::{DataDir, DataDirError};
 use crate::endpoint::{EndpointError, Listener, TlsSource};
 use crate::local_source::{self, Event, LocalSourceError};
 use crate::net::{Kind, Net};
@@ -42,14 +44,9 @@ use crate::trust_store::{SubmitError, TrustStore};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GatewayError {
-    /// The data directory could not be created.
-    #[error("cannot create data_dir {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The data directory could not be created or is held by another fedgw.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     /// The trust store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -117,6 +114,8 @@ pub struct Running {
     /// Local trust domains and the paths they are served at.
     pub locals: Vec<(TrustDomain, String)>,
     shutdown: Shutdown,
+    /// Held until the gateway has stopped: no other fedgw opens the same data_dir.
+    data_dir: DataDir,
 }
 
 impl Running {
@@ -125,41 +124,92 @@ impl Running {
         &self.shutdown
     }
 
-    /// Stop every task, waiting at most `grace`.
+    /// Stop every task, waiting at most `grace`; the data directory is free again
+    /// afterwards.
     pub async fn shutdown(self, grace: Duration) -> Ended {
-        self.shutdown.shutdown(grace).await
+        let ended = self.shutdown.shutdown(grace).await;
+        drop(self.data_dir);
+        ended
     }
+}
+
+/// Take `data_dir` (created if missing) for a gateway. Blocks nothing: the file work
+/// runs on the blocking pool.
+///
+/// # Errors
+/// [`GatewayError::DataDir`] when it cannot be created or another fedgw holds it.
+pub async fn acquire_data_dir(path: &Path) -> Result<DataDir, GatewayError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || DataDir::acquire(&path))
+        .await
+        .map_err(|_| GatewayError::Interrupted { step: "data_dir" })?
+        .map_err(GatewayError::from)
 }
 
 /// Start a gateway from a validated configuration.
 ///
 /// # Errors
 /// [`GatewayError`] naming the first part that could not start; nothing is left
-/// running on error.
+/// running on error, and nothing the start made is left in `data_dir`.
 pub async fn start(config: &Config) -> Result<Running, GatewayError> {
+    let data_dir = acquire_data_dir(&config.data_dir).await?;
+    start_in(config, data_dir).await
+}
+
+/// [`start`] in a `data_dir` already taken with [`acquire_data_dir`] (by a caller
+/// that prepares files in it first, as the embedded default does with its
+/// development PKI). On error everything made in it since it was taken is removed.
+///
+/// # Errors
+/// [`GatewayError`] naming the first part that could not start.
+pub async fn start_in(config: &Config, data_dir: DataDir) -> Result<Running, GatewayError> {
     let shutdown = Shutdown::new();
     match start_inner(config, shutdown.clone()).await {
-        Ok(running) => Ok(running),
+        Ok(parts) => Ok(parts.into_running(shutdown, data_dir)),
         Err(err) => {
             shutdown.shutdown(Duration::from_secs(5)).await;
+            // The database may close a moment later on a blocking thread; unlinking
+            // its files meanwhile is harmless.
+            let _undone = tokio::task::spawn_blocking(move || data_dir.undo()).await;
             Err(err)
         }
     }
 }
 
-async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, GatewayError> {
+/// What [`start_inner`] built, before it becomes a [`Running`].
+struct Started {
+    web_addr: Option<SocketAddr>,
+    spiffe_addr: Option<SocketAddr>,
+    admin_addr: Option<BoundAddr>,
+    sds_addr: Option<BoundAddr>,
+    trust_store: TrustStore,
+    pollers: Pollers,
+    metrics: Metrics,
+    locals: Vec<(TrustDomain, String)>,
+}
+
+impl Started {
+    fn into_running(self, shutdown: Shutdown, data_dir: DataDir) -> Running {
+        Running {
+            web_addr: self.web_addr,
+            spiffe_addr: self.spiffe_addr,
+            admin_addr: self.admin_addr,
+            sds_addr: self.sds_addr,
+            trust_store: self.trust_store,
+            pollers: self.pollers,
+            metrics: self.metrics,
+            locals: self.locals,
+            shutdown,
+            data_dir,
+        }
+    }
+}
+
+async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, GatewayError> {
     for warning in config.warnings() {
         tracing::warn!(key = %warning.key, "configuration: {}", warning.message);
     }
     let data_dir = config.data_dir.clone();
-    let dir = data_dir.clone();
-    tokio::task::spawn_blocking(move || std::fs::create_dir_all(&dir))
-        .await
-        .map_err(|_| GatewayError::Interrupted { step: "data_dir" })?
-        .map_err(|source| GatewayError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
     let settings = PolicySettings {
         sequence: config.policy.sequence,
         max_authorities: config.policy.max_authorities,
@@ -240,7 +290,8 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
                     .map_err(|_| GatewayError::PublicName { name: name.clone() })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let public_roots = tokio::task::spawn_blocking(system_roots)
+        let cert = web.cert.clone();
+        let public_roots = tokio::task::spawn_blocking(move || public_roots(&cert))
             .await
             .map_err(|_| GatewayError::Interrupted {
                 step: "system roots",
@@ -314,6 +365,11 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         &files,
     )
     .await?;
+    if config.local.is_empty() && registry.view().load().is_empty() {
+        tracing::warn!(
+            "configuration: no [[local]] trust domain and no federation relationship (none in [[federation]] or relationship_files, none created through the admin API): this gateway serves and fetches nothing until one is added, e.g. with `fedgw federation create`"
+        );
+    }
     let sds_addr = match &config.sinks.sds {
         Some(sds) => {
             let locals = config.local.iter().map(|local| &local.trust_domain);
@@ -343,13 +399,13 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
     tracing::info!(
         locals = locals.len(),
         relationships = registry.view().load().len(),
-        ?web_addr,
-        ?spiffe_addr,
-        ?admin_addr,
-        ?sds_addr,
+        web_addr = web_addr.map(tracing::field::display),
+        spiffe_addr = spiffe_addr.map(tracing::field::display),
+        admin_addr = admin_addr.as_ref().map(bound_addr),
+        sds_addr = sds_addr.as_ref().map(bound_addr),
         "gateway started"
     );
-    Ok(Running {
+    Ok(Started {
         web_addr,
         spiffe_addr,
         admin_addr,
@@ -358,7 +414,6 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         pollers,
         metrics,
         locals,
-        shutdown,
     })
 }
 
@@ -504,12 +559,27 @@ async fn accept_local(
     .map(|_| ())
 }
 
-/// The operating system's roots, for the SRV-7 "publicly trusted" warning. Blocks.
-fn system_roots() -> RootCertStore {
+/// The roots the `https_web` certificate `cert` is held to for the SRV-7 "publicly
+/// trusted" warning: the operating system's. A certificate of the development PKI
+/// ([`crate::dev_pki`]) is not publicly trusted by design, so its own Web CA counts as
+/// public instead, and it is said once, plainly, that this is a development PKI.
+/// Blocks.
+fn public_roots(cert: &Path) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     let loaded = rustls_native_certs::load_native_certs();
     let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
     tracing::debug!(added, "system roots loaded");
+    if let Some(ca) = crate::dev_pki::web_ca_of(cert) {
+        let pem = std::fs::read(&ca).unwrap_or_default();
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+        let (dev, _ignored) = roots.add_parsable_certificates(certs);
+        if dev > 0 {
+            tracing::info!(
+                web_ca = %ca.display(),
+                "https_web serves a certificate of the development PKI: peers trust it by adding this Web CA as extra_ca_roots; not for production"
+            );
+        }
+    }
     roots
 }
 
@@ -518,10 +588,32 @@ fn system_roots() -> RootCertStore {
 /// # Errors
 /// [`GatewayError`] if it cannot start.
 pub async fn run(config: &Config) -> Result<(), GatewayError> {
-    let running = start(config).await?;
+    let data_dir = acquire_data_dir(&config.data_dir).await?;
+    run_in(config, data_dir).await
+}
+
+/// [`run`] in a `data_dir` already taken ([`start_in`]).
+///
+/// # Errors
+/// [`GatewayError`] if it cannot start.
+pub async fn run_in(config: &Config, data_dir: DataDir) -> Result<(), GatewayError> {
+    let running = start_in(config, data_dir).await?;
     running.shutdown.signalled().await;
     tracing::info!("shutting down");
     let ended = running.shutdown(crate::shutdown::DEFAULT_GRACE).await;
-    tracing::info!(?ended, "stopped");
+    match ended {
+        Ended::Clean => tracing::info!("stopped"),
+        Ended::GraceExpired => tracing::warn!(
+            "stopped: the grace period ran out before every task ended; the rest were abandoned"
+        ),
+    }
     Ok(())
+}
+
+/// A bound admin or SDS address as logged: `unix:/path` or `host:port`.
+fn bound_addr(addr: &BoundAddr) -> String {
+    match addr {
+        BoundAddr::Unix(path) => format!("unix:{}", path.display()),
+        BoundAddr::Tcp(addr) => addr.to_string(),
+    }
 }

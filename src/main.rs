@@ -1,8 +1,10 @@
 //! The `fedgw` command line: parses arguments, calls the library, prints, and sets
 //! the exit code. Nothing else lives here.
 //!
-//! Exit codes: 0 success; 1 the input was refused, could not be read, or the gateway
-//! could not start; 2 usage error.
+//! Exit codes ([`Exit`]): 0 success; 1 the input was refused, could not be read, the
+//! gateway was unreachable or refused the call, or it could not start; 2 usage error;
+//! 3 `serve --config`: the configuration cannot be read or is refused; 4 `federation
+//! refresh`: the fetch failed or its bundle was refused.
 
 #![expect(clippy::print_stdout, reason = "the CLI's output is stdout")]
 
@@ -11,15 +13,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
-use fedgw::admin_client::{AdminClient, AdminTarget, ClientTls};
-use fedgw::cli::{self, Output, RelationshipArgs, RelationshipBody};
-use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig, Seconds};
+use clap::Parser as _;
+use fedgw::admin_client::{AdminClient, AdminTarget, ClientError, ClientTls};
+use fedgw::cli::args::{
+    AdminArgs, AdminCommand, AdminConnection, AgentArgs, BundleCommand, Cli, Command, DemoArgs,
+    FederationCommand, FormatArg, JwtCommand, ProfileArg, RelationshipFlags, ServeArgs,
+};
+use fedgw::cli::exit::{Exit, UsageError, describe, looks_like_pem};
+use fedgw::cli::{self, CliError, Output, RelationshipArgs, RelationshipBody, operands};
+use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig};
 use fedgw::shutdown::Shutdown;
-use fedgw::sinks::files::{FileMode, FilesSinkConfig};
+use fedgw::sinks::files::FilesSinkConfig;
 use fedgw::telemetry::LogFormat;
 use fedgw::validate::{self, Format, ValidateError};
-use spiffe_federation::{SpiffeId, TrustDomain};
+use spiffe_federation::TrustDomain;
 use url::Url;
 
 /// The allocator. glibc's malloc keeps what many short-lived connections freed in its
@@ -29,412 +36,10 @@ use url::Url;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// fedgw: SPIFFE trust-domain federation gateway.
-#[derive(Debug, Parser)]
-#[command(name = "fedgw", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the gateway (with no --config: one local development trust domain).
-    Serve(ServeArgs),
-    /// Start a local federation of several trust domains with embedded defaults and
-    /// show what each gateway holds.
-    Demo(DemoArgs),
-    /// Federation relationships (like `spire-server federation`).
-    #[command(subcommand)]
-    Federation(FederationCommand),
-    /// Work with SPIFFE bundles (like `spire-server bundle`).
-    #[command(subcommand)]
-    Bundle(BundleCommand),
-    /// Freshness of every trust domain the gateway knows.
-    Status(AdminArgs),
-    /// Admin helpers.
-    #[command(subcommand)]
-    Admin(AdminCommand),
-    /// JWT-SVIDs.
-    #[command(subcommand)]
-    Jwt(JwtCommand),
-    /// Follow a gateway's bundles and keep them as files on this node.
-    Agent(AgentArgs),
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// The TOML configuration file.
-    #[arg(long, short = 'c')]
-    config: Option<PathBuf>,
-    /// With no --config: where the embedded default keeps its data, its development
-    /// PKI (`dev-pki/<td>/`) and its admin socket (`admin.sock`).
-    #[arg(long, default_value = "fedgw-data")]
-    data_dir: PathBuf,
-    /// With no --config: the local trust domain.
-    #[arg(
-        long,
-        value_name = "TD",
-        conflicts_with = "config",
-        default_value = "dev.fedgw.localhost"
-    )]
-    trust_domain: TrustDomain,
-    /// With no --config: where the https_web bundle endpoint listens.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        conflicts_with = "config",
-        default_value = "127.0.0.1:8443"
-    )]
-    web_listen: std::net::SocketAddr,
-    /// With no --config: where the https_spiffe bundle endpoint listens.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        conflicts_with = "config",
-        default_value = "127.0.0.1:8444"
-    )]
-    spiffe_listen: std::net::SocketAddr,
-    /// With no --config: the spiffe_refresh_hint served with the local bundle
-    /// (`[[local]] refresh_hint`).
-    #[arg(
-        long,
-        value_name = "DURATION",
-        conflicts_with = "config",
-        default_value = "5m"
-    )]
-    refresh_hint: Seconds,
-    /// With no --config: the shortest refresh interval for foreign bundles
-    /// (`[polling] min_refresh`); foreign hints below it are raised to it.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        conflicts_with = "config",
-        default_value = "60s"
-    )]
-    min_refresh: Seconds,
-    /// Log format.
-    #[arg(long, value_enum, default_value = "text")]
-    log_format: LogFormat,
-    /// Log filter (RUST_LOG syntax).
-    #[arg(long, default_value = "info", env = "FEDGW_LOG")]
-    log: String,
-}
-
-#[derive(Debug, Args)]
-struct DemoArgs {
-    /// Trust domains to federate (at least two).
-    #[arg(long = "domain", default_values = ["east.demo.localhost", "west.demo.localhost", "edge.demo.localhost"])]
-    domains: Vec<TrustDomain>,
-    /// Where the gateways keep their data.
-    #[arg(long, default_value = "fedgw-demo")]
-    data_dir: PathBuf,
-    /// Exit after showing the converged federation instead of running until Ctrl-C.
-    #[arg(long)]
-    once: bool,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Log filter (RUST_LOG syntax).
-    #[arg(long, default_value = "error", env = "FEDGW_LOG")]
-    log: String,
-}
-
-#[derive(Debug, Args, Clone)]
-struct AdminArgs {
-    #[command(flatten)]
-    connection: AdminConnection,
-    /// Print JSON instead of tables.
-    #[arg(long)]
-    json: bool,
-}
-
-/// How to reach the admin API.
-#[derive(Debug, Args, Clone)]
-struct AdminConnection {
-    /// The admin API: `unix:/path/to.sock`, `https://host:port` or `http://host:port`.
-    #[arg(long, env = "FEDGW_ADMIN", default_value = cli::DEFAULT_ADMIN)]
-    admin: AdminTarget,
-    /// A file holding a bearer token for a TCP admin API.
-    #[arg(long, env = "FEDGW_ADMIN_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// https: PEM CA certificates, or a SPIFFE bundle, that the admin server's
-    /// certificate must chain to (default: the system's roots).
-    #[arg(long, env = "FEDGW_ADMIN_CA")]
-    admin_ca: Option<PathBuf>,
-    /// https: the client certificate chain for mTLS (PEM; an X509-SVID).
-    #[arg(long, env = "FEDGW_ADMIN_CERT", requires = "admin_key")]
-    admin_cert: Option<PathBuf>,
-    /// https: the private key (PEM) of --admin-cert.
-    #[arg(long, env = "FEDGW_ADMIN_KEY", requires = "admin_cert")]
-    admin_key: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-struct AgentArgs {
-    #[command(flatten)]
-    connection: AdminConnection,
-    /// The directory to keep bundle files in (`<td>.pem`, `<td>.json`,
-    /// `bundle-map.json`), as a `[[sinks.files]]` does.
-    #[arg(long)]
-    dir: PathBuf,
-    /// Write only this trust domain (repeat for several); all by default.
-    #[arg(long = "trust-domain", short = 't', value_name = "TD")]
-    trust_domains: Vec<TrustDomain>,
-    /// A program to run after each change, with its arguments (no shell). Takes every
-    /// argument after it, so put it last.
-    #[arg(long = "on-change", value_name = "CMD", num_args = 1.., allow_hyphen_values = true)]
-    on_change: Vec<String>,
-    /// Permission bits of the files written.
-    #[arg(long, default_value = "0644")]
-    mode: FileMode,
-    /// The largest answer read from the gateway, in bytes (default 256 MiB); a larger
-    /// one is refused, logged and retried after the backoff.
-    #[arg(long, value_name = "BYTES", default_value_t = fedgw::admin_client::DEFAULT_MAX_RESPONSE_BYTES)]
-    max_response_bytes: u64,
-    /// Log format.
-    #[arg(long, value_enum, default_value = "text")]
-    log_format: LogFormat,
-    /// Log filter (RUST_LOG syntax).
-    #[arg(long, default_value = "info", env = "FEDGW_LOG")]
-    log: String,
-}
-
-/// The flags of `spire-server federation create|update` (`-trustDomain`,
-/// `-bundleEndpointURL`, …), spelled the GNU way; or the whole body with `--data`.
-#[derive(Debug, Args)]
-struct RelationshipFlags {
-    /// The foreign trust domain (never inferred from the URL).
-    #[arg(long, short = 't', required_unless_present = "data")]
-    trust_domain: Option<TrustDomain>,
-    /// The bundle endpoint URL; repeat for mirrors, tried in order.
-    #[arg(
-        long = "bundle-endpoint-url",
-        value_name = "URL",
-        required_unless_present = "data"
-    )]
-    urls: Vec<Url>,
-    /// The bundle endpoint profile.
-    #[arg(
-        long = "bundle-endpoint-profile",
-        value_enum,
-        value_name = "PROFILE",
-        required_unless_present = "data"
-    )]
-    profile: Option<ProfileArg>,
-    /// https_spiffe: the endpoint server's SPIFFE ID.
-    #[arg(long, value_name = "ID")]
-    endpoint_spiffe_id: Option<SpiffeId>,
-    /// https_spiffe: a bundle of the endpoint SPIFFE ID's trust domain to start from,
-    /// sent inline.
-    #[arg(long = "trust-domain-bundle-path", value_name = "FILE")]
-    bundle_path: Option<PathBuf>,
-    /// Format of --trust-domain-bundle-path.
-    #[arg(
-        long = "trust-domain-bundle-format",
-        value_enum,
-        value_name = "FORMAT",
-        default_value = "spiffe",
-        requires = "bundle_path"
-    )]
-    bundle_format: FormatArg,
-    /// https_web: extra PEM CA roots trusted besides the system store, sent inline.
-    #[arg(long, value_name = "FILE")]
-    extra_ca_roots: Option<PathBuf>,
-    /// Do not follow redirects.
-    #[arg(long)]
-    no_follow_redirects: bool,
-    /// Accept a fetched empty `keys` list, which revokes every key of the trust
-    /// domain (refused by default).
-    #[arg(long)]
-    allow_revocation: bool,
-    /// `env` (HTTPS_PROXY/NO_PROXY, the gateway's default), `off`, or a proxy URL.
-    #[arg(long, value_parser = parse_proxy)]
-    proxy: Option<ProxyConfig>,
-    /// The whole JSON body of the admin API instead of the flags above; `-` reads
-    /// standard input.
-    #[arg(
-        long,
-        value_name = "FILE|-",
-        conflicts_with_all = [
-            "trust_domain", "urls", "profile", "endpoint_spiffe_id", "bundle_path",
-            "extra_ca_roots", "no_follow_redirects", "allow_revocation", "proxy",
-        ]
-    )]
-    data: Option<PathBuf>,
-}
-
-fn parse_proxy(value: &str) -> Result<ProxyConfig, String> {
-    ProxyConfig::try_from(value.to_owned())
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ProfileArg {
-    /// Server authenticated by Web PKI.
-    #[value(name = "https_web", alias = "https-web")]
-    HttpsWeb,
-    /// Server authenticated by its X509-SVID.
-    #[value(name = "https_spiffe", alias = "https-spiffe")]
-    HttpsSpiffe,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum FormatArg {
-    Spiffe,
-    Pem,
-}
-
-impl From<FormatArg> for DocumentFormat {
-    fn from(value: FormatArg) -> Self {
-        match value {
-            FormatArg::Spiffe => Self::Spiffe,
-            FormatArg::Pem => Self::Pem,
-        }
-    }
-}
-
-#[derive(Debug, Subcommand)]
-enum FederationCommand {
-    /// Create a relationship (kept by the gateway across restarts).
-    Create {
-        #[command(flatten)]
-        relationship: RelationshipFlags,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// List relationships with their state.
-    List(AdminArgs),
-    /// Show one relationship.
-    Show {
-        /// The trust domain.
-        trust_domain: TrustDomain,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Replace a relationship created through the admin API.
-    Update {
-        #[command(flatten)]
-        relationship: RelationshipFlags,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Delete a relationship created through the admin API: stop polling and remove
-    /// its bundle everywhere.
-    Delete {
-        /// The trust domain.
-        #[arg(long, short = 't')]
-        trust_domain: TrustDomain,
-        /// Delete even while other relationships' https_spiffe endpoints are
-        /// authenticated by this trust domain's bundle.
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Create or update relationships from spire-controller-manager
-    /// ClusterFederatedTrustDomain YAML (one or more documents); unchanged ones are
-    /// left alone.
-    Apply {
-        /// The YAML file; `-` reads standard input.
-        #[arg(long, short = 'f', value_name = "FILE|-")]
-        file: PathBuf,
-        /// Only parse and check the file; send nothing to the gateway.
-        #[arg(long)]
-        dry_run: bool,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Fetch a foreign bundle now.
-    Refresh {
-        /// The trust domain.
-        trust_domain: TrustDomain,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum BundleCommand {
-    /// Check a bundle document offline: list its authorities and everything ignored.
-    Validate {
-        /// The trust domain the bundle belongs to (not used with --format map).
-        #[arg(long, short = 't', value_name = "TD")]
-        trust_domain: Option<TrustDomain>,
-        /// Document format.
-        #[arg(long, short = 'f', value_enum, default_value = "spiffe")]
-        format: Format,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// The document; `-` reads standard input.
-        file: PathBuf,
-    },
-    /// List the bundles the gateway holds.
-    List(AdminArgs),
-    /// Print one bundle document.
-    Show {
-        /// The trust domain.
-        trust_domain: TrustDomain,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "spiffe")]
-        format: FormatArg,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Set a bundle as an operator override (replaced by the next successful fetch).
-    Set {
-        /// The trust domain.
-        trust_domain: TrustDomain,
-        /// The document; `-` reads standard input.
-        file: PathBuf,
-        /// Document format.
-        #[arg(long, value_enum, default_value = "spiffe")]
-        format: FormatArg,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Delete a bundle.
-    Delete {
-        /// The trust domain.
-        trust_domain: TrustDomain,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Past versions of a bundle.
-    History {
-        /// The trust domain.
-        trust_domain: TrustDomain,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum AdminCommand {
-    /// Read a token on standard input and print the SHA-256 to put in
-    /// `[[admin.tokens]] sha256`.
-    HashToken,
-}
-
-#[derive(Debug, Subcommand)]
-enum JwtCommand {
-    /// Validate a JWT-SVID with the gateway's bundles: only the JWT keys of the bundle
-    /// of the token's own trust domain are used.
-    Validate {
-        /// The audience the token must name in `aud`.
-        #[arg(long)]
-        audience: String,
-        /// The token; `-` (the default) reads it from standard input, which keeps it
-        /// out of the process list.
-        #[arg(default_value = "-")]
-        token: String,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // SPIRE's spelling of the federation flags (`-trustDomain x`) before clap, which
+    // would read `-t rustDomain`. clap exits 2 on a usage error.
+    let cli = Cli::parse_from(cli::spire_flags::rewrite(std::env::args_os().collect()));
     match cli.command {
         Command::Bundle(BundleCommand::Validate {
             trust_domain,
@@ -450,6 +55,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// Print `err` with each of its causes once, and the exit status its kind documents.
+fn failed(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {}", describe(err.as_ref()));
+    exit_for(err).into()
+}
+
+fn exit_for(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if cause.is::<UsageError>()
+            || matches!(
+                cause.downcast_ref::<ClientError>(),
+                Some(ClientError::TlsNeedsHttps { .. })
+            )
+        {
+            return Exit::Usage;
+        }
+        match cause.downcast_ref::<CliError>() {
+            Some(CliError::RefreshFailed { .. }) => return Exit::RefreshFailed,
+            Some(CliError::Client(ClientError::TlsNeedsHttps { .. })) => return Exit::Usage,
+            _ => {}
+        }
+    }
+    Exit::Failure
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => failed(&err),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -459,115 +96,164 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run_serve(args: ServeArgs) -> ExitCode {
     fedgw::telemetry::init_logging(args.log_format, &args.log);
-    let result = runtime().and_then(|rt| {
-        rt.block_on(async {
-            let config = match &args.config {
-                Some(path) => {
-                    let text = tokio::fs::read_to_string(path)
-                        .await
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    Config::from_toml(&text).with_context(|| path.display().to_string())?
-                }
-                None => {
-                    let dir = args.data_dir.clone();
-                    let gateway = fedgw::defaults::DefaultGateway {
-                        trust_domain: args.trust_domain.clone(),
-                        web_listen: args.web_listen,
-                        spiffe_listen: args.spiffe_listen,
-                    };
-                    let timing = fedgw::defaults::DevTiming {
-                        refresh_hint: args.refresh_hint,
-                        min_refresh: args.min_refresh,
-                    };
-                    let (config, _paths) = tokio::task::spawn_blocking(move || {
-                        fedgw::defaults::embedded_with(&dir, &gateway, timing)
-                    })
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(err) => return failed(&err),
+    };
+    rt.block_on(async {
+        let Some(path) = &args.config else {
+            return finish(serve_embedded(&args).await);
+        };
+        let config = match tokio::fs::read_to_string(path).await {
+            Ok(text) => Config::from_toml(&text).with_context(|| path.display().to_string()),
+            Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+        };
+        match config {
+            Ok(config) => finish(
+                fedgw::gateway::run(&config)
                     .await
-                    .context("preparing the embedded default")??;
-                    tracing::info!(
-                        data_dir = %args.data_dir.display(),
-                        trust_domain = %args.trust_domain,
-                        "no --config: running the embedded development default"
-                    );
-                    config
-                }
-            };
-            fedgw::gateway::run(&config)
-                .await
-                .map_err(anyhow::Error::from)
-        })
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+                    .map_err(anyhow::Error::from),
+            ),
+            Err(err) => {
+                eprintln!("error: {}", describe(err.as_ref()));
+                Exit::Config.into()
+            }
         }
-    }
+    })
+}
+
+/// `fedgw serve` without `--config`: take the data directory, make (or load) the
+/// development PKI in it, run. A start that fails removes what it made.
+async fn serve_embedded(args: &ServeArgs) -> anyhow::Result<()> {
+    let data_dir = fedgw::gateway::acquire_data_dir(&args.data_dir).await?;
+    let dir = args.data_dir.clone();
+    let gateway = fedgw::defaults::DefaultGateway {
+        trust_domain: args.trust_domain.clone(),
+        web_listen: args.web_listen,
+        spiffe_listen: args.spiffe_listen,
+    };
+    let timing = fedgw::defaults::DevTiming {
+        refresh_hint: args.refresh_hint,
+        min_refresh: args.min_refresh,
+    };
+    let prepared =
+        tokio::task::spawn_blocking(move || fedgw::defaults::embedded_with(&dir, &gateway, timing))
+            .await;
+    let config = match prepared {
+        Ok(Ok((config, _paths))) => config,
+        failed => {
+            let _undone = tokio::task::spawn_blocking(move || data_dir.undo()).await;
+            return Err(match failed {
+                Ok(Err(err)) => anyhow::Error::from(err),
+                _ => anyhow::anyhow!("preparing the embedded default was interrupted"),
+            });
+        }
+    };
+    tracing::info!(
+        data_dir = %args.data_dir.display(),
+        trust_domain = %args.trust_domain,
+        "no --config: running the embedded development default"
+    );
+    fedgw::gateway::run_in(&config, data_dir).await?;
+    Ok(())
 }
 
 fn run_demo(args: DemoArgs) -> ExitCode {
     fedgw::telemetry::init_logging(LogFormat::Text, &args.log);
     if args.domains.len() < 2 {
         eprintln!("error: a federation needs at least two --domain");
-        return ExitCode::from(2);
+        return Exit::Usage.into();
     }
-    let result = runtime().and_then(|rt| {
-        rt.block_on(async {
-            let gateways = fedgw::demo::start(&args.data_dir, &args.domains).await?;
-            for g in &gateways {
-                println!(
-                    "{}: https_web https://localhost:{}/  https_spiffe https://127.0.0.1:{}/  admin unix:{}",
-                    g.trust_domain,
-                    g.web_addr.port(),
-                    g.spiffe_addr.port(),
-                    g.data_dir.join("admin.sock").display()
-                );
+    // With --once and no --data-dir, everything goes in a temporary directory that
+    // is removed at the end: a quick look leaves nothing behind.
+    let (base, temporary) = match (&args.data_dir, args.once) {
+        (Some(dir), _) => (dir.clone(), false),
+        (None, false) => (PathBuf::from("fedgw-demo"), false),
+        (None, true) => match demo_temp_dir() {
+            Ok(dir) => (dir, true),
+            Err(err) => return failed(&err),
+        },
+    };
+    let result = runtime().and_then(|rt| rt.block_on(demo(&args, &base)));
+    if temporary && let Err(err) = std::fs::remove_dir_all(&base) {
+        eprintln!("warning: cannot remove {}: {err}", base.display());
+    }
+    finish(result)
+}
+
+/// A new directory of our own under the system's temporary directory.
+fn demo_temp_dir() -> anyhow::Result<PathBuf> {
+    let tmp = std::env::temp_dir();
+    let mut attempt = 0u32;
+    loop {
+        let dir = tmp.join(format!("fedgw-demo-{}-{attempt}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1;
             }
-            let converged =
-                fedgw::demo::converge(&gateways, std::time::Duration::from_secs(60)).await;
-            let held = fedgw::demo::held(&gateways);
-            if args.json {
-                println!("{}", serde_json::json!({ "bundles": held }));
-            } else {
-                let rows: Vec<Vec<String>> = held
-                    .iter()
-                    .map(|h| {
-                        vec![
-                            h.gateway.to_string(),
-                            h.trust_domain.to_string(),
-                            h.role.to_owned(),
-                            h.sequence.map_or_else(|| "-".to_owned(), |s| s.to_string()),
-                            h.x509_authorities.to_string(),
-                            h.source.clone(),
-                        ]
-                    })
-                    .collect();
-                print!(
-                    "{}",
-                    cli::table(
-                        &["GATEWAY", "TRUST DOMAIN", "ROLE", "SEQUENCE", "X509 CAS", "SOURCE"],
-                        &rows
-                    )
-                );
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot create {}", dir.display()));
             }
-            converged?;
-            println!("federation converged: every gateway holds every other domain's bundle");
-            if !args.once {
-                println!("running; press Ctrl-C to stop");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-            fedgw::demo::stop(gateways).await;
-            anyhow::Ok(())
-        })
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
         }
     }
+}
+
+async fn demo(args: &DemoArgs, base: &std::path::Path) -> anyhow::Result<()> {
+    let gateways = fedgw::demo::start(base, &args.domains).await?;
+    for g in &gateways {
+        println!(
+            "{}: https_web https://localhost:{}/  https_spiffe https://127.0.0.1:{}/  admin unix:{}",
+            g.trust_domain,
+            g.web_addr.port(),
+            g.spiffe_addr.port(),
+            g.data_dir.join("admin.sock").display()
+        );
+    }
+    let converged = fedgw::demo::converge(&gateways, std::time::Duration::from_secs(60)).await;
+    let held = fedgw::demo::held(&gateways);
+    if args.json {
+        println!("{}", serde_json::json!({ "bundles": held }));
+    } else {
+        let rows: Vec<Vec<String>> = held
+            .iter()
+            .map(|h| {
+                vec![
+                    h.gateway.to_string(),
+                    h.trust_domain.to_string(),
+                    h.role.to_owned(),
+                    h.sequence.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                    h.x509_authorities.to_string(),
+                    h.source.clone(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            cli::table(
+                &[
+                    "GATEWAY",
+                    "TRUST DOMAIN",
+                    "ROLE",
+                    "SEQUENCE",
+                    "X509 CAS",
+                    "SOURCE"
+                ],
+                &rows
+            )
+        );
+    }
+    if let Err(err) = converged {
+        fedgw::demo::stop(gateways).await;
+        return Err(err.into());
+    }
+    println!("federation converged: every gateway holds every other domain's bundle");
+    if !args.once {
+        println!("running; press Ctrl-C to stop");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    fedgw::demo::stop(gateways).await;
+    Ok(())
 }
 
 fn hash_token() -> ExitCode {
@@ -607,10 +293,7 @@ fn run_admin_verb(command: Command) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(err) => failed(&err),
     }
 }
 
@@ -637,13 +320,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
             stopped.map_err(anyhow::Error::from)
         })
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    finish(result)
 }
 
 fn client(args: &AdminArgs) -> anyhow::Result<AdminClient> {
@@ -661,6 +338,14 @@ fn connect(args: &AdminConnection) -> anyhow::Result<AdminClient> {
         None => None,
     };
     let identity = args.admin_cert.as_deref().zip(args.admin_key.as_deref());
+    let https = matches!(&args.admin, AdminTarget::Url(url) if url.scheme() == "https");
+    if (args.admin_ca.is_some() || identity.is_some()) && !https {
+        // A usage error, found before any file is read.
+        return Err(ClientError::TlsNeedsHttps {
+            target: args.admin.to_string(),
+        }
+        .into());
+    }
     let tls = ClientTls::from_files(args.admin_ca.as_deref(), identity)?;
     Ok(AdminClient::with_tls(&args.admin, token, tls.as_ref())?)
 }
@@ -673,12 +358,27 @@ fn relationship(flags: RelationshipFlags) -> anyhow::Result<RelationshipBody> {
         return Ok(RelationshipBody::Data(value));
     }
     // clap requires these unless --data is given.
-    let missing = |flag: &str| anyhow::anyhow!("{flag} is required");
+    let missing = |flag: &str| UsageError::new(format!("{flag} is required"));
+    let trust_domain = match (flags.trust_domain_arg, flags.trust_domain) {
+        (None, None) => return Err(missing("the trust domain (TD or --trust-domain)").into()),
+        (argument, flag) => operands::trust_domain(argument, flag)?,
+    };
+    // Checked here rather than by clap, whose message would repeat the value (a URL
+    // may carry a password).
+    let urls = flags
+        .urls
+        .iter()
+        .map(|raw| fedgw::url_check::endpoint_url(raw))
+        .collect::<Result<Vec<Url>, _>>()
+        .map_err(|err| UsageError::new(format!("--bundle-endpoint-url: {err}")))?;
+    let proxy = flags
+        .proxy
+        .map(ProxyConfig::try_from)
+        .transpose()
+        .map_err(|err| UsageError::new(format!("--proxy: {err}")))?;
     Ok(RelationshipBody::Args(RelationshipArgs {
-        trust_domain: flags
-            .trust_domain
-            .ok_or_else(|| missing("--trust-domain"))?,
-        urls: flags.urls,
+        trust_domain,
+        urls,
         profile: match flags
             .profile
             .ok_or_else(|| missing("--bundle-endpoint-profile"))?
@@ -688,10 +388,10 @@ fn relationship(flags: RelationshipFlags) -> anyhow::Result<RelationshipBody> {
         },
         endpoint_spiffe_id: flags.endpoint_spiffe_id,
         bootstrap_bundle: flags.bundle_path,
-        bootstrap_format: flags.bundle_format.into(),
+        bootstrap_format: flags.bundle_format.map(DocumentFormat::from),
         extra_ca_roots: flags.extra_ca_roots,
         follow_redirects: !flags.no_follow_redirects,
-        proxy: flags.proxy,
+        proxy,
         allow_revocation: flags.allow_revocation,
     }))
 }
@@ -722,39 +422,60 @@ async fn admin_verb(command: Command) -> anyhow::Result<Output> {
         Command::Federation(F::Show {
             trust_domain,
             admin: a,
-        }) => cli::federation_show(&client(&a)?, &trust_domain, a.json).await?,
+        }) => cli::federation_show(&client(&a)?, &trust_domain.get()?, a.json).await?,
         Command::Federation(F::Delete {
             trust_domain,
             force,
             admin: a,
-        }) => cli::federation_delete(&client(&a)?, &trust_domain, force, a.json).await?,
+        }) => cli::federation_delete(&client(&a)?, &trust_domain.get()?, force, a.json).await?,
         Command::Federation(F::Refresh {
             trust_domain,
             admin: a,
-        }) => cli::federation_refresh(&client(&a)?, &trust_domain, a.json).await?,
+        }) => {
+            let td = trust_domain.get()?;
+            match cli::federation_refresh(&client(&a)?, &td, a.json).await {
+                Ok(output) => output,
+                Err(err) => {
+                    // --json: the gateway's answer on stdout as well, for scripts.
+                    if let (true, CliError::RefreshFailed { answer, .. }) = (a.json, &err) {
+                        println!("{answer}");
+                    }
+                    return Err(err.into());
+                }
+            }
+        }
         Command::Bundle(B::List(a)) => cli::bundle_list(&client(&a)?, a.json).await?,
         Command::Bundle(B::Show {
             trust_domain,
             format,
             admin: a,
-        }) => cli::bundle_show(&client(&a)?, &trust_domain, format.into()).await?,
+        }) => cli::bundle_show(&client(&a)?, &trust_domain.get()?, format.into()).await?,
         Command::Bundle(B::Set {
+            operands: arguments,
             trust_domain,
             file,
             format,
             admin: a,
         }) => {
+            let (td, file) = operands::bundle_set(&arguments, trust_domain, file)?;
             let document = read_input(&file)?;
-            cli::bundle_set(&client(&a)?, &trust_domain, document, format.into(), a.json).await?
+            if matches!(format, FormatArg::Spiffe) && looks_like_pem(&document) {
+                return Err(UsageError::new(format!(
+                    "{} looks like PEM; pass --format pem (the default is spiffe, a SPIFFE bundle JSON document)",
+                    shown(&file)
+                ))
+                .into());
+            }
+            cli::bundle_set(&client(&a)?, &td, document, format.into(), a.json).await?
         }
         Command::Bundle(B::Delete {
             trust_domain,
             admin: a,
-        }) => cli::bundle_delete(&client(&a)?, &trust_domain).await?,
+        }) => cli::bundle_delete(&client(&a)?, &trust_domain.get()?).await?,
         Command::Bundle(B::History {
             trust_domain,
             admin: a,
-        }) => cli::bundle_history(&client(&a)?, &trust_domain, a.json).await?,
+        }) => cli::bundle_history(&client(&a)?, &trust_domain.get()?, a.json).await?,
         Command::Jwt(JwtCommand::Validate {
             audience,
             token,
@@ -774,22 +495,32 @@ async fn admin_verb(command: Command) -> anyhow::Result<Output> {
     Ok(output)
 }
 
+/// A file argument as shown in messages: `standard input` for `-`.
+fn shown(file: &std::path::Path) -> String {
+    if file.as_os_str() == "-" {
+        "standard input".to_owned()
+    } else {
+        file.display().to_string()
+    }
+}
+
 fn run_validate(
     trust_domain: Option<&TrustDomain>,
     format: Format,
     json: bool,
     file: &PathBuf,
 ) -> ExitCode {
-    let outcome = read_input(file).map(|document| {
-        validate::validate(
-            &document,
-            format,
-            trust_domain,
-            time::OffsetDateTime::now_utc(),
-        )
-    });
-    match outcome {
-        Ok(Ok(report)) => {
+    let document = match read_input(file) {
+        Ok(document) => document,
+        Err(err) => return fail(json, &describe(err.as_ref()), false, Exit::Failure),
+    };
+    match validate::validate(
+        &document,
+        format,
+        trust_domain,
+        time::OffsetDateTime::now_utc(),
+    ) {
+        Ok(report) => {
             if json {
                 println!("{}", serde_json::json!(report));
             } else {
@@ -797,17 +528,26 @@ fn run_validate(
             }
             ExitCode::SUCCESS
         }
-        Ok(Err(err)) => fail(
+        Err(err @ (ValidateError::TrustDomainRequired(_) | ValidateError::TrustDomainWithMap)) => {
+            fail(json, &err.to_string(), false, Exit::Usage)
+        }
+        Err(ValidateError::Invalid(_))
+            if !matches!(format, Format::Pem) && looks_like_pem(&document) =>
+        {
+            let message = format!("{} looks like PEM; pass --format pem", shown(file));
+            fail(json, &message, false, Exit::Usage)
+        }
+        Err(err) => fail(
             json,
-            &err.to_string(),
+            &describe(&err),
             matches!(err, ValidateError::Invalid(_)),
+            Exit::Failure,
         ),
-        Err(err) => fail(json, &format!("{err:#}"), false),
     }
 }
 
 /// Report a failure: on stderr, and as a JSON object on stdout with `--json`.
-fn fail(json: bool, message: &str, invalid_document: bool) -> ExitCode {
+fn fail(json: bool, message: &str, invalid_document: bool, exit: Exit) -> ExitCode {
     eprintln!("error: {message}");
     if json {
         println!(
@@ -815,7 +555,7 @@ fn fail(json: bool, message: &str, invalid_document: bool) -> ExitCode {
             serde_json::json!({ "valid": false, "invalid_document": invalid_document, "error": message })
         );
     }
-    ExitCode::FAILURE
+    exit.into()
 }
 
 /// A token from the command line, or from standard input for `-` (surrounding

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing_subscriber::EnvFilter;
@@ -26,13 +27,20 @@ pub enum LogFormat {
 
 /// Install the global tracing subscriber. `directives` uses the `RUST_LOG` syntax
 /// (e.g. `info,fedgw=debug`); an invalid directive falls back to `info` and says so.
+/// Text lines are coloured only when standard error is a terminal and `NO_COLOR` is
+/// unset or empty ([`use_colour`]), so a log redirected to a file holds plain text.
 pub fn init_logging(format: LogFormat, directives: &str) {
     let (filter, bad) = match EnvFilter::try_new(directives) {
         Ok(filter) => (filter, None),
         Err(err) => (EnvFilter::new("info"), Some(err.to_string())),
     };
+    let colour = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     // A second initialisation (e.g. in tests) keeps the first subscriber.
     let installed = match format {
@@ -42,6 +50,12 @@ pub fn init_logging(format: LogFormat, directives: &str) {
     if let (true, Some(reason)) = (installed, bad) {
         tracing::warn!(directives, %reason, "invalid log filter; using \"info\"");
     }
+}
+
+/// Whether log lines get ANSI colours: only on a terminal, and never when `NO_COLOR`
+/// is set to a non-empty value (<https://no-color.org>).
+pub fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 /// Whether a metric only goes up or can go both ways.
@@ -174,6 +188,16 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
+        assert!(!use_colour(false, Some(OsStr::new("1"))));
+    }
 
     #[test]
     fn counters_and_gauges_render_in_text_format() {

@@ -545,7 +545,7 @@ impl TrustStore {
             tracing::info!(
                 trust_domain = %td,
                 revision,
-                sequence = ?record.sequence,
+                sequence = record.sequence,
                 source = %record.source,
                 digest = %record.digest,
                 "bundle accepted"

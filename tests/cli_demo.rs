@@ -14,12 +14,23 @@ use serde_json::Value;
 
 #[test]
 fn fed_1_demo_federates_three_domains_over_both_profiles() {
-    let dir = tempfile::tempdir().unwrap();
+    // Without --data-dir, --once works in a temporary directory and removes it: the
+    // working directory and the temporary directory are as empty afterwards.
+    let cwd = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_fedgw"))
-        .args(["demo", "--once", "--json", "--data-dir"])
-        .arg(dir.path())
+        .args(["demo", "--once", "--json"])
+        .current_dir(cwd.path())
+        .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
+    let left = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap().count();
+    assert_eq!(left(cwd.path()), 0, "fedgw demo --once left files behind");
+    assert_eq!(
+        left(tmp.path()),
+        0,
+        "fedgw demo --once left its temporary directory"
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
         output.status.success(),

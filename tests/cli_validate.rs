@@ -229,10 +229,32 @@ fn id_5_upper_case_trust_domain_is_a_usage_error_with_suggestion() {
 }
 
 #[test]
-fn missing_trust_domain_for_spiffe_format_is_refused() {
+fn missing_trust_domain_for_spiffe_format_is_a_usage_error() {
     let out = fedgw(&["bundle", "validate", &example("example.org.json")]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--trust-domain is required"));
+    let out = fedgw(&[
+        "bundle",
+        "validate",
+        "-f",
+        "map",
+        "-t",
+        "example.org",
+        &example("bundle-map.json"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_pem_document_read_as_json_says_to_pass_format_pem() {
+    let pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let out = fedgw_stdin(&["bundle", "validate", "-t", "example.org", "-"], pem);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stderr(&out);
+    assert!(
+        text.contains("standard input looks like PEM; pass --format pem"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -105,3 +105,32 @@ fn serve_flags_are_refused_with_a_config_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--trust-domain"), "{stderr}");
 }
+
+/// `run.sh --help` prints its comment block and nothing of the script, and every
+/// command it suggests is one fedgw accepts (`--admin` goes after the verb).
+#[test]
+fn run_sh_help_shows_only_the_usage_and_working_commands() {
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/local/run.sh"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.contains("testbed/local/run.sh [--gateways N] [--once]"),
+        "{help}"
+    );
+    assert!(!help.contains("set -euo pipefail"), "{help}");
+    assert!(!help.contains("fedgw --admin"), "{help}");
+    assert!(help.contains("fedgw status --admin unix:PATH"), "{help}");
+    // The suggested command parses (and fails only because nothing listens there).
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let out = Command::new(env!("CARGO_BIN_EXE_fedgw"))
+        .args(["status", "--admin"])
+        .arg(format!("unix:{}", socket.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

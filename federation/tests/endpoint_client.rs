@@ -1164,3 +1164,38 @@ async fn ext_5_proxy_off_and_explicit() {
     assert!(matches!(err, FetchError::Connect { .. }), "{err:?}");
     assert_eq!(server.accepted(), 1, "the proxy setting bypassed the proxy");
 }
+
+/// A failed connection says why (the DNS or socket error at the end of the HTTP
+/// client's cause chain), not only "error sending request for url".
+#[tokio::test]
+async fn connect_failures_name_their_cause() {
+    let closed = {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let options = WebOptions::default();
+    let (trust_domain, limits) = (td(), short_limits());
+    let fetcher = Fetcher::new();
+    for (target, expected) in [
+        (format!("https://127.0.0.1:{closed}/"), "refused"),
+        // RFC 6761: .invalid never resolves.
+        ("https://fedgw-test.invalid/".to_owned(), "dns"),
+    ] {
+        let target = url(&target);
+        let request = FetchRequest {
+            trust_domain: &trust_domain,
+            url: &target,
+            auth: ServerAuth::Web(&options),
+            limits: &limits,
+            proxy: &ProxySetting::Off,
+        };
+        let err = fetcher.fetch(&request).await.unwrap_err();
+        assert!(matches!(err, FetchError::Connect { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.to_lowercase().contains(expected),
+            "{target:?}: {message}"
+        );
+        assert!(!message.contains("error sending request"), "{message}");
+    }
+}

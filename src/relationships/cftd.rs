@@ -305,11 +305,10 @@ fn object(location: String, map: &Map<String, Value>) -> Result<Cftd, CftdError>
     let trust_domain: TrustDomain =
         parse_field(required_string(spec, "trustDomain"), "spec.trustDomain")
             .map_err(|(f, p)| fail(&f, p))?;
-    let url: Url = parse_field(
-        required_string(spec, "bundleEndpointURL"),
-        "spec.bundleEndpointURL",
-    )
-    .map_err(|(f, p)| fail(&f, p))?;
+    // Checked on its text and never repeated (it may carry a password).
+    let url: Url = required_string(spec, "bundleEndpointURL")
+        .and_then(|raw| crate::url_check::endpoint_url(raw).map_err(|err| err.to_string()))
+        .map_err(|problem| fail("spec.bundleEndpointURL", problem))?;
     let profile_map = match spec.get("bundleEndpointProfile") {
         Some(Value::Object(p)) => p,
         None => return Err(fail("spec.bundleEndpointProfile", "missing".to_owned())),
@@ -598,6 +597,21 @@ items:
     }
 
     #[test]
+    fn urls_with_passwords_or_repaired_text_are_refused_without_repeating_them() {
+        let web = "  trustDomain: w.example\n  bundleEndpointURL: @@\n  bundleEndpointProfile:\n    type: https_web\n";
+        for (url, problem) in [
+            ("https://ops:s3cret@w.example/", "userinfo"),
+            ("\"https://w.example/a\\nb\"", "control character"),
+            ("https:///w.example/", "no host"),
+        ] {
+            let err = error(&one(&web.replace("@@", url)));
+            assert_eq!(err.field, "spec.bundleEndpointURL", "{err}");
+            assert!(err.problem.contains(problem), "{url}: {err}");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_document_the_field_and_the_problem() {
         let web = "  trustDomain: w.example\n  bundleEndpointURL: https://w.example/\n  bundleEndpointProfile:\n    type: https_web\n";
         let cases: Vec<(String, &str, &str)> = vec![
@@ -629,7 +643,7 @@ items:
             (
                 one(&web.replace("https://w.example/", "not a url")),
                 "spec.bundleEndpointURL",
-                "not a url",
+                "not a valid URL",
             ),
             (
                 one(&web.replace("https_web", "https_spiffe")),

@@ -27,10 +27,18 @@ pub struct RelationshipSpec {
     /// The foreign trust domain.
     pub trust_domain: TrustDomain,
     /// The bundle endpoint URL (use either `url` or `urls`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::url_check::deserialize_endpoint"
+    )]
     pub url: Option<Url>,
     /// Mirror URLs, tried in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::url_check::deserialize_endpoints"
+    )]
     pub urls: Vec<Url>,
     /// The endpoint profile.
     pub profile: ProfileName,

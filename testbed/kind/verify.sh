@@ -2,8 +2,9 @@
 # Static checks of the kind testbed, run by scripts/test.sh (no Docker or kind needed):
 # every YAML document parses, every file named by a kustomization or the Dockerfile
 # exists, each overlay builds with `kubectl kustomize` (offline), the scripts pass
-# `bash -n` and shellcheck (when installed), and a client-side `kubectl apply
-# --dry-run` runs only if kubectl can reach an API server (it needs one for discovery).
+# `bash -n` and shellcheck (both tools are required: a missing one fails, naming the
+# package), and a client-side `kubectl apply --dry-run` runs as well when kubectl can
+# reach an API server (it needs one for discovery; not a check of the test command).
 # Each overlay has a federation.yaml of ClusterFederatedTrustDomain objects, and the
 # scripts name exactly the overlays' clusters. The fedgw.toml files are loaded with
 # fedgw's own loader, and the federation.yaml files parsed with fedgw's own
@@ -62,11 +63,11 @@ echo "testbed/kind: scripts (bash -n, shellcheck)"
 for script in "$here"/*.sh; do
     bash -n "$script"
 done
-if command -v shellcheck >/dev/null; then
-    shellcheck "$here"/*.sh
-else
-    echo "testbed/kind: shellcheck not installed, skipped"
-fi
+command -v shellcheck >/dev/null || {
+    echo "FAIL testbed/kind: shellcheck is not installed (Debian: apt-get install shellcheck)" >&2
+    exit 1
+}
+shellcheck "$here"/*.sh
 
 if command -v kubectl >/dev/null; then
     for overlay in "$here"/overlays/*/; do
@@ -78,11 +79,12 @@ if command -v kubectl >/dev/null; then
             kubectl apply --dry-run=client --validate=false -f "$out" >/dev/null
             echo "testbed/kind: overlay $name passes kubectl apply --dry-run=client"
         else
-            echo "testbed/kind: no API server reachable, kubectl apply --dry-run=client skipped"
+            echo "testbed/kind: overlay $name: kubectl apply --dry-run=client needs an API server (not a check here; testbed/kind/up.sh runs against one)"
         fi
         rm -f "$out"
     done
 else
-    echo "testbed/kind: kubectl not installed, kustomize build skipped"
+    echo "FAIL testbed/kind: kubectl is not installed, so the overlays cannot be built (Debian: apt-get install kubernetes-client; or https://kubernetes.io/docs/tasks/tools/)" >&2
+    exit 1
 fi
 echo "testbed/kind: static checks passed"

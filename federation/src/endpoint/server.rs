@@ -88,7 +88,7 @@ pub enum ServerError {
     /// The `https_web` certificate does not cover a configured public name in its
     /// subjectAltName (SPIFFE Federation §5.2.1.3; wildcards per RFC 6125 §6.4.3 cover
     /// one label; the Common Name is not used, as by rustls and browsers).
-    #[error("the serving certificate's subjectAltName does not cover {}", .name.to_str())]
+    #[error("the serving certificate's subjectAltName does not cover {} (listed in public_names)", .name.to_str())]
     NameNotInCertificate {
         /// The configured name that is not covered.
         name: ServerName<'static>,

@@ -61,14 +61,14 @@ pub enum FetchError {
         source: tokio::task::JoinError,
     },
     /// The explicit proxy URL is not usable by the HTTP client.
-    #[error("the proxy URL is not usable: {source}")]
+    #[error("the proxy URL is not usable: {}", cause(source))]
     InvalidProxy {
         /// The HTTP client's reason.
         #[source]
         source: reqwest::Error,
     },
     /// The HTTP client could not be built from the TLS and proxy settings.
-    #[error("the HTTP client could not be built: {source}")]
+    #[error("the HTTP client could not be built: {}", cause(source))]
     Client {
         /// The HTTP client's reason.
         #[source]
@@ -83,7 +83,7 @@ pub enum FetchError {
         source: rustls::Error,
     },
     /// No TCP connection to the host (or proxy) could be made.
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {}", cause(source))]
     Connect {
         /// The URL being fetched.
         url: Url,
@@ -92,7 +92,7 @@ pub enum FetchError {
         source: reqwest::Error,
     },
     /// The TCP connection was not established within the connect timeout.
-    #[error("connecting to {url} timed out after {after:?}")]
+    #[error("connecting to {url} timed out after {}", seconds(*after))]
     ConnectTimeout {
         /// The URL being fetched.
         url: Url,
@@ -122,7 +122,7 @@ pub enum FetchError {
         source: Box<VerifyError>,
     },
     /// The request failed after connecting (HTTP protocol error, connection reset).
-    #[error("the request to {url} failed: {source}")]
+    #[error("the request to {url} failed: {}", cause(source))]
     Http {
         /// The URL being fetched.
         url: Url,
@@ -191,7 +191,7 @@ pub enum FetchError {
         declared: Option<u64>,
     },
     /// Reading the body failed.
-    #[error("reading the body from {url} failed: {source}")]
+    #[error("reading the body from {url} failed: {}", cause(source))]
     Body {
         /// The URL that answered.
         url: Url,
@@ -212,7 +212,7 @@ pub enum FetchError {
     },
     /// The whole fetch (connections, redirects, body) did not finish within the total
     /// timeout (EXT-3).
-    #[error("fetching {url} did not finish within {after:?}")]
+    #[error("fetching {url} did not finish within {}", seconds(*after))]
     Timeout {
         /// The configured URL.
         url: Url,
@@ -247,6 +247,35 @@ impl FetchError {
             Self::Timeout { .. } => "timeout",
         }
     }
+}
+
+/// What an HTTP client error's own message leaves out: `reqwest` says only "error
+/// sending request for url (…)", and the reason an operator can act on (a DNS name
+/// that does not resolve, a refused connection, a reset) is at the end of its cause
+/// chain. The last two causes (`dns error: failed to lookup address information: …`,
+/// `tcp connect error: Connection refused (os error 111)`), or reqwest's own message
+/// when it has no cause.
+pub(crate) fn cause(err: &reqwest::Error) -> String {
+    let mut causes: Vec<String> = Vec::new();
+    let mut current = StdError::source(err);
+    while let Some(err) = current {
+        let text = err.to_string();
+        // An io::Error that wraps another error shows that error's text and skips it
+        // as a source; either way each text is said once.
+        if !text.is_empty() && !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
+        }
+        current = err.source();
+    }
+    match causes.len() {
+        0 => err.to_string(),
+        n => causes[n.saturating_sub(2)..].join(": "),
+    }
+}
+
+/// A duration as an operator reads it: `30s`, `2.5s`.
+fn seconds(duration: Duration) -> String {
+    format!("{}s", duration.as_secs_f64())
 }
 
 /// Map a `reqwest` send error to the variant an operator can act on.
