@@ -113,6 +113,9 @@ pub struct Config {
     /// Outputs that redistribute bundles to agents and proxies (`[sinks]`).
     #[serde(default)]
     pub sinks: SinksConfig,
+    /// What the store keeps and when it rewrites its database (`[storage]`).
+    #[serde(default)]
+    pub storage: crate::store::StorageConfig,
 }
 
 /// The `[sinks]` table: each sink is configured by its own sub-table.
@@ -701,6 +704,7 @@ impl Config {
         if let Some(sds) = &self.sinks.sds {
             sds.validate(&self.data_dir)?;
         }
+        self.storage.validate()?;
         Ok(())
     }
 }

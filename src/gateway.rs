@@ -159,7 +159,8 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Running, Gat
         sequence: config.policy.sequence,
         max_authorities: config.policy.max_authorities,
     };
-    let trust_store = TrustStore::open(&data_dir.join("db"), settings).await?;
+    let trust_store =
+        TrustStore::open_with(&data_dir.join("db"), settings, config.storage.clone()).await?;
     let metrics = trust_store.metrics().clone();
 
     // Local bundles: loaded before the listeners, which serve them and (https_spiffe)
