@@ -203,6 +203,10 @@ fn measure(db: &Path) -> anyhow::Result<Usage> {
 struct Row {
     step: String,
     usage: Usage,
+    /// Highest allocated bytes seen so far (measured after every change).
+    peak: u64,
+    /// `fedgw_store_live_bytes`, when the binary has it.
+    live: Option<u64>,
     seconds: f64,
 }
 
@@ -230,6 +234,7 @@ async fn one_run(
     wait_ready(&admin).await?;
     let start = Instant::now();
     let mut last = Vec::new();
+    let mut peak = 0;
     for change in 1..=args.changes {
         let sequence = u64::try_from(change)?;
         last = document(template, sequence);
@@ -247,22 +252,29 @@ async fn one_run(
         if answer.status != 200 {
             bail!("change {change}: HTTP {}", answer.status);
         }
+        let usage = measure(&db)?;
+        peak = peak.max(usage.allocated);
         if change % args.every == 0 || change == args.changes {
-            let usage = measure(&db)?;
-            eprintln!("  {change} changes: {usage:?}");
+            let live = live_bytes(&admin).await?;
+            eprintln!("  {change} changes: {usage:?}, peak {peak}, live {live:?}");
             rows.push(Row {
                 step: format!("{change} changes"),
                 usage,
+                peak,
+                live,
                 seconds: start.elapsed().as_secs_f64(),
             });
         }
     }
+    let live = live_bytes(&admin).await?;
     stop(&mut child).await?;
     let usage = measure(&db)?;
     eprintln!("  stopped: {usage:?}");
     rows.push(Row {
         step: "stopped (SIGTERM)".to_owned(),
         usage,
+        peak,
+        live,
         seconds: start.elapsed().as_secs_f64(),
     });
     for restart in 1..=2 {
@@ -273,10 +285,13 @@ async fn one_run(
         let ready = started.elapsed().as_secs_f64();
         check_served(&admin, td, &last).await?;
         let usage = measure(&db)?;
+        let live = live_bytes(&admin).await?;
         eprintln!("  restart {restart}, ready in {ready:.2} s: {usage:?}");
         rows.push(Row {
             step: format!("restart {restart} (ready in {ready:.1} s)"),
             usage,
+            peak: peak.max(usage.allocated),
+            live,
             seconds: start.elapsed().as_secs_f64(),
         });
         stop(&mut child).await?;
@@ -332,6 +347,16 @@ async fn wait_ready(admin: &AdminClient) -> anyhow::Result<()> {
     }
 }
 
+/// `fedgw_store_live_bytes` from `/metrics`, if the binary has it.
+async fn live_bytes(admin: &AdminClient) -> anyhow::Result<Option<u64>> {
+    let answer = admin.call(Method::GET, "/metrics", None).await?;
+    let text = String::from_utf8(answer.body)?;
+    Ok(text.lines().find_map(|line| {
+        let value = line.strip_prefix("fedgw_store_live_bytes ")?;
+        value.trim().parse::<f64>().ok().map(|v| v as u64)
+    }))
+}
+
 async fn check_served(admin: &AdminClient, td: &TrustDomain, last: &[u8]) -> anyhow::Result<()> {
     let answer = admin
         .call(Method::GET, &format!("/v1/bundles/{td}"), None)
@@ -356,8 +381,10 @@ fn markdown(runs: &[(&str, Vec<Row>)], args: &Args, document_len: usize) -> Stri
     let mut out = format!(
         "{} changes of one trust domain's bundle ({document_len} bytes as served, a new \
          `spiffe_sequence` each), through `PUT /v1/bundles/{{td}}` of the release binary. \
-         MiB of `data_dir/db`: apparent (file lengths) / allocated (blocks); then sled's \
-         log file and its blob files (count).\n\n",
+         MiB of `data_dir/db`: apparent (file lengths) / allocated (blocks), the highest \
+         allocated figure so far (measured after every change), sled's log file and its blob \
+         files (count), and the live records (`fedgw_store_live_bytes`, where the binary has \
+         it).\n\n",
         args.changes
     );
     let labels: Vec<&str> = runs.iter().map(|(label, _)| *label).collect();
@@ -370,7 +397,7 @@ fn markdown(runs: &[(&str, Vec<Row>)], args: &Args, document_len: usize) -> Stri
     }
     out.push_str("\n|---|");
     for _ in &labels {
-        out.push_str("---|---|");
+        out.push_str("---|---|---|---|");
     }
     out.push('\n');
     let steps = runs.first().map_or(0, |(_, rows)| rows.len());
@@ -389,25 +416,24 @@ fn markdown(runs: &[(&str, Vec<Row>)], args: &Args, document_len: usize) -> Stri
                     let u = row.usage;
                     let _ = write!(
                         out,
-                        " {} / {} | {}, {} ({}) |",
+                        " {} / {} | {} | {}, {} ({}) | {} |",
                         mib(u.apparent),
                         mib(u.allocated),
+                        mib(row.peak),
                         mib(u.log),
                         mib(u.blobs),
-                        u.blob_files
+                        u.blob_files,
+                        row.live.map_or_else(|| "—".to_owned(), mib),
                     );
                 }
-                None => out.push_str(" | |"),
+                None => out.push_str(" | | | |"),
             }
         }
         out.push('\n');
     }
     out.push('\n');
     for (label, rows) in runs {
-        let changes = rows
-            .iter()
-            .filter(|r| r.step.ends_with("changes"))
-            .next_back();
+        let changes = rows.iter().rfind(|r| r.step.ends_with("changes"));
         if let Some(row) = changes {
             let _ = writeln!(
                 out,

@@ -294,10 +294,10 @@ impl Store {
             }),
         };
         store.publish_gauges();
-        if store.due(disk, live) {
-            if let Err(err) = store.compact() {
-                tracing::warn!(error = %err, "the store could not be rewritten at start; it keeps its current files");
-            }
+        if store.due(disk, live)
+            && let Err(err) = store.compact()
+        {
+            tracing::warn!(error = %err, "the store could not be rewritten at start; it keeps its current files");
         }
         Ok(store)
     }
@@ -362,8 +362,9 @@ impl Store {
         let result = (&trees.bundles, &trees.history, &trees.audit, &trees.meta).transaction(
             |(bundles, history, audit, meta)| {
                 let old_digest = match bundles.get(key)? {
+                    // Only the digest: skipping the document is cheaper than copying it.
                     Some(old) => {
-                        Some(abort(decode::<BundleRecord>(Keyspace::Bundles, key, &old))?.digest)
+                        Some(abort(decode::<DigestOf>(Keyspace::Bundles, key, &old))?.digest)
                     }
                     None => None,
                 };
@@ -878,6 +879,12 @@ impl Store {
     }
 }
 
+/// The digest member of a stored [`BundleRecord`], read without its document.
+#[derive(serde::Deserialize)]
+struct DigestOf {
+    digest: String,
+}
+
 /// SHA-256 of `document`, lower-case hex.
 pub fn digest(document: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -1110,6 +1117,137 @@ mod tests {
             2,
             "removing nothing is no change"
         );
+    }
+
+    fn open_with(dir: &tempfile::TempDir, settings: StorageConfig) -> Store {
+        Store::open_with(&dir.path().join("db"), settings, Metrics::new()).unwrap()
+    }
+
+    /// A bundle of `name` whose document is `len` bytes long.
+    fn sized_bundle(name: &str, sequence: u64, len: usize) -> NewBundle {
+        let mut new = new_bundle(name, sequence);
+        let head = format!(r#"{{"keys":[],"spiffe_sequence":{sequence},"x":""#);
+        let filler = "a".repeat(len - head.len() - 2);
+        new.document = format!("{head}{filler}\"}}").into_bytes();
+        assert_eq!(new.document.len(), len);
+        new
+    }
+
+    fn sequences(store: &Store, name: &str) -> Vec<u64> {
+        let history = store.history(&td(name)).unwrap();
+        history.iter().filter_map(|r| r.sequence).collect()
+    }
+
+    #[test]
+    fn history_keeps_at_most_the_configured_count_and_bytes_and_always_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StorageConfig {
+            history_max_versions: 4,
+            history_max_bytes_per_domain: ByteSize(5000),
+            ..StorageConfig::default()
+        };
+        let store = open_with(&dir, settings.clone());
+        // Records of about 1.2 KB: the count rules.
+        for sequence in 1..=6 {
+            store
+                .put_bundle(sized_bundle("east.example", sequence, 1000), note())
+                .unwrap();
+        }
+        assert_eq!(sequences(&store, "east.example"), [6, 5, 4, 3]);
+        // Records of about 2.2 KB: the bytes rule, counted from the newest.
+        for sequence in 7..=9 {
+            store
+                .put_bundle(sized_bundle("east.example", sequence, 2000), note())
+                .unwrap();
+        }
+        assert_eq!(sequences(&store, "east.example"), [9, 8]);
+        // One version larger than the cap alone: it stays, the others go.
+        store
+            .put_bundle(sized_bundle("east.example", 10, 8000), note())
+            .unwrap();
+        assert_eq!(sequences(&store, "east.example"), [10]);
+        assert_eq!(
+            store.bundle(&td("east.example")).unwrap().unwrap().sequence,
+            Some(10)
+        );
+        // Other domains are counted on their own.
+        store
+            .put_bundle(sized_bundle("west.example", 1, 1000), note())
+            .unwrap();
+        assert_eq!(sequences(&store, "west.example"), [1]);
+        drop(store);
+
+        // Lower caps apply to every domain when the store opens.
+        let store = open_with(
+            &dir,
+            StorageConfig {
+                history_max_versions: 1,
+                ..settings
+            },
+        );
+        assert_eq!(sequences(&store, "east.example"), [10]);
+        store
+            .put_bundle(sized_bundle("west.example", 2, 1000), note())
+            .unwrap();
+        assert_eq!(sequences(&store, "west.example"), [2]);
+    }
+
+    #[test]
+    fn audit_log_keeps_the_newest_entries_within_its_caps() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StorageConfig {
+            audit_max_entries: 10,
+            ..StorageConfig::default()
+        };
+        let store = open_with(&dir, settings.clone());
+        for sequence in 1..=25 {
+            store
+                .put_bundle(new_bundle("east.example", sequence), note())
+                .unwrap();
+        }
+        let seqs: Vec<u64> = store
+            .audit_log(0, 100)
+            .unwrap()
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect();
+        assert_eq!(seqs, (16..=25).collect::<Vec<_>>());
+
+        // Bytes: records of about 1.2 KB (a detail cut to 1 KiB) under a 64 KiB cap.
+        let long = AuditRecord {
+            at: 1,
+            who: "bob".into(),
+            action: AuditAction::RelationshipUpdate,
+            trust_domain: None,
+            old_digest: None,
+            new_digest: None,
+            detail: "d".repeat(100_000),
+            old_value: None,
+            new_value: None,
+        };
+        drop(store);
+        let store = open_with(
+            &dir,
+            StorageConfig {
+                audit_max_entries: 1000,
+                audit_max_bytes: MIN_AUDIT_MAX_BYTES,
+                ..settings
+            },
+        );
+        for _ in 0..100 {
+            store.append_audit(&long).unwrap();
+        }
+        let log = store.audit_log(0, 1000).unwrap();
+        let bytes: usize = log
+            .iter()
+            .map(|(_, r)| 8 + serde_json::to_vec(r).unwrap().len())
+            .sum();
+        assert!(bytes as u64 <= MIN_AUDIT_MAX_BYTES.0, "{bytes}");
+        assert!(log.len() > 40 && log.len() < 60, "{}", log.len());
+        assert_eq!(log.last().unwrap().0, 125, "the newest is kept");
+        let detail = &log[0].1.detail;
+        assert!(detail.ends_with("… (100000 bytes)"), "{}", &detail[1000..]);
+        assert!(detail.len() <= AUDIT_DETAIL_MAX + 32);
     }
 
     #[test]

@@ -275,10 +275,10 @@ fn restore_old(dirs: &Dirs) {
 /// Remove `<db>.compact` and `<db>.compacted`, logging what cannot be removed.
 fn discard(dirs: &Dirs) {
     for dir in [&dirs.compact, &dirs.compacted] {
-        if dir.exists() {
-            if let Err(err) = remove_dir(dir) {
-                tracing::warn!(error = %err, "a store rewrite could not be cleaned up");
-            }
+        if dir.exists()
+            && let Err(err) = remove_dir(dir)
+        {
+            tracing::warn!(error = %err, "a store rewrite could not be cleaned up");
         }
     }
 }
@@ -534,6 +534,7 @@ fn checkpoint(step: &str) {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write as _;
     use std::process::Command;
 
     use super::*;
@@ -681,9 +682,11 @@ mod tests {
         let db = PathBuf::from(dir);
         let store = open(&db);
         fill(&store);
-        println!("DUMP {}", dump(&store));
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "DUMP {}", dump(&store)).unwrap();
+        stdout.flush().unwrap();
         let _ = store.compact();
-        println!("NOT REACHED");
+        writeln!(stdout, "NOT REACHED").unwrap();
     }
 
     #[test]
