@@ -7,6 +7,8 @@
 #   ROUNDS=1000 bench/run.sh sinks      more rounds for the change -> sinks latency
 #   SCALE_DOMAINS=1000 SCALE_RUNS=1 bench/run.sh scale
 #   SCALE_DEADLINE=300 bench/run.sh scale   wait longer for a first round
+#   DISK_BASELINE=/path/to/older/fedgw bench/run.sh disk   before/after columns
+#   DISK_CHANGES=500 bench/run.sh disk      accepted changes of a 1 MiB bundle
 #
 # Needs the Rust toolchain (the README's set-up), python3, curl and openssl; installs
 # nginx and wrk from the distribution (apt-get, with sudo when not root) if missing.
@@ -31,12 +33,12 @@ open(path, "w").write(doc[: i + len(start)] + "\n" + text.rstrip("\n") + "\n" + 
 PY
 }
 
-if (($# == 0)); then set -- sinks throughput scale; fi
+if (($# == 0)); then set -- sinks throughput scale disk; fi
 for b in "$@"; do
     case $b in
-    sinks | throughput | scale) ;;
+    sinks | throughput | scale | disk) ;;
     *)
-        echo "unknown benchmark $b (sinks, throughput, scale)" >&2
+        echo "unknown benchmark $b (sinks, throughput, scale, disk)" >&2
         exit 2
         ;;
     esac
@@ -69,7 +71,7 @@ log "build (release)"
 # Two invocations: the examples pull in dev-dependency features (tokio's test-util),
 # and the fedgw binary measured must be the one `cargo build --release` makes.
 cargo build --release --locked -q --bin fedgw
-cargo build --release --locked -q --example sink_latency --example scale
+cargo build --release --locked -q --example sink_latency --example scale --example disk
 
 if run sinks; then
     log "change -> sinks latency"
@@ -88,6 +90,14 @@ if run scale; then
     ./target/release/examples/scale --fedgw target/release/fedgw \
         --domains "${SCALE_DOMAINS:-1000,10000}" --runs "${SCALE_RUNS:-3,1}" \
         --deadline "${SCALE_DEADLINE:-120}" --markdown "$doc"
+fi
+
+if run disk; then
+    log "disk: ${DISK_CHANGES:-500} accepted changes of a 1 MiB bundle"
+    baseline=()
+    if [[ -n ${DISK_BASELINE:-} ]]; then baseline=(--baseline "$DISK_BASELINE"); fi
+    ./target/release/examples/disk --fedgw target/release/fedgw "${baseline[@]}" \
+        --changes "${DISK_CHANGES:-500}" --markdown "$doc"
 fi
 
 log "done: $doc"

@@ -116,6 +116,9 @@ pub struct Config {
     /// Process-wide connection settings (`[net]`: the file descriptor reserve).
     #[serde(default)]
     pub net: crate::net::NetConfig,
+    /// What the store keeps and when it rewrites its database (`[storage]`).
+    #[serde(default)]
+    pub storage: crate::store::StorageConfig,
 }
 
 /// The `[sinks]` table: each sink is configured by its own sub-table.
@@ -748,6 +751,7 @@ impl Config {
         if let Some(sds) = &self.sinks.sds {
             sds.validate(&self.data_dir)?;
         }
+        self.storage.validate()?;
         Ok(())
     }
 }

@@ -214,7 +214,8 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
         sequence: config.policy.sequence,
         max_authorities: config.policy.max_authorities,
     };
-    let trust_store = TrustStore::open(&data_dir.join("db"), settings).await?;
+    let trust_store =
+        TrustStore::open_with(&data_dir.join("db"), settings, config.storage.clone()).await?;
     let metrics = trust_store.metrics().clone();
     let supervisor = Supervisor::new(shutdown.clone(), TaskHealth::new(), metrics.clone());
     // Before any listener: the open-file limit raised, the connection budget set.

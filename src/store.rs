@@ -1,14 +1,25 @@
 //! Durable storage: the sled 0.34 database behind the trust store.
 //!
-//! Owns the on-disk layout (keyspaces, key encodings, serde_json record codecs) and
-//! durability: every call that changes something commits its writes in one sled
-//! transaction and then calls `Db::flush` (never `flush_async`, spacejam/sled#1241)
-//! before it returns, so an acknowledged change survives `kill -9` (STO-1).
+//! Owns the on-disk layout (keyspaces, key encodings, serde_json record codecs),
+//! durability, and how much is kept. Every call that changes something commits its
+//! writes in one sled transaction and then calls `Db::flush` (never `flush_async`,
+//! spacejam/sled#1241) before it returns, so an acknowledged change survives `kill -9`
+//! (STO-1).
+//!
+//! What is kept is bounded ([`StorageConfig`], the `[storage]` table): history per
+//! trust domain by count and bytes (the newest version always stays), the audit log
+//! by count and bytes, each audit record by size ([`retention`]). Because sled 0.34
+//! does not give back the space of large replaced values (see [`compact`]), the store
+//! counts the bytes of its live records and measures the files on disk, and when the
+//! difference passes `compact_min_waste_bytes` and `compact_waste_ratio` times the
+//! live bytes, [`Store::maintain`] rewrites the database into a fresh directory and
+//! swaps it in, crash-safely; [`Store::open`] does the same at start. Both figures are
+//! the gauges `fedgw_store_disk_bytes` and `fedgw_store_live_bytes`.
 //!
 //! **Every method blocks** (sled I/O and fsync). Call them from a blocking thread:
 //! [`TrustStore`](crate::trust_store::TrustStore) runs each one inside
-//! `tokio::task::spawn_blocking` and is the only writer. This module does not decide
-//! what to accept ([`policy`](crate::policy)) or serve readers
+//! `tokio::task::spawn_blocking` and is the only writer of bundles. This module does
+//! not decide what to accept ([`policy`](crate::policy)) or serve readers
 //! ([`trust_store`](crate::trust_store)).
 //!
 //! Keyspaces (sled trees):
@@ -16,9 +27,9 @@
 //! | tree      | key                                   | value                   |
 //! |-----------|---------------------------------------|-------------------------|
 //! | `bundles` | trust domain                          | [`BundleRecord`] (current) |
-//! | `history` | trust domain, `0x00`, revision (u64 BE) | [`BundleRecord`], newest [`HISTORY_DEPTH`] kept |
+//! | `history` | trust domain, `0x00`, revision (u64 BE) | [`BundleRecord`], the newest `history_max_versions` within `history_max_bytes_per_domain` |
 //! | `status`  | trust domain                          | [`RelationshipStatus`]  |
-//! | `audit`   | sequence number (u64 BE)              | [`AuditRecord`]         |
+//! | `audit`   | sequence number (u64 BE)              | [`AuditRecord`], the newest `audit_max_entries` within `audit_max_bytes` |
 //! | `meta`    | `revision`, `audit_seq`, `local_sequence\0<td>` | u64 BE counters |
 //! | `relationships` | trust domain                    | [`RelationshipRecord`] (created through the admin API) |
 //!
@@ -29,7 +40,7 @@
 //! use fedgw::store::{AuditAction, AuditNote, NewBundle, Store};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let store = Store::open(dir.path())?; // blocking: async code uses spawn_blocking
+//! let store = Store::open(&dir.path().join("db"))?; // blocking: async code uses spawn_blocking
 //! let new = NewBundle {
 //!     trust_domain: "east.example".parse()?,
 //!     document: br#"{"keys":[]}"#.to_vec(),
@@ -41,14 +52,21 @@
 //! let record = store.put_bundle(new, note)?; // committed and flushed
 //! assert_eq!(record.revision, 1);
 //! assert_eq!(store.history(&record.trust_domain)?.len(), 1);
+//! assert!(store.usage()?.live_bytes > 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod compact;
+mod config;
 mod error;
 mod records;
+mod retention;
 
 use std::fmt;
+use std::fs::File;
+use std::ops::Deref;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -56,25 +74,98 @@ use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
     TransactionalTree,
 };
-use sled::{Batch, Db, IVec, Transactional as _, Tree};
+use sled::{Db, Transactional as _, Tree};
 use spiffe_federation::TrustDomain;
 
+pub use self::config::{
+    ByteSize, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_AUDIT_MAX_ENTRIES, DEFAULT_COMPACT_MIN_WASTE,
+    DEFAULT_COMPACT_WASTE_RATIO, DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_MAX_VERSIONS,
+    MIN_AUDIT_MAX_BYTES, MIN_COMPACT_MIN_WASTE, StorageConfig,
+};
 pub use self::error::{Keyspace, StoreError};
 pub use self::records::{
     AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipRecord,
     RelationshipStatus,
 };
+pub use self::retention::{AUDIT_DETAIL_MAX, AUDIT_STRING_MAX, AUDIT_VALUE_MAX};
+use self::retention::{AuditSize, Change};
+use crate::telemetry::Metrics;
 
-/// How many past versions of each trust domain's bundle `history` keeps.
-pub const HISTORY_DEPTH: usize = 20;
+/// How many past versions of each trust domain's bundle `history` keeps by default
+/// (`storage.history_max_versions`).
+pub const HISTORY_DEPTH: usize = DEFAULT_HISTORY_MAX_VERSIONS;
+
+/// Gauge: bytes the database's files take on disk (allocated blocks).
+pub const DISK_BYTES_METRIC: &str = "fedgw_store_disk_bytes";
+/// Gauge: bytes of the records the database holds (keys and values).
+pub const LIVE_BYTES_METRIC: &str = "fedgw_store_live_bytes";
+/// Counter: database rewrites, by outcome (`done`, `failed`).
+pub const COMPACTIONS_METRIC: &str = "fedgw_store_compactions_total";
+
+/// The files are measured again once this many bytes of records were written since
+/// the last measurement (every change of a bundle over 128 KiB; every few dozen of
+/// small ones).
+const MEASURE_EVERY: u64 = 256 * 1024;
 
 const REVISION_KEY: &[u8] = b"revision";
 const AUDIT_SEQ_KEY: &[u8] = b"audit_seq";
 const LOCAL_SEQUENCE_PREFIX: &[u8] = b"local_sequence\0";
 
-/// The sled database and its keyspaces. Cloning is cheap (sled handles are shared).
+/// The sled database and its keyspaces. Cloning is cheap: every clone is the same
+/// store.
 #[derive(Clone)]
 pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dirs: compact::Dirs,
+    settings: StorageConfig,
+    metrics: Metrics,
+    /// The open database; every call holds the read side for its duration, a rewrite
+    /// the write side. `None` only after a rewrite that could not reopen anything.
+    trees: RwLock<Option<Trees>>,
+    books: Mutex<Books>,
+}
+
+/// What the store knows about its size.
+#[derive(Debug, Default)]
+struct Books {
+    /// Bytes of live records (keys and values), counted at open and at each rewrite
+    /// and kept up to date by each write.
+    live: u64,
+    /// Allocated bytes of the database files at the last measurement.
+    disk: u64,
+    /// Their lengths at the last measurement.
+    apparent: u64,
+    /// Bytes of records written since the last measurement.
+    unmeasured: u64,
+    /// What the audit log holds.
+    audit: AuditSize,
+    /// Rewrites done since the store was opened.
+    compactions: u64,
+    /// Allocated bytes right after the last rewrite: the next one waits until the
+    /// files have grown `compact_min_waste_bytes` past it, so a database whose fresh
+    /// copy is itself over the ratio is not rewritten again and again.
+    floor: u64,
+}
+
+/// What the database takes on disk and holds, from [`Store::usage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreUsage {
+    /// Bytes allocated to the database's files (what `du` shows).
+    pub disk_bytes: u64,
+    /// The files' lengths (what `du --apparent-size` shows).
+    pub apparent_bytes: u64,
+    /// Bytes of the records it holds: keys and values of every keyspace.
+    pub live_bytes: u64,
+    /// Rewrites since it was opened.
+    pub compactions: u64,
+}
+
+/// One open sled database: its keyspaces and the lock on its directory.
+struct Trees {
     db: Db,
     bundles: Tree,
     history: Tree,
@@ -82,20 +173,12 @@ pub struct Store {
     audit: Tree,
     meta: Tree,
     relationships: Tree,
+    lock: File,
 }
 
-impl fmt::Debug for Store {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
-    }
-}
-
-impl Store {
-    /// Open (or create) the database in directory `path`. Blocks.
-    ///
-    /// # Errors
-    /// [`StoreError::Open`] if sled cannot open it, e.g. another process holds it.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+impl Trees {
+    /// Open the database in `path`, whose directory lock `lock` the caller holds.
+    fn open(path: &Path, lock: File) -> Result<Self, StoreError> {
         let open_error = |source| StoreError::Open {
             path: path.to_owned(),
             source,
@@ -110,7 +193,113 @@ impl Store {
             meta: tree(Keyspace::Meta)?,
             relationships: tree(Keyspace::Relationships)?,
             db,
+            lock,
         })
+    }
+
+    /// Drop the sled handles, keeping the directory lock.
+    fn close(self) -> File {
+        self.lock
+    }
+
+    /// Make every committed write durable (STO-1). Synchronous by design.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map(drop)
+            .map_err(|source| StoreError::Flush { source })
+    }
+}
+
+/// The open database, read-locked for one call.
+struct Open<'a>(RwLockReadGuard<'a, Option<Trees>>);
+
+impl Deref for Open<'_> {
+    type Target = Trees;
+
+    #[expect(
+        clippy::expect_used,
+        reason = "`Open` is only made after checking, under the same guard, that the database is open"
+    )]
+    fn deref(&self) -> &Trees {
+        self.0.as_ref().expect("checked when the guard was taken")
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.shared.dirs.db)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Open (or create) the database in directory `path` with the default
+    /// [`StorageConfig`]. Blocks.
+    ///
+    /// # Errors
+    /// As [`Store::open_with`].
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, StorageConfig::default(), Metrics::new())
+    }
+
+    /// Open (or create) the database in directory `path`: finish or undo a rewrite a
+    /// crash interrupted, trim history and the audit log to `settings`, count the
+    /// live records, and rewrite the database first if its waste is past the
+    /// threshold. Its figures go to `metrics`. Blocks.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] if another process uses the database,
+    /// [`StoreError::Open`] if sled cannot open it, [`StoreError::Filesystem`] or
+    /// [`StoreError::Rename`] if an interrupted rewrite cannot be resolved.
+    pub fn open_with(
+        path: &Path,
+        settings: StorageConfig,
+        metrics: Metrics,
+    ) -> Result<Self, StoreError> {
+        let dirs = compact::Dirs::new(path)?;
+        compact::recover(&dirs)?;
+        std::fs::create_dir_all(&dirs.db).map_err(|source| StoreError::Filesystem {
+            operation: "create",
+            path: dirs.db.clone(),
+            source,
+        })?;
+        let lock = compact::lock(&dirs.db)?;
+        let trees = Trees::open(&dirs.db, lock)?;
+        let mut freed = Change::default();
+        for td in retention::history_domains(&trees.history)? {
+            freed += retention::trim_history(&trees.history, &td, &settings)?;
+        }
+        let mut audit = retention::audit_size(&trees.audit)?;
+        freed += retention::trim_audit(&trees.audit, &mut audit, &settings)?;
+        if freed.freed > 0 {
+            trees.flush()?;
+        }
+        let live = retention::live_bytes(&trees.db)?;
+        let (disk, apparent) = compact::disk_usage(&dirs.db)?;
+        let store = Self {
+            shared: Arc::new(Shared {
+                dirs,
+                settings,
+                metrics,
+                trees: RwLock::new(Some(trees)),
+                books: Mutex::new(Books {
+                    live,
+                    disk,
+                    apparent,
+                    audit,
+                    ..Books::default()
+                }),
+            }),
+        };
+        store.publish_gauges();
+        if store.due(disk, live)
+            && let Err(err) = store.compact()
+        {
+            tracing::warn!(error = %err, "the store could not be rewritten at start; it keeps its current files");
+        }
+        Ok(store)
     }
 
     /// The global revision: bumped by every accepted change and removal. Blocks.
@@ -118,7 +307,8 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] if `meta` cannot be read.
     pub fn revision(&self) -> Result<u64, StoreError> {
-        let value = self
+        let trees = self.trees()?;
+        let value = trees
             .meta
             .get(REVISION_KEY)
             .map_err(storage(Keyspace::Meta, None))?;
@@ -132,6 +322,7 @@ impl Store {
     pub fn bundle(&self, trust_domain: &TrustDomain) -> Result<Option<BundleRecord>, StoreError> {
         let key = trust_domain.as_str().as_bytes();
         let value = self
+            .trees()?
             .bundles
             .get(key)
             .map_err(storage(Keyspace::Bundles, Some(trust_domain)))?;
@@ -145,7 +336,8 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] naming the first record that cannot be read or decoded.
     pub fn bundles(&self) -> Result<Vec<BundleRecord>, StoreError> {
-        self.bundles
+        self.trees()?
+            .bundles
             .iter()
             .map(|item| {
                 let (key, value) = item.map_err(storage(Keyspace::Bundles, None))?;
@@ -155,8 +347,9 @@ impl Store {
     }
 
     /// Store `new` as the current bundle of its trust domain under the next global
-    /// revision, add it to `history` (keeping the newest [`HISTORY_DEPTH`]), append
-    /// an audit entry, and flush. Blocks.
+    /// revision, add it to `history` (trimmed to `history_max_versions` and
+    /// `history_max_bytes_per_domain`, the newest kept), append an audit entry, and
+    /// flush. Blocks. Call [`Store::maintain`] once the change is published.
     ///
     /// # Errors
     /// A [`StoreError`]; nothing is changed unless the transaction committed, and an
@@ -165,11 +358,13 @@ impl Store {
         let td = new.trust_domain.clone();
         let key = td.as_str().as_bytes();
         let digest = digest(&new.document);
-        let result = (&self.bundles, &self.history, &self.audit, &self.meta).transaction(
+        let trees = self.trees()?;
+        let result = (&trees.bundles, &trees.history, &trees.audit, &trees.meta).transaction(
             |(bundles, history, audit, meta)| {
                 let old_digest = match bundles.get(key)? {
+                    // Only the digest: skipping the document is cheaper than copying it.
                     Some(old) => {
-                        Some(abort(decode::<BundleRecord>(Keyspace::Bundles, key, &old))?.digest)
+                        Some(abort(decode::<DigestOf>(Keyspace::Bundles, key, &old))?.digest)
                     }
                     None => None,
                 };
@@ -184,8 +379,11 @@ impl Store {
                     revision,
                 };
                 let value = abort(encode(Keyspace::Bundles, key, &record))?;
-                bundles.insert(key, value.as_slice())?;
-                history.insert(history_key(&td, revision), value)?;
+                let old = bundles.insert(key, value.as_slice())?;
+                let mut change = Change::set(key, value.len(), old.as_ref());
+                let history_key = history_key(&td, revision);
+                let old = history.insert(history_key.as_slice(), value.as_slice())?;
+                change += Change::set(&history_key, value.len(), old.as_ref());
                 let entry = AuditRecord {
                     at: new.accepted_at,
                     who: note.who.clone(),
@@ -197,19 +395,22 @@ impl Store {
                     old_value: None,
                     new_value: None,
                 };
-                append_audit_in(audit, meta, &entry)?;
-                Ok(record)
+                let (_, audited) = append_audit_in(audit, meta, &entry)?;
+                Ok((record, change, audited))
             },
         );
-        let record = finish(result, Keyspace::Bundles, Some(&td))?;
-        self.trim_history(&td)?;
-        self.flush()?;
+        let (record, mut change, audited) = finish(result, Keyspace::Bundles, Some(&td))?;
+        change += retention::trim_history(&trees.history, &td, &self.shared.settings)?;
+        change += self.trim_audit(&trees, audited)?;
+        trees.flush()?;
+        drop(trees);
+        self.account(change);
         Ok(record)
     }
 
     /// Remove the current bundle and the status of `trust_domain` (POLL-4), keeping its
     /// history and the audit log, and flush. Returns the new global revision if a
-    /// bundle was removed. Blocks.
+    /// bundle was removed. Blocks. Call [`Store::maintain`] once it is published.
     ///
     /// # Errors
     /// A [`StoreError`]; nothing is changed unless the transaction committed.
@@ -220,12 +421,16 @@ impl Store {
         at: i64,
     ) -> Result<Option<u64>, StoreError> {
         let key = trust_domain.as_str().as_bytes();
-        let result = (&self.bundles, &self.status, &self.audit, &self.meta).transaction(
+        let trees = self.trees()?;
+        let result = (&trees.bundles, &trees.status, &trees.audit, &trees.meta).transaction(
             |(bundles, status, audit, meta)| {
-                let had_status = status.remove(key)?.is_some();
+                let old_status = status.remove(key)?;
+                let had_status = old_status.is_some();
+                let mut change = Change::removed(key, old_status.as_ref());
                 let Some(old) = bundles.remove(key)? else {
-                    return Ok((None, had_status));
+                    return Ok((None, had_status, change, Change::default()));
                 };
+                change += Change::removed(key, Some(&old));
                 let old = abort(decode::<BundleRecord>(Keyspace::Bundles, key, &old))?;
                 let revision = bump(meta, REVISION_KEY)?;
                 let entry = AuditRecord {
@@ -239,14 +444,20 @@ impl Store {
                     old_value: None,
                     new_value: None,
                 };
-                append_audit_in(audit, meta, &entry)?;
-                Ok((Some(revision), had_status))
+                let (_, audited) = append_audit_in(audit, meta, &entry)?;
+                Ok((Some(revision), had_status, change, audited))
             },
         );
-        let (revision, had_status) = finish(result, Keyspace::Bundles, Some(trust_domain))?;
-        if revision.is_some() || had_status {
-            self.flush()?;
+        let (revision, had_status, mut change, audited) =
+            finish(result, Keyspace::Bundles, Some(trust_domain))?;
+        if revision.is_some() {
+            change += self.trim_audit(&trees, audited)?;
         }
+        if revision.is_some() || had_status {
+            trees.flush()?;
+        }
+        drop(trees);
+        self.account(change);
         Ok(revision)
     }
 
@@ -255,7 +466,8 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] naming the first record that cannot be read or decoded.
     pub fn history(&self, trust_domain: &TrustDomain) -> Result<Vec<BundleRecord>, StoreError> {
-        self.history
+        self.trees()?
+            .history
             .scan_prefix(history_prefix(trust_domain))
             .rev()
             .map(|item| {
@@ -276,6 +488,7 @@ impl Store {
     ) -> Result<Option<BundleRecord>, StoreError> {
         let key = history_key(trust_domain, revision);
         let value = self
+            .trees()?
             .history
             .get(&key)
             .map_err(storage(Keyspace::History, Some(trust_domain)))?;
@@ -289,7 +502,8 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] naming the first key or record that is malformed.
     pub fn statuses(&self) -> Result<Vec<(TrustDomain, RelationshipStatus)>, StoreError> {
-        self.status
+        self.trees()?
+            .status
             .iter()
             .map(|item| {
                 let (key, value) = item.map_err(storage(Keyspace::Status, None))?;
@@ -317,21 +531,34 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = trust_domain.as_str().as_bytes();
         let value = encode(Keyspace::Status, key, status)?;
-        self.status
+        let len = value.len();
+        let trees = self.trees()?;
+        let old = trees
+            .status
             .insert(key, value)
             .map_err(storage(Keyspace::Status, Some(trust_domain)))?;
-        self.flush()
+        trees.flush()?;
+        drop(trees);
+        self.account(Change::set(key, len, old.as_ref()));
+        Ok(())
     }
 
-    /// Append `record` to the audit log, and flush; returns its sequence number. Blocks.
+    /// Append `record` to the audit log (cut to the audit bounds), and flush; returns
+    /// its sequence number. Blocks.
     ///
     /// # Errors
     /// A [`StoreError`] if it cannot be written or flushed.
     pub fn append_audit(&self, record: &AuditRecord) -> Result<u64, StoreError> {
-        let result = (&self.audit, &self.meta)
+        let trees = self.trees()?;
+        let result = (&trees.audit, &trees.meta)
             .transaction(|(audit, meta)| append_audit_in(audit, meta, record));
-        let seq = finish(result, Keyspace::Audit, record.trust_domain.as_ref())?;
-        self.flush()?;
+        let (seq, audited) = finish(result, Keyspace::Audit, record.trust_domain.as_ref())?;
+        let mut change = audited;
+        change += self.trim_audit(&trees, audited)?;
+        trees.flush()?;
+        drop(trees);
+        self.account(change);
+        self.maintain();
         Ok(seq)
     }
 
@@ -348,7 +575,8 @@ impl Store {
         let Some(start) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
-        self.audit
+        self.trees()?
+            .audit
             .range(start.to_be_bytes()..)
             .take(limit)
             .map(|item| {
@@ -371,9 +599,10 @@ impl Store {
     /// A [`StoreError`] if the counter cannot be updated or flushed.
     pub fn next_local_sequence(&self, trust_domain: &TrustDomain) -> Result<u64, StoreError> {
         let key = [LOCAL_SEQUENCE_PREFIX, trust_domain.as_str().as_bytes()].concat();
-        let result = self.meta.transaction(|meta| bump(meta, &key));
+        let trees = self.trees()?;
+        let result = trees.meta.transaction(|meta| bump(meta, &key));
         let next = finish(result, Keyspace::Meta, Some(trust_domain))?;
-        self.flush()?;
+        trees.flush()?;
         Ok(next)
     }
 
@@ -383,7 +612,8 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] naming the first record that cannot be read or decoded.
     pub fn relationships(&self) -> Result<Vec<RelationshipRecord>, StoreError> {
-        self.relationships
+        self.trees()?
+            .relationships
             .iter()
             .map(|item| {
                 let (key, value) = item.map_err(storage(Keyspace::Relationships, None))?;
@@ -406,14 +636,21 @@ impl Store {
         let td = &record.relationship.trust_domain;
         let key = td.as_str().as_bytes();
         let value = encode(Keyspace::Relationships, key, record)?;
-        let result = (&self.relationships, &self.audit, &self.meta).transaction(
+        let trees = self.trees()?;
+        let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
             |(relationships, audit_tree, meta)| {
-                relationships.insert(key, value.as_slice())?;
-                append_audit_in(audit_tree, meta, audit)
+                let old = relationships.insert(key, value.as_slice())?;
+                let (seq, audited) = append_audit_in(audit_tree, meta, audit)?;
+                Ok((seq, Change::set(key, value.len(), old.as_ref()), audited))
             },
         );
-        let seq = finish(result, Keyspace::Relationships, Some(td))?;
-        self.flush()?;
+        let (seq, mut change, audited) = finish(result, Keyspace::Relationships, Some(td))?;
+        change += audited;
+        change += self.trim_audit(&trees, audited)?;
+        trees.flush()?;
+        drop(trees);
+        self.account(change);
+        self.maintain();
         Ok(seq)
     }
 
@@ -429,64 +666,223 @@ impl Store {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let key = trust_domain.as_str().as_bytes();
-        let result = (&self.relationships, &self.audit, &self.meta).transaction(
+        let trees = self.trees()?;
+        let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
             |(relationships, audit_tree, meta)| {
-                if relationships.remove(key)?.is_none() {
-                    return Ok(false);
-                }
-                append_audit_in(audit_tree, meta, audit)?;
-                Ok(true)
+                let Some(old) = relationships.remove(key)? else {
+                    return Ok(None);
+                };
+                let (_, audited) = append_audit_in(audit_tree, meta, audit)?;
+                Ok(Some((Change::removed(key, Some(&old)), audited)))
             },
         );
         let removed = finish(result, Keyspace::Relationships, Some(trust_domain))?;
-        if removed {
-            self.flush()?;
-        }
-        Ok(removed)
+        let Some((mut change, audited)) = removed else {
+            return Ok(false);
+        };
+        change += audited;
+        change += self.trim_audit(&trees, audited)?;
+        trees.flush()?;
+        drop(trees);
+        self.account(change);
+        self.maintain();
+        Ok(true)
     }
 
-    /// Drop history entries of `trust_domain` beyond the newest [`HISTORY_DEPTH`].
-    /// Not part of the accept transaction: a crash in between leaves extra history,
-    /// which the next accept trims.
-    fn trim_history(&self, trust_domain: &TrustDomain) -> Result<(), StoreError> {
-        let keys = self
-            .history
-            .scan_prefix(history_prefix(trust_domain))
-            .keys()
-            .collect::<Result<Vec<IVec>, _>>()
-            .map_err(storage(Keyspace::History, Some(trust_domain)))?;
-        let excess = keys.len().saturating_sub(HISTORY_DEPTH);
-        if excess == 0 {
+    /// What the database takes on disk now and the live bytes it holds; also sets the
+    /// `fedgw_store_disk_bytes` and `fedgw_store_live_bytes` gauges. Blocks.
+    ///
+    /// # Errors
+    /// [`StoreError::Filesystem`] if the files cannot be measured.
+    pub fn usage(&self) -> Result<StoreUsage, StoreError> {
+        self.measure()?;
+        let books = self.books();
+        Ok(StoreUsage {
+            disk_bytes: books.disk,
+            apparent_bytes: books.apparent,
+            live_bytes: books.live,
+            compactions: books.compactions,
+        })
+    }
+
+    /// Measure the files when enough was written since the last measurement, and
+    /// rewrite the database when its waste is past the `[storage]` threshold. Called
+    /// after each change is published (the change is already durable): failures are
+    /// logged and counted, never returned. Blocks, for the length of a rewrite when
+    /// one is due (other store calls wait for it; readers of the trust store's
+    /// snapshot do not).
+    pub fn maintain(&self) {
+        if let Err(err) = self.try_maintain() {
+            tracing::warn!(error = %err, "store maintenance failed; the database keeps its current files");
+        }
+    }
+
+    /// Rewrite the database now (see [`compact`]). Blocks every other store call
+    /// until it is done.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the copy could not be made or swapped in; the database is
+    /// then as it was (or, if even reopening it failed, [`StoreError::Unavailable`]
+    /// until a restart).
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let before = self.books().disk;
+        let mut guard = self
+            .shared
+            .trees
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = guard.take().ok_or_else(|| self.unavailable())?;
+        let compact::Rewritten { trees, result } = compact::rewrite(&self.shared.dirs, old);
+        *guard = trees;
+        drop(guard);
+        let outcome = if result.is_ok() { "done" } else { "failed" };
+        self.shared.metrics.inc(
+            COMPACTIONS_METRIC,
+            "Rewrites of the database to give back disk space, by outcome.",
+            &[("outcome", outcome)],
+            1.0,
+        );
+        let report = result?;
+        {
+            let mut books = self.books();
+            books.live = report.live;
+            books.compactions += 1;
+        }
+        let (after, _) = self.measure()?;
+        self.books().floor = after;
+        tracing::info!(
+            disk_before = before,
+            disk_after = after,
+            live = report.live,
+            records = report.records,
+            took_ms = report.took.as_millis(),
+            "store rewritten to give back disk space"
+        );
+        Ok(())
+    }
+
+    fn try_maintain(&self) -> Result<(), StoreError> {
+        if self.books().unmeasured < MEASURE_EVERY {
             return Ok(());
         }
-        let mut batch = Batch::default();
-        for key in &keys[..excess] {
-            batch.remove(key);
+        let (disk, live) = self.measure()?;
+        if !self.due(disk, live) {
+            return Ok(());
         }
-        self.history
-            .apply_batch(batch)
-            .map_err(storage(Keyspace::History, Some(trust_domain)))
+        // Count the live records exactly before deciding on a rewrite.
+        let live = retention::live_bytes(&self.trees()?.db)?;
+        self.books().live = live;
+        self.publish_gauges();
+        if !self.due(disk, live) {
+            return Ok(());
+        }
+        self.compact()
     }
 
-    /// Make every committed write durable (STO-1). Synchronous by design.
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush()
-            .map(drop)
-            .map_err(|source| StoreError::Flush { source })
+    /// Whether `disk` bytes holding `live` are past the `[storage]` threshold, and
+    /// the files grew `compact_min_waste_bytes` since the last rewrite.
+    fn due(&self, disk: u64, live: u64) -> bool {
+        let settings = &self.shared.settings;
+        let floor = self.books().floor;
+        settings.should_compact(disk, live)
+            && disk > floor.saturating_add(settings.compact_min_waste_bytes.0)
+    }
+
+    /// Measure the files; returns (disk, live) bytes.
+    fn measure(&self) -> Result<(u64, u64), StoreError> {
+        let (disk, apparent) = compact::disk_usage(&self.shared.dirs.db)?;
+        let live = {
+            let mut books = self.books();
+            books.disk = disk;
+            books.apparent = apparent;
+            books.unmeasured = 0;
+            books.live
+        };
+        self.publish_gauges();
+        Ok((disk, live))
+    }
+
+    fn publish_gauges(&self) {
+        let (disk, live) = {
+            let books = self.books();
+            (books.disk, books.live)
+        };
+        #[expect(clippy::cast_precision_loss, reason = "a gauge of bytes")]
+        let (disk, live) = (disk as f64, live as f64);
+        self.shared.metrics.set(
+            DISK_BYTES_METRIC,
+            "Bytes the database's files take on disk (allocated blocks), at the last measurement.",
+            &[],
+            disk,
+        );
+        self.shared.metrics.set(
+            LIVE_BYTES_METRIC,
+            "Bytes of the records the database holds (keys and values of every keyspace).",
+            &[],
+            live,
+        );
+    }
+
+    /// Count an appended audit record and drop the oldest entries past the caps.
+    fn trim_audit(&self, trees: &Trees, appended: Change) -> Result<Change, StoreError> {
+        let mut books = self.books();
+        books.audit.entries += 1;
+        books.audit.bytes = books.audit.bytes.saturating_add(appended.put);
+        retention::trim_audit(&trees.audit, &mut books.audit, &self.shared.settings)
+    }
+
+    fn account(&self, change: Change) {
+        let mut books = self.books();
+        books.live = books
+            .live
+            .saturating_add(change.put)
+            .saturating_sub(change.freed);
+        books.unmeasured = books.unmeasured.saturating_add(change.put);
+    }
+
+    fn trees(&self) -> Result<Open<'_>, StoreError> {
+        let guard = self
+            .shared
+            .trees
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            return Err(self.unavailable());
+        }
+        Ok(Open(guard))
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        self.shared
+            .books
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unavailable(&self) -> StoreError {
+        StoreError::Unavailable {
+            path: self.shared.dirs.db.clone(),
+        }
     }
 
     #[cfg(test)]
-    fn tree(&self, keyspace: Keyspace) -> &Tree {
-        match keyspace {
-            Keyspace::Bundles => &self.bundles,
-            Keyspace::History => &self.history,
-            Keyspace::Status => &self.status,
-            Keyspace::Audit => &self.audit,
-            Keyspace::Meta => &self.meta,
-            Keyspace::Relationships => &self.relationships,
-        }
+    fn with_tree<R>(&self, keyspace: Keyspace, f: impl FnOnce(&Tree) -> R) -> R {
+        let trees = self.trees().unwrap();
+        f(match keyspace {
+            Keyspace::Bundles => &trees.bundles,
+            Keyspace::History => &trees.history,
+            Keyspace::Status => &trees.status,
+            Keyspace::Audit => &trees.audit,
+            Keyspace::Meta => &trees.meta,
+            Keyspace::Relationships => &trees.relationships,
+        })
     }
+}
+
+/// The digest member of a stored [`BundleRecord`], read without its document.
+#[derive(serde::Deserialize)]
+struct DigestOf {
+    digest: String,
 }
 
 /// SHA-256 of `document`, lower-case hex.
@@ -610,16 +1006,23 @@ fn bump(meta: &TransactionalTree, key: &[u8]) -> ConflictableTransactionResult<u
     Ok(next)
 }
 
+/// Append `record`, cut to the audit bounds, under the next audit sequence number;
+/// returns the number and the bytes written.
 fn append_audit_in(
     audit: &TransactionalTree,
     meta: &TransactionalTree,
     record: &AuditRecord,
-) -> ConflictableTransactionResult<u64, StoreError> {
+) -> ConflictableTransactionResult<(u64, Change), StoreError> {
     let seq = bump(meta, AUDIT_SEQ_KEY)?;
     let key = seq.to_be_bytes();
-    let value = abort(encode(Keyspace::Audit, &key, record))?;
-    audit.insert(&key[..], value)?;
-    Ok(seq)
+    let value = abort(encode(
+        Keyspace::Audit,
+        &key,
+        retention::bound_audit(record).as_ref(),
+    ))?;
+    let len = value.len();
+    let old = audit.insert(&key[..], value)?;
+    Ok((seq, Change::set(&key, len, old.as_ref())))
 }
 
 #[cfg(test)]
@@ -714,6 +1117,137 @@ mod tests {
             2,
             "removing nothing is no change"
         );
+    }
+
+    fn open_with(dir: &tempfile::TempDir, settings: StorageConfig) -> Store {
+        Store::open_with(&dir.path().join("db"), settings, Metrics::new()).unwrap()
+    }
+
+    /// A bundle of `name` whose document is `len` bytes long.
+    fn sized_bundle(name: &str, sequence: u64, len: usize) -> NewBundle {
+        let mut new = new_bundle(name, sequence);
+        let head = format!(r#"{{"keys":[],"spiffe_sequence":{sequence},"x":""#);
+        let filler = "a".repeat(len - head.len() - 2);
+        new.document = format!("{head}{filler}\"}}").into_bytes();
+        assert_eq!(new.document.len(), len);
+        new
+    }
+
+    fn sequences(store: &Store, name: &str) -> Vec<u64> {
+        let history = store.history(&td(name)).unwrap();
+        history.iter().filter_map(|r| r.sequence).collect()
+    }
+
+    #[test]
+    fn history_keeps_at_most_the_configured_count_and_bytes_and_always_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StorageConfig {
+            history_max_versions: 4,
+            history_max_bytes_per_domain: ByteSize(5000),
+            ..StorageConfig::default()
+        };
+        let store = open_with(&dir, settings.clone());
+        // Records of about 1.2 KB: the count rules.
+        for sequence in 1..=6 {
+            store
+                .put_bundle(sized_bundle("east.example", sequence, 1000), note())
+                .unwrap();
+        }
+        assert_eq!(sequences(&store, "east.example"), [6, 5, 4, 3]);
+        // Records of about 2.2 KB: the bytes rule, counted from the newest.
+        for sequence in 7..=9 {
+            store
+                .put_bundle(sized_bundle("east.example", sequence, 2000), note())
+                .unwrap();
+        }
+        assert_eq!(sequences(&store, "east.example"), [9, 8]);
+        // One version larger than the cap alone: it stays, the others go.
+        store
+            .put_bundle(sized_bundle("east.example", 10, 8000), note())
+            .unwrap();
+        assert_eq!(sequences(&store, "east.example"), [10]);
+        assert_eq!(
+            store.bundle(&td("east.example")).unwrap().unwrap().sequence,
+            Some(10)
+        );
+        // Other domains are counted on their own.
+        store
+            .put_bundle(sized_bundle("west.example", 1, 1000), note())
+            .unwrap();
+        assert_eq!(sequences(&store, "west.example"), [1]);
+        drop(store);
+
+        // Lower caps apply to every domain when the store opens.
+        let store = open_with(
+            &dir,
+            StorageConfig {
+                history_max_versions: 1,
+                ..settings
+            },
+        );
+        assert_eq!(sequences(&store, "east.example"), [10]);
+        store
+            .put_bundle(sized_bundle("west.example", 2, 1000), note())
+            .unwrap();
+        assert_eq!(sequences(&store, "west.example"), [2]);
+    }
+
+    #[test]
+    fn audit_log_keeps_the_newest_entries_within_its_caps() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StorageConfig {
+            audit_max_entries: 10,
+            ..StorageConfig::default()
+        };
+        let store = open_with(&dir, settings.clone());
+        for sequence in 1..=25 {
+            store
+                .put_bundle(new_bundle("east.example", sequence), note())
+                .unwrap();
+        }
+        let seqs: Vec<u64> = store
+            .audit_log(0, 100)
+            .unwrap()
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect();
+        assert_eq!(seqs, (16..=25).collect::<Vec<_>>());
+
+        // Bytes: records of about 1.2 KB (a detail cut to 1 KiB) under a 64 KiB cap.
+        let long = AuditRecord {
+            at: 1,
+            who: "bob".into(),
+            action: AuditAction::RelationshipUpdate,
+            trust_domain: None,
+            old_digest: None,
+            new_digest: None,
+            detail: "d".repeat(100_000),
+            old_value: None,
+            new_value: None,
+        };
+        drop(store);
+        let store = open_with(
+            &dir,
+            StorageConfig {
+                audit_max_entries: 1000,
+                audit_max_bytes: MIN_AUDIT_MAX_BYTES,
+                ..settings
+            },
+        );
+        for _ in 0..100 {
+            store.append_audit(&long).unwrap();
+        }
+        let log = store.audit_log(0, 1000).unwrap();
+        let bytes: usize = log
+            .iter()
+            .map(|(_, r)| 8 + serde_json::to_vec(r).unwrap().len())
+            .sum();
+        assert!(bytes as u64 <= MIN_AUDIT_MAX_BYTES.0, "{bytes}");
+        assert!(log.len() > 40 && log.len() < 60, "{}", log.len());
+        assert_eq!(log.last().unwrap().0, 125, "the newest is kept");
+        let detail = &log[0].1.detail;
+        assert!(detail.ends_with("… (100000 bytes)"), "{}", &detail[1000..]);
+        assert!(detail.len() <= AUDIT_DETAIL_MAX + 32);
     }
 
     #[test]
@@ -824,14 +1358,12 @@ mod tests {
         store
             .put_bundle(new_bundle("east.example", 1), note())
             .unwrap();
-        store
-            .tree(Keyspace::Bundles)
-            .insert("east.example", &b"{not json"[..])
-            .unwrap();
-        store
-            .tree(Keyspace::History)
-            .insert(history_key(&east, 9), &b"[]"[..])
-            .unwrap();
+        store.with_tree(Keyspace::Bundles, |t| {
+            t.insert("east.example", &b"{not json"[..]).unwrap()
+        });
+        store.with_tree(Keyspace::History, |t| {
+            t.insert(history_key(&east, 9), &b"[]"[..]).unwrap()
+        });
 
         let err = store.bundle(&east).unwrap_err();
         assert!(
@@ -850,18 +1382,16 @@ mod tests {
             Err(StoreError::Decode { .. })
         ));
 
-        store
-            .tree(Keyspace::Meta)
-            .insert(REVISION_KEY, &b"abc"[..])
-            .unwrap();
+        store.with_tree(Keyspace::Meta, |t| {
+            t.insert(REVISION_KEY, &b"abc"[..]).unwrap()
+        });
         assert!(matches!(
             store.revision(),
             Err(StoreError::InvalidCounter { len: 3, .. })
         ));
-        store
-            .tree(Keyspace::Status)
-            .insert("Not A Domain", &b"{}"[..])
-            .unwrap();
+        store.with_tree(Keyspace::Status, |t| {
+            t.insert("Not A Domain", &b"{}"[..]).unwrap()
+        });
         assert!(matches!(
             store.statuses(),
             Err(StoreError::InvalidKey {
@@ -932,7 +1462,7 @@ mod tests {
         let _store = open(&dir);
         assert!(matches!(
             Store::open(dir.path()),
-            Err(StoreError::Open { .. })
+            Err(StoreError::Locked { .. })
         ));
     }
 }

@@ -55,7 +55,7 @@ use crate::policy::{
 };
 use crate::store::{
     AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipStatus,
-    Store, StoreError,
+    StorageConfig, Store, StoreError,
 };
 use crate::telemetry::Metrics;
 
@@ -128,20 +128,35 @@ struct Inner {
 }
 
 impl TrustStore {
-    /// Open the database in directory `path` and load every stored bundle into the
-    /// first snapshot before returning, so a restarted gateway serves everything it
-    /// had before any re-fetch (STO-1).
+    /// Open the database in directory `path` with the default storage settings and
+    /// load every stored bundle into the first snapshot; see [`TrustStore::open_with`].
     ///
     /// # Errors
-    /// A [`StoreError`] if the database cannot be opened or a stored record does not
-    /// decode or parse (naming its key).
+    /// As [`TrustStore::open_with`].
     pub async fn open(
         path: impl AsRef<Path>,
         settings: PolicySettings,
     ) -> Result<Self, StoreError> {
+        Self::open_with(path, settings, StorageConfig::default()).await
+    }
+
+    /// Open the database in directory `path` (bounded and rewritten as `storage`
+    /// says) and load every stored bundle into the first snapshot before returning,
+    /// so a restarted gateway serves everything it had before any re-fetch (STO-1).
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be opened or a stored record does not
+    /// decode or parse (naming its key).
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        settings: PolicySettings,
+        storage: StorageConfig,
+    ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_owned();
+        let metrics = Metrics::new();
+        let store_metrics = metrics.clone();
         let (store, snapshot, key_index, statuses) = run_blocking("open", move || {
-            let store = Store::open(&path)?;
+            let store = Store::open_with(&path, storage, store_metrics)?;
             let revision = store.revision()?;
             let mut domains = store
                 .bundles()?
@@ -159,7 +174,7 @@ impl TrustStore {
             inner: Arc::new(Inner {
                 store,
                 settings,
-                metrics: Metrics::new(),
+                metrics,
                 snapshot: ArcSwap::from_pointee(snapshot),
                 key_index: std::sync::Mutex::new(key_index),
                 statuses: ArcSwap::from_pointee(statuses),
@@ -281,6 +296,7 @@ impl TrustStore {
                 inner.publish(revision, &td, None);
                 tracing::info!(trust_domain = %td, revision, "bundle removed");
             }
+            inner.store.maintain();
             Ok(revision)
         })
         .await
@@ -553,6 +569,8 @@ impl TrustStore {
             let entry = entry(Arc::new(bundle), record, accepted_at);
             inner.publish(revision, &td, Some(entry));
             inner.report_warnings(&td, &policy_warnings);
+            // Published first: a rewrite, when one is due, delays the next change only.
+            inner.store.maintain();
             Ok(revision)
         })
         .await

@@ -82,7 +82,9 @@ impl Gw {
         let running = wait_for(DEADLINE, "the database to be free", || async {
             match fedgw::gateway::start(&config).await {
                 Ok(running) => Some(running),
-                Err(GatewayError::Store(StoreError::Open { .. })) => None,
+                Err(GatewayError::Store(StoreError::Open { .. } | StoreError::Locked { .. })) => {
+                    None
+                }
                 Err(err) => panic!("gateway did not start: {err}"),
             }
         })

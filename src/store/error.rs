@@ -136,6 +136,56 @@ pub enum StoreError {
         /// The stored Unix seconds.
         value: i64,
     },
+    /// The database directory is in use by another process, or by another store in
+    /// this one.
+    #[error(
+        "the store at {path} is in use by another fedgw process (or another store in this one)"
+    )]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// A file operation on the database directory failed (locking, measuring,
+    /// rewriting).
+    #[error("cannot {operation} {path}: {source}")]
+    Filesystem {
+        /// What was being done.
+        operation: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A rename while swapping in a rewritten database failed.
+    #[error("cannot rename {from} to {to}: {source}")]
+    Rename {
+        /// The directory renamed.
+        from: PathBuf,
+        /// Its new name.
+        to: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A rewritten database does not hold what was copied into it; it was discarded
+    /// and the database kept as it was.
+    #[error(
+        "the rewritten store at {path} does not match its source (copied {expected}; found {found})"
+    )]
+    RewriteMismatch {
+        /// The rewritten copy.
+        path: PathBuf,
+        /// Records and bytes per keyspace copied.
+        expected: String,
+        /// Records and bytes per keyspace found.
+        found: String,
+    },
+    /// A rewrite failed and the database could not be reopened; the next start
+    /// finishes or undoes the rewrite.
+    #[error("the store at {path} is unavailable after a failed rewrite; restart the gateway")]
+    Unavailable {
+        /// The database directory.
+        path: PathBuf,
+    },
     /// The blocking task running a store call panicked or was cancelled.
     #[error("store task for {operation} did not finish: {source}")]
     Blocking {

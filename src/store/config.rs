@@ -1,0 +1,303 @@
+//! `[storage]`: how much the store keeps and when it rewrites its database.
+//!
+//! Owns the schema, its defaults and its checks (pure: nothing is opened here). What
+//! the caps mean on disk is worked out in `docs/operations.md` ("What a domain can
+//! cost on disk").
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+/// Default of `storage.history_max_versions`.
+pub const DEFAULT_HISTORY_MAX_VERSIONS: usize = 20;
+/// Default of `storage.history_max_bytes_per_domain`: 8 MiB.
+pub const DEFAULT_HISTORY_MAX_BYTES: ByteSize = ByteSize(8 * MIB);
+/// Default of `storage.audit_max_entries`.
+pub const DEFAULT_AUDIT_MAX_ENTRIES: usize = 100_000;
+/// Default of `storage.audit_max_bytes`: 64 MiB.
+pub const DEFAULT_AUDIT_MAX_BYTES: ByteSize = ByteSize(64 * MIB);
+/// Default of `storage.compact_waste_ratio`.
+pub const DEFAULT_COMPACT_WASTE_RATIO: u32 = 2;
+/// Default of `storage.compact_min_waste_bytes`: 64 MiB.
+pub const DEFAULT_COMPACT_MIN_WASTE: ByteSize = ByteSize(64 * MIB);
+
+/// Smallest accepted `storage.compact_min_waste_bytes`: below it sled's own fixed
+/// files (a 512 KiB log segment, its snapshot) would count as waste to reclaim.
+pub const MIN_COMPACT_MIN_WASTE: ByteSize = ByteSize(MIB);
+/// Smallest accepted `storage.audit_max_bytes`: room for a few bounded records.
+pub const MIN_AUDIT_MAX_BYTES: ByteSize = ByteSize(64 * KIB);
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+/// The `[storage]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Most versions of one trust domain's bundle kept in `history`, the current one
+    /// included (default 20).
+    pub history_max_versions: usize,
+    /// Most bytes of stored records one trust domain's `history` keeps (default
+    /// 8 MiB). The newest version is always kept, even when it alone is larger.
+    pub history_max_bytes_per_domain: ByteSize,
+    /// Most entries the audit log keeps; the oldest go first (default 100,000).
+    pub audit_max_entries: usize,
+    /// Most bytes of records the audit log keeps; the oldest go first (default 64 MiB).
+    pub audit_max_bytes: ByteSize,
+    /// Rewrite the database when the bytes on disk beyond the live records exceed
+    /// this many times the live records (default 2) ...
+    pub compact_waste_ratio: u32,
+    /// ... and exceed this many bytes (default 64 MiB).
+    pub compact_min_waste_bytes: ByteSize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            history_max_versions: DEFAULT_HISTORY_MAX_VERSIONS,
+            history_max_bytes_per_domain: DEFAULT_HISTORY_MAX_BYTES,
+            audit_max_entries: DEFAULT_AUDIT_MAX_ENTRIES,
+            audit_max_bytes: DEFAULT_AUDIT_MAX_BYTES,
+            compact_waste_ratio: DEFAULT_COMPACT_WASTE_RATIO,
+            compact_min_waste_bytes: DEFAULT_COMPACT_MIN_WASTE,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Check the table, naming the key of the first bad value.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the `storage.*` key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: format!("storage.{key}"),
+            reason,
+        };
+        if self.history_max_versions == 0 {
+            return Err(invalid(
+                "history_max_versions",
+                "must be at least 1 (the current bundle is always kept)".into(),
+            ));
+        }
+        if self.history_max_bytes_per_domain.0 == 0 {
+            return Err(invalid(
+                "history_max_bytes_per_domain",
+                "must be positive".into(),
+            ));
+        }
+        if self.audit_max_entries == 0 {
+            return Err(invalid("audit_max_entries", "must be at least 1".into()));
+        }
+        if self.audit_max_bytes < MIN_AUDIT_MAX_BYTES {
+            return Err(invalid(
+                "audit_max_bytes",
+                format!("must be at least {MIN_AUDIT_MAX_BYTES}"),
+            ));
+        }
+        if self.compact_waste_ratio == 0 {
+            return Err(invalid(
+                "compact_waste_ratio",
+                "must be at least 1 (waste is measured against the live records)".into(),
+            ));
+        }
+        if self.compact_min_waste_bytes < MIN_COMPACT_MIN_WASTE {
+            return Err(invalid(
+                "compact_min_waste_bytes",
+                format!(
+                    "must be at least {MIN_COMPACT_MIN_WASTE}: below that, sled's own fixed files would count as waste"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a database of `live` record bytes taking `disk` bytes should be
+    /// rewritten: its waste (`disk - live`) exceeds both `compact_min_waste_bytes`
+    /// and `compact_waste_ratio` times `live`.
+    pub fn should_compact(&self, disk: u64, live: u64) -> bool {
+        disk.saturating_sub(live) > self.waste_allowance(live)
+    }
+
+    /// The waste allowed over `live` bytes before a rewrite.
+    pub fn waste_allowance(&self, live: u64) -> u64 {
+        live.saturating_mul(u64::from(self.compact_waste_ratio))
+            .max(self.compact_min_waste_bytes.0)
+    }
+}
+
+/// A size in bytes, written `1048576`, `"512KiB"`, `"64MiB"` or `"1GiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "ByteSizeRepr", into = "u64")]
+pub struct ByteSize(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ByteSizeRepr {
+    Number(u64),
+    Text(String),
+}
+
+impl TryFrom<ByteSizeRepr> for ByteSize {
+    type Error = String;
+
+    fn try_from(value: ByteSizeRepr) -> Result<Self, Self::Error> {
+        match value {
+            ByteSizeRepr::Number(n) => Ok(Self(n)),
+            ByteSizeRepr::Text(text) => text.parse(),
+        }
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let value: u64 = digits.parse().map_err(|_| {
+            format!("{text:?} is not a size like 1048576, \"512KiB\", \"64MiB\" or \"1GiB\"")
+        })?;
+        let factor = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => KIB,
+            "MiB" => MIB,
+            "GiB" => GIB,
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?}: use B, KiB, MiB or GiB"
+                ));
+            }
+        };
+        value
+            .checked_mul(factor)
+            .map(Self)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl From<ByteSize> for u64 {
+    fn from(value: ByteSize) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (factor, unit) in [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
+            if n >= factor && n.is_multiple_of(factor) {
+                return write!(f, "{} {unit}", n / factor);
+            }
+        }
+        write!(f, "{n} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn storage(text: &str) -> Result<StorageConfig, ConfigError> {
+        Config::from_toml(&format!("data_dir = \"/d\"\n[storage]\n{text}")).map(|c| c.storage)
+    }
+
+    fn invalid_key(text: &str) -> String {
+        match storage(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let config = Config::from_toml("data_dir = \"/d\"").unwrap();
+        assert_eq!(config.storage, StorageConfig::default());
+        let s = config.storage;
+        assert_eq!(s.history_max_versions, 20);
+        assert_eq!(s.history_max_bytes_per_domain, ByteSize(8 << 20));
+        assert_eq!(s.audit_max_entries, 100_000);
+        assert_eq!(s.audit_max_bytes, ByteSize(64 << 20));
+        assert_eq!(s.compact_waste_ratio, 2);
+        assert_eq!(s.compact_min_waste_bytes, ByteSize(64 << 20));
+    }
+
+    #[test]
+    fn sizes_take_numbers_and_binary_units() {
+        let s = storage(
+            "history_max_bytes_per_domain = \"512KiB\"\naudit_max_bytes = 1048576\ncompact_min_waste_bytes = \"2 GiB\"\nhistory_max_versions = 5\n",
+        )
+        .unwrap();
+        assert_eq!(s.history_max_bytes_per_domain, ByteSize(512 << 10));
+        assert_eq!(s.audit_max_bytes, ByteSize(1 << 20));
+        assert_eq!(s.compact_min_waste_bytes, ByteSize(2 << 30));
+        assert_eq!(s.history_max_versions, 5);
+        assert_eq!(ByteSize(64 << 20).to_string(), "64 MiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000 bytes");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        assert_eq!(
+            invalid_key("history_max_versions = 0"),
+            "storage.history_max_versions"
+        );
+        assert_eq!(
+            invalid_key("history_max_bytes_per_domain = 0"),
+            "storage.history_max_bytes_per_domain"
+        );
+        assert_eq!(
+            invalid_key("audit_max_entries = 0"),
+            "storage.audit_max_entries"
+        );
+        assert_eq!(
+            invalid_key("audit_max_bytes = \"1KiB\""),
+            "storage.audit_max_bytes"
+        );
+        assert_eq!(
+            invalid_key("compact_waste_ratio = 0"),
+            "storage.compact_waste_ratio"
+        );
+        assert_eq!(
+            invalid_key("compact_min_waste_bytes = \"512KiB\""),
+            "storage.compact_min_waste_bytes"
+        );
+        for bad in [
+            "audit_max_bytes = \"64MB\"",
+            "audit_max_bytes = \"lots\"",
+            "audit_max_bytes = -1",
+            "compact_ratio = 2",
+        ] {
+            match storage(bad) {
+                Err(ConfigError::Syntax { message }) => {
+                    assert!(
+                        message.contains("storage") || message.contains("audit"),
+                        "{message}"
+                    );
+                }
+                other => panic!("{bad}: expected a syntax error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn compaction_needs_both_the_ratio_and_the_minimum() {
+        let s = StorageConfig::default();
+        let mib = 1 << 20;
+        // 10 MiB live: the 64 MiB minimum rules.
+        assert!(!s.should_compact(74 * mib, 10 * mib));
+        assert!(s.should_compact(75 * mib, 10 * mib));
+        // 100 MiB live: twice the live bytes rules.
+        assert!(!s.should_compact(300 * mib, 100 * mib));
+        assert!(s.should_compact(301 * mib, 100 * mib));
+        assert!(!s.should_compact(0, 0));
+    }
+}
