@@ -392,7 +392,8 @@ fn markdown(runs: &[(&str, Vec<Row>)], args: &Args, document_len: usize) -> Stri
     for label in &labels {
         let _ = write!(
             out,
-            " {label}: apparent / allocated MiB | {label}: log, blobs MiB (files) |"
+            " {label}: apparent / allocated MiB | {label}: peak allocated MiB | \
+             {label}: log, blobs MiB (files) | {label}: live MiB |"
         );
     }
     out.push_str("\n|---|");

@@ -512,6 +512,17 @@ async fn fed_4_bad_bodies_are_refused_naming_the_field_and_change_nothing() {
             "invalid_relationship",
             "bootstrap_bundle",
         ),
+        (
+            // Every element ignored: an empty bundle cannot authenticate the endpoint.
+            {
+                let mut body = spiffe("new.test", "anchor.test");
+                body["bootstrap_bundle"] = json!(r#"{"keys":[{},{}]}"#);
+                body
+            },
+            422,
+            "invalid_relationship",
+            "bootstrap_bundle: holds no X.509 authority (2 elements in keys, 2 of them ignored)",
+        ),
     ];
     for (body, status, code, names) in cases {
         let shown = body.to_string();
@@ -1008,7 +1019,10 @@ async fn fed_4_cli_verbs_create_update_show_and_delete() {
     let dir = tempfile::tempdir().unwrap();
     let gw = Gw::start(dir.path(), "").await;
     let anchor = dir.path().join("anchor.json");
-    std::fs::write(&anchor, r#"{"keys":[]}"#).unwrap();
+    let mut anchor_bundle = Bundle::new(name("anchor.test"));
+    anchor_bundle.add_x509_authority(TestCa::spiffe("anchor.test").authority());
+    let anchor_document = String::from_utf8(anchor_bundle.to_json()).unwrap();
+    std::fs::write(&anchor, &anchor_document).unwrap();
     let args = cli::RelationshipArgs {
         trust_domain: name("new.test"),
         urls: vec!["https://127.0.0.1:1/".parse().unwrap()],
@@ -1038,7 +1052,7 @@ async fn fed_4_cli_verbs_create_update_show_and_delete() {
     let stored = gw.state().await.stored;
     assert_eq!(
         stored[0].relationship.bootstrap_bundle.as_deref(),
-        Some(r#"{"keys":[]}"#),
+        Some(anchor_document.as_str()),
         "the file's content is sent inline"
     );
 

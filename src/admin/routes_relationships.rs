@@ -275,6 +275,16 @@ fn material_error(err: RelationshipError) -> ApiError {
         RelationshipError::NoRoots { from, .. } => {
             format!("{}: holds no PEM certificate", field(from))
         }
+        RelationshipError::BootstrapWithoutAuthority {
+            from,
+            elements,
+            ignored,
+            ..
+        } => format!(
+            "{}: holds no X.509 authority ({elements} elements in keys, {ignored} of them \
+             ignored); it could not authenticate the endpoint",
+            field(from)
+        ),
         RelationshipError::TooLarge { from, limit, .. } => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -72,6 +72,23 @@ pub enum RelationshipError {
         /// What is wrong with it.
         source: BundleError,
     },
+    /// The bootstrap bundle holds no X.509 authority, so it could not authenticate
+    /// the endpoint: storing it would only put an empty bundle in the slot.
+    #[error(
+        "relationship {trust_domain}: bootstrap_bundle {from} holds no X.509 authority \
+         ({elements} elements in keys, {ignored} of them ignored); it could not \
+         authenticate the endpoint"
+    )]
+    BootstrapWithoutAuthority {
+        /// The relationship.
+        trust_domain: TrustDomain,
+        /// Where the bundle came from.
+        from: MaterialSource,
+        /// Elements the document listed.
+        elements: usize,
+        /// Elements left out of them.
+        ignored: usize,
+    },
     /// Configuration validation should have caught this; named rather than assumed.
     #[error("relationship {trust_domain}: profile https_spiffe needs endpoint_spiffe_id")]
     MissingEndpointId {
@@ -286,10 +303,26 @@ fn parse_bootstrap(
         from: from.clone(),
         source,
     };
-    match format {
-        DocumentFormat::Spiffe => Bundle::parse_with_limit(endpoint_td, bytes, max)
-            .map(|parsed| parsed.bundle)
-            .map_err(invalid),
-        DocumentFormat::Pem => Bundle::from_pem(endpoint_td, bytes).map_err(invalid),
+    let (bundle, elements, ignored) = match format {
+        DocumentFormat::Spiffe => {
+            let parsed = Bundle::parse_with_limit(endpoint_td, bytes, max).map_err(invalid)?;
+            (parsed.bundle, parsed.elements, parsed.ignored.len())
+        }
+        DocumentFormat::Pem => {
+            let bundle = Bundle::from_pem(endpoint_td, bytes).map_err(invalid)?;
+            let count = bundle.x509_authorities().len();
+            (bundle, count, 0)
+        }
+    };
+    // The bootstrap bundle exists to authenticate the https_spiffe endpoint's X509-SVID
+    // (SPF-3); one without X.509 authorities would store an empty bundle in the slot.
+    if bundle.x509_authorities().is_empty() {
+        return Err(RelationshipError::BootstrapWithoutAuthority {
+            trust_domain: td.clone(),
+            from: from.clone(),
+            elements,
+            ignored,
+        });
     }
+    Ok(bundle)
 }

@@ -489,8 +489,21 @@ fn kind_of(value: &Value) -> &'static str {
 mod tests {
     use super::*;
 
-    /// A bundle of `west.example` in SPIFFE format, with no keys (enough to parse).
-    const WEST_BUNDLE: &str = r#"{"keys":[],"spiffe_sequence":1}"#;
+    /// A bundle of `west.example` in SPIFFE format, one CA certificate (a bootstrap
+    /// bundle must hold an X.509 authority), on one line.
+    fn west_bundle() -> String {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        params.subject_alt_names = vec![SanType::URI("spiffe://west.example".try_into().unwrap())];
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let mut bundle = spiffe_federation::Bundle::new(TrustDomain::new("west.example").unwrap());
+        bundle.add_x509_authority(spiffe_federation::bundle::X509Authority::from_der(der).unwrap());
+        bundle.set_sequence(Some(1));
+        String::from_utf8(bundle.to_json()).unwrap()
+    }
 
     fn error(text: &str) -> CftdError {
         match parse(text) {
@@ -501,6 +514,7 @@ mod tests {
 
     #[test]
     fn https_spiffe_and_https_web_objects_become_relationships() {
+        let west_bundle = west_bundle();
         let text = format!(
             r#"
 apiVersion: spire.spiffe.io/v1alpha1
@@ -516,7 +530,7 @@ spec:
     type: https_spiffe
     endpointSPIFFEID: spiffe://west.example/spire/server
   trustDomainBundle: |-
-    {WEST_BUNDLE}
+    {west_bundle}
 ---
 # a comment-only document separator is fine too
 ---
@@ -547,7 +561,10 @@ status: {{}}
             west.spec.endpoint_spiffe_id.as_ref().unwrap().to_string(),
             "spiffe://west.example/spire/server"
         );
-        assert_eq!(west.spec.bootstrap_bundle.as_deref(), Some(WEST_BUNDLE));
+        assert_eq!(
+            west.spec.bootstrap_bundle.as_deref(),
+            Some(west_bundle.as_str())
+        );
         assert!(west.notes.is_empty(), "{:?}", west.notes);
         let partner = &parsed[1];
         assert_eq!(partner.location, "document 3");
@@ -731,6 +748,12 @@ items:
         let spiffe = "  trustDomain: w.example\n  bundleEndpointURL: https://w.example/\n  bundleEndpointProfile:\n    type: https_spiffe\n    endpointSPIFFEID: spiffe://w.example/server\n";
         let err = error(&one(&format!("{spiffe}  trustDomainBundle: not json\n")));
         assert_eq!(err.field, "spec.trustDomainBundle");
+        // A bundle with no X.509 authority could not authenticate the endpoint.
+        let err = error(&one(&format!(
+            "{spiffe}  trustDomainBundle: '{{\"keys\":[]}}'\n"
+        )));
+        assert_eq!(err.field, "spec.trustDomainBundle");
+        assert!(err.problem.contains("holds no X.509 authority"), "{err}");
     }
 
     #[test]
@@ -746,8 +769,9 @@ items:
         );
 
         // https_web: the bundle is not a bootstrap bundle.
+        let west_bundle = west_bundle();
         let parsed = parse(&one(&format!(
-            "{web}  trustDomainBundle: '{WEST_BUNDLE}'\n"
+            "{web}  trustDomainBundle: '{west_bundle}'\n"
         )))
         .unwrap();
         assert_eq!(parsed[0].spec.bootstrap_bundle, None);
@@ -761,7 +785,7 @@ items:
         // spec.trustDomain cannot authenticate it.
         let other = "  trustDomain: w.example\n  bundleEndpointURL: https://w.example/\n  bundleEndpointProfile:\n    type: https_spiffe\n    endpointSPIFFEID: spiffe://hub.example/server\n";
         let parsed = parse(&one(&format!(
-            "{other}  trustDomainBundle: '{WEST_BUNDLE}'\n"
+            "{other}  trustDomainBundle: '{west_bundle}'\n"
         )))
         .unwrap();
         assert_eq!(parsed[0].spec.bootstrap_bundle, None);

@@ -213,16 +213,60 @@ mod tests {
         assert_eq!(invalid_key(&rel, &local), "trust_domain");
     }
 
+    /// A bundle document of `td` holding one self-signed CA certificate.
+    fn one_ca_document(td: &str) -> String {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        params.subject_alt_names = vec![SanType::URI(format!("spiffe://{td}").try_into().unwrap())];
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let mut bundle = spiffe_federation::Bundle::new(TrustDomain::new(td).unwrap());
+        bundle.add_x509_authority(spiffe_federation::bundle::X509Authority::from_der(der).unwrap());
+        String::from_utf8(bundle.to_json()).unwrap()
+    }
+
+    #[test]
+    fn a_bootstrap_bundle_without_an_x509_authority_is_refused_by_name() {
+        for (document, elements, ignored) in [
+            (r#"{"keys":[]}"#.to_owned(), 0, 0),
+            (r#"{"keys":[{},{}]}"#.to_owned(), 2, 2),
+        ] {
+            let rel = spec(json!({
+                "trust_domain": "w.example", "url": "https://w.example/", "profile": "https_spiffe",
+                "endpoint_spiffe_id": "spiffe://anchor.example/ep",
+                "bootstrap_bundle": document
+            }));
+            let err = rel.resolve(1024, Duration::from_secs(5)).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RelationshipError::BootstrapWithoutAuthority { elements: e, ignored: i, .. }
+                        if e == elements && i == ignored
+                ),
+                "{err}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains("relationship w.example: bootstrap_bundle")
+                    && message.contains("holds no X.509 authority"),
+                "{message}"
+            );
+        }
+    }
+
     #[test]
     fn inline_content_is_resolved_like_a_file() {
         let rel = spec(json!({
             "trust_domain": "w.example", "url": "https://w.example/", "profile": "https_spiffe",
             "endpoint_spiffe_id": "spiffe://anchor.example/ep",
-            "bootstrap_bundle": r#"{"keys":[]}"#
+            "bootstrap_bundle": one_ca_document("anchor.example")
         }));
-        let resolved = rel.resolve(1024, Duration::from_secs(5)).unwrap();
+        let resolved = rel.resolve(64 * 1024, Duration::from_secs(5)).unwrap();
         let bootstrap = resolved.bootstrap.unwrap();
         assert_eq!(bootstrap.trust_domain().as_str(), "anchor.example");
+        assert_eq!(bootstrap.x509_authorities().len(), 1);
         assert!(
             rel.resolve(4, Duration::from_secs(5)).is_err(),
             "size limit"
