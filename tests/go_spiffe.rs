@@ -13,6 +13,8 @@
 //! - serve: the gateway polls two `federation.NewHandler` endpoints, one per profile,
 //!   and stores exactly the served documents; rewriting a served file (a rotation)
 //!   reaches the gateway's store and its `/relay/<td>`.
+//! - workload API: the subcommands the SPIRE testbed uses pass the peer module's own
+//!   Go tests (`go test` in `tests/peers/go`).
 
 #![allow(
     clippy::unwrap_used,
@@ -434,4 +436,35 @@ async fn fedgw_stores_what_go_spiffe_serves_over_both_profiles() {
             served.peer.addr()
         );
     }
+}
+
+/// The Workload API subcommands (`mtls-server`, `mtls-client`, `jwt-fetch`,
+/// `jwt-validate`), which the SPIRE testbed uses, checked by the peer module's own Go
+/// tests against two in-test Workload API servers of federated trust domains:
+/// cross-domain mTLS accepted only for the exact SPIFFE IDs, a JWT-SVID of one domain
+/// validated in the other with the federated JWT bundle and refused without it or for
+/// another audience, usage errors exiting 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_peer_workload_api_subcommands_pass_their_go_tests() {
+    // Builds the peer first, which fails naming Go 1.26 when Go is missing.
+    go_peer::binary().await;
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/go");
+    let mut command = tokio::process::Command::new("go");
+    command
+        .args(["test", "-count=1", "./..."])
+        .current_dir(&module)
+        .env("GOFLAGS", "-mod=readonly")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(600), command.output())
+        .await
+        .expect("go test ran past 10 minutes")
+        .unwrap_or_else(|err| panic!("cannot run go (install Go 1.26): {err}"));
+    assert!(
+        output.status.success(),
+        "go test in tests/peers/go failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
