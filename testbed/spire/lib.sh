@@ -310,12 +310,12 @@ fetch_timeout = "5s"
 
 [[local]]
 trust_domain = "${SP_TD[i]}"
-source = { workload_api = "unix://$(sp_agent_sock "$i")" }
+source = { workload_api_socket = "unix://$(sp_agent_sock "$i")" }
 refresh_hint = "${SP_HINT:-2s}"
 
 [endpoint.https_spiffe]
 listen = "127.0.0.1:${SP_SPIFFE_PORT[i]}"
-workload_api = "unix://$(sp_agent_sock "$i")"
+workload_api_socket = "unix://$(sp_agent_sock "$i")"
 endpoint_spiffe_id = "spiffe://${SP_TD[i]}/fedgw"
 
 [endpoint.https_web]
