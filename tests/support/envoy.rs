@@ -414,25 +414,22 @@ impl Envoy {
             .map(|v| v.trim().parse().unwrap())
     }
 
-    /// The `ssl.fail_verify_*` and `ssl.connection_error` counters of its server
-    /// listener, summed: handshakes it refused.
+    /// The `ssl.fail_verify_error` counter of its server listener: client
+    /// certificates its validator refused.
     pub async fn server_refusals(&self) -> u64 {
-        self.ssl_failures(&format!("listener.127.0.0.1_{}.ssl.", self.ports.server))
-            .await
+        let name = format!(
+            "listener.127.0.0.1_{}.ssl.fail_verify_error",
+            self.ports.server
+        );
+        self.stat(&name).await.unwrap_or(0)
     }
 
-    /// The same for its `peer` cluster (upstream handshakes it refused or that failed).
+    /// The `ssl.fail_verify_error` counter of its `peer` cluster: server certificates
+    /// its validator refused.
     pub async fn peer_refusals(&self) -> u64 {
-        self.ssl_failures("cluster.peer.ssl.").await
-    }
-
-    async fn ssl_failures(&self, prefix: &str) -> u64 {
-        let text = self.admin("/stats").await.unwrap_or_default();
-        text.lines()
-            .filter_map(|line| line.strip_prefix(prefix)?.split_once(": "))
-            .filter(|(name, _)| name.starts_with("fail_verify") || *name == "connection_error")
-            .map(|(_, v)| v.trim().parse::<u64>().unwrap())
-            .sum()
+        self.stat("cluster.peer.ssl.fail_verify_error")
+            .await
+            .unwrap_or(0)
     }
 
     /// `GET /` through its client listener (so to the peer's backend, over mTLS):
