@@ -356,3 +356,20 @@ async fn create_relationship(gw: &Gateway, peer: &Gateway) {
         String::from_utf8_lossy(&answer.body)
     );
 }
+
+/// docs/envoy.md shows the configuration this test runs, word for word.
+#[test]
+fn docs_show_the_tested_envoy_configuration() {
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/envoy.md")).unwrap();
+    let blocks: Vec<&str> = docs
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+        .collect();
+    assert!(
+        blocks.contains(&envoy::TEMPLATE),
+        "docs/envoy.md has no ```yaml block equal to tests/envoy/envoy.yaml; copy the file \
+         into the \"Envoy configuration\" section"
+    );
+}
