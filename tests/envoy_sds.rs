@@ -22,6 +22,13 @@
 //! Needs Envoy: `tests/interop/run.sh --setup-only` installs it (see
 //! `tests/support/envoy.rs`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
 #[path = "support/envoy.rs"]
 mod envoy;
 #[path = "support/gateway.rs"]
@@ -30,7 +37,7 @@ mod gateway;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use envoy::{Backend, Envoy, EnvoyPorts, Svid, TestCa};
+use envoy::{Backend, Envoy, EnvoyPorts, EnvoySpec, Svid, TestCa};
 use gateway::{DEADLINE, Gateway, GatewayBuilder, Via, wait_for, wait_until};
 use reqwest::Method;
 use spiffe_federation::{Bundle, TrustDomain};
@@ -38,28 +45,30 @@ use spiffe_federation::{Bundle, TrustDomain};
 /// The path of every Envoy's SPIFFE ID.
 const WORKLOAD: &str = "/envoy";
 
-/// A bundle of `td` holding `cas`, as a local bundle file holds it.
-fn bundle_json(td: &str, cas: &[&TestCa]) -> Vec<u8> {
+/// A bundle of `td` holding `cas`.
+fn bundle(td: &str, cas: &[&TestCa]) -> Bundle {
     let td: TrustDomain = td.parse().unwrap();
     let mut bundle = Bundle::new(td);
     for ca in cas {
         bundle.add_x509_authority(ca.authority());
     }
-    bundle.to_json_pretty().into_bytes()
+    bundle
 }
 
 /// A gateway builder for `td` serving `cas` as its local bundle, with SDS on
 /// `<root>/<td>.sds.sock`.
 fn builder(root: &Path, td: &str, cas: &[&TestCa]) -> GatewayBuilder {
-    let sds = root.join(format!("{td}.sds.sock"));
+    let sds = sds_socket(root, td);
     let builder = GatewayBuilder::new(root, td).web().extra_toml(&format!(
         "[sinks.sds]\nlisten = \"unix:{}\"\n",
         sds.display()
     ));
-    gateway::write_atomically(&builder.pki().bundle, &bundle_json(td, cas));
+    let local = bundle(td, cas).to_json_pretty();
+    gateway::write_atomically(&builder.pki().bundle, local.as_bytes());
     builder
 }
 
+/// Where the gateway of `td` serves SDS.
 fn sds_socket(root: &Path, td: &str) -> std::path::PathBuf {
     root.join(format!("{td}.sds.sock"))
 }
@@ -165,38 +174,43 @@ async fn envoy_takes_trust_from_fedgw_sds() {
     let svid_c = ca_c.svid(WORKLOAD);
     let envoy_a = Envoy::start(
         &envoy_bin,
-        &root.join("envoy-a"),
-        "a.test",
-        ports_a.clone(),
-        &sds_socket(root, "a.test"),
-        backend_a.port,
-        ports_b.server,
-        &svid_a,
+        EnvoySpec {
+            dir: &root.join("envoy-a"),
+            name: "a.test",
+            ports: ports_a.clone(),
+            sds_socket: &sds_socket(root, "a.test"),
+            backend_port: backend_a.port,
+            peer_port: ports_b.server,
+            svid: &svid_a,
+        },
     )
     .await;
     let envoy_b = Envoy::start(
         &envoy_bin,
-        &root.join("envoy-b"),
-        "b.test",
-        ports_b.clone(),
-        &sds_socket(root, "b.test"),
-        backend_b.port,
-        ports_a.server,
-        &svid_b1,
+        EnvoySpec {
+            dir: &root.join("envoy-b"),
+            name: "b.test",
+            ports: ports_b.clone(),
+            sds_socket: &sds_socket(root, "b.test"),
+            backend_port: backend_b.port,
+            peer_port: ports_a.server,
+            svid: &svid_b1,
+        },
     )
     .await;
     let envoy_c = Envoy::start(
         &envoy_bin,
-        &root.join("envoy-c"),
-        "c.test",
-        ports_c.clone(),
-        &sds_socket(root, "c.test"),
-        backend_c.port,
-        ports_a.server,
-        &svid_c,
+        EnvoySpec {
+            dir: &root.join("envoy-c"),
+            name: "c.test",
+            ports: ports_c.clone(),
+            sds_socket: &sds_socket(root, "c.test"),
+            backend_port: backend_c.port,
+            peer_port: ports_a.server,
+            svid: &svid_c,
+        },
     )
     .await;
-    let pids = [envoy_a.pid(), envoy_b.pid(), envoy_c.pid()];
 
     // Each Envoy holds, in ALL, exactly the domains its gateway trusts, each with its
     // own CAs only.
@@ -225,6 +239,11 @@ async fn envoy_takes_trust_from_fedgw_sds() {
         || envoy_a.server_refusals(),
     )
     .await;
+    assert_eq!(
+        envoy_c.peer_refusals().await,
+        0,
+        "Envoy c refused Envoy a: the refusal must be Envoy a's"
+    );
 
     // 3. CA rotation of b.test, seen by Envoy a through SDS.
     // 3a. A leaf of the new CA, before the CA is published: refused by Envoy a.
@@ -240,14 +259,7 @@ async fn envoy_takes_trust_from_fedgw_sds() {
     wait_reaches(&envoy_b, "a.test", "b.test", &svid_b1).await;
     // 3b. The new CA is added to b.test's bundle; a fetches it and Envoy a gets it.
     let updates = all_updates(&envoy_a).await;
-    gw_b.write_local_bundle(
-        &Bundle::parse(
-            &"b.test".parse().unwrap(),
-            &bundle_json("b.test", &[&ca_b1, &ca_b2]),
-        )
-        .unwrap()
-        .bundle,
-    );
+    gw_b.write_local_bundle(&bundle("b.test", &[&ca_b1, &ca_b2]));
     let both = trust(&[("a.test", &[&ca_a]), ("b.test", &[&ca_b1, &ca_b2])]);
     wait_trust(&envoy_a, &both, "Envoy a to hold b.test's old and new CAs").await;
     assert!(
@@ -259,14 +271,7 @@ async fn envoy_takes_trust_from_fedgw_sds() {
     wait_reaches(&envoy_b, "a.test", "b.test", &svid_b2).await;
     wait_reaches(&envoy_a, "b.test", "a.test", &svid_a).await;
     // 3d. The old CA is removed: its leaves are refused, the new one still works.
-    gw_b.write_local_bundle(
-        &Bundle::parse(
-            &"b.test".parse().unwrap(),
-            &bundle_json("b.test", &[&ca_b2]),
-        )
-        .unwrap()
-        .bundle,
-    );
+    gw_b.write_local_bundle(&bundle("b.test", &[&ca_b2]));
     let rotated = trust(&[("a.test", &[&ca_a]), ("b.test", &[&ca_b2])]);
     wait_trust(&envoy_a, &rotated, "Envoy a to hold only b.test's new CA").await;
     wait_reaches(&envoy_b, "a.test", "b.test", &svid_b2).await;
@@ -315,10 +320,31 @@ async fn envoy_takes_trust_from_fedgw_sds() {
     )
     .await;
 
-    // No Envoy was restarted: the same processes, still running.
+    // Envoy b took its re-issued leaves from the watched file, through SDS.
+    assert!(
+        envoy_b.stat("sds.svid.update_success").await.unwrap_or(0) >= 2,
+        "Envoy b never reloaded its certificate file"
+    );
+    // Envoy accepted every state fedgw pushed, and fedgw saw no NACK.
     let mut envoys = [envoy_a, envoy_b, envoy_c];
-    for (envoy, pid) in envoys.iter_mut().zip(pids) {
-        assert_eq!(envoy.pid(), pid);
+    for envoy in &envoys {
+        assert_eq!(
+            envoy.stat("sds.ALL.update_rejected").await,
+            Some(0),
+            "Envoy {} rejected an ALL from fedgw",
+            envoy.name
+        );
+    }
+    for gw in [&gw_a, &gw_b, &gw_c] {
+        let nacks = gw.metric("fedgw_sds_nacks_total{variant=\"sotw\"}").await;
+        assert!(
+            nacks.is_none_or(|n| n == 0.0),
+            "{}: Envoy NACKed {nacks:?} responses",
+            gw.trust_domain
+        );
+    }
+    // No Envoy was restarted: each process started once and still runs.
+    for envoy in &mut envoys {
         assert!(
             envoy.is_running(),
             "Envoy {} exited:\n{}",

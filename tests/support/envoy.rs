@@ -252,6 +252,24 @@ pub fn render(values: &[(&str, String)]) -> String {
     text
 }
 
+/// What one Envoy is started with.
+pub struct EnvoySpec<'a> {
+    /// Its directory (configuration, certificate file, log).
+    pub dir: &'a Path,
+    /// Its name (the node ID), e.g. the trust domain.
+    pub name: &'a str,
+    /// Its ports.
+    pub ports: EnvoyPorts,
+    /// fedgw's SDS unix socket, where its trust comes from.
+    pub sds_socket: &'a Path,
+    /// The backend behind its server listener.
+    pub backend_port: u16,
+    /// The server listener of the Envoy its client listener calls.
+    pub peer_port: u16,
+    /// Its X509-SVID.
+    pub svid: &'a Svid,
+}
+
 /// A running Envoy.
 pub struct Envoy {
     /// Its name (the node ID), e.g. the trust domain.
@@ -265,20 +283,17 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// Start Envoy `name` in `dir` with `svid` as its certificate, its trust from the
-    /// SDS unix socket `sds_socket`, `backend_port` behind its server listener and
-    /// `peer_port` (another Envoy's server listener) behind its client listener.
-    /// Returns once its admin API answers.
-    pub async fn start(
-        binary: &Path,
-        dir: &Path,
-        name: &str,
-        ports: EnvoyPorts,
-        sds_socket: &Path,
-        backend_port: u16,
-        peer_port: u16,
-        svid: &Svid,
-    ) -> Self {
+    /// Start Envoy as `spec` says; returns once its admin API answers.
+    pub async fn start(binary: &Path, spec: EnvoySpec<'_>) -> Self {
+        let EnvoySpec {
+            dir,
+            name,
+            ports,
+            sds_socket,
+            backend_port,
+            peer_port,
+            svid,
+        } = spec;
         std::fs::create_dir_all(dir.join("svid")).unwrap();
         let svid_file = dir.join("svid").join("svid.json");
         write_svid_secret(&svid_file, svid);
@@ -344,7 +359,7 @@ impl Envoy {
         envoy
     }
 
-    /// The process ID (the same one for the whole test shows Envoy never restarted).
+    /// The process ID.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
