@@ -352,7 +352,6 @@ async fn envoy_takes_trust_from_fedgw_sds() {
             envoy.log_text()
         );
     }
-    drop(gw_c);
 }
 
 /// `POST /v1/federation-relationships` on `gw` for `peer`'s trust domain, over
