@@ -15,9 +15,11 @@
 //! SPIFFE ID and certificate hash in `x-forwarded-client-cert`); c.test is refused by
 //! Envoy a; a CA rotation of b.test (new CA added, leaf re-issued, old CA removed)
 //! reaches Envoy a through SDS with no restart; deleting a.test's relationship with
-//! b.test makes Envoy a refuse b.test, with no restart. Envoy is observed through its
-//! own admin API (secrets in `/config_dump`, `sds.ALL.update_success`, TLS failure
-//! counters). Every wait polls up to a deadline.
+//! b.test makes Envoy a refuse b.test, with no restart; after gateway a is killed and
+//! restarted, Envoy a reconnects by itself and a relationship created again reaches
+//! it. Envoy is observed through its own admin API (secrets in `/config_dump`,
+//! `sds.ALL.update_success`, TLS failure counters). Every wait polls up to a
+//! deadline.
 //!
 //! Needs Envoy: `tests/interop/run.sh --setup-only` installs it (see
 //! `tests/support/envoy.rs`).
@@ -159,7 +161,7 @@ async fn envoy_takes_trust_from_fedgw_sds() {
     let mut c = builder(root, "c.test", &[&ca_c]);
     b.federate(&a, Via::Web);
     c.federate(&a, Via::Web);
-    let gw_a = a.start().await;
+    let mut gw_a = a.start().await;
     let gw_b = b.start().await;
     let gw_c = c.start().await;
     create_relationship(&gw_a, &gw_b).await;
@@ -319,6 +321,21 @@ async fn envoy_takes_trust_from_fedgw_sds() {
         "Envoy b to keep trusting a.test",
     )
     .await;
+
+    // 5. Gateway a is killed (SIGKILL) and restarted on its database; Envoy a
+    //    reconnects to the new SDS server on its own. Federating with b.test again
+    //    reaches Envoy a: b.test is accepted again, with its current CA.
+    gw_a.restart().await;
+    create_relationship(&gw_a, &gw_b).await;
+    let again = trust(&[("a.test", &[&ca_a]), ("b.test", &[&ca_b2])]);
+    wait_trust(
+        &envoy_a,
+        &again,
+        "Envoy a to trust b.test again after fedgw's restart",
+    )
+    .await;
+    wait_reaches(&envoy_b, "a.test", "b.test", &svid_b2).await;
+    wait_reaches(&envoy_a, "b.test", "a.test", &svid_a).await;
 
     // Envoy b took its re-issued leaves from the watched file, through SDS.
     assert!(
