@@ -415,3 +415,16 @@ fn docs_show_the_tested_envoy_configuration() {
          into the \"Envoy configuration\" section"
     );
 }
+
+/// Without Envoy the test fails, saying how to install it.
+#[test]
+fn missing_envoy_fails_saying_how_to_install_it() {
+    let missing = std::env::temp_dir().join("fedgw-no-such-envoy/envoy");
+    let panic = std::panic::catch_unwind(|| envoy::checked_envoy(missing)).unwrap_err();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("Envoy not found")
+            && message.contains("tests/interop/run.sh --setup-only"),
+        "{message}"
+    );
+}

