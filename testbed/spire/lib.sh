@@ -25,10 +25,9 @@ SP_DIR=()
 SP_SERVER_PORT=()
 SP_SPIFFE_PORT=()
 SP_WEB_PORT=()
-SP_SERVER_PID=()
-SP_AGENT_PID=()
-SP_FEDGW_PID=()
-SP_EXTRA_PIDS=()
+# Every process started is also listed in $SP_WORK/pids (one per line), and the
+# current one of each role in $SP_WORK/pid.<role>.<i>, so that scenarios run in
+# subshells can stop and restart them and the cleanup still finds them all.
 # How many of the domains (the first ones) are federated; the rest have SPIRE only.
 SP_FEDERATED=""
 SP_ADDR=""
@@ -56,6 +55,41 @@ sp_wait() {
         sleep 0.2
     done
     sp_debug "ok: $what"
+}
+
+# sp_track PID [ROLE I]: remember PID for the cleanup and, with ROLE, as domain i's
+# current ROLE (server, agent, fedgw).
+sp_track() {
+    echo "$1" >>"$SP_WORK/pids"
+    [[ $# -lt 3 ]] || echo "$1" >"$SP_WORK/pid.$2.$3"
+}
+
+# sp_alive PID: the process runs (a zombie does not count).
+sp_alive() {
+    local stat
+    stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ -n "$stat" && "$stat" != Z* ]]
+}
+
+# sp_pid ROLE I: the PID of domain i's ROLE ("" if none was started).
+sp_pid() { cat "$SP_WORK/pid.$1.$2" 2>/dev/null || true; }
+
+# sp_stop ROLE I [SIGNAL]: stop domain i's ROLE (SIGTERM by default) and wait until it
+# has exited.
+sp_stop() {
+    local role=$1 i=$2 signal=${3:-TERM} pid n
+    pid=$(sp_pid "$role" "$i")
+    [[ -n "$pid" ]] || sp_fail "no $role of ${SP_TD[i]} was started"
+    kill "-$signal" "$pid" 2>/dev/null || true
+    for ((n = 0; n < 300; n++)); do
+        # Gone, or a zombie of the shell that started it (reaped at its end).
+        if ! sp_alive "$pid"; then
+            rm -f "$SP_WORK/pid.$role.$i"
+            return 0
+        fi
+        sleep 0.1
+    done
+    sp_fail "the $role of ${SP_TD[i]} (pid $pid) did not exit within 30 s of SIG$signal"
 }
 
 sp_free_port() {
@@ -104,9 +138,11 @@ sp_init() {
 
 sp_cleanup() {
     local pid
-    for pid in "${SP_EXTRA_PIDS[@]}" "${SP_FEDGW_PID[@]}" "${SP_AGENT_PID[@]}" "${SP_SERVER_PID[@]}"; do
-        [[ -n "$pid" ]] && kill "$pid" 2>/dev/null
-    done
+    if [[ -n "$SP_WORK" && -f "$SP_WORK/pids" ]]; then
+        while read -r pid; do
+            kill "$pid" 2>/dev/null
+        done < <(tac "$SP_WORK/pids")
+    fi
     wait 2>/dev/null
     if [[ "${SP_KEEP:-0}" == 1 || "$SP_FAILED" == 1 ]]; then
         [[ -z "$SP_WORK" ]] || echo "work directory kept: $SP_WORK" >&2
@@ -237,7 +273,7 @@ sp_start_server() {
     local i=$1 dir=${SP_DIR[$1]}/server
     [[ -f "$dir/server.conf" ]] || sp_write_server_conf "$i"
     "$SPIRE_BIN/spire-server" run -config "$dir/server.conf" >>"$dir/stdout.log" 2>&1 &
-    SP_SERVER_PID[i]=$!
+    sp_track "$!" server "$i"
     sp_wait 60 "SPIRE server of ${SP_TD[i]} healthy" \
         "$SPIRE_BIN/spire-server" healthcheck -socketPath "$dir/api.sock"
 }
@@ -252,7 +288,7 @@ sp_start_agent() {
     [[ -n "$token" ]] || sp_fail "no join token from the SPIRE server of ${SP_TD[i]}"
     rm -rf "$dir/data"
     "$SPIRE_BIN/spire-agent" run -config "$dir/agent.conf" -joinToken "$token" >>"$dir/stdout.log" 2>&1 &
-    SP_AGENT_PID[i]=$!
+    sp_track "$!" agent "$i"
     sp_wait 60 "SPIRE agent of ${SP_TD[i]} healthy" \
         "$SPIRE_BIN/spire-agent" healthcheck -socketPath "$dir/api.sock"
 }
@@ -340,7 +376,7 @@ sp_start_fedgw() {
     local i=$1 dir=${SP_DIR[$1]}/fedgw
     [[ -f "$dir/fedgw.toml" ]] || sp_write_fedgw_conf "$i"
     NO_COLOR=1 "$FEDGW" serve --config "$dir/fedgw.toml" --log "${SP_LOG:-warn,fedgw=info}" >>"$dir/fedgw.log" 2>&1 &
-    SP_FEDGW_PID[i]=$!
+    sp_track "$!" fedgw "$i"
     sp_wait 30 "fedgw of ${SP_TD[i]} answering" sp_fedgw "$i" status
 }
 
@@ -417,13 +453,13 @@ sp_up() {
 
 # sp_mtls_server I CLIENT_ID: a go-spiffe mTLS server with domain i's workload SVID,
 # accepting only CLIENT_ID; sets SP_ADDR to its address. (Not in a command
-# substitution: the server's PID must reach SP_EXTRA_PIDS of this shell.)
+# substitution, so that it returns at once.)
 sp_mtls_server() {
     local i=$1 client=$2 out addr n
     out=$(mktemp "$SP_WORK/mtls-server.XXXXXX")
     "$PEER_BIN/fedgw-peer" mtls-server --socket "unix://$(sp_agent_sock "$i")" \
         --client-id "$client" >"$out" 2>>"$SP_WORK/workloads.log" &
-    SP_EXTRA_PIDS+=($!)
+    sp_track "$!"
     for ((n = 0; n < 300; n++)); do
         addr=$(awk '/^listening / { print $2; exit }' "$out")
         if [[ -n "$addr" ]]; then
