@@ -5,7 +5,8 @@
 #
 # Steps: system packages (apt, only what is missing: python3 and venv, a C compiler,
 # openssl, curl, shellcheck, kubectl) -> formatting, lints and shellcheck -> Python
-# venv (.venv) -> Rust unit, conformance and end-to-end tests -> the local testbed
+# venv (.venv) -> the real peers built from the Go module proxy (SPIRE, go-spiffe
+# programs; cached outside the checkout) -> Rust unit, conformance and end-to-end tests -> the local testbed
 # (run.sh --once and the scenarios) -> the kind testbed's static checks -> Python
 # interop tests (in .venv) -> a short fuzz smoke run of each parser (the nightly
 # toolchain and cargo-fuzz are installed if missing) -> the checkout is left as the
@@ -124,6 +125,15 @@ step "shellcheck (scripts, testbeds, fuzz, interop, bench)" \
 # as an independent check of the https_spiffe endpoint's SVID.
 heading "python venv for the interop checks (.venv)"
 step "python venv (.venv, tests/interop/requirements.txt)" "$root/tests/interop/run.sh" --setup-only
+
+# --- real peers -------------------------------------------------------------------
+# SPIRE (spire-server, spire-agent) and the go-spiffe peer programs, built from the Go
+# module proxy at the versions tests/peers/*/go.mod pin, into a cache outside the
+# checkout (~/.cache/fedgw-peers): the first run builds them (about 9 minutes on 2
+# cores), later runs find them. The tests that use them run scripts/peers.sh again
+# and read where the binaries are.
+heading "real peers (scripts/peers.sh: SPIRE and go-spiffe programs, cached)"
+step "scripts/peers.sh (Go module proxy builds, pinned by go.sum)" "$root/scripts/peers.sh"
 
 # --- Rust tests -------------------------------------------------------------------
 heading "cargo test --workspace"
