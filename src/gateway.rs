@@ -338,14 +338,17 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
     }
     let mut spiffe_addr = None;
     if let Some(spiffe) = &config.endpoint.https_spiffe {
-        let identity = match (&spiffe.workload_api_socket, &spiffe.svid, &spiffe.key) {
+        let (identity, ready) = match (&spiffe.workload_api_socket, &spiffe.svid, &spiffe.key) {
             (Some(socket), _, _) => {
                 svid_from_workload_api(socket, &spiffe.endpoint_spiffe_id, &supervisor).await?
             }
-            (None, Some(svid), Some(key)) => SvidSource::Files {
-                svid: svid.clone(),
-                key: key.clone(),
-            },
+            (None, Some(svid), Some(key)) => (
+                SvidSource::Files {
+                    svid: svid.clone(),
+                    key: key.clone(),
+                },
+                true,
+            ),
             // Config::validate allows no other combination.
             (None, _, _) => {
                 return Err(GatewayError::WorkloadApi {
@@ -355,13 +358,41 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
             }
         };
         let source = TlsSource::Spiffe {
-            identity,
+            identity: identity.clone(),
             endpoint_id: spiffe.endpoint_spiffe_id.clone(),
         };
-        let listener = Listener::bind(spiffe.listen, source, &trust_store).await?;
-        spiffe_addr = listener.local_addr().ok();
         let limits = spiffe.limits.resolve(Kind::BundleEndpoint);
-        listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
+        if ready {
+            let listener = Listener::bind(spiffe.listen, source, &trust_store).await?;
+            spiffe_addr = listener.local_addr().ok();
+            listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
+        } else {
+            // The agent is not answering yet: everything else serves (the stored local
+            // bundle included), and this listener binds once the first SVID arrives.
+            tracing::warn!(
+                listen = %spiffe.listen,
+                "https_spiffe endpoint: no X509-SVID from the Workload API yet; the listener starts when the agent issues one"
+            );
+            let (table, store, net, listen) =
+                (Arc::clone(&table), trust_store.clone(), net.clone(), spiffe.listen);
+            let cancel = shutdown.token();
+            shutdown.spawn(async move {
+                let SvidSource::WorkloadApi { mut svid, .. } = identity else {
+                    return;
+                };
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    seen = svid.wait_for(Option::is_some) => if seen.is_err() { return },
+                }
+                match Listener::bind(listen, source, &store).await {
+                    Ok(listener) => {
+                        tracing::info!(%listen, "https_spiffe endpoint started with the Workload API's SVID");
+                        listener.serve(table, store, limits, &net);
+                    }
+                    Err(err) => tracing::error!(%listen, error = %err, "https_spiffe endpoint could not start"),
+                }
+            });
+        }
     }
 
     let pollers = Pollers::new(
@@ -637,12 +668,12 @@ async fn follow_workload_api(
 }
 
 /// Follow the `https_spiffe` endpoint's X509-SVID from the Workload API at `socket`
-/// and wait for the first one: the endpoint cannot start without an identity.
+/// and wait a while for the first one; `true` when it came.
 async fn svid_from_workload_api(
     socket: &str,
     endpoint_id: &spiffe_federation::SpiffeId,
     supervisor: &Supervisor,
-) -> Result<SvidSource, GatewayError> {
+) -> Result<(SvidSource, bool), GatewayError> {
     const KEY: &str = "endpoint.https_spiffe.workload_api_socket";
     let endpoint =
         spiffe::transport::Endpoint::parse(socket).map_err(|err| GatewayError::WorkloadApi {
@@ -670,19 +701,11 @@ async fn svid_from_workload_api(
     let first = tokio::time::timeout(WORKLOAD_API_FIRST_WAIT, rx.wait_for(Option::is_some))
         .await
         .is_ok_and(|seen| seen.is_ok());
-    if !first {
-        return Err(GatewayError::WorkloadApi {
-            key: KEY.to_owned(),
-            reason: format!(
-                "no X509-SVID for {endpoint_id} from {socket} within {} s (is the agent running, and is there a registration entry for this workload with that SPIFFE ID? the log says why)",
-                WORKLOAD_API_FIRST_WAIT.as_secs()
-            ),
-        });
-    }
-    Ok(SvidSource::WorkloadApi {
+    let source = SvidSource::WorkloadApi {
         socket: socket.to_owned(),
         svid: rx,
-    })
+    };
+    Ok((source, first))
 }
 
 /// Submit a local bundle: the served refresh hint is the configured one (BUN-6), and a
