@@ -682,6 +682,8 @@ async fn svid_from_workload_api(
         })?;
     let (tx, mut rx) = tokio::sync::watch::channel(None);
     let tx = Arc::new(tx);
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let failed_tx = Arc::new(std::sync::Mutex::new(Some(failed_tx)));
     let cancel = supervisor.shutdown().token();
     let token = cancel.clone();
     let (owned_socket, id) = (socket.to_owned(), endpoint_id.clone());
@@ -689,18 +691,26 @@ async fn svid_from_workload_api(
         "https_spiffe SVID from the Workload API".to_owned(),
         cancel,
         move || {
+            let failed = failed_tx.lock().ok().and_then(|mut tx| tx.take());
             workload::follow_svid(
                 owned_socket.clone(),
                 endpoint.clone(),
                 id.clone(),
                 Arc::clone(&tx),
+                failed,
                 token.clone(),
             )
         },
     );
-    let first = tokio::time::timeout(WORKLOAD_API_FIRST_WAIT, rx.wait_for(Option::is_some))
-        .await
-        .is_ok_and(|seen| seen.is_ok());
+    // The first SVID, or the first failure (then the listener starts later).
+    let first = tokio::time::timeout(WORKLOAD_API_FIRST_WAIT, async {
+        tokio::select! {
+            seen = rx.wait_for(Option::is_some) => seen.is_ok(),
+            _ = failed_rx => false,
+        }
+    })
+    .await
+    .unwrap_or(false);
     let source = SvidSource::WorkloadApi {
         socket: socket.to_owned(),
         svid: rx,

@@ -349,20 +349,26 @@ pub struct SvidMaterial {
 
 /// Follow the agent's X509-SVIDs for `endpoint_id` until `cancel` fires, publishing
 /// each new one in `out`; reconnect with [`backoff`] on a failure, keeping the last
-/// SVID published.
+/// SVID published. `failed` is sent once, at the first failure, so a starting gateway
+/// waits no longer for an agent that is not there.
 pub async fn follow_svid(
     socket: String,
     endpoint: Endpoint,
     endpoint_id: SpiffeId,
     out: Arc<watch::Sender<Option<Arc<SvidMaterial>>>>,
+    failed: Option<tokio::sync::oneshot::Sender<()>>,
     cancel: CancellationToken,
 ) {
+    let mut failed = failed;
     let mut failures = 0_u32;
     loop {
         let failure = tokio::select! {
             () = cancel.cancelled() => return,
             failure = svid_attempt(&endpoint, &endpoint_id, &out, &mut failures) => failure,
         };
+        if let Some(tx) = failed.take() {
+            let _ignored = tx.send(());
+        }
         failures = failures.saturating_add(1);
         let wait = backoff(failures);
         tracing::warn!(

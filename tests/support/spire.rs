@@ -397,12 +397,19 @@ plugins {{
     }
 
     fn assert_alive(&mut self) {
-        for (name, child) in [("spire-server", &mut self.server), ("spire-agent", &mut self.agent)] {
+        let mut exited = None;
+        for (name, child) in [
+            ("spire-server", &mut self.server),
+            ("spire-agent", &mut self.agent),
+        ] {
             if let Some(child) = child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("{name} exited ({status}):\n{}", self.logs());
+                exited = Some(format!("{name} exited ({status})"));
             }
+        }
+        if let Some(exited) = exited {
+            panic!("{exited}:\n{}", self.logs());
         }
     }
 
