@@ -774,7 +774,8 @@ impl Config {
                 (None, _, None) => {
                     return Err(invalid(
                         "endpoint.https_spiffe.svid".into(),
-                        "required (with key), unless the SVID comes from workload_api_socket".into(),
+                        "required (with key), unless the SVID comes from workload_api_socket"
+                            .into(),
                     ));
                 }
                 (Some(_), None, None) => {
@@ -1290,6 +1291,54 @@ mod tests {
         assert_eq!(
             invalid_key("data_dir = \"/x\"\n[polling]\nmax_concurrent_fetches = 0\n"),
             "polling.max_concurrent_fetches"
+        );
+    }
+
+    #[test]
+    fn workload_api_sources_are_checked_and_exclusive() {
+        let local = |source: &str| {
+            format!("data_dir = \"/x\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = {source}\n")
+        };
+        let config =
+            Config::from_toml(&local("{ workload_api_socket = \"unix:///run/agent.sock\" }"))
+                .unwrap();
+        assert_eq!(
+            config.local[0].source,
+            LocalSource::WorkloadApi {
+                workload_api_socket: "unix:///run/agent.sock".to_owned()
+            }
+        );
+        assert_eq!(
+            invalid_key(&local("{ workload_api_socket = \"http://agent\" }")),
+            "local[0].source.workload_api_socket"
+        );
+        // Exactly one source: a file and a socket together match no source kind.
+        let both = syntax(&local(
+            "{ file = \"/b.json\", workload_api_socket = \"unix:///run/agent.sock\" }",
+        ));
+        assert!(both.contains("exactly one source"), "{both}");
+
+        let base = "data_dir = \"/x\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = { admin = true }\n[endpoint.https_spiffe]\nlisten = \"127.0.0.1:0\"\nendpoint_spiffe_id = \"spiffe://a.example/fedgw\"\n";
+        let socket = "workload_api_socket = \"unix:///run/agent.sock\"\n";
+        let config = Config::from_toml(&format!("{base}{socket}")).unwrap();
+        let spiffe = config.endpoint.https_spiffe.unwrap();
+        assert_eq!(
+            spiffe.workload_api_socket.as_deref(),
+            Some("unix:///run/agent.sock")
+        );
+        assert_eq!(spiffe.svid, None);
+        assert_eq!(
+            invalid_key(&format!("{base}{socket}svid = \"/s\"\nkey = \"/k\"\n")),
+            "endpoint.https_spiffe.workload_api_socket"
+        );
+        assert_eq!(
+            invalid_key(&format!("{base}workload_api_socket = \"unix:\"\n")),
+            "endpoint.https_spiffe.workload_api_socket"
+        );
+        assert_eq!(invalid_key(base), "endpoint.https_spiffe.svid");
+        assert_eq!(
+            invalid_key(&format!("{base}svid = \"/s\"\n")),
+            "endpoint.https_spiffe.key"
         );
     }
 

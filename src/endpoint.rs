@@ -64,7 +64,7 @@ pub enum EndpointError {
         /// `https_web` or `https_spiffe`.
         profile: &'static str,
         /// The configuration key of the certificate: `cert`, `svid` or
-    /// `workload_api_socket`.
+        /// `workload_api_socket`.
         key: &'static str,
         /// The certificate file.
         file: Box<Path>,
@@ -228,9 +228,8 @@ pub enum SvidSource {
         /// The socket, as configured (for messages).
         socket: String,
         /// The newest SVID.
-        svid: tokio::sync::watch::Receiver<
-            Option<Arc<crate::local_source::workload::SvidMaterial>>,
-        >,
+        svid:
+            tokio::sync::watch::Receiver<Option<Arc<crate::local_source::workload::SvidMaterial>>>,
     },
 }
 

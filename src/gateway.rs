@@ -373,8 +373,12 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
                 listen = %spiffe.listen,
                 "https_spiffe endpoint: no X509-SVID from the Workload API yet; the listener starts when the agent issues one"
             );
-            let (table, store, net, listen) =
-                (Arc::clone(&table), trust_store.clone(), net.clone(), spiffe.listen);
+            let (table, store, net, listen) = (
+                Arc::clone(&table),
+                trust_store.clone(),
+                net.clone(),
+                spiffe.listen,
+            );
             let cancel = shutdown.token();
             shutdown.spawn(async move {
                 let SvidSource::WorkloadApi { mut svid, .. } = identity else {

@@ -336,11 +336,15 @@ async fn spire_bundle_is_served_follows_rotations_and_survives_the_agent() {
     .await;
     wait_served_equals_spire(&setup, "the rotation made while the agent was down").await;
     // The https_spiffe listener, which waited for an SVID, serves the agent's.
-    wait_until(DEADLINE, "the https_spiffe listener after the restart", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", setup.spiffe_port))
-            .await
-            .is_ok()
-    })
+    wait_until(
+        DEADLINE,
+        "the https_spiffe listener after the restart",
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", setup.spiffe_port))
+                .await
+                .is_ok()
+        },
+    )
     .await;
     let spire_bundle = setup.spire.bundle().await;
     assert_svid_for(

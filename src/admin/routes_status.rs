@@ -188,10 +188,7 @@ impl FetchStatus {
     }
     /// A local domain streamed from a Workload API: `failing` while the agent cannot
     /// be reached (the stored bundle keeps serving), with the socket and the cause.
-    fn from_workload_api(
-        has_bundle: bool,
-        health: &crate::local_source::workload::Health,
-    ) -> Self {
+    fn from_workload_api(has_bundle: bool, health: &crate::local_source::workload::Health) -> Self {
         let state = if health.consecutive_failures > 0 {
             DomainState::Failing
         } else {

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{ChangeFilter, Event, LocalSourceError, Loaded};
+use super::{ChangeFilter, Event, Loaded, LocalSourceError};
 use crate::config::DocumentFormat;
 
 /// The first retry after a failure; doubled on each further failure.
@@ -464,7 +464,10 @@ mod tests {
         let bad = loaded_err(&td, b"[1]");
         assert!(bad.contains("JWT authority 0 of wl.example"), "{bad}");
         let not_ca = super::loaded(&td, &[b"not der".to_vec()], &[], 4096).unwrap_err();
-        assert!(not_ca.contains("X.509 authority 0 of wl.example"), "{not_ca}");
+        assert!(
+            not_ca.contains("X.509 authority 0 of wl.example"),
+            "{not_ca}"
+        );
     }
 
     fn loaded_err(td: &TrustDomain, jwk: &[u8]) -> String {

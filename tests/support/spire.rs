@@ -435,7 +435,10 @@ plugins {{
 
 impl Drop for Spire {
     fn drop(&mut self) {
-        for child in [self.agent.take(), self.server.take()].into_iter().flatten() {
+        for child in [self.agent.take(), self.server.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();
