@@ -1297,11 +1297,14 @@ mod tests {
     #[test]
     fn workload_api_sources_are_checked_and_exclusive() {
         let local = |source: &str| {
-            format!("data_dir = \"/x\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = {source}\n")
+            format!(
+                "data_dir = \"/x\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = {source}\n"
+            )
         };
-        let config =
-            Config::from_toml(&local("{ workload_api_socket = \"unix:///run/agent.sock\" }"))
-                .unwrap();
+        let config = Config::from_toml(&local(
+            "{ workload_api_socket = \"unix:///run/agent.sock\" }",
+        ))
+        .unwrap();
         assert_eq!(
             config.local[0].source,
             LocalSource::WorkloadApi {

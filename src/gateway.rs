@@ -469,7 +469,6 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
         config,
         &workload_health,
         &trust_store,
-        &metrics,
         &pollers,
         &registry,
         &net,
@@ -502,12 +501,13 @@ async fn start_admin(
     config: &Config,
     workload_health: &BTreeMap<TrustDomain, WorkloadHealth>,
     trust_store: &TrustStore,
-    metrics: &Metrics,
     pollers: &Pollers,
     registry: &Registry,
     net: &Net,
     supervisor: &Supervisor,
 ) -> Result<Option<BoundAddr>, GatewayError> {
+    // The trust store's metrics are the gateway's (start_inner takes them from it).
+    let metrics = trust_store.metrics();
     let shutdown = net.shutdown();
     let listen = config.admin_listen();
     let tls_access = TlsAccess::new(config.admin.tokens.clone(), config.admin.clients.clone());
