@@ -256,6 +256,25 @@ async fn spire_bundle_is_served_follows_rotations_and_survives_the_agent() {
     let over_spiffe = fetch_spiffe(setup.spiffe_port, &setup.td, &id, &spire_bundle).await;
     assert_eq!(x509_set(&over_spiffe), x509_set(&first));
 
+    // The agent is the only source: the admin API refuses to replace the bundle.
+    let refused = setup
+        .gateway
+        .admin()
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/bundles/{}", setup.td),
+            None,
+        )
+        .await
+        .unwrap_err();
+    let refused = format!("{refused:?}");
+    assert!(
+        refused.contains("409")
+            && refused.contains("managed_by_source")
+            && refused.contains(&setup.spire.socket()),
+        "{refused}"
+    );
+
     // A new X.509 authority (prepared, then activated) and a new JWT authority reach
     // the endpoint without a restart.
     setup.spire.rotate_x509_authority().await;
