@@ -131,8 +131,18 @@ impl Failure {
         }
     }
 
+    /// An error of the client: the agent refusing this workload is an answer (no
+    /// registration entry matches it), anything else means it could not be reached.
     fn unavailable(err: &WorkloadApiError) -> Self {
-        Self::Unavailable(chain(err))
+        match err {
+            WorkloadApiError::NoIdentityIssued | WorkloadApiError::PermissionDenied(_) => {
+                Self::Bundle(format!(
+                    "{}: no registration entry matches this process",
+                    chain(err)
+                ))
+            }
+            _ => Self::Unavailable(chain(err)),
+        }
     }
 }
 
