@@ -322,6 +322,7 @@ endpoint_spiffe_id = "spiffe://${SP_TD[i]}/fedgw"
 listen = "127.0.0.1:${SP_WEB_PORT[i]}"
 cert = "$dir/web.pem"
 key = "$dir/web.key"
+public_names = ["127.0.0.1"]
 
 [sinks.sds]
 listen = "unix:$dir/sds.sock"
