@@ -115,7 +115,7 @@ pub struct AdminState {
 }
 
 /// A local trust domain as the status routes show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LocalDomainInfo {
     /// The trust domain.
     pub trust_domain: TrustDomain,
@@ -128,6 +128,10 @@ pub struct LocalDomainInfo {
     /// file cannot be replaced, rolled back or deleted through the API: the file is
     /// the only source, and it would not restore an unchanged bundle.
     pub source_file: Option<PathBuf>,
+    /// The Workload API its bundle is streamed from (`source = { workload_api_socket
+    /// = … }`), with that source's health; such a domain cannot be changed through the
+    /// API either.
+    pub workload_api: Option<crate::local_source::workload::WorkloadHealth>,
 }
 
 /// The federation relationships, readable without locks; the relationship registry

@@ -300,7 +300,11 @@ fn default_served_hint() -> Seconds {
 
 /// Where a local trust domain's bundle comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, untagged)]
+#[serde(
+    deny_unknown_fields,
+    untagged,
+    expecting = "exactly one source: { file = \"…\" } (with an optional format), { workload_api_socket = \"unix:///…\" } or { admin = true }"
+)]
 pub enum LocalSource {
     /// A file, watched for changes.
     File {
@@ -315,6 +319,28 @@ pub enum LocalSource {
         /// Always `true`.
         admin: bool,
     },
+    /// Streamed from a SPIFFE Workload API (a SPIRE agent): the trust domain's X.509
+    /// and JWT authorities, as the agent pushes them.
+    WorkloadApi {
+        /// The socket, in `SPIFFE_ENDPOINT_SOCKET` syntax (`unix:///path` or
+        /// `tcp://ip:port`).
+        workload_api_socket: String,
+    },
+}
+
+/// Check a Workload API socket address (`SPIFFE_ENDPOINT_SOCKET` syntax) under `key`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the key and what is wrong with the address.
+pub fn check_workload_api_socket(key: &str, socket: &str) -> Result<(), ConfigError> {
+    spiffe::transport::Endpoint::parse(socket)
+        .map(|_| ())
+        .map_err(|err| ConfigError::Invalid {
+            key: key.to_owned(),
+            reason: format!(
+                "{socket:?} is not a Workload API socket address ({err}); write e.g. \"unix:///run/spire/agent.sock\""
+            ),
+        })
 }
 
 /// The formats a bundle file may be in.
@@ -357,16 +383,20 @@ pub struct WebListener {
     pub limits: crate::net::LimitsConfig,
 }
 
-/// An `https_spiffe` listener: an X509-SVID, reloaded when the files change.
+/// An `https_spiffe` listener: an X509-SVID from files (reloaded when they change) or
+/// from a SPIFFE Workload API (rotated as the agent pushes), exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpiffeListener {
     /// Address to bind.
     pub listen: SocketAddr,
     /// PEM X509-SVID chain, leaf first.
-    pub svid: PathBuf,
+    pub svid: Option<PathBuf>,
     /// PEM private key.
-    pub key: PathBuf,
+    pub key: Option<PathBuf>,
+    /// The Workload API socket the SVID comes from (`SPIFFE_ENDPOINT_SOCKET` syntax),
+    /// instead of `svid` and `key`.
+    pub workload_api_socket: Option<String>,
     /// The SPIFFE ID the SVID must carry (SRV-8); its trust domain must be local.
     pub endpoint_spiffe_id: SpiffeId,
     /// Connection limits (`[endpoint.https_spiffe.limits]`).
@@ -696,8 +726,17 @@ impl Config {
             if let LocalSource::Admin { admin: false } = local.source {
                 return Err(invalid(
                     format!("local[{i}].source"),
-                    "use { file = \"…\" } or { admin = true }".into(),
+                    "use { file = \"…\" }, { workload_api_socket = \"unix:///…\" } or { admin = true }".into(),
                 ));
+            }
+            if let LocalSource::WorkloadApi {
+                workload_api_socket,
+            } = &local.source
+            {
+                check_workload_api_socket(
+                    &format!("local[{i}].source.workload_api_socket"),
+                    workload_api_socket,
+                )?;
             }
             let path = self.local_path(i).unwrap_or_default();
             if !path.starts_with('/') || path.starts_with("/relay/") {
@@ -721,6 +760,31 @@ impl Config {
             }
         }
         if let Some(spiffe) = &self.endpoint.https_spiffe {
+            match (&spiffe.svid, &spiffe.key, &spiffe.workload_api_socket) {
+                (Some(_), Some(_), None) => {}
+                (None, None, Some(socket)) => {
+                    check_workload_api_socket("endpoint.https_spiffe.workload_api_socket", socket)?;
+                }
+                (_, _, Some(_)) => {
+                    return Err(invalid(
+                        "endpoint.https_spiffe.workload_api_socket".into(),
+                        "give either svid and key (files) or workload_api_socket, not both".into(),
+                    ));
+                }
+                (None, _, None) => {
+                    return Err(invalid(
+                        "endpoint.https_spiffe.svid".into(),
+                        "required (with key), unless the SVID comes from workload_api_socket"
+                            .into(),
+                    ));
+                }
+                (Some(_), None, None) => {
+                    return Err(invalid(
+                        "endpoint.https_spiffe.key".into(),
+                        "required with svid".into(),
+                    ));
+                }
+            }
             if !locals.contains(spiffe.endpoint_spiffe_id.trust_domain()) {
                 return Err(invalid(
                     "endpoint.https_spiffe.endpoint_spiffe_id".into(),
@@ -1227,6 +1291,57 @@ mod tests {
         assert_eq!(
             invalid_key("data_dir = \"/x\"\n[polling]\nmax_concurrent_fetches = 0\n"),
             "polling.max_concurrent_fetches"
+        );
+    }
+
+    #[test]
+    fn workload_api_sources_are_checked_and_exclusive() {
+        let local = |source: &str| {
+            format!(
+                "data_dir = \"/x\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = {source}\n"
+            )
+        };
+        let config = Config::from_toml(&local(
+            "{ workload_api_socket = \"unix:///run/agent.sock\" }",
+        ))
+        .unwrap();
+        assert_eq!(
+            config.local[0].source,
+            LocalSource::WorkloadApi {
+                workload_api_socket: "unix:///run/agent.sock".to_owned()
+            }
+        );
+        assert_eq!(
+            invalid_key(&local("{ workload_api_socket = \"http://agent\" }")),
+            "local[0].source.workload_api_socket"
+        );
+        // Exactly one source: a file and a socket together match no source kind.
+        let both = syntax(&local(
+            "{ file = \"/b.json\", workload_api_socket = \"unix:///run/agent.sock\" }",
+        ));
+        assert!(both.contains("exactly one source"), "{both}");
+
+        let base = "data_dir = \"/x\"\n[[local]]\ntrust_domain = \"a.example\"\nsource = { admin = true }\n[endpoint.https_spiffe]\nlisten = \"127.0.0.1:0\"\nendpoint_spiffe_id = \"spiffe://a.example/fedgw\"\n";
+        let socket = "workload_api_socket = \"unix:///run/agent.sock\"\n";
+        let config = Config::from_toml(&format!("{base}{socket}")).unwrap();
+        let spiffe = config.endpoint.https_spiffe.unwrap();
+        assert_eq!(
+            spiffe.workload_api_socket.as_deref(),
+            Some("unix:///run/agent.sock")
+        );
+        assert_eq!(spiffe.svid, None);
+        assert_eq!(
+            invalid_key(&format!("{base}{socket}svid = \"/s\"\nkey = \"/k\"\n")),
+            "endpoint.https_spiffe.workload_api_socket"
+        );
+        assert_eq!(
+            invalid_key(&format!("{base}workload_api_socket = \"unix:\"\n")),
+            "endpoint.https_spiffe.workload_api_socket"
+        );
+        assert_eq!(invalid_key(base), "endpoint.https_spiffe.svid");
+        assert_eq!(
+            invalid_key(&format!("{base}svid = \"/s\"\n")),
+            "endpoint.https_spiffe.key"
         );
     }
 

@@ -63,7 +63,8 @@ pub enum EndpointError {
     Tls {
         /// `https_web` or `https_spiffe`.
         profile: &'static str,
-        /// The configuration key of the certificate: `cert` or `svid`.
+        /// The configuration key of the certificate: `cert`, `svid` or
+        /// `workload_api_socket`.
         key: &'static str,
         /// The certificate file.
         file: Box<Path>,
@@ -204,13 +205,94 @@ pub enum TlsSource {
     },
     /// `https_spiffe`: an X509-SVID for `endpoint_id` (SRV-8).
     Spiffe {
+        /// Where the SVID and its key come from.
+        identity: SvidSource,
+        /// The SPIFFE ID it must carry.
+        endpoint_id: SpiffeId,
+    },
+}
+
+/// Where the `https_spiffe` endpoint's X509-SVID comes from.
+#[derive(Debug, Clone)]
+pub enum SvidSource {
+    /// PEM files, checked every [`RELOAD_INTERVAL`].
+    Files {
         /// PEM chain.
         svid: PathBuf,
         /// PEM key.
         key: PathBuf,
-        /// The SPIFFE ID it must carry.
-        endpoint_id: SpiffeId,
     },
+    /// A SPIFFE Workload API: the newest SVID its stream published, applied as soon as
+    /// it arrives.
+    WorkloadApi {
+        /// The socket, as configured (for messages).
+        socket: String,
+        /// The newest SVID.
+        svid:
+            tokio::sync::watch::Receiver<Option<Arc<crate::local_source::workload::SvidMaterial>>>,
+    },
+}
+
+impl SvidSource {
+    /// The chain, key and a fingerprint of both, now. Blocks (file reads).
+    fn load(
+        &self,
+    ) -> Result<
+        (
+            Vec<CertificateDer<'static>>,
+            PrivateKeyDer<'static>,
+            Vec<u8>,
+        ),
+        EndpointError,
+    > {
+        match self {
+            Self::Files { svid, key } => load_pair(svid, key),
+            Self::WorkloadApi { socket, svid } => {
+                let current = svid.borrow().clone();
+                let Some(material) = current else {
+                    return Err(EndpointError::Load {
+                        path: PathBuf::from(socket),
+                        reason: "no X509-SVID received from the Workload API yet".to_owned(),
+                    });
+                };
+                let chain: Vec<CertificateDer<'static>> = material
+                    .chain
+                    .iter()
+                    .map(|der| CertificateDer::from(der.clone()))
+                    .collect();
+                let key = PrivateKeyDer::try_from(material.key.clone()).map_err(|reason| {
+                    EndpointError::Load {
+                        path: PathBuf::from(socket),
+                        reason: format!("the Workload API's SVID key: {reason}"),
+                    }
+                })?;
+                let mut fingerprint = material.chain.concat();
+                fingerprint.extend_from_slice(&material.key);
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &fingerprint);
+                Ok((chain, key, digest.as_ref().to_vec()))
+            }
+        }
+    }
+
+    /// The configuration key and the file (or socket) named in a refusal.
+    fn origin(&self) -> (&'static str, PathBuf) {
+        match self {
+            Self::Files { svid, .. } => ("svid", svid.clone()),
+            Self::WorkloadApi { socket, .. } => ("workload_api_socket", PathBuf::from(socket)),
+        }
+    }
+
+    /// A receiver that wakes the reload loop when a new SVID is pushed.
+    fn updates(
+        &self,
+    ) -> Option<
+        tokio::sync::watch::Receiver<Option<Arc<crate::local_source::workload::SvidMaterial>>>,
+    > {
+        match self {
+            Self::Files { .. } => None,
+            Self::WorkloadApi { svid, .. } => Some(svid.clone()),
+        }
+    }
 }
 
 impl TlsSource {
@@ -246,8 +328,7 @@ impl TlsSource {
                 Ok((tls, fingerprint))
             }
             Self::Spiffe {
-                svid,
-                key,
+                identity,
                 endpoint_id,
             } => {
                 let local = snapshot.get(endpoint_id.trust_domain()).ok_or_else(|| {
@@ -255,12 +336,13 @@ impl TlsSource {
                         trust_domain: endpoint_id.trust_domain().clone(),
                     }
                 })?;
-                let (chain, key_der, mut fingerprint) = load_pair(svid, key)?;
+                let (chain, key_der, mut fingerprint) = identity.load()?;
                 // A rotated local CA can invalidate (or validate) the SVID: rebuild then too.
                 fingerprint.extend_from_slice(local.digest.as_bytes());
+                let (key, origin) = identity.origin();
                 let tls =
                     https_spiffe_server_config(chain, key_der, &local.bundle, endpoint_id, now)
-                        .map_err(|err| tls_error("svid", svid, err))?;
+                        .map_err(|err| tls_error(key, &origin, err))?;
                 Ok((tls, fingerprint))
             }
         }
@@ -434,10 +516,27 @@ async fn reload(
     trust_store: TrustStore,
     cancel: CancellationToken,
 ) {
+    let mut pushed = match &source {
+        TlsSource::Spiffe { identity, .. } => identity.updates(),
+        TlsSource::Web { .. } => None,
+    };
     loop {
+        // A pushed SVID is applied at once; files (and the local bundle an SVID is
+        // checked against) are looked at every RELOAD_INTERVAL.
+        let pushed_changed = async {
+            match pushed.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(RELOAD_INTERVAL) => {}
+            () = pushed_changed => {}
         }
         let snapshot = trust_store.snapshot();
         let candidate = source.clone();

@@ -6,6 +6,7 @@
 //! configuration and the store), then report ready. It does not own what
 //! each part does.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use crate::admin::listen::{BoundAddr, ListenError};
 use crate::admin::{AdminState, LocalDomainInfo, RefreshRequest, RelationshipsView};
 use crate::config::{AdminListen, Config, LocalSource};
 use crate::data_dir::{DataDir, DataDirError};
-use crate::endpoint::{EndpointError, Listener, TlsSource};
+use crate::endpoint::{EndpointError, Listener, SvidSource, TlsSource};
+use crate::local_source::workload::{self, BundleFollower, WorkloadHealth};
 use crate::local_source::{self, Event, LocalSourceError};
 use crate::net::{Kind, Net};
 use crate::policy::{DocumentFacts, PolicySettings, Source};
@@ -86,6 +88,14 @@ pub enum GatewayError {
     /// The open-file limit leaves no room for connections.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    /// A Workload API source could not be set up, naming the configuration key.
+    #[error("{key}: {reason}")]
+    WorkloadApi {
+        /// The configuration key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// A blocking startup step was interrupted.
     #[error("startup interrupted: {step}")]
     Interrupted {
@@ -224,20 +234,38 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
     // Local bundles: loaded before the listeners, which serve them and (https_spiffe)
     // verify their own SVID against them.
     let mut locals = Vec::new();
+    let mut workload_health = BTreeMap::new();
     for (index, local) in config.local.iter().enumerate() {
         let path = config.local_path(index).unwrap_or_else(|| "/".to_owned());
         locals.push((local.trust_domain.clone(), path));
-        let LocalSource::File { file, format } = &local.source else {
-            continue;
-        };
         let max = config.policy.max_document_bytes;
-        let loaded = local_source::load(file, *format, &local.trust_domain, max).await?;
+        let (file, format) = match &local.source {
+            LocalSource::File { file, format } => (file, *format),
+            LocalSource::Admin { .. } => continue,
+            LocalSource::WorkloadApi {
+                workload_api_socket,
+            } => {
+                let health = follow_workload_api(
+                    &trust_store,
+                    &supervisor,
+                    local,
+                    index,
+                    workload_api_socket,
+                    max,
+                )
+                .await?;
+                workload_health.insert(local.trust_domain.clone(), health);
+                continue;
+            }
+        };
+        let loaded = local_source::load(file, format, &local.trust_domain, max).await?;
+        let source = || Source::LocalFile { path: file.clone() };
         accept_local(
             &trust_store,
             &local.trust_domain,
             loaded,
             local.refresh_hint.duration(),
-            file,
+            source(),
         )
         .await
         .map_err(|source| GatewayError::LocalRefused {
@@ -250,7 +278,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
         let watched = file.clone();
         shutdown.spawn(local_source::watch(
             file.clone(),
-            *format,
+            format,
             local.trust_domain.clone(),
             max,
             local_source::DEFAULT_CHECK_INTERVAL,
@@ -258,11 +286,11 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
             move |event| {
                 let store = store.clone();
                 let td = td.clone();
-                let watched = watched.clone();
+                let source = Source::LocalFile { path: watched.clone() };
                 async move {
                     match event {
                         Event::Changed(loaded) => {
-                            if let Err(err) = accept_local(&store, &td, *loaded, hint, &watched).await {
+                            if let Err(err) = accept_local(&store, &td, *loaded, hint, source).await {
                                 tracing::error!(trust_domain = %td, error = %err, "local bundle refused");
                             }
                         }
@@ -310,15 +338,65 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
     }
     let mut spiffe_addr = None;
     if let Some(spiffe) = &config.endpoint.https_spiffe {
+        let (identity, ready) = match (&spiffe.workload_api_socket, &spiffe.svid, &spiffe.key) {
+            (Some(socket), _, _) => {
+                svid_from_workload_api(socket, &spiffe.endpoint_spiffe_id, &supervisor).await?
+            }
+            (None, Some(svid), Some(key)) => (
+                SvidSource::Files {
+                    svid: svid.clone(),
+                    key: key.clone(),
+                },
+                true,
+            ),
+            // Config::validate allows no other combination.
+            (None, _, _) => {
+                return Err(GatewayError::WorkloadApi {
+                    key: "endpoint.https_spiffe.svid".to_owned(),
+                    reason: "svid and key, or workload_api_socket, are required".to_owned(),
+                });
+            }
+        };
         let source = TlsSource::Spiffe {
-            svid: spiffe.svid.clone(),
-            key: spiffe.key.clone(),
+            identity: identity.clone(),
             endpoint_id: spiffe.endpoint_spiffe_id.clone(),
         };
-        let listener = Listener::bind(spiffe.listen, source, &trust_store).await?;
-        spiffe_addr = listener.local_addr().ok();
         let limits = spiffe.limits.resolve(Kind::BundleEndpoint);
-        listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
+        if ready {
+            let listener = Listener::bind(spiffe.listen, source, &trust_store).await?;
+            spiffe_addr = listener.local_addr().ok();
+            listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
+        } else {
+            // The agent is not answering yet: everything else serves (the stored local
+            // bundle included), and this listener binds once the first SVID arrives.
+            tracing::warn!(
+                listen = %spiffe.listen,
+                "https_spiffe endpoint: no X509-SVID from the Workload API yet; the listener starts when the agent issues one"
+            );
+            let (table, store, net, listen) = (
+                Arc::clone(&table),
+                trust_store.clone(),
+                net.clone(),
+                spiffe.listen,
+            );
+            let cancel = shutdown.token();
+            shutdown.spawn(async move {
+                let SvidSource::WorkloadApi { mut svid, .. } = identity else {
+                    return;
+                };
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    seen = svid.wait_for(Option::is_some) => if seen.is_err() { return },
+                }
+                match Listener::bind(listen, source, &store).await {
+                    Ok(listener) => {
+                        tracing::info!(%listen, "https_spiffe endpoint started with the Workload API's SVID");
+                        listener.serve(table, store, limits, &net);
+                    }
+                    Err(err) => tracing::error!(%listen, error = %err, "https_spiffe endpoint could not start"),
+                }
+            });
+        }
     }
 
     let pollers = Pollers::new(
@@ -389,8 +467,8 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
     };
     let admin_addr = start_admin(
         config,
+        &workload_health,
         &trust_store,
-        &metrics,
         &pollers,
         &registry,
         &net,
@@ -421,13 +499,15 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
 /// Bind the admin API and answer its refresh requests with the pollers.
 async fn start_admin(
     config: &Config,
+    workload_health: &BTreeMap<TrustDomain, WorkloadHealth>,
     trust_store: &TrustStore,
-    metrics: &Metrics,
     pollers: &Pollers,
     registry: &Registry,
     net: &Net,
     supervisor: &Supervisor,
 ) -> Result<Option<BoundAddr>, GatewayError> {
+    // The trust store's metrics are the gateway's (start_inner takes them from it).
+    let metrics = trust_store.metrics();
     let shutdown = net.shutdown();
     let listen = config.admin_listen();
     let tls_access = TlsAccess::new(config.admin.tokens.clone(), config.admin.clients.clone());
@@ -484,8 +564,9 @@ async fn start_admin(
             refresh_hint: local.refresh_hint,
             source_file: match &local.source {
                 LocalSource::File { file, .. } => Some(file.clone()),
-                LocalSource::Admin { .. } => None,
+                LocalSource::Admin { .. } | LocalSource::WorkloadApi { .. } => None,
             },
+            workload_api: workload_health.get(&local.trust_domain).cloned(),
         })
         .collect();
     let state = AdminState {
@@ -521,6 +602,126 @@ async fn start_admin(
     Ok(addr)
 }
 
+/// How long a starting gateway waits for a Workload API's first answer (a bundle or a
+/// failure) before it goes on; a failure is retried in the background.
+const WORKLOAD_API_FIRST_WAIT: Duration = Duration::from_secs(15);
+
+/// Start following the Workload API of local domain `local` (the `index`th), and
+/// wait for its first answer, so that a reachable agent's bundle is stored before the
+/// listeners bind. An unreachable agent does not stop the start: the stored bundle,
+/// if any, keeps serving, and the status shows the failure.
+async fn follow_workload_api(
+    trust_store: &TrustStore,
+    supervisor: &Supervisor,
+    local: &crate::config::LocalDomain,
+    index: usize,
+    socket: &str,
+    max_bytes: usize,
+) -> Result<WorkloadHealth, GatewayError> {
+    let endpoint =
+        spiffe::transport::Endpoint::parse(socket).map_err(|err| GatewayError::WorkloadApi {
+            key: format!("local[{index}].source.workload_api_socket"),
+            reason: format!("{socket:?}: {err}"),
+        })?;
+    let health = WorkloadHealth::new(socket);
+    let follower = BundleFollower {
+        socket: socket.to_owned(),
+        endpoint,
+        trust_domain: local.trust_domain.clone(),
+        max_bytes,
+        health: health.clone(),
+    };
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let first = Arc::new(std::sync::Mutex::new(Some(first_tx)));
+    let store = trust_store.clone();
+    let hint = local.refresh_hint.duration();
+    let cancel = supervisor.shutdown().token();
+    let token = cancel.clone();
+    supervisor.spawn(
+        format!("workload API source of {}", local.trust_domain),
+        cancel,
+        move || {
+            let first = first.lock().ok().and_then(|mut first| first.take());
+            let store = store.clone();
+            let td = follower.trust_domain.clone();
+            let socket = follower.socket.clone();
+            follower.clone().run(token.clone(), first, move |event| {
+                let store = store.clone();
+                let td = td.clone();
+                let source = Source::WorkloadApi {
+                    socket: socket.clone(),
+                };
+                async move {
+                    match event {
+                        Event::Changed(loaded) => {
+                            match accept_local(&store, &td, *loaded, hint, source).await {
+                                Ok(()) => tracing::info!(trust_domain = %td, "local bundle from the Workload API stored"),
+                                Err(err) => tracing::error!(trust_domain = %td, error = %err, "local bundle from the Workload API refused"),
+                            }
+                        }
+                        Event::Failed(err) => {
+                            tracing::error!(trust_domain = %td, error = %err, "local bundle from the Workload API unusable");
+                        }
+                    }
+                }
+            })
+        },
+    );
+    let _answered = tokio::time::timeout(WORKLOAD_API_FIRST_WAIT, first_rx).await;
+    Ok(health)
+}
+
+/// Follow the `https_spiffe` endpoint's X509-SVID from the Workload API at `socket`
+/// and wait a while for the first one; `true` when it came.
+async fn svid_from_workload_api(
+    socket: &str,
+    endpoint_id: &spiffe_federation::SpiffeId,
+    supervisor: &Supervisor,
+) -> Result<(SvidSource, bool), GatewayError> {
+    const KEY: &str = "endpoint.https_spiffe.workload_api_socket";
+    let endpoint =
+        spiffe::transport::Endpoint::parse(socket).map_err(|err| GatewayError::WorkloadApi {
+            key: KEY.to_owned(),
+            reason: format!("{socket:?}: {err}"),
+        })?;
+    let (tx, mut rx) = tokio::sync::watch::channel(None);
+    let tx = Arc::new(tx);
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let failed_tx = Arc::new(std::sync::Mutex::new(Some(failed_tx)));
+    let cancel = supervisor.shutdown().token();
+    let token = cancel.clone();
+    let (owned_socket, id) = (socket.to_owned(), endpoint_id.clone());
+    supervisor.spawn(
+        "https_spiffe SVID from the Workload API".to_owned(),
+        cancel,
+        move || {
+            let failed = failed_tx.lock().ok().and_then(|mut tx| tx.take());
+            workload::follow_svid(
+                owned_socket.clone(),
+                endpoint.clone(),
+                id.clone(),
+                Arc::clone(&tx),
+                failed,
+                token.clone(),
+            )
+        },
+    );
+    // The first SVID, or the first failure (then the listener starts later).
+    let first = tokio::time::timeout(WORKLOAD_API_FIRST_WAIT, async {
+        tokio::select! {
+            seen = rx.wait_for(Option::is_some) => seen.is_ok(),
+            _ = failed_rx => false,
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let source = SvidSource::WorkloadApi {
+        socket: socket.to_owned(),
+        svid: rx,
+    };
+    Ok((source, first))
+}
+
 /// Submit a local bundle: the served refresh hint is the configured one (BUN-6), and a
 /// bundle without a sequence gets one from the persisted counter whenever its
 /// authorities change (BUN-3, BUN-4), and always above the stored bundle's (which a
@@ -533,7 +734,7 @@ async fn accept_local(
     td: &TrustDomain,
     loaded: local_source::Loaded,
     hint: Duration,
-    path: &std::path::Path,
+    source: Source,
 ) -> Result<(), SubmitError> {
     let mut bundle = loaded.bundle;
     bundle.set_refresh_hint(Some(hint));
@@ -541,9 +742,6 @@ async fn accept_local(
         .number_local(td, &mut bundle)
         .await
         .map_err(SubmitError::Store)?;
-    let source = Source::LocalFile {
-        path: path.to_path_buf(),
-    };
     let now = OffsetDateTime::now_utc();
     match loaded.elements {
         Some(elements) => {

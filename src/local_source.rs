@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DocumentFormat;
 
+pub mod workload;
+
 /// How often a watched file is checked.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 

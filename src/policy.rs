@@ -109,6 +109,11 @@ pub enum Source {
         /// The file read.
         path: PathBuf,
     },
+    /// Pushed by a SPIFFE Workload API (a SPIRE agent; a local domain's own bundle).
+    WorkloadApi {
+        /// The socket, as configured.
+        socket: String,
+    },
     /// Set by an operator through the admin API or CLI (STO-4).
     Operator {
         /// The authenticated caller.
@@ -139,6 +144,7 @@ impl fmt::Display for Source {
                 write!(f, "fetched from {url} (redirected to {final_url})")
             }
             Self::LocalFile { path } => write!(f, "local file {}", path.display()),
+            Self::WorkloadApi { socket } => write!(f, "Workload API {socket}"),
             Self::Operator { who } => write!(f, "operator {who}"),
             Self::Bootstrap { who } => write!(f, "bootstrap from {who}"),
         }

@@ -159,8 +159,9 @@ impl Harness {
                 refresh_hint: l.refresh_hint,
                 source_file: match &l.source {
                     fedgw::config::LocalSource::File { file, .. } => Some(file.clone()),
-                    fedgw::config::LocalSource::Admin { .. } => None,
+                    _ => None,
                 },
+                workload_api: None,
             })
             .collect();
         let state = AdminState {

@@ -169,6 +169,7 @@ impl Harness {
                 path: "/".into(),
                 refresh_hint: fedgw::config::Seconds(300),
                 source_file: Some(home.bundle.clone()),
+                workload_api: None,
             }],
             relationships: RelationshipsView::new(Vec::new()),
             refresh,

@@ -29,8 +29,9 @@ pub(super) enum DomainState {
     /// Foreign, `https_spiffe`: no bundle is stored for the endpoint SPIFFE ID's trust
     /// domain, so the endpoint cannot be authenticated yet (SPF-3).
     AwaitingBootstrap,
-    /// Foreign: the last fetch failed (`consecutive_failures > 0`); the last good
-    /// bundle, if any, keeps serving.
+    /// Foreign: the last fetch failed (`consecutive_failures > 0`); local, from a
+    /// Workload API: the agent cannot be reached or its bundles are unusable. The last
+    /// good bundle, if any, keeps serving.
     Failing,
     /// Foreign: no bundle yet and no failure yet (the first fetch has not finished).
     Pending,

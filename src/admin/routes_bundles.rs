@@ -391,11 +391,17 @@ fn change_view(
 /// a restart, since the unchanged file is never read again. 409 `managed_by_source`,
 /// naming the file.
 fn refuse_source_managed(state: &AdminState, td: &TrustDomain, verb: &str) -> Result<(), ApiError> {
-    let file = state
-        .local
-        .iter()
-        .find(|local| &local.trust_domain == td)
-        .and_then(|local| local.source_file.as_ref());
+    let local = state.local.iter().find(|local| &local.trust_domain == td);
+    if let Some(health) = local.and_then(|local| local.workload_api.as_ref()) {
+        return Err(ApiError::conflict(
+            "managed_by_source",
+            format!(
+                "{td} is a local trust domain whose bundle comes from the Workload API {}; it cannot be {verb} through the API: the SPIRE server that issues it is the only source",
+                health.socket()
+            ),
+        ));
+    }
+    let file = local.and_then(|local| local.source_file.as_ref());
     match file {
         Some(file) => Err(ApiError::conflict(
             "managed_by_source",

@@ -126,7 +126,10 @@ fn status_view(state: &AdminState, now: OffsetDateTime) -> StatusView {
         .iter()
         .map(|local| {
             let has_bundle = snapshot.get(&local.trust_domain).is_some();
-            let fetch = FetchStatus::idle(domain_state::local_state(has_bundle));
+            let fetch = match &local.workload_api {
+                Some(health) => FetchStatus::from_workload_api(has_bundle, &health.load()),
+                None => FetchStatus::idle(domain_state::local_state(has_bundle)),
+            };
             let mut view = domain_view(&snapshot, &local.trust_domain, Role::Local, fetch, now);
             view.warnings = warnings(snapshot.get(&local.trust_domain), Some(local.refresh_hint));
             view
@@ -181,6 +184,26 @@ impl FetchStatus {
             last_error: None,
             next_attempt: None,
             consecutive_failures: 0,
+        }
+    }
+    /// A local domain streamed from a Workload API: `failing` while the agent cannot
+    /// be reached (the stored bundle keeps serving), with the socket and the cause.
+    fn from_workload_api(has_bundle: bool, health: &crate::local_source::workload::Health) -> Self {
+        let state = if health.consecutive_failures > 0 {
+            DomainState::Failing
+        } else {
+            domain_state::local_state(has_bundle)
+        };
+        Self {
+            state,
+            last_success: health.last_success.map(domain_state::rfc3339),
+            last_error: health.last_error.as_ref().map(|e| LastErrorView {
+                at: domain_state::rfc3339(e.at),
+                code: Some(e.code.to_owned()),
+                message: e.message.clone(),
+            }),
+            next_attempt: health.next_attempt.map(domain_state::rfc3339),
+            consecutive_failures: health.consecutive_failures,
         }
     }
     fn from_record(state: DomainState, status: &RelationshipStatus) -> Self {
