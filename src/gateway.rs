@@ -362,10 +362,18 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
             endpoint_id: spiffe.endpoint_spiffe_id.clone(),
         };
         let limits = spiffe.limits.resolve(Kind::BundleEndpoint);
-        if ready {
-            let listener = Listener::bind(spiffe.listen, source, &trust_store).await?;
-            spiffe_addr = listener.local_addr().ok();
-            listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
+        let from_workload_api = matches!(identity, SvidSource::WorkloadApi { .. });
+        let bound = if ready {
+            match Listener::bind(spiffe.listen, source.clone(), &trust_store).await {
+                Ok(listener) => Some(listener),
+                // The agent's SVID came before the first local bundle from the same
+                // agent (two streams): wait for both below rather than stop.
+                Err(err @ EndpointError::NoLocalBundle { .. }) if from_workload_api => {
+                    tracing::warn!(listen = %spiffe.listen, error = %err, "https_spiffe endpoint: waiting for the local bundle from the Workload API");
+                    None
+                }
+                Err(err) => return Err(err.into()),
+            }
         } else {
             // The agent is not answering yet: everything else serves (the stored local
             // bundle included), and this listener binds once the first SVID arrives.
@@ -373,6 +381,12 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
                 listen = %spiffe.listen,
                 "https_spiffe endpoint: no X509-SVID from the Workload API yet; the listener starts when the agent issues one"
             );
+            None
+        };
+        if let Some(listener) = bound {
+            spiffe_addr = listener.local_addr().ok();
+            listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
+        } else {
             let (table, store, net, listen) = (
                 Arc::clone(&table),
                 trust_store.clone(),
@@ -384,16 +398,30 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
                 let SvidSource::WorkloadApi { mut svid, .. } = identity else {
                     return;
                 };
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    seen = svid.wait_for(Option::is_some) => if seen.is_err() { return },
-                }
-                match Listener::bind(listen, source, &store).await {
-                    Ok(listener) => {
-                        tracing::info!(%listen, "https_spiffe endpoint started with the Workload API's SVID");
-                        listener.serve(table, store, limits, &net);
+                // Retried until it binds: an SVID and a local bundle to verify it
+                // against must both have arrived; a failure is logged once.
+                let mut logged = false;
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        seen = svid.wait_for(Option::is_some) => if seen.is_err() { return },
                     }
-                    Err(err) => tracing::error!(%listen, error = %err, "https_spiffe endpoint could not start"),
+                    match Listener::bind(listen, source.clone(), &store).await {
+                        Ok(listener) => {
+                            tracing::info!(%listen, "https_spiffe endpoint started with the Workload API's SVID");
+                            listener.serve(table, store, limits, &net);
+                            return;
+                        }
+                        Err(err) if !logged => {
+                            tracing::warn!(%listen, error = %err, "https_spiffe endpoint could not start yet; retrying every 500 ms");
+                            logged = true;
+                        }
+                        Err(_) => {}
+                    }
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    }
                 }
             });
         }

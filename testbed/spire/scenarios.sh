@@ -88,13 +88,16 @@ sp_x509_count() {
     printf '%s' "$json" | python3 -c 'import json, sys; print(sum(1 for k in json.load(sys.stdin)["keys"] if k.get("use") == "x509-svid"))'
 }
 
+# sp_x509_count_is N I TD: SPIRE server i holds N X.509 authorities of TD now.
+sp_x509_count_is() { [[ "$(sp_x509_count "$2" "$3" 2>/dev/null)" == "$1" ]]; }
+
 # sp_expect_x509_count N TD: every federated SPIRE server holds N X.509 authorities
 # of TD (within 90 s).
 sp_expect_x509_count() {
     local n=$1 td=$2 i
     for ((i = 0; i < SP_FEDERATED; i++)); do
         sp_wait 90 "SPIRE server of ${SP_TD[i]} holds $n X.509 authorities of $td" \
-            test "$(sp_x509_count "$i" "$td" 2>/dev/null)" = "$n"
+            sp_x509_count_is "$n" "$i" "$td"
     done
 }
 
@@ -118,10 +121,12 @@ scenario_x509_rotation() {
     local old new svid_dir=$SP_WORK/old-svid
     old=$(sp_authority 0 active)
     [[ -n "$old" ]] || sp_fail "no active X.509 authority in ${SP_TD[0]}"
-    # An SVID of the old CA, kept to be presented after the revocation.
+    # An SVID of the old CA, kept to be presented after the revocation: fetched with
+    # `spire-agent api fetch x509`, registered (by its path) as the same workload.
     mkdir -p "$svid_dir"
-    "$SPIRE_BIN/spire-agent" api fetch x509 -socketPath "$(sp_agent_sock 0)" -write "$svid_dir" >/dev/null ||
-        sp_fail "spire-agent api fetch x509 in ${SP_TD[0]}"
+    sp_entry 0 "$SPIRE_BIN/spire-agent" workload
+    sp_wait 30 "an SVID of the old CA of ${SP_TD[0]} written to $svid_dir" \
+        "$SPIRE_BIN/spire-agent" api fetch x509 -socketPath "$(sp_agent_sock 0)" -write "$svid_dir"
 
     sp_spire_server 0 localauthority x509 prepare >/dev/null || sp_fail "localauthority x509 prepare"
     new=$(sp_authority 0 prepared)
@@ -190,7 +195,7 @@ scenario_kill9() {
     for ((j = 0; j < SP_FEDERATED; j++)); do
         ((j == i)) && continue
         sp_wait 90 "SPIRE server of ${SP_TD[j]} holds 2 X.509 authorities of ${SP_TD[i]}" \
-            test "$(sp_x509_count "$j" "${SP_TD[i]}" 2>/dev/null)" = 2
+            sp_x509_count_is 2 "$j" "${SP_TD[i]}"
     done
     touch "$seq_file.stop"
     wait "$sampler" 2>/dev/null || true
