@@ -1,7 +1,7 @@
 //! The gateway's TOML configuration: schema, defaults, and validation.
 //!
 //! Owns turning a file into a validated [`Config`] with no side effects: nothing is
-//! bound, opened or spawned here (STYLE rule 5). Unknown keys are errors that name the
+//! bound, opened or spawned here. Unknown keys are errors that name the
 //! key; bad values are errors that name the key and say why; nothing is silently
 //! fixed. It does not own reading certificate or bundle files (their paths are checked
 //! for presence by the subsystem that loads them).

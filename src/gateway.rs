@@ -1,4 +1,4 @@
-//! Starting and stopping a gateway: load, bind, then spawn (STYLE rule 5).
+//! Starting and stopping a gateway: load, bind, then spawn.
 //!
 //! Owns the order of startup: open the trust store (every stored bundle is served
 //! before any re-fetch, STO-1), load local bundles, bind the bundle endpoint

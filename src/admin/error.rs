@@ -1,7 +1,7 @@
 //! Admin API errors: a stable machine code, an HTTP status and a message.
 //!
 //! Client faults (4xx) carry the reason. Internal faults (500) carry a generic message;
-//! the cause is logged once, here, when the response is built (STYLE rule 3).
+//! the cause is logged once, here, when the response is built.
 
 use axum::Json;
 use axum::http::StatusCode;

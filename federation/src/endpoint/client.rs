@@ -306,7 +306,7 @@ impl Fetcher {
             SystemRoots::Fixed(roots) => Ok(roots.clone()),
             SystemRoots::Native(cell) => cell
                 .get_or_try_init(|| async {
-                    // Reads files: keep it off the reactor (STYLE rule 9). Errors for
+                    // Reads files: keep it off the reactor. Errors for
                     // some certificates or directories leave out only those.
                     tokio::task::spawn_blocking(|| {
                         Arc::from(rustls_native_certs::load_native_certs().certs)
