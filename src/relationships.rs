@@ -630,7 +630,7 @@ impl Entries {
     }
 }
 
-/// Run a blocking step (file reads, sled) off the reactor (STYLE rule 9).
+/// Run a blocking step (file reads, sled) off the reactor.
 async fn blocking<T: Send + 'static>(
     step: &'static str,
     call: impl FnOnce() -> T + Send + 'static,

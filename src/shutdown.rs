@@ -1,5 +1,5 @@
 //! Orderly shutdown: one cancellation tree and one task tracker for every task the
-//! gateway spawns (STYLE rule 6).
+//! gateway spawns.
 //!
 //! Owns: spawning owned tasks, turning SIGINT/SIGTERM into cancellation, and the
 //! grace period (cancel, wait up to the grace period, then abort). It does not own

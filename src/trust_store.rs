@@ -687,7 +687,7 @@ impl fmt::Debug for TrustStore {
     }
 }
 
-/// Run a store call on the blocking pool (STYLE rule 9).
+/// Run a store call on the blocking pool.
 async fn run_blocking<T: Send + 'static>(
     operation: &'static str,
     call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,

@@ -1,6 +1,6 @@
 //! The state a trust domain is reported in by `GET /v1/status` and the relationship
 //! routes, and the time arithmetic behind it, as pure functions of their inputs and an
-//! explicit `now`(the handler reads the clock once per request).
+//! explicit `now` (the handler reads the clock once per request).
 //!
 //! Owns the state rules and their order; not the JSON shapes (the route files) and
 //! not the fetch schedule itself ([`Schedule`]).

@@ -270,7 +270,7 @@ where
     }
 }
 
-/// Spawns hyper's HTTP/2 stream tasks as tasks of the gateway (STYLE rule 6).
+/// Spawns hyper's HTTP/2 stream tasks as tasks of the gateway.
 #[derive(Clone)]
 pub(crate) struct TaskExecutor(pub(crate) Shutdown);
 
