@@ -6,7 +6,8 @@
 # Steps: system packages (apt, only what is missing: python3 and venv, a C compiler,
 # openssl, curl, shellcheck, kubectl) -> formatting, lints and shellcheck -> Python
 # venv (.venv) -> the real peers built from the Go module proxy (SPIRE, go-spiffe
-# programs; cached outside the checkout) -> Rust unit, conformance and end-to-end tests -> the local testbed
+# programs; cached outside the checkout) -> Rust unit, conformance and end-to-end
+# tests -> the local testbed (run.sh --once and the scenarios) -> the SPIRE testbed
 # (run.sh --once and the scenarios) -> the kind testbed's static checks -> Python
 # interop tests (in .venv) -> a short fuzz smoke run of each parser (the nightly
 # toolchain and cargo-fuzz are installed if missing) -> the checkout is left as the
@@ -117,7 +118,7 @@ heading "formatting and lints"
 step "cargo fmt --check" cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings" cargo clippy -q --all-targets --locked -- -D warnings
 step "shellcheck (scripts, testbeds, fuzz, interop, bench)" \
-    shellcheck scripts/*.sh testbed/local/*.sh testbed/local/scenarios/*.sh \
+    shellcheck -x scripts/*.sh testbed/local/*.sh testbed/local/scenarios/*.sh testbed/spire/*.sh \
     federation/fuzz/*.sh tests/interop/run.sh bench/*.sh .ci/run
 
 # --- Python venv ------------------------------------------------------------------
@@ -148,6 +149,14 @@ runner "cargo test --workspace" cargo test --workspace --locked
 heading "local testbed (fedgw processes on loopback)"
 step "testbed/local/run.sh --once (the README's first command)" "$root/testbed/local/run.sh" --once
 runner "testbed/local scenarios" "$root/testbed/local/scenarios.sh"
+
+# --- SPIRE testbed -----------------------------------------------------------------
+# Real SPIRE servers and agents (scripts/peers.sh built them), a fedgw per trust domain
+# as a workload of its SPIRE, go-spiffe workloads: the mesh, CA and JWT key rotation,
+# an outage, kill -9, deletion (docs/spire.md).
+heading "SPIRE testbed (real SPIRE, fedgw as a SPIRE workload, go-spiffe workloads)"
+step "testbed/spire/run.sh --once" "$root/testbed/spire/run.sh" --once
+runner "testbed/spire scenarios" "$root/testbed/spire/scenarios.sh"
 
 # --- kind testbed, checked statically (no Docker or kind here) --------------------
 heading "kind testbed, static checks"

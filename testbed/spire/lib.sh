@@ -137,13 +137,16 @@ sp_init() {
 }
 
 sp_cleanup() {
-    local pid
+    local status=$? pid
+    # Clean up fully even if a step here fails, and keep the run's exit status.
+    set +e
     if [[ -n "$SP_WORK" && -f "$SP_WORK/pids" ]]; then
         while read -r pid; do
             kill "$pid" 2>/dev/null
         done < <(tac "$SP_WORK/pids")
     fi
     wait 2>/dev/null
+    ((status == 0)) || SP_FAILED=1
     if [[ "${SP_KEEP:-0}" == 1 || "$SP_FAILED" == 1 ]]; then
         [[ -z "$SP_WORK" ]] || echo "work directory kept: $SP_WORK" >&2
         if [[ "$SP_FAILED" == 1 && -n "$SP_WORK" ]]; then
@@ -157,6 +160,7 @@ sp_cleanup() {
     else
         [[ -z "$SP_WORK" ]] || rm -rf "$SP_WORK"
     fi
+    return "$status"
 }
 
 # Paths of domain i.

@@ -3,9 +3,9 @@
 # trust domains with SPIRE, fedgw and go-spiffe workloads, and one domain that is not
 # federated; see run.sh), ending with one line:
 #
-#   testbed/spire: 6 passed in 312.4s     (or: 5 passed, 1 failed in ...)
+#   testbed/spire: 7 passed in 312.4s     (or: 6 passed, 1 failed in ...)
 #
-#   testbed/spire/scenarios.sh [NAME...]    mesh jwt x509-rotation outage kill9 deletion
+#   testbed/spire/scenarios.sh [NAME...]    mesh jwt x509-rotation jwt-rotation outage kill9 deletion
 #
 # mesh           every federated pair completes mTLS (go-spiffe, exact SPIFFE IDs);
 #                the unfederated domain is refused both ways
@@ -15,6 +15,9 @@
 # x509-rotation  localauthority x509 prepare, activate, taint, revoke in one domain:
 #                the other domains' workloads keep completing mTLS at every step; after
 #                the revocation an SVID of the old CA is refused
+# jwt-rotation   localauthority jwt prepare, activate, taint, revoke in one domain: its
+#                JWT-SVIDs validate in the other domains (go-spiffe and fedgw) at every
+#                step; after the revocation a token of the old key is refused by both
 # outage         one domain's SPIRE server and fedgw stopped: the others keep its last
 #                bundle and keep working; then both come back
 # kill9          a fedgw killed with SIGKILL while its domain's bundle changes, and
@@ -31,7 +34,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=testbed/spire/lib.sh
 source "$here/lib.sh"
 
-all=(mesh jwt x509-rotation outage kill9 deletion)
+all=(mesh jwt x509-rotation jwt-rotation outage kill9 deletion)
 names=("$@")
 ((${#names[@]})) || names=("${all[@]}")
 for name in "${names[@]}"; do
@@ -76,30 +79,35 @@ scenario_jwt() {
     fi
 }
 
-# sp_x509_count I TD: how many X.509 authorities SPIRE server i holds for TD (its own
-# bundle when TD is its own domain).
-sp_x509_count() {
-    local i=$1 td=$2 json
+# sp_key_count USE I TD: how many authorities of USE (x509-svid, jwt-svid) SPIRE
+# server i holds for TD (its own bundle when TD is its own domain).
+sp_key_count() {
+    local use=$1 i=$2 td=$3 json
     if [[ "$td" == "${SP_TD[i]}" ]]; then
         json=$(sp_spire_server "$i" bundle show -format spiffe) || return 1
     else
         json=$(sp_spire_server "$i" bundle list -id "spiffe://$td" -format spiffe) || return 1
     fi
-    printf '%s' "$json" | python3 -c 'import json, sys; print(sum(1 for k in json.load(sys.stdin)["keys"] if k.get("use") == "x509-svid"))'
+    printf '%s' "$json" | python3 -c 'import json, sys; print(sum(1 for k in json.load(sys.stdin)["keys"] if k.get("use") == sys.argv[1]))' "$use"
 }
 
-# sp_x509_count_is N I TD: SPIRE server i holds N X.509 authorities of TD now.
-sp_x509_count_is() { [[ "$(sp_x509_count "$2" "$3" 2>/dev/null)" == "$1" ]]; }
+# sp_x509_count I TD: how many X.509 authorities SPIRE server i holds for TD.
+sp_x509_count() { sp_key_count x509-svid "$@"; }
 
-# sp_expect_x509_count N TD: every federated SPIRE server holds N X.509 authorities
+# sp_key_count_is USE N I TD: SPIRE server i holds N authorities of USE of TD now.
+sp_key_count_is() { [[ "$(sp_key_count "$1" "$3" "$4" 2>/dev/null)" == "$2" ]]; }
+sp_x509_count_is() { sp_key_count_is x509-svid "$@"; }
+
+# sp_expect_key_count USE N TD: every federated SPIRE server holds N authorities of USE
 # of TD (within 90 s).
-sp_expect_x509_count() {
-    local n=$1 td=$2 i
+sp_expect_key_count() {
+    local use=$1 n=$2 td=$3 i
     for ((i = 0; i < SP_FEDERATED; i++)); do
-        sp_wait 90 "SPIRE server of ${SP_TD[i]} holds $n X.509 authorities of $td" \
-            sp_x509_count_is "$n" "$i" "$td"
+        sp_wait 90 "SPIRE server of ${SP_TD[i]} holds $n $use authorities of $td" \
+            sp_key_count_is "$use" "$n" "$i" "$td"
     done
 }
+sp_expect_x509_count() { sp_expect_key_count x509-svid "$@"; }
 
 # sp_cross_mtls I: domain i's workload and every other federated domain's complete
 # mTLS, both ways.
@@ -112,9 +120,42 @@ sp_cross_mtls() {
     done
 }
 
+# sp_aki_of: the authority key identifier of the PEM certificate on stdin (lower-case
+# hex, no colons), the subject key ID of the CA that signed it: what SPIRE calls the
+# authority's ID.
+sp_aki_of() {
+    openssl x509 -noout -ext authorityKeyIdentifier 2>/dev/null |
+        awk 'NR > 1 { gsub(/^[ \t]*(keyid:)?/, ""); gsub(/:/, ""); print tolower($0); exit }'
+}
+
+# sp_agent_svid_by I AUTHORITY: domain i's agent issues X509-SVIDs signed by AUTHORITY
+# (checked on the SVID `spire-agent api fetch` gets, registered as the workload).
+sp_agent_svid_by() {
+    local dir=$SP_WORK/svid-check
+    rm -rf "$dir" && mkdir -p "$dir"
+    "$SPIRE_BIN/spire-agent" api fetch x509 -socketPath "$(sp_agent_sock "$1")" -write "$dir" >/dev/null 2>&1 || return 1
+    [[ "$(sp_aki_of <"$dir/svid.0.pem")" == "$2" ]]
+}
+
+# sp_fedgw_svid_by I AUTHORITY: domain i's fedgw serves its https_spiffe endpoint with
+# an X509-SVID signed by AUTHORITY.
+sp_fedgw_svid_by() {
+    [[ "$(openssl s_client -connect "127.0.0.1:${SP_SPIFFE_PORT[$1]}" </dev/null 2>/dev/null | sp_aki_of)" == "$2" ]]
+}
+
+# sp_openssl_get ADDR DIR: GET / over mTLS 1.2 with the SVID in DIR (svid.0.pem,
+# svid.0.key, as `spire-agent api fetch x509 -write` leaves them); the server's
+# certificate is not checked, only the server's verdict on ours matters here.
+sp_openssl_get() {
+    printf 'GET / HTTP/1.0\r\n\r\n' |
+        timeout 10 openssl s_client -quiet -tls1_2 -connect "$1" -cert "$2/svid.0.pem" -key "$2/svid.0.key"
+}
+
+# sp_authority I SLOT [KIND]: the ID of domain i's KIND (x509, the default, or jwt)
+# authority in SLOT (active, prepared, old).
 sp_authority() {
-    sp_spire_server "$1" localauthority x509 show -output json |
-        python3 -c "import json, sys; print(json.load(sys.stdin).get('$2', {}).get('authority_id', ''))"
+    sp_spire_server "$1" localauthority "${3:-x509}" show -output json |
+        python3 -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1], {}).get("authority_id", ""))' "$2"
 }
 
 scenario_x509_rotation() {
@@ -135,20 +176,114 @@ scenario_x509_rotation() {
     sp_spire_server 0 localauthority x509 activate -authorityID "$new" >/dev/null || sp_fail "activate $new"
     sp_cross_mtls 0
     sp_spire_server 0 localauthority x509 taint -authorityID "$old" >/dev/null || sp_fail "taint $old"
-    # Agents rotate SVIDs of the tainted CA at once; workloads keep working.
+    # The agent rotates every SVID of the tainted CA on its next sync, fedgw's endpoint
+    # SVID among them (pushed over the Workload API, no restart); workloads keep
+    # working. Only then is the old CA revoked, as SPIRE's runbook says: an SVID that
+    # has not been rotated by then is refused everywhere until it expires.
+    sp_wait 60 "the agent of ${SP_TD[0]} issues SVIDs of the new CA $new" sp_agent_svid_by 0 "$new"
+    sp_wait 60 "the fedgw of ${SP_TD[0]} serves an endpoint SVID of the new CA $new" sp_fedgw_svid_by 0 "$new"
     sp_cross_mtls 0
     sp_spire_server 0 localauthority x509 revoke -authorityID "$old" >/dev/null || sp_fail "revoke $old"
     sp_expect_x509_count 1 "${SP_TD[0]}"
     sp_cross_mtls 0
-    # The old SVID is refused by a workload of another domain.
-    sp_mtls_server 1 "spiffe://${SP_TD[0]}/workload"
-    if openssl s_client -connect "$SP_ADDR" -cert "$svid_dir/svid.0.pem" -key "$svid_dir/svid.0.key" \
-        -CAfile "$svid_dir/bundle.0.pem" -verify_return_error </dev/null >"$SP_WORK/old-svid.out" 2>&1 &&
-        ! grep -qi "alert" "$SP_WORK/old-svid.out"; then
-        sp_fail "a workload of ${SP_TD[1]} accepted an SVID of the revoked CA of ${SP_TD[0]}"
-    fi
-    grep -qiE "alert (bad|unknown) certificate|certificate unknown|bad certificate|alert" "$SP_WORK/old-svid.out" ||
-        sp_fail "the old SVID failed, but not at the server's verification: $(tail -n 5 "$SP_WORK/old-svid.out")"
+    # The old SVID is refused by a workload of another domain, at the handshake (TLS 1.2,
+    # so that the server's verdict on the client certificate is an alert within it),
+    # once that domain's agent has synced (within 60 s), while the same client with a
+    # current SVID is served.
+    sp_wait 60 "a workload of ${SP_TD[1]} refuses an SVID of the revoked CA of ${SP_TD[0]}" \
+        sp_old_svid_refused 1 "$svid_dir" "$new"
+}
+
+# sp_old_svid_refused J DIR AUTHORITY: a new mtls-server of domain j (accepting domain
+# 0's workload) serves openssl with a current SVID of domain 0 (signed by AUTHORITY)
+# and refuses the one in DIR with a certificate alert.
+sp_old_svid_refused() {
+    local j=$1 dir=$2 authority=$3
+    sp_mtls_server "$j" "spiffe://${SP_TD[0]}/workload"
+    sp_agent_svid_by 0 "$authority" || return 1
+    sp_openssl_get "$SP_ADDR" "$SP_WORK/svid-check" >"$SP_WORK/new-svid.out" 2>&1
+    grep -q "hello spiffe://${SP_TD[0]}/workload from" "$SP_WORK/new-svid.out" || return 1
+    sp_openssl_get "$SP_ADDR" "$dir" >"$SP_WORK/old-svid.out" 2>&1
+    ! grep -q "hello" "$SP_WORK/old-svid.out" || return 1
+    grep -qiE "alert (bad certificate|unknown ca)" "$SP_WORK/old-svid.out"
+}
+
+# sp_jwt_kid: the key ID in the header of the JWT on stdin.
+sp_jwt_kid() {
+    python3 -c 'import base64, json, sys
+h = sys.stdin.read().strip().split(".")[0]
+print(json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4))).get("kid", ""))'
+}
+
+# sp_jwt_fetch I AUDIENCE: a JWT-SVID of domain i's workload (go-spiffe, its agent).
+sp_jwt_fetch() {
+    "$PEER_BIN/fedgw-peer" jwt-fetch --socket "unix://$(sp_agent_sock "$1")" --audience "$2"
+}
+
+# sp_jwt_fetch_kid_is I AUDIENCE KID: domain i's agent now signs JWT-SVIDs with KID.
+sp_jwt_fetch_kid_is() {
+    [[ "$(sp_jwt_fetch "$1" "$2" 2>/dev/null | sp_jwt_kid)" == "$3" ]]
+}
+
+# sp_jwt_valid_in J AUDIENCE TOKEN: domain j accepts TOKEN, both go-spiffe (from its
+# agent's federated JWT bundles) and its fedgw (/v1/jwt-svid/validate).
+sp_jwt_valid_in() {
+    printf '%s' "$3" | "$PEER_BIN/fedgw-peer" jwt-validate --socket "unix://$(sp_agent_sock "$1")" \
+        --audience "$2" --token - >/dev/null 2>&1 || return 1
+    printf '%s' "$3" | sp_fedgw "$1" jwt validate --audience "$2" - >/dev/null 2>&1
+}
+
+# sp_jwt_refused_in J AUDIENCE TOKEN: both go-spiffe and fedgw of domain j refuse TOKEN.
+sp_jwt_refused_in() {
+    ! printf '%s' "$3" | "$PEER_BIN/fedgw-peer" jwt-validate --socket "unix://$(sp_agent_sock "$1")" \
+        --audience "$2" --token - >/dev/null 2>&1 || return 1
+    ! printf '%s' "$3" | sp_fedgw "$1" jwt validate --audience "$2" - >/dev/null 2>&1
+}
+
+# sp_expect_jwt_valid AUDIENCE TOKEN WHAT: every other federated domain accepts TOKEN
+# (within 60 s: agents pick up federated bundles on their next sync).
+sp_expect_jwt_valid() {
+    local j
+    for ((j = 1; j < SP_FEDERATED; j++)); do
+        sp_wait 60 "${SP_TD[j]} accepts $3" sp_jwt_valid_in "$j" "$1" "$2"
+    done
+}
+
+scenario_jwt_rotation() {
+    local old new old_token new_token audience="spiffe://${SP_TD[1]}/workload" j
+    old=$(sp_authority 0 active jwt)
+    [[ -n "$old" ]] || sp_fail "no active JWT authority in ${SP_TD[0]}"
+    old_token=$(sp_jwt_fetch 0 "$audience") || sp_fail "jwt-fetch in ${SP_TD[0]}"
+    [[ "$(printf '%s' "$old_token" | sp_jwt_kid)" == "$old" ]] ||
+        sp_fail "the JWT-SVID of ${SP_TD[0]} is not signed by its active authority $old"
+    # Every JWT-SVID is validated with audience ${SP_TD[1]}'s workload; the other
+    # federated domains check it too (fedgw does not look at whose audience it is).
+    sp_expect_jwt_valid "$audience" "$old_token" "a JWT-SVID of the old key"
+
+    sp_spire_server 0 localauthority jwt prepare >/dev/null || sp_fail "localauthority jwt prepare"
+    new=$(sp_authority 0 prepared jwt)
+    [[ -n "$new" && "$new" != "$old" ]] || sp_fail "no prepared JWT authority in ${SP_TD[0]}"
+    sp_expect_key_count jwt-svid 2 "${SP_TD[0]}"
+    sp_expect_jwt_valid "$audience" "$old_token" "a JWT-SVID of the old key, with the new one prepared"
+
+    sp_spire_server 0 localauthority jwt activate -authorityID "$new" >/dev/null || sp_fail "activate $new"
+    sp_spire_server 0 localauthority jwt taint -authorityID "$old" >/dev/null || sp_fail "taint $old"
+    # The agent drops its cached JWT-SVIDs of the tainted key on its next sync.
+    sp_wait 60 "the agent of ${SP_TD[0]} signs JWT-SVIDs with the new key $new" \
+        sp_jwt_fetch_kid_is 0 "$audience" "$new"
+    new_token=$(sp_jwt_fetch 0 "$audience") || sp_fail "jwt-fetch in ${SP_TD[0]}"
+    sp_expect_jwt_valid "$audience" "$new_token" "a JWT-SVID of the new key"
+    # Tainted is not revoked: the old key still validates.
+    sp_expect_jwt_valid "$audience" "$old_token" "a JWT-SVID of the tainted key"
+
+    sp_spire_server 0 localauthority jwt revoke -authorityID "$old" >/dev/null || sp_fail "revoke $old"
+    sp_expect_key_count jwt-svid 1 "${SP_TD[0]}"
+    for ((j = 1; j < SP_FEDERATED; j++)); do
+        sp_wait 60 "${SP_TD[j]} refuses a JWT-SVID of the revoked key (go-spiffe and fedgw)" \
+            sp_jwt_refused_in "$j" "$audience" "$old_token"
+        sp_jwt_valid_in "$j" "$audience" "$new_token" ||
+            sp_fail "${SP_TD[j]} refuses a JWT-SVID of the new key after the revocation of the old"
+    done
 }
 
 scenario_outage() {
