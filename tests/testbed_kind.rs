@@ -1,10 +1,12 @@
 //! The kind testbed's gateway configurations (`testbed/kind/overlays/*/fedgw.toml`,
 //! mounted into the fedgw pods from a ConfigMap) load with fedgw's own loader, and
-//! agree with the manifests: the admin socket the exec probes use, the SPIRE bundle
-//! file as a PEM local source, `relationship_files` naming the mounted
+//! agree with the manifests: the admin socket the exec probes use, the SPIRE agent's
+//! Workload API socket (mounted from the node) as the local source and as the source
+//! of the `https_spiffe` SVID, `relationship_files` naming the mounted
 //! `federation.yaml`. Each overlay's `federation.yaml` is read with fedgw's own
 //! `relationship_files` reader into relationships with exactly the other clusters (a
-//! full mesh); SPIRE server and the demo's Envoy federate with the same peers.
+//! full mesh); SPIRE server (through its own fedgw's relay, over `https_spiffe`) and
+//! the demo's Envoy federate with the same peers.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,10 +18,14 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use fedgw::config::{AdminListen, Config, ProfileName};
+use fedgw::config::{AdminListen, Config, LocalSource, ProfileName};
 use fedgw::relationships::cftd;
 
 const CLUSTERS: [&str; 3] = ["east", "west", "north"];
+
+/// The SPIRE agent's Workload API socket, as fedgw's configuration names it; the
+/// Deployment mounts its directory from the node.
+const AGENT_SOCKET: &str = "unix:///run/spire/agent-sockets/api.sock";
 
 fn kind_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testbed/kind")
@@ -66,12 +72,35 @@ fn testbed_kind_fedgw_configs_load() {
                 path.display()
             ),
         }
-        assert!(
-            text.contains("/run/spire/bundle/bundle.crt"),
-            "{}",
+        assert_eq!(
+            config.local[0].source,
+            LocalSource::WorkloadApi {
+                workload_api_socket: AGENT_SOCKET.to_owned()
+            },
+            "{}: the local bundle comes from the SPIRE agent",
             path.display()
         );
-        assert!(text.contains(r#"format = "pem""#), "{}", path.display());
+        let spiffe = config
+            .endpoint
+            .https_spiffe
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no [endpoint.https_spiffe]", path.display()));
+        assert_eq!(
+            spiffe.workload_api_socket.as_deref(),
+            Some(AGENT_SOCKET),
+            "{}: the https_spiffe SVID comes from the SPIRE agent",
+            path.display()
+        );
+        assert_eq!(
+            spiffe.endpoint_spiffe_id.to_string(),
+            format!("spiffe://{me}.kind.test/ns/fedgw/sa/fedgw"),
+            "{}: register.sh's entry",
+            path.display()
+        );
+        assert!(
+            deployment.contains("mountPath: /run/spire/agent-sockets, readOnly: true}"),
+            "the agent's socket directory is mounted at /run/spire/agent-sockets"
+        );
         assert!(
             config.federation.is_empty(),
             "{}: the relationships are in federation.yaml",
@@ -111,6 +140,10 @@ fn testbed_kind_federation_yaml_is_a_full_mesh() {
         register.contains("clusters=(east west north)"),
         "register.sh"
     );
+    assert!(
+        register.contains("\"spiffe://$td/ns/fedgw/sa/fedgw\""),
+        "register.sh registers fedgw"
+    );
     for me in CLUSTERS {
         let overlay = kind.join("overlays").join(me);
         let path = overlay.join("federation.yaml");
@@ -142,16 +175,33 @@ fn testbed_kind_federation_yaml_is_a_full_mesh() {
             kustomization.contains("- federation.yaml"),
             "{me}: federation.yaml is in ConfigMap fedgw-config"
         );
-        // SPIRE server takes each peer's bundle from this cluster's fedgw relay.
+        // SPIRE server takes each peer's bundle from this cluster's fedgw relay, over
+        // https_spiffe with fedgw's own SPIFFE ID.
         let server = read(&overlay.join("server.conf"));
         for peer in &peers {
             assert!(
                 server.contains(&format!(
-                    "bundle_endpoint_url = \"https://fedgw.fedgw.svc:8443/relay/{peer}.kind.test\""
+                    "bundle_endpoint_url = \"https://fedgw-spiffe.fedgw.svc:8444/relay/{peer}.kind.test\""
                 )),
                 "{me}/server.conf federates with {peer}"
             );
         }
+        assert_eq!(
+            server
+                .matches("bundle_endpoint_profile \"https_spiffe\"")
+                .count(),
+            peers.len(),
+            "{me}/server.conf"
+        );
+        assert_eq!(
+            server
+                .matches(&format!(
+                    "endpoint_spiffe_id = \"spiffe://{me}.kind.test/ns/fedgw/sa/fedgw\""
+                ))
+                .count(),
+            peers.len(),
+            "{me}/server.conf"
+        );
         let envoy = read(&overlay.join("envoy.yaml"));
         for peer in &peers {
             assert!(

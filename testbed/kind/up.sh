@@ -3,7 +3,10 @@
 # fedgw image, deploy SPIRE, fedgw and the demo workload in each, and wire the clusters
 # together in a full mesh through the kind docker network: each fedgw polls the two
 # others (overlays/*/federation.yaml, ClusterFederatedTrustDomain objects that fedgw
-# reads through relationship_files). Needs docker, kind, kubectl and openssl.
+# reads through relationship_files) and each SPIRE server federates with its own
+# fedgw's relay. fedgw is a workload of its cluster's SPIRE: register.sh gives it its
+# entry, then waits for the peers' bundles in SPIRE before the demo's entry. Needs
+# docker, kind, kubectl and openssl.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,6 +35,8 @@ for c in "${clusters[@]}"; do
     kind load docker-image "$image" --name "fedgw-$c"
 done
 
+# The https_web certificates the gateways show each other (the https_spiffe one, for
+# the SPIRE server, comes from the SPIRE agent).
 log "testbed CA and fedgw certificates"
 if [[ ! -f "$work/ca.crt" ]]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
@@ -40,7 +45,7 @@ fi
 for c in "${clusters[@]}"; do
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
         -subj "/CN=fedgw.$c.kind.test" -keyout "$work/$c.key" -out "$work/$c.csr"
-    printf 'subjectAltName=DNS:fedgw.fedgw.svc,DNS:fedgw.%s.kind.test\n' "$c" >"$work/$c.ext"
+    printf 'subjectAltName=DNS:fedgw.%s.kind.test\n' "$c" >"$work/$c.ext"
     openssl x509 -req -in "$work/$c.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
         -CAcreateserial -days 30 -extfile "$work/$c.ext" -out "$work/$c.crt"
 done
@@ -65,8 +70,6 @@ for c in "${clusters[@]}"; do
     kubectl --context "$ctx" -n fedgw create secret generic fedgw-tls \
         --from-file=tls.crt="$work/$c.crt" --from-file=tls.key="$work/$c.key" \
         --from-file=ca.crt="$work/ca.crt" --dry-run=client -o yaml | kubectl --context "$ctx" apply -f -
-    kubectl --context "$ctx" -n spire create secret generic testbed-ca \
-        --from-file=ca.crt="$work/ca.crt" --dry-run=client -o yaml | kubectl --context "$ctx" apply -f -
     kubectl --context "$ctx" apply -k "$here/overlays/$c"
     for d in fedgw/fedgw demo/demo; do
         ns="${d%/*}"; name="${d#*/}"
@@ -80,6 +83,9 @@ for c in "${clusters[@]}"; do
     log "wait for $c"
     kubectl --context "$ctx" -n spire rollout status statefulset/spire-server --timeout 180s
     kubectl --context "$ctx" -n spire rollout status daemonset/spire-agent --timeout 180s
+    # Ready once its admin socket answers, also before register.sh has created its
+    # entry: until then fedgw status shows the local domain failing ("no
+    # registration entry matches this process") and the https_spiffe port is closed.
     kubectl --context "$ctx" -n fedgw rollout status deployment/fedgw --timeout 300s
     # The relationships read from federation.yaml (origin configuration).
     kubectl --context "$ctx" -n fedgw exec deploy/fedgw -- \
