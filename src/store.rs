@@ -64,9 +64,8 @@ mod retention;
 
 use std::fmt;
 use std::fs::File;
-use std::ops::Deref;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -211,21 +210,6 @@ impl Trees {
     }
 }
 
-/// The open database, read-locked for one call.
-struct Open<'a>(RwLockReadGuard<'a, Option<Trees>>);
-
-impl Deref for Open<'_> {
-    type Target = Trees;
-
-    #[expect(
-        clippy::expect_used,
-        reason = "`Open` is only made after checking, under the same guard, that the database is open"
-    )]
-    fn deref(&self) -> &Trees {
-        self.0.as_ref().expect("checked when the guard was taken")
-    }
-}
-
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
@@ -307,12 +291,13 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] if `meta` cannot be read.
     pub fn revision(&self) -> Result<u64, StoreError> {
-        let trees = self.trees()?;
-        let value = trees
-            .meta
-            .get(REVISION_KEY)
-            .map_err(storage(Keyspace::Meta, None))?;
-        value.map_or(Ok(0), |v| decode_counter(REVISION_KEY, &v))
+        self.with_trees(|trees| {
+            let value = trees
+                .meta
+                .get(REVISION_KEY)
+                .map_err(storage(Keyspace::Meta, None))?;
+            value.map_or(Ok(0), |v| decode_counter(REVISION_KEY, &v))
+        })
     }
 
     /// The current bundle of `trust_domain`. Blocks.
@@ -321,14 +306,15 @@ impl Store {
     /// A [`StoreError`] if it cannot be read or decoded.
     pub fn bundle(&self, trust_domain: &TrustDomain) -> Result<Option<BundleRecord>, StoreError> {
         let key = trust_domain.as_str().as_bytes();
-        let value = self
-            .trees()?
-            .bundles
-            .get(key)
-            .map_err(storage(Keyspace::Bundles, Some(trust_domain)))?;
-        value
-            .map(|v| decode(Keyspace::Bundles, key, &v))
-            .transpose()
+        self.with_trees(|trees| {
+            let value = trees
+                .bundles
+                .get(key)
+                .map_err(storage(Keyspace::Bundles, Some(trust_domain)))?;
+            value
+                .map(|v| decode(Keyspace::Bundles, key, &v))
+                .transpose()
+        })
     }
 
     /// Every current bundle, ordered by trust domain. Blocks.
@@ -336,14 +322,16 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] naming the first record that cannot be read or decoded.
     pub fn bundles(&self) -> Result<Vec<BundleRecord>, StoreError> {
-        self.trees()?
-            .bundles
-            .iter()
-            .map(|item| {
-                let (key, value) = item.map_err(storage(Keyspace::Bundles, None))?;
-                decode(Keyspace::Bundles, &key, &value)
-            })
-            .collect()
+        self.with_trees(|trees| {
+            trees
+                .bundles
+                .iter()
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Bundles, None))?;
+                    decode(Keyspace::Bundles, &key, &value)
+                })
+                .collect()
+        })
     }
 
     /// Store `new` as the current bundle of its trust domain under the next global
@@ -358,52 +346,53 @@ impl Store {
         let td = new.trust_domain.clone();
         let key = td.as_str().as_bytes();
         let digest = digest(&new.document);
-        let trees = self.trees()?;
-        let result = (&trees.bundles, &trees.history, &trees.audit, &trees.meta).transaction(
-            |(bundles, history, audit, meta)| {
-                let old_digest = match bundles.get(key)? {
-                    // Only the digest: skipping the document is cheaper than copying it.
-                    Some(old) => {
-                        Some(abort(decode::<DigestOf>(Keyspace::Bundles, key, &old))?.digest)
-                    }
-                    None => None,
-                };
-                let revision = bump(meta, REVISION_KEY)?;
-                let record = BundleRecord {
-                    trust_domain: new.trust_domain.clone(),
-                    document: new.document.clone(),
-                    source: new.source.clone(),
-                    accepted_at: new.accepted_at,
-                    digest: digest.clone(),
-                    sequence: new.sequence,
-                    revision,
-                };
-                let value = abort(encode(Keyspace::Bundles, key, &record))?;
-                let old = bundles.insert(key, value.as_slice())?;
-                let mut change = Change::set(key, value.len(), old.as_ref());
-                let history_key = history_key(&td, revision);
-                let old = history.insert(history_key.as_slice(), value.as_slice())?;
-                change += Change::set(&history_key, value.len(), old.as_ref());
-                let entry = AuditRecord {
-                    at: new.accepted_at,
-                    who: note.who.clone(),
-                    action: note.action,
-                    trust_domain: Some(td.clone()),
-                    old_digest,
-                    new_digest: Some(digest.clone()),
-                    detail: note.detail.clone(),
-                    old_value: None,
-                    new_value: None,
-                };
-                let (_, audited) = append_audit_in(audit, meta, &entry)?;
-                Ok((record, change, audited))
-            },
-        );
-        let (record, mut change, audited) = finish(result, Keyspace::Bundles, Some(&td))?;
-        change += retention::trim_history(&trees.history, &td, &self.shared.settings)?;
-        change += self.trim_audit(&trees, audited)?;
-        trees.flush()?;
-        drop(trees);
+        let (record, change) = self.with_trees(|trees| {
+            let result = (&trees.bundles, &trees.history, &trees.audit, &trees.meta).transaction(
+                |(bundles, history, audit, meta)| {
+                    let old_digest = match bundles.get(key)? {
+                        // Only the digest: skipping the document is cheaper than copying it.
+                        Some(old) => {
+                            Some(abort(decode::<DigestOf>(Keyspace::Bundles, key, &old))?.digest)
+                        }
+                        None => None,
+                    };
+                    let revision = bump(meta, REVISION_KEY)?;
+                    let record = BundleRecord {
+                        trust_domain: new.trust_domain.clone(),
+                        document: new.document.clone(),
+                        source: new.source.clone(),
+                        accepted_at: new.accepted_at,
+                        digest: digest.clone(),
+                        sequence: new.sequence,
+                        revision,
+                    };
+                    let value = abort(encode(Keyspace::Bundles, key, &record))?;
+                    let old = bundles.insert(key, value.as_slice())?;
+                    let mut change = Change::set(key, value.len(), old.as_ref());
+                    let history_key = history_key(&td, revision);
+                    let old = history.insert(history_key.as_slice(), value.as_slice())?;
+                    change += Change::set(&history_key, value.len(), old.as_ref());
+                    let entry = AuditRecord {
+                        at: new.accepted_at,
+                        who: note.who.clone(),
+                        action: note.action,
+                        trust_domain: Some(td.clone()),
+                        old_digest,
+                        new_digest: Some(digest.clone()),
+                        detail: note.detail.clone(),
+                        old_value: None,
+                        new_value: None,
+                    };
+                    let (_, audited) = append_audit_in(audit, meta, &entry)?;
+                    Ok((record, change, audited))
+                },
+            );
+            let (record, mut change, audited) = finish(result, Keyspace::Bundles, Some(&td))?;
+            change += retention::trim_history(&trees.history, &td, &self.shared.settings)?;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok((record, change))
+        })?;
         self.account(change);
         Ok(record)
     }
@@ -421,42 +410,43 @@ impl Store {
         at: i64,
     ) -> Result<Option<u64>, StoreError> {
         let key = trust_domain.as_str().as_bytes();
-        let trees = self.trees()?;
-        let result = (&trees.bundles, &trees.status, &trees.audit, &trees.meta).transaction(
-            |(bundles, status, audit, meta)| {
-                let old_status = status.remove(key)?;
-                let had_status = old_status.is_some();
-                let mut change = Change::removed(key, old_status.as_ref());
-                let Some(old) = bundles.remove(key)? else {
-                    return Ok((None, had_status, change, Change::default()));
-                };
-                change += Change::removed(key, Some(&old));
-                let old = abort(decode::<BundleRecord>(Keyspace::Bundles, key, &old))?;
-                let revision = bump(meta, REVISION_KEY)?;
-                let entry = AuditRecord {
-                    at,
-                    who: note.who.clone(),
-                    action: note.action,
-                    trust_domain: Some(trust_domain.clone()),
-                    old_digest: Some(old.digest),
-                    new_digest: None,
-                    detail: note.detail.clone(),
-                    old_value: None,
-                    new_value: None,
-                };
-                let (_, audited) = append_audit_in(audit, meta, &entry)?;
-                Ok((Some(revision), had_status, change, audited))
-            },
-        );
-        let (revision, had_status, mut change, audited) =
-            finish(result, Keyspace::Bundles, Some(trust_domain))?;
-        if revision.is_some() {
-            change += self.trim_audit(&trees, audited)?;
-        }
-        if revision.is_some() || had_status {
-            trees.flush()?;
-        }
-        drop(trees);
+        let (revision, change) = self.with_trees(|trees| {
+            let result = (&trees.bundles, &trees.status, &trees.audit, &trees.meta).transaction(
+                |(bundles, status, audit, meta)| {
+                    let old_status = status.remove(key)?;
+                    let had_status = old_status.is_some();
+                    let mut change = Change::removed(key, old_status.as_ref());
+                    let Some(old) = bundles.remove(key)? else {
+                        return Ok((None, had_status, change, Change::default()));
+                    };
+                    change += Change::removed(key, Some(&old));
+                    let old = abort(decode::<BundleRecord>(Keyspace::Bundles, key, &old))?;
+                    let revision = bump(meta, REVISION_KEY)?;
+                    let entry = AuditRecord {
+                        at,
+                        who: note.who.clone(),
+                        action: note.action,
+                        trust_domain: Some(trust_domain.clone()),
+                        old_digest: Some(old.digest),
+                        new_digest: None,
+                        detail: note.detail.clone(),
+                        old_value: None,
+                        new_value: None,
+                    };
+                    let (_, audited) = append_audit_in(audit, meta, &entry)?;
+                    Ok((Some(revision), had_status, change, audited))
+                },
+            );
+            let (revision, had_status, mut change, audited) =
+                finish(result, Keyspace::Bundles, Some(trust_domain))?;
+            if revision.is_some() {
+                change += self.trim_audit(trees, audited)?;
+            }
+            if revision.is_some() || had_status {
+                trees.flush()?;
+            }
+            Ok((revision, change))
+        })?;
         self.account(change);
         Ok(revision)
     }
@@ -466,15 +456,18 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] naming the first record that cannot be read or decoded.
     pub fn history(&self, trust_domain: &TrustDomain) -> Result<Vec<BundleRecord>, StoreError> {
-        self.trees()?
-            .history
-            .scan_prefix(history_prefix(trust_domain))
-            .rev()
-            .map(|item| {
-                let (key, value) = item.map_err(storage(Keyspace::History, Some(trust_domain)))?;
-                decode(Keyspace::History, &key, &value)
-            })
-            .collect()
+        self.with_trees(|trees| {
+            trees
+                .history
+                .scan_prefix(history_prefix(trust_domain))
+                .rev()
+                .map(|item| {
+                    let (key, value) =
+                        item.map_err(storage(Keyspace::History, Some(trust_domain)))?;
+                    decode(Keyspace::History, &key, &value)
+                })
+                .collect()
+        })
     }
 
     /// The version of `trust_domain` accepted at `revision`, if still kept. Blocks.
@@ -487,14 +480,15 @@ impl Store {
         revision: u64,
     ) -> Result<Option<BundleRecord>, StoreError> {
         let key = history_key(trust_domain, revision);
-        let value = self
-            .trees()?
-            .history
-            .get(&key)
-            .map_err(storage(Keyspace::History, Some(trust_domain)))?;
-        value
-            .map(|v| decode(Keyspace::History, &key, &v))
-            .transpose()
+        self.with_trees(|trees| {
+            let value = trees
+                .history
+                .get(&key)
+                .map_err(storage(Keyspace::History, Some(trust_domain)))?;
+            value
+                .map(|v| decode(Keyspace::History, &key, &v))
+                .transpose()
+        })
     }
 
     /// The fetch status of every relationship. Blocks.
@@ -502,22 +496,24 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] naming the first key or record that is malformed.
     pub fn statuses(&self) -> Result<Vec<(TrustDomain, RelationshipStatus)>, StoreError> {
-        self.trees()?
-            .status
-            .iter()
-            .map(|item| {
-                let (key, value) = item.map_err(storage(Keyspace::Status, None))?;
-                let td = std::str::from_utf8(&key)
-                    .ok()
-                    .and_then(|name| TrustDomain::new(name).ok())
-                    .ok_or_else(|| StoreError::InvalidKey {
-                        keyspace: Keyspace::Status,
-                        key: describe_key(Keyspace::Status, &key),
-                        problem: "not a trust domain name",
-                    })?;
-                Ok((td, decode(Keyspace::Status, &key, &value)?))
-            })
-            .collect()
+        self.with_trees(|trees| {
+            trees
+                .status
+                .iter()
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Status, None))?;
+                    let td = std::str::from_utf8(&key)
+                        .ok()
+                        .and_then(|name| TrustDomain::new(name).ok())
+                        .ok_or_else(|| StoreError::InvalidKey {
+                            keyspace: Keyspace::Status,
+                            key: describe_key(Keyspace::Status, &key),
+                            problem: "not a trust domain name",
+                        })?;
+                    Ok((td, decode(Keyspace::Status, &key, &value)?))
+                })
+                .collect()
+        })
     }
 
     /// Replace the fetch status of `trust_domain`, and flush. Blocks.
@@ -532,13 +528,14 @@ impl Store {
         let key = trust_domain.as_str().as_bytes();
         let value = encode(Keyspace::Status, key, status)?;
         let len = value.len();
-        let trees = self.trees()?;
-        let old = trees
-            .status
-            .insert(key, value)
-            .map_err(storage(Keyspace::Status, Some(trust_domain)))?;
-        trees.flush()?;
-        drop(trees);
+        let old = self.with_trees(|trees| {
+            let old = trees
+                .status
+                .insert(key, value)
+                .map_err(storage(Keyspace::Status, Some(trust_domain)))?;
+            trees.flush()?;
+            Ok(old)
+        })?;
         self.account(Change::set(key, len, old.as_ref()));
         Ok(())
     }
@@ -549,14 +546,15 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] if it cannot be written or flushed.
     pub fn append_audit(&self, record: &AuditRecord) -> Result<u64, StoreError> {
-        let trees = self.trees()?;
-        let result = (&trees.audit, &trees.meta)
-            .transaction(|(audit, meta)| append_audit_in(audit, meta, record));
-        let (seq, audited) = finish(result, Keyspace::Audit, record.trust_domain.as_ref())?;
-        let mut change = audited;
-        change += self.trim_audit(&trees, audited)?;
-        trees.flush()?;
-        drop(trees);
+        let (seq, change) = self.with_trees(|trees| {
+            let result = (&trees.audit, &trees.meta)
+                .transaction(|(audit, meta)| append_audit_in(audit, meta, record));
+            let (seq, audited) = finish(result, Keyspace::Audit, record.trust_domain.as_ref())?;
+            let mut change = audited;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok((seq, change))
+        })?;
         self.account(change);
         self.maintain();
         Ok(seq)
@@ -575,20 +573,22 @@ impl Store {
         let Some(start) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
-        self.trees()?
-            .audit
-            .range(start.to_be_bytes()..)
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item.map_err(storage(Keyspace::Audit, None))?;
-                let seq = u64_from_key(&key).ok_or_else(|| StoreError::InvalidKey {
-                    keyspace: Keyspace::Audit,
-                    key: describe_key(Keyspace::Audit, &key),
-                    problem: "not an 8-byte sequence number",
-                })?;
-                Ok((seq, decode(Keyspace::Audit, &key, &value)?))
-            })
-            .collect()
+        self.with_trees(|trees| {
+            trees
+                .audit
+                .range(start.to_be_bytes()..)
+                .take(limit)
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Audit, None))?;
+                    let seq = u64_from_key(&key).ok_or_else(|| StoreError::InvalidKey {
+                        keyspace: Keyspace::Audit,
+                        key: describe_key(Keyspace::Audit, &key),
+                        problem: "not an 8-byte sequence number",
+                    })?;
+                    Ok((seq, decode(Keyspace::Audit, &key, &value)?))
+                })
+                .collect()
+        })
     }
 
     /// The next `spiffe_sequence` to serve for local domain `trust_domain`: a persisted
@@ -599,11 +599,12 @@ impl Store {
     /// A [`StoreError`] if the counter cannot be updated or flushed.
     pub fn next_local_sequence(&self, trust_domain: &TrustDomain) -> Result<u64, StoreError> {
         let key = [LOCAL_SEQUENCE_PREFIX, trust_domain.as_str().as_bytes()].concat();
-        let trees = self.trees()?;
-        let result = trees.meta.transaction(|meta| bump(meta, &key));
-        let next = finish(result, Keyspace::Meta, Some(trust_domain))?;
-        trees.flush()?;
-        Ok(next)
+        self.with_trees(|trees| {
+            let result = trees.meta.transaction(|meta| bump(meta, &key));
+            let next = finish(result, Keyspace::Meta, Some(trust_domain))?;
+            trees.flush()?;
+            Ok(next)
+        })
     }
 
     /// Every federation relationship created through the admin API, ordered by trust
@@ -612,14 +613,16 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] naming the first record that cannot be read or decoded.
     pub fn relationships(&self) -> Result<Vec<RelationshipRecord>, StoreError> {
-        self.trees()?
-            .relationships
-            .iter()
-            .map(|item| {
-                let (key, value) = item.map_err(storage(Keyspace::Relationships, None))?;
-                decode(Keyspace::Relationships, &key, &value)
-            })
-            .collect()
+        self.with_trees(|trees| {
+            trees
+                .relationships
+                .iter()
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Relationships, None))?;
+                    decode(Keyspace::Relationships, &key, &value)
+                })
+                .collect()
+        })
     }
 
     /// Store `record` as the relationship of its trust domain (created or replaced)
@@ -636,19 +639,20 @@ impl Store {
         let td = &record.relationship.trust_domain;
         let key = td.as_str().as_bytes();
         let value = encode(Keyspace::Relationships, key, record)?;
-        let trees = self.trees()?;
-        let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
-            |(relationships, audit_tree, meta)| {
-                let old = relationships.insert(key, value.as_slice())?;
-                let (seq, audited) = append_audit_in(audit_tree, meta, audit)?;
-                Ok((seq, Change::set(key, value.len(), old.as_ref()), audited))
-            },
-        );
-        let (seq, mut change, audited) = finish(result, Keyspace::Relationships, Some(td))?;
-        change += audited;
-        change += self.trim_audit(&trees, audited)?;
-        trees.flush()?;
-        drop(trees);
+        let (seq, change) = self.with_trees(|trees| {
+            let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
+                |(relationships, audit_tree, meta)| {
+                    let old = relationships.insert(key, value.as_slice())?;
+                    let (seq, audited) = append_audit_in(audit_tree, meta, audit)?;
+                    Ok((seq, Change::set(key, value.len(), old.as_ref()), audited))
+                },
+            );
+            let (seq, mut change, audited) = finish(result, Keyspace::Relationships, Some(td))?;
+            change += audited;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok((seq, change))
+        })?;
         self.account(change);
         self.maintain();
         Ok(seq)
@@ -666,24 +670,28 @@ impl Store {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let key = trust_domain.as_str().as_bytes();
-        let trees = self.trees()?;
-        let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
-            |(relationships, audit_tree, meta)| {
-                let Some(old) = relationships.remove(key)? else {
-                    return Ok(None);
-                };
-                let (_, audited) = append_audit_in(audit_tree, meta, audit)?;
-                Ok(Some((Change::removed(key, Some(&old)), audited)))
-            },
-        );
-        let removed = finish(result, Keyspace::Relationships, Some(trust_domain))?;
-        let Some((mut change, audited)) = removed else {
+        let removed = self.with_trees(|trees| {
+            let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
+                |(relationships, audit_tree, meta)| {
+                    let Some(old) = relationships.remove(key)? else {
+                        return Ok(None);
+                    };
+                    let (_, audited) = append_audit_in(audit_tree, meta, audit)?;
+                    Ok(Some((Change::removed(key, Some(&old)), audited)))
+                },
+            );
+            let removed = finish(result, Keyspace::Relationships, Some(trust_domain))?;
+            let Some((mut change, audited)) = removed else {
+                return Ok(None);
+            };
+            change += audited;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok(Some(change))
+        })?;
+        let Some(change) = removed else {
             return Ok(false);
         };
-        change += audited;
-        change += self.trim_audit(&trees, audited)?;
-        trees.flush()?;
-        drop(trees);
         self.account(change);
         self.maintain();
         Ok(true)
@@ -770,7 +778,7 @@ impl Store {
             return Ok(());
         }
         // Count the live records exactly before deciding on a rewrite.
-        let live = retention::live_bytes(&self.trees()?.db)?;
+        let live = self.with_trees(|trees| retention::live_bytes(&trees.db))?;
         self.books().live = live;
         self.publish_gauges();
         if !self.due(disk, live) {
@@ -840,16 +848,20 @@ impl Store {
         books.unmeasured = books.unmeasured.saturating_add(change.put);
     }
 
-    fn trees(&self) -> Result<Open<'_>, StoreError> {
+    /// Run `f` on the open database, holding the read side of its lock for the whole
+    /// call (a rewrite waits for it); [`StoreError::Unavailable`] when a rewrite that
+    /// could not reopen anything left no database open.
+    fn with_trees<R>(
+        &self,
+        f: impl FnOnce(&Trees) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let guard = self
             .shared
             .trees
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        if guard.is_none() {
-            return Err(self.unavailable());
-        }
-        Ok(Open(guard))
+        let trees = guard.as_ref().ok_or_else(|| self.unavailable())?;
+        f(trees)
     }
 
     fn books(&self) -> MutexGuard<'_, Books> {
@@ -867,15 +879,17 @@ impl Store {
 
     #[cfg(test)]
     fn with_tree<R>(&self, keyspace: Keyspace, f: impl FnOnce(&Tree) -> R) -> R {
-        let trees = self.trees().unwrap();
-        f(match keyspace {
-            Keyspace::Bundles => &trees.bundles,
-            Keyspace::History => &trees.history,
-            Keyspace::Status => &trees.status,
-            Keyspace::Audit => &trees.audit,
-            Keyspace::Meta => &trees.meta,
-            Keyspace::Relationships => &trees.relationships,
+        self.with_trees(|trees| {
+            Ok(f(match keyspace {
+                Keyspace::Bundles => &trees.bundles,
+                Keyspace::History => &trees.history,
+                Keyspace::Status => &trees.status,
+                Keyspace::Audit => &trees.audit,
+                Keyspace::Meta => &trees.meta,
+                Keyspace::Relationships => &trees.relationships,
+            }))
         })
+        .unwrap()
     }
 }
 

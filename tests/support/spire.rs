@@ -8,8 +8,11 @@
 //! token whose agent gets the alias `spiffe://<td>/agent`, starts the agent (the
 //! `unix` workload attestor, bootstrapped with `spire-server bundle show`), registers
 //! `spiffe://<td>/fedgw` for the current uid, and returns once the agent's Workload
-//! API serves that SVID. Everything is killed on drop. A missing SPIRE (no Go to build
-//! it) fails the test, naming what to install.
+//! API serves that SVID. [`Spire::start_server_only`] stops after the server, for a
+//! test that registers the workload ([`Spire::register_workload`]) and starts the agent
+//! ([`Spire::start_agent`], [`Spire::start_agent_unregistered`]) later, in its own
+//! order. Everything is killed on drop. A missing SPIRE (no Go to build it) fails the
+//! test, naming what to install.
 
 #![allow(
     dead_code,
@@ -104,12 +107,22 @@ pub struct Spire {
     server: Option<Child>,
     agent: Option<Child>,
     agent_starts: u32,
+    svid_ttl_seconds: u32,
 }
 
 impl Spire {
     /// Start a server and an agent under `dir` and register `spiffe://<td>/fedgw` for
     /// this uid; returns once the agent serves that SVID.
     pub async fn start(dir: &Path, options: SpireOptions) -> Self {
+        let mut spire = Self::start_server_only(dir, options).await;
+        spire.register_workload().await;
+        spire.start_agent().await;
+        spire
+    }
+
+    /// Write the server's and the agent's configuration under `dir` and start only
+    /// the server: no registration entry, no agent, so no Workload API socket yet.
+    pub async fn start_server_only(dir: &Path, options: SpireOptions) -> Self {
         let bin = bin_dir();
         let dir = dir.join("spire");
         for sub in ["server/data", "agent"] {
@@ -188,25 +201,30 @@ plugins {{
             server: None,
             agent: None,
             agent_starts: 0,
+            svid_ttl_seconds: options.svid_ttl_seconds,
         };
         spire.start_server().await;
+        spire
+    }
+
+    /// Register [`Self::workload_id`] for this uid under the agent (`entry create`).
+    /// A running agent picks the entry up at its next sync with the server (every 5 s).
+    pub async fn register_workload(&self) {
+        let td = &self.trust_domain;
         let uid = rustix::process::getuid().as_raw();
-        spire
-            .server_cmd(&[
-                "entry",
-                "create",
-                "-parentID",
-                &format!("spiffe://{td}/agent"),
-                "-spiffeID",
-                &format!("spiffe://{td}/fedgw"),
-                "-selector",
-                &format!("unix:uid:{uid}"),
-                "-x509SVIDTTL",
-                &options.svid_ttl_seconds.to_string(),
-            ])
-            .await;
-        spire.start_agent().await;
-        spire
+        self.server_cmd(&[
+            "entry",
+            "create",
+            "-parentID",
+            &format!("spiffe://{td}/agent"),
+            "-spiffeID",
+            &format!("spiffe://{td}/fedgw"),
+            "-selector",
+            &format!("unix:uid:{uid}"),
+            "-x509SVIDTTL",
+            &self.svid_ttl_seconds.to_string(),
+        ])
+        .await;
     }
 
     /// The agent's Workload API, `unix:///…` (SPIFFE_ENDPOINT_SOCKET syntax).
@@ -313,6 +331,59 @@ plugins {{
     /// Start (again) the agent with a fresh join token and an empty data directory,
     /// and wait until its Workload API serves the registered SVID.
     pub async fn start_agent(&mut self) {
+        self.spawn_agent().await;
+        let start = Instant::now();
+        loop {
+            match self.fetch_svid().await {
+                Ok(id) if id == self.workload_id() => break,
+                Ok(other) => panic!("the agent issued {other}, not {}", self.workload_id()),
+                Err(err) => {
+                    self.assert_alive();
+                    assert!(
+                        start.elapsed() < DEADLINE,
+                        "the agent's Workload API served no SVID within {DEADLINE:?} (last: {err}):\n{}",
+                        self.logs()
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Start the agent before [`Self::register_workload`], and wait until its Workload
+    /// API answers this process, refusing it: no registration entry matches it yet.
+    pub async fn start_agent_unregistered(&mut self) {
+        self.spawn_agent().await;
+        let start = Instant::now();
+        loop {
+            let answer = match spiffe::WorkloadApiClient::connect_to(self.socket()).await {
+                Ok(client) => client
+                    .fetch_x509_svid()
+                    .await
+                    .map(|svid| svid.spiffe_id().to_string()),
+                Err(err) => Err(err),
+            };
+            match answer {
+                Err(
+                    spiffe::WorkloadApiError::NoIdentityIssued
+                    | spiffe::WorkloadApiError::PermissionDenied(_),
+                ) => break,
+                Ok(id) => panic!("the agent issued {id} before any registration entry"),
+                Err(err) => {
+                    self.assert_alive();
+                    assert!(
+                        start.elapsed() < DEADLINE,
+                        "the agent's Workload API did not answer within {DEADLINE:?} (last: {err}):\n{}",
+                        self.logs()
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Start the agent process with a fresh join token and an empty data directory.
+    async fn spawn_agent(&mut self) {
         assert!(self.agent.is_none(), "the agent is running");
         let td = self.trust_domain.clone();
         let bundle = self.server_cmd(&["bundle", "show"]).await;
@@ -355,22 +426,6 @@ plugins {{
             .spawn()
             .unwrap();
         self.agent = Some(child);
-        let start = Instant::now();
-        loop {
-            match self.fetch_svid().await {
-                Ok(id) if id == self.workload_id() => break,
-                Ok(other) => panic!("the agent issued {other}, not {}", self.workload_id()),
-                Err(err) => {
-                    self.assert_alive();
-                    assert!(
-                        start.elapsed() < DEADLINE,
-                        "the agent's Workload API served no SVID within {DEADLINE:?} (last: {err}):\n{}",
-                        self.logs()
-                    );
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 
     /// The SPIFFE ID of the SVID the agent serves this process now.
