@@ -514,6 +514,17 @@ sp_expect_refused() {
     sp_debug "ok: refused $client -> $server ($err)"
 }
 
+# sp_cross CHECK I: CHECK I J and CHECK J I for every other federated domain j (CHECK
+# is sp_expect_mtls, or the Envoy one in envoy.sh).
+sp_cross() {
+    local check=$1 i=$2 j
+    for ((j = 0; j < SP_FEDERATED; j++)); do
+        ((j == i)) && continue
+        "$check" "$i" "$j"
+        "$check" "$j" "$i"
+    done
+}
+
 # sp_prove_mesh: every federated domain's workload completes mTLS with every other's;
 # every unfederated domain's workload is refused by the first federated domain's, and
 # the other way round.

@@ -3,9 +3,9 @@
 # trust domains with SPIRE, fedgw and go-spiffe workloads, and one domain that is not
 # federated; see run.sh), ending with one line:
 #
-#   testbed/spire: 7 passed in 312.4s     (or: 6 passed, 1 failed in ...)
+#   testbed/spire: 8 passed in 312.4s     (or: 7 passed, 1 failed in ...)
 #
-#   testbed/spire/scenarios.sh [NAME...]    mesh jwt x509-rotation jwt-rotation outage kill9 deletion
+#   testbed/spire/scenarios.sh [NAME...]    mesh jwt x509-rotation jwt-rotation outage kill9 envoy deletion
 #
 # mesh           every federated pair completes mTLS (go-spiffe, exact SPIFFE IDs);
 #                the unfederated domain is refused both ways
@@ -23,6 +23,10 @@
 # kill9          a fedgw killed with SIGKILL while its domain's bundle changes, and
 #                restarted: no SPIRE server sees a bundle of that domain regress or
 #                vanish
+# envoy          an Envoy per domain, its SVID from its SPIRE agent's SDS and its trust
+#                from fedgw's SDS (ALL): mTLS between the Envoys of every federated
+#                pair, exact SPIFFE IDs; the unfederated domain refused both ways; a CA
+#                rotation in north reaches every Envoy through SDS, with no restart
 # deletion       a deleted relationship: after SPIRE's next sync the foreign workload
 #                is refused
 #
@@ -33,8 +37,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=testbed/spire/lib.sh
 source "$here/lib.sh"
+# shellcheck source=testbed/spire/envoy.sh
+source "$here/envoy.sh"
 
-all=(mesh jwt x509-rotation jwt-rotation outage kill9 deletion)
+all=(mesh jwt x509-rotation jwt-rotation outage kill9 envoy deletion)
 names=("$@")
 ((${#names[@]})) || names=("${all[@]}")
 for name in "${names[@]}"; do
@@ -111,14 +117,7 @@ sp_expect_x509_count() { sp_expect_key_count x509-svid "$@"; }
 
 # sp_cross_mtls I: domain i's workload and every other federated domain's complete
 # mTLS, both ways.
-sp_cross_mtls() {
-    local i=$1 j
-    for ((j = 0; j < SP_FEDERATED; j++)); do
-        ((j == i)) && continue
-        sp_expect_mtls "$i" "$j"
-        sp_expect_mtls "$j" "$i"
-    done
-}
+sp_cross_mtls() { sp_cross sp_expect_mtls "$1"; }
 
 # sp_aki_of: the authority key identifier of the PEM certificate on stdin (lower-case
 # hex, no colons), the subject key ID of the CA that signed it: what SPIRE calls the
@@ -347,6 +346,7 @@ scenario_deletion() {
     # next fetch from the relay fails, and SPIRE keeps the last bundle it fetched (it
     # never drops one by itself), so the operator deletes it there too, as
     # docs/spire.md says; after the agent's next sync 2's workload is refused by 0's.
+    sp_envoy_before_deletion 0 2
     sp_fedgw 0 federation delete "${SP_TD[2]}" >/dev/null || sp_fail "federation delete on ${SP_TD[0]}"
     if curl -sfk "https://127.0.0.1:${SP_SPIFFE_PORT[0]}/relay/${SP_TD[2]}" >/dev/null; then
         sp_fail "fedgw of ${SP_TD[0]} still relays ${SP_TD[2]} after the deletion"
@@ -354,6 +354,8 @@ scenario_deletion() {
     sp_spire_server 0 bundle delete -id "spiffe://${SP_TD[2]}" -mode dissociate >/dev/null ||
         sp_fail "bundle delete of ${SP_TD[2]} in SPIRE server ${SP_TD[0]}"
     sp_wait 60 "a workload of ${SP_TD[2]} refused by ${SP_TD[0]}'s" sp_refused_quietly 0 2
+    # ... and Envoy 0 drops north through fedgw's SDS and refuses its Envoy.
+    sp_envoy_check_deleted 0 2
 }
 
 sp_refused_quietly() {
