@@ -726,6 +726,16 @@ pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError
             text(task, "message"),
         ));
     }
+    // Listeners that are configured but not serving yet.
+    for waiting in items(&value, "waiting_listeners") {
+        out.push_str(&format!(
+            "\nlistener_waiting: {} ({}) not serving since {}: {}",
+            text(waiting, "listener"),
+            text(waiting, "listen"),
+            text(waiting, "since"),
+            text(waiting, "reason"),
+        ));
+    }
     Ok(Output::Text(out))
 }
 

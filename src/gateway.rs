@@ -42,6 +42,9 @@ use crate::supervise::{Supervisor, TaskHealth};
 use crate::telemetry::Metrics;
 use crate::trust_store::{SubmitError, TrustStore};
 
+/// The `https_spiffe` listener's name in `GET /v1/status` `waiting_listeners`.
+const SPIFFE_LISTENER: &str = "https_spiffe endpoint";
+
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -370,6 +373,11 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
                 // agent (two streams): wait for both below rather than stop.
                 Err(err @ EndpointError::NoLocalBundle { .. }) if from_workload_api => {
                     tracing::warn!(listen = %spiffe.listen, error = %err, "https_spiffe endpoint: waiting for the local bundle from the Workload API");
+                    supervisor.health().listener_waiting(
+                        SPIFFE_LISTENER,
+                        &spiffe.listen.to_string(),
+                        &err.to_string(),
+                    );
                     None
                 }
                 Err(err) => return Err(err.into()),
@@ -380,6 +388,11 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
             tracing::warn!(
                 listen = %spiffe.listen,
                 "https_spiffe endpoint: no X509-SVID from the Workload API yet; the listener starts when the agent issues one"
+            );
+            supervisor.health().listener_waiting(
+                SPIFFE_LISTENER,
+                &spiffe.listen.to_string(),
+                "no X509-SVID from the Workload API yet (see the local domain's last_error)",
             );
             None
         };
@@ -394,6 +407,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
                 spiffe.listen,
             );
             let cancel = shutdown.token();
+            let health = supervisor.health().clone();
             shutdown.spawn(async move {
                 let SvidSource::WorkloadApi { mut svid, .. } = identity else {
                     return;
@@ -410,13 +424,16 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
                         Ok(listener) => {
                             tracing::info!(%listen, "https_spiffe endpoint started with the Workload API's SVID");
                             listener.serve(table, store, limits, &net);
+                            health.listener_serving(SPIFFE_LISTENER);
                             return;
                         }
-                        Err(err) if !logged => {
-                            tracing::warn!(%listen, error = %err, "https_spiffe endpoint could not start yet; retrying every 500 ms");
-                            logged = true;
+                        Err(err) => {
+                            health.listener_waiting(SPIFFE_LISTENER, &listen.to_string(), &err.to_string());
+                            if !logged {
+                                tracing::warn!(%listen, error = %err, "https_spiffe endpoint could not start yet; retrying every 500 ms");
+                                logged = true;
+                            }
                         }
-                        Err(_) => {}
                     }
                     tokio::select! {
                         () = cancel.cancelled() => return,

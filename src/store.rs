@@ -250,6 +250,9 @@ impl Store {
             source,
         })?;
         let lock = compact::lock(&dirs.db)?;
+        // A store of this directory closed a moment ago in this process may still be
+        // held by sled's background threads.
+        compact::wait_released(&dirs.db)?;
         let trees = Trees::open(&dirs.db, lock)?;
         let mut freed = Change::default();
         for td in retention::history_domains(&trees.history)? {

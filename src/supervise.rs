@@ -62,10 +62,28 @@ pub fn backoff(n: u32) -> Duration {
     (FIRST_BACKOFF * (1_u32 << shift)).min(MAX_BACKOFF)
 }
 
-/// Which supervised tasks have panicked, for `GET /v1/status`; cheap to clone.
+/// Which supervised tasks have panicked, and which listeners are configured but not
+/// serving yet, for `GET /v1/status`; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct TaskHealth {
     inner: Arc<Mutex<BTreeMap<String, TaskRecord>>>,
+    waiting: Arc<Mutex<BTreeMap<String, WaitingListener>>>,
+}
+
+/// A configured listener that is not serving yet (e.g. the `https_spiffe` endpoint
+/// before the Workload API has given it an X509-SVID), and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaitingListener {
+    /// The listener, e.g. `https_spiffe endpoint`.
+    pub listener: String,
+    /// The address it binds once it can.
+    pub listen: String,
+    /// Always `listener_waiting`.
+    pub code: &'static str,
+    /// What it waits for (clipped).
+    pub reason: String,
+    /// Since when it has been waiting, RFC 3339.
+    pub since: String,
 }
 
 /// A supervised task that has panicked at least once.
@@ -125,6 +143,41 @@ impl TaskHealth {
         record.at = rfc3339(now);
         record.restarts_at = Some(rfc3339(now + wait));
         record.panics
+    }
+
+    /// `listener` (binding `listen`) is not serving yet, because of `reason`; the
+    /// time it started waiting is kept across calls.
+    pub fn listener_waiting(&self, listener: &str, listen: &str, reason: &str) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let record = waiting
+            .entry(listener.to_owned())
+            .or_insert_with(|| WaitingListener {
+                listener: listener.to_owned(),
+                listen: listen.to_owned(),
+                code: "listener_waiting",
+                reason: String::new(),
+                since: rfc3339(OffsetDateTime::now_utc()),
+            });
+        record.listen = listen.to_owned();
+        record.reason = Clip::new(reason).to_string();
+    }
+
+    /// `listener` serves now.
+    pub fn listener_serving(&self, listener: &str) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(listener);
+    }
+
+    /// Every listener that waits to start, by name.
+    pub fn waiting_listeners(&self) -> Vec<WaitingListener> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// `task` is running again.
@@ -252,6 +305,26 @@ mod tests {
         let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_waiting_listener_keeps_its_start_and_takes_the_latest_reason_until_it_serves() {
+        let health = TaskHealth::new();
+        assert!(health.waiting_listeners().is_empty());
+        health.listener_waiting("https_spiffe endpoint", "127.0.0.1:8443", "no SVID yet");
+        let first = health.waiting_listeners();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].code, "listener_waiting");
+        assert_eq!(first[0].reason, "no SVID yet");
+        health.listener_waiting("https_spiffe endpoint", "127.0.0.1:8443", &"x".repeat(5000));
+        let second = health.waiting_listeners();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].since, first[0].since, "the wait's start is kept");
+        assert!(second[0].reason.len() < 1000, "the reason is clipped");
+        // Panics and waits are separate lists.
+        assert!(health.records().is_empty());
+        health.listener_serving("https_spiffe endpoint");
+        assert!(health.waiting_listeners().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,11 +5,11 @@
 //! bundle to verify it against are both there, presenting SPIRE's SVID for
 //! `endpoint_spiffe_id` and serving the local bundle.
 //!
-//! What the gateway exposes of the wait: `GET /readyz` is 200 and `GET /v1/status`
-//! shows only the local domain (`missing` until its bundle is stored); neither names
-//! the endpoint. Its reason is in the log only: the startup warning, the SVID
-//! follower's warnings (the socket and the agent's answer) and the bind retry's
-//! warning (the missing local bundle).
+//! What the gateway exposes of the wait: `GET /readyz` is 200 (everything else
+//! serves); `GET /v1/status` lists the endpoint in `waiting_listeners` with what it
+//! waits for (the SVID, then the local bundle), and the local domain as `missing`
+//! until its bundle is stored; the log has the startup warning, the SVID follower's
+//! warnings (the socket and the agent's answer) and the bind retry's warning.
 
 #![allow(
     clippy::unwrap_used,
@@ -45,6 +45,20 @@ async fn accepts(port: u16) -> bool {
     tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .is_ok()
+}
+
+/// `GET /v1/status` `waiting_listeners`: the one entry, the https_spiffe endpoint
+/// (`None` when it is empty).
+async fn waiting_listener(gateway: &Gateway) -> Option<Value> {
+    let status = gateway.admin_json("/v1/status").await;
+    let waiting = status["waiting_listeners"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no waiting_listeners in {status}"));
+    assert!(waiting.len() <= 1, "{status}");
+    let entry = waiting.first().cloned()?;
+    assert_eq!(entry["listener"], "https_spiffe endpoint", "{entry}");
+    assert_eq!(entry["code"], "listener_waiting", "{entry}");
+    Some(entry)
 }
 
 /// The local domain's entry in `GET /v1/status`.
@@ -183,6 +197,24 @@ async fn https_spiffe_endpoint_binds_once_the_svid_and_the_local_bundle_arrive()
         !accepts(spiffe_port).await,
         "https_spiffe serves without an SVID"
     );
+    let waiting = waiting_listener(&gateway)
+        .await
+        .expect("the endpoint listed as waiting");
+    assert!(
+        waiting["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no X509-SVID from the Workload API yet"),
+        "{waiting}"
+    );
+    assert!(
+        waiting["listen"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{spiffe_port}")),
+        "{waiting}"
+    );
+    let since = waiting["since"].clone();
 
     // 2. The agent runs but has no registration entry for this uid: it refuses.
     spire.start_agent_unregistered().await;
@@ -230,6 +262,18 @@ async fn https_spiffe_endpoint_binds_once_the_svid_and_the_local_bundle_arrive()
         gateway.log_lines_with(&["https_spiffe endpoint started with the Workload API's SVID"]),
         0
     );
+    // Status says what is missing now, waiting since the start.
+    let waiting = waiting_listener(&gateway)
+        .await
+        .expect("the endpoint still listed as waiting");
+    assert!(
+        waiting["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no bundle for local trust domain {td}")),
+        "{waiting}"
+    );
+    assert_eq!(waiting["since"], since, "{waiting}");
 
     // 4. The local bundle (SPIRE's) is pushed: a later attempt binds.
     let spire_bundle = spire.bundle().await;
@@ -256,6 +300,10 @@ async fn https_spiffe_endpoint_binds_once_the_svid_and_the_local_bundle_arrive()
         gateway.log_lines_with(&["https_spiffe endpoint started with the Workload API's SVID"]),
         1
     );
+    wait_until(DEADLINE, "waiting_listeners to empty", || async {
+        waiting_listener(&gateway).await.is_none()
+    })
+    .await;
 
     // It presents SPIRE's SVID for endpoint_spiffe_id (a peer holding SPIRE's bundle
     // accepts it for that ID, and refuses it for any other) and serves the local bundle.

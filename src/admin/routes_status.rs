@@ -39,6 +39,9 @@ pub(super) struct StatusView {
     /// Supervised tasks (pollers, sinks, followers) that have panicked since start,
     /// each with code `task_panicked`; empty on a healthy gateway.
     tasks: Vec<crate::supervise::TaskRecord>,
+    /// Configured listeners not serving yet, each with code `listener_waiting` and
+    /// what it waits for; empty once every listener serves.
+    waiting_listeners: Vec<crate::supervise::WaitingListener>,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,6 +153,7 @@ fn status_view(state: &AdminState, now: OffsetDateTime) -> StatusView {
         revision: snapshot.revision,
         domains,
         tasks: state.tasks.records(),
+        waiting_listeners: state.tasks.waiting_listeners(),
     }
 }
 

@@ -444,8 +444,9 @@ pub(super) fn disk_usage(dir: &Path) -> Result<(u64, u64), StoreError> {
 
 /// Wait until the sled database in `dir` is closed: sled's background threads may
 /// hold its file (and lock) a moment after the last handle is dropped, and they must
-/// be gone before the directory is renamed (sled finds its blob files by path).
-fn wait_released(dir: &Path) -> Result<(), StoreError> {
+/// be gone before the directory is renamed (sled finds its blob files by path), or
+/// opened again in this process (sled would refuse its own lock).
+pub(super) fn wait_released(dir: &Path) -> Result<(), StoreError> {
     let path = dir.join("db");
     let file = match File::open(&path) {
         Ok(file) => file,
