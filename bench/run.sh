@@ -2,16 +2,23 @@
 # Runs fedgw's benchmarks in release mode and writes their tables into
 # docs/benchmarks.md. Not part of the test command: numbers need a quiet machine.
 #
-#   bench/run.sh                        every benchmark
-#   bench/run.sh throughput scale       only these (any of: sinks throughput scale)
+#   bench/run.sh                        every benchmark but spire-rotation
+#   bench/run.sh throughput scale       only these (any of: sinks throughput scale disk
+#                                       spire-rotation)
 #   ROUNDS=1000 bench/run.sh sinks      more rounds for the change -> sinks latency
 #   SCALE_DOMAINS=1000 SCALE_RUNS=1 bench/run.sh scale
 #   SCALE_DEADLINE=300 bench/run.sh scale   wait longer for a first round
 #   DISK_BASELINE=/path/to/older/fedgw bench/run.sh disk   before/after columns
 #   DISK_CHANGES=500 bench/run.sh disk      accepted changes of a 1 MiB bundle
+#   bench/run.sh spire-rotation         X.509 CA rotation between real SPIRE servers,
+#                                       federating directly and through fedgw
+#                                       (bench/spire_rotation.sh, about 8 minutes)
+#   ROTATIONS=3 bench/run.sh spire-rotation   fewer rotations per set-up (8)
 #
 # Needs the Rust toolchain (the README's set-up), python3, curl and openssl; installs
 # nginx and wrk from the distribution (apt-get, with sudo when not root) if missing.
+# spire-rotation also needs Go (scripts/peers.sh builds SPIRE and the go-spiffe
+# workload, cached), which is why it is not in the default set.
 # Each benchmark replaces its own section of docs/benchmarks.md, between its
 # <!-- name:start/end --> markers, and the machine section is rewritten from this
 # machine.
@@ -36,9 +43,9 @@ PY
 if (($# == 0)); then set -- sinks throughput scale disk; fi
 for b in "$@"; do
     case $b in
-    sinks | throughput | scale | disk) ;;
+    sinks | throughput | scale | disk | spire-rotation) ;;
     *)
-        echo "unknown benchmark $b (sinks, throughput, scale, disk)" >&2
+        echo "unknown benchmark $b (sinks, throughput, scale, disk, spire-rotation)" >&2
         exit 2
         ;;
     esac
@@ -98,6 +105,13 @@ if run disk; then
     if [[ -n ${DISK_BASELINE:-} ]]; then baseline=(--baseline "$DISK_BASELINE"); fi
     ./target/release/examples/disk --fedgw target/release/fedgw "${baseline[@]}" \
         --changes "${DISK_CHANGES:-500}" --markdown "$doc"
+fi
+
+if run spire-rotation; then
+    log "X.509 CA rotation across SPIRE federation: directly and through fedgw"
+    table=$(FEDGW=target/release/fedgw bench/spire_rotation.sh)
+    printf '%s\n' "$table"
+    replace_section spire-rotation "$table"
 fi
 
 log "done: $doc"

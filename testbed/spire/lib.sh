@@ -92,8 +92,33 @@ sp_stop() {
     sp_fail "the $role of ${SP_TD[i]} (pid $pid) did not exit within 30 s of SIG$signal"
 }
 
+# sp_free_port: a free port on 127.0.0.1 for a listener started later: below the
+# kernel's ephemeral range (so that no outgoing connection takes it between this
+# choice and the bind, minutes later on a busy machine), never one this run has
+# chosen before (kept in $SP_WORK/ports).
 sp_free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 - "$SP_WORK/ports" <<'PY'
+import random, socket, sys
+chosen = set()
+try:
+    chosen = set(open(sys.argv[1]).read().split())
+except FileNotFoundError:
+    pass
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(1000):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", random.randrange(10000, low) if low > 11000 else 0))
+        except OSError:
+            continue
+        port = s.getsockname()[1]
+    if str(port) not in chosen:
+        open(sys.argv[1], "a").write(f"{port}\n")
+        print(port)
+        break
+else:
+    sys.exit("no free port")
+PY
 }
 
 # sp_build: fedgw (cargo) and the real peers (scripts/peers.sh, cached).
