@@ -111,8 +111,10 @@ async fn agent_refuses(declare_length: bool) {
     peak_kib = peak_kib.max(rss_kib(child.id()));
     child.kill().unwrap();
     child.wait().unwrap();
+    // The agent's own footprint (a debug binary: about 60 MiB, growing with the code)
+    // plus the 4 MiB cap, with room; reading the answer whole took 0.6 to 3.2 GB.
     assert!(
-        peak_kib < 64 * 1024,
+        peak_kib < 160 * 1024,
         "the agent grew to {peak_kib} KiB reading a 1 GiB answer:\n{refused}"
     );
     assert!(
