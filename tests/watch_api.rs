@@ -329,17 +329,33 @@ async fn watch_over_tcp_with_a_read_token_ends_at_shutdown() {
         let path = format!("/v1/bundles?wait={current}&timeout=50s");
         tokio::spawn(async move { client.call(Method::GET, &path, None).await })
     };
-    // The long poll is in flight once the server has seen it; without a way to observe
-    // that, shutdown may also come first, and the call then fails to connect: both
-    // leave the gateway free to stop, which is what is asserted.
+    // The long poll is in flight once the server counts it beside the event stream
+    // (`fedgw_watch_clients` 2); only then is the gateway stopped, so that the poll is
+    // answered by the shutdown, with the state it waited on.
+    wait_until(DEADLINE, "the long poll counted as a watch client", || {
+        let client = client.clone();
+        async move {
+            client
+                .call(Method::GET, "/metrics", None)
+                .await
+                .is_ok_and(|answer| {
+                    String::from_utf8_lossy(&answer.body)
+                        .lines()
+                        .any(|line| line == "fedgw_watch_clients 2")
+                })
+        }
+    })
+    .await;
     assert_eq!(running.stop().await, Ended::Clean);
     assert!(
         events.ends().await,
         "the event stream did not end at shutdown"
     );
-    if let Ok(answer) = waiting.await.unwrap() {
-        assert_eq!(revision(&answer.json.unwrap()), current);
-    }
+    let answer = waiting
+        .await
+        .unwrap()
+        .expect("the pending long poll is answered at shutdown");
+    assert_eq!(revision(&answer.json.unwrap()), current);
 }
 
 /// The agent process's log, printed when a test fails.
