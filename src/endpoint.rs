@@ -431,24 +431,34 @@ impl Listener {
 
     /// Accept connections until shutdown under `limits`, serving `table`, and reload
     /// the TLS identity when its files (or, for `https_spiffe`, the local bundle)
-    /// change. The TLS handshake and the first request must complete within the
-    /// header timeout.
+    /// change; the reload runs under `supervisor` (a panic restarts it, and it then
+    /// reloads whatever changed since the start). The TLS handshake and the first
+    /// request must complete within the header timeout.
     pub fn serve(
         self,
         table: Arc<ArcSwap<ServedTable>>,
         trust_store: TrustStore,
         limits: Limits,
         net: &Net,
+        supervisor: &Supervisor,
     ) {
         let profile = self.source.profile();
         let shutdown = net.shutdown();
-        shutdown.spawn(reload(
+        let (source, tls, fingerprint, cancel) = (
             self.source,
             Arc::clone(&self.tls),
             self.fingerprint,
-            trust_store,
             shutdown.token(),
-        ));
+        );
+        supervisor.spawn(format!("{profile} TLS reload"), cancel.clone(), move || {
+            reload(
+                source.clone(),
+                Arc::clone(&tls),
+                fingerprint.clone(),
+                trust_store.clone(),
+                cancel.clone(),
+            )
+        });
         let connector = BundleConnector {
             tls: self.tls,
             service: BundleService { table },

@@ -279,31 +279,42 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
         let td = local.trust_domain.clone();
         let hint = local.refresh_hint.duration();
         let watched = file.clone();
-        shutdown.spawn(local_source::watch(
-            file.clone(),
-            format,
-            local.trust_domain.clone(),
-            max,
-            local_source::DEFAULT_CHECK_INTERVAL,
-            shutdown.token(),
-            move |event| {
-                let store = store.clone();
-                let td = td.clone();
-                let source = Source::LocalFile { path: watched.clone() };
-                async move {
-                    match event {
-                        Event::Changed(loaded) => {
-                            if let Err(err) = accept_local(&store, &td, *loaded, hint, source).await {
-                                tracing::error!(trust_domain = %td, error = %err, "local bundle refused");
-                            }
-                        }
-                        Event::Failed(err) => {
-                            tracing::error!(trust_domain = %td, error = %err, "local bundle unreadable; still serving the last good one");
+        let on_event = move |event| {
+            let store = store.clone();
+            let td = td.clone();
+            let source = Source::LocalFile {
+                path: watched.clone(),
+            };
+            async move {
+                match event {
+                    Event::Changed(loaded) => {
+                        if let Err(err) = accept_local(&store, &td, *loaded, hint, source).await {
+                            tracing::error!(trust_domain = %td, error = %err, "local bundle refused");
                         }
                     }
+                    Event::Failed(err) => {
+                        tracing::error!(trust_domain = %td, error = %err, "local bundle unreadable; still serving the last good one");
+                    }
                 }
+            }
+        };
+        // Supervised: a panic restarts the watch, which reads the file afresh.
+        let (file, td, cancel) = (file.clone(), local.trust_domain.clone(), shutdown.token());
+        supervisor.spawn(
+            format!("local bundle file {td}"),
+            cancel.clone(),
+            move || {
+                local_source::watch(
+                    file.clone(),
+                    format,
+                    td.clone(),
+                    max,
+                    local_source::DEFAULT_CHECK_INTERVAL,
+                    cancel.clone(),
+                    on_event.clone(),
+                )
             },
-        ));
+        );
     }
 
     // Sinks start after the local bundles, so their first write already holds them.
@@ -337,7 +348,13 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
         let listener = Listener::bind(web.listen, source, &trust_store).await?;
         web_addr = listener.local_addr().ok();
         let limits = web.limits.resolve(Kind::BundleEndpoint);
-        listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
+        listener.serve(
+            Arc::clone(&table),
+            trust_store.clone(),
+            limits,
+            &net,
+            &supervisor,
+        );
     }
     let mut spiffe_addr = None;
     if let Some(spiffe) = &config.endpoint.https_spiffe {
@@ -398,7 +415,13 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
         };
         if let Some(listener) = bound {
             spiffe_addr = listener.local_addr().ok();
-            listener.serve(Arc::clone(&table), trust_store.clone(), limits, &net);
+            listener.serve(
+                Arc::clone(&table),
+                trust_store.clone(),
+                limits,
+                &net,
+                &supervisor,
+            );
         } else {
             let (table, store, net, listen) = (
                 Arc::clone(&table),
@@ -407,6 +430,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
                 spiffe.listen,
             );
             let cancel = shutdown.token();
+            let supervisor = supervisor.clone();
             let health = supervisor.health().clone();
             shutdown.spawn(async move {
                 let SvidSource::WorkloadApi { mut svid, .. } = identity else {
@@ -423,7 +447,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
                     match Listener::bind(listen, source.clone(), &store).await {
                         Ok(listener) => {
                             tracing::info!(%listen, "https_spiffe endpoint started with the Workload API's SVID");
-                            listener.serve(table, store, limits, &net);
+                            listener.serve(table, store, limits, &net, &supervisor);
                             health.listener_serving(SPIFFE_LISTENER);
                             return;
                         }
