@@ -28,9 +28,7 @@ use std::time::Duration;
 
 use gateway::{DEADLINE, Gateway, GatewayBuilder, authorities, free_port, wait_until};
 use serde_json::Value;
-use spiffe_federation::endpoint::client::{FetchRequest, Fetcher, ServerAuth, SpiffeEndpoint};
-use spiffe_federation::endpoint::{EndpointUrl, FetchLimits, ProxySetting};
-use spiffe_federation::{Bundle, SpiffeId, TrustDomain};
+use spiffe_federation::{SpiffeId, TrustDomain};
 use spire::{Spire, SpireOptions};
 
 /// The path the SPIRE trust domain is served at.
@@ -79,36 +77,6 @@ async fn wait_for_log(gateway: &Gateway, deadline: Duration, what: &str, needles
         gateway.log_lines_with(needles) >= 1
     })
     .await;
-}
-
-/// A fetch of [`PATH`] over `https_spiffe` as a federated peer makes it: the server
-/// must present an X509-SVID for `id` that chains to `bundle` (the library's client
-/// verifier).
-async fn fetch_spiffe(
-    port: u16,
-    td: &TrustDomain,
-    id: &SpiffeId,
-    bundle: &Bundle,
-) -> Result<Bundle, String> {
-    let endpoint = SpiffeEndpoint::new(id, bundle).unwrap();
-    let url = EndpointUrl::parse(&format!("https://127.0.0.1:{port}{PATH}")).unwrap();
-    let limits = FetchLimits {
-        connect_timeout: Duration::from_secs(2),
-        total_timeout: Duration::from_secs(5),
-        ..FetchLimits::default()
-    };
-    let request = FetchRequest {
-        trust_domain: td,
-        url: &url,
-        auth: ServerAuth::Spiffe(endpoint),
-        limits: &limits,
-        proxy: &ProxySetting::Off,
-    };
-    Fetcher::new()
-        .fetch(&request)
-        .await
-        .map(|fetched| fetched.parsed.bundle)
-        .map_err(|err| err.to_string())
 }
 
 /// The bind retry in `gateway::start_inner`, end to end.
@@ -307,12 +275,15 @@ async fn https_spiffe_endpoint_binds_once_the_svid_and_the_local_bundle_arrive()
 
     // It presents SPIRE's SVID for endpoint_spiffe_id (a peer holding SPIRE's bundle
     // accepts it for that ID, and refuses it for any other) and serves the local bundle.
-    let served = fetch_spiffe(spiffe_port, &td, &id, &spire_bundle)
+    let served = gateway
+        .fetch_spiffe_at(spiffe_port, PATH, &td, &id, &spire_bundle)
         .await
         .unwrap_or_else(|err| panic!("https_spiffe fetch as {id}: {err}"));
     assert_eq!(authorities(&served), authorities(&spire_bundle));
     let other: SpiffeId = format!("spiffe://{td}/not-fedgw").parse().unwrap();
-    let refused = fetch_spiffe(spiffe_port, &td, &other, &spire_bundle).await;
+    let refused = gateway
+        .fetch_spiffe_at(spiffe_port, PATH, &td, &other, &spire_bundle)
+        .await;
     assert!(
         refused.is_err(),
         "a peer expecting {other} accepted the endpoint's SVID"

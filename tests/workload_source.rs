@@ -25,8 +25,6 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
-use spiffe_federation::endpoint::client::{FetchRequest, Fetcher, ServerAuth, SpiffeEndpoint};
-use spiffe_federation::endpoint::{EndpointUrl, FetchLimits, ProxySetting};
 use spiffe_federation::{Bundle, SpiffeId, TrustDomain};
 use spire::{Spire, SpireOptions};
 
@@ -206,31 +204,6 @@ fn assert_svid_for(chain: &[Vec<u8>], bundle: &Bundle, id: &SpiffeId) {
         .unwrap_or_else(|err| panic!("the presented SVID is not one for {id}: {err}"));
 }
 
-/// A fetch over `https_spiffe` authenticated as a federated peer would: the
-/// endpoint's SVID checked for `id` against SPIRE's bundle.
-async fn fetch_spiffe(port: u16, td: &TrustDomain, id: &SpiffeId, bundle: &Bundle) -> Bundle {
-    let endpoint = SpiffeEndpoint::new(id, bundle).unwrap();
-    let url = EndpointUrl::parse(&format!("https://127.0.0.1:{port}{PATH}")).unwrap();
-    let limits = FetchLimits {
-        connect_timeout: Duration::from_secs(2),
-        total_timeout: Duration::from_secs(5),
-        ..FetchLimits::default()
-    };
-    let request = FetchRequest {
-        trust_domain: td,
-        url: &url,
-        auth: ServerAuth::Spiffe(endpoint),
-        limits: &limits,
-        proxy: &ProxySetting::Off,
-    };
-    Fetcher::new()
-        .fetch(&request)
-        .await
-        .unwrap_or_else(|err| panic!("https_spiffe fetch: {err}"))
-        .parsed
-        .bundle
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spire_bundle_is_served_follows_rotations_and_survives_the_agent() {
     let mut setup = setup(SpireOptions::default()).await;
@@ -253,7 +226,11 @@ async fn spire_bundle_is_served_follows_rotations_and_survives_the_agent() {
         &spire_bundle,
         &id,
     );
-    let over_spiffe = fetch_spiffe(setup.spiffe_port, &setup.td, &id, &spire_bundle).await;
+    let over_spiffe = setup
+        .gateway
+        .fetch_spiffe_at(setup.spiffe_port, PATH, &setup.td, &id, &spire_bundle)
+        .await
+        .unwrap_or_else(|err| panic!("https_spiffe fetch: {err}"));
     assert_eq!(x509_set(&over_spiffe), x509_set(&first));
 
     // The agent is the only source: the admin API refuses to replace the bundle.

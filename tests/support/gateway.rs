@@ -527,9 +527,28 @@ impl Gateway {
         endpoint_bundle: &Bundle,
     ) -> Result<Bundle, String> {
         let port = self.spiffe_port.ok_or("no https_spiffe listener")?;
-        let endpoint = SpiffeEndpoint::new(&self.endpoint_id, endpoint_bundle)
+        self.fetch_spiffe_at(port, path, trust_domain, &self.endpoint_id, endpoint_bundle)
+            .await
+    }
+
+    /// [`Self::fetch`] over `https_spiffe` from `port` (a listener the builder did not
+    /// set up, e.g. one configured with `extra_toml`), requiring the endpoint to
+    /// present an X509-SVID for `endpoint_id` that chains to `endpoint_bundle`.
+    ///
+    /// # Errors
+    /// Any fetch failure, as text.
+    pub async fn fetch_spiffe_at(
+        &self,
+        port: u16,
+        path: &str,
+        trust_domain: &TrustDomain,
+        endpoint_id: &SpiffeId,
+        endpoint_bundle: &Bundle,
+    ) -> Result<Bundle, String> {
+        let endpoint =
+            SpiffeEndpoint::new(endpoint_id, endpoint_bundle).map_err(|err| err.to_string())?;
+        let url = EndpointUrl::parse(&format!("https://127.0.0.1:{port}{path}"))
             .map_err(|err| err.to_string())?;
-        let url = EndpointUrl::parse(&format!("https://127.0.0.1:{port}{path}")).unwrap();
         self.fetch_with(trust_domain, &url, ServerAuth::Spiffe(endpoint))
             .await
     }
