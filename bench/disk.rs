@@ -38,7 +38,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use fedgw::admin_client::{AdminClient, AdminTarget, Body};
+use fedgw::client::admin_client::{AdminClient, AdminTarget, Body};
 use rcgen::{
     BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };

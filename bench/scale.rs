@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use fedgw::admin_client::{AdminClient, AdminTarget};
+use fedgw::client::admin_client::{AdminClient, AdminTarget};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};

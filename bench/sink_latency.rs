@@ -35,10 +35,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
-use fedgw::admin_client::{AdminClient, AdminTarget};
+use fedgw::client::admin_client::{AdminClient, AdminTarget};
 use fedgw::config::Config;
-use fedgw::policy::Source;
-use fedgw::trust_store::Outcome;
+use fedgw::trust::policy::Source;
+use fedgw::trust::store::Outcome;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 use reqwest::Method;
 use spiffe_federation::bundle::X509Authority;
@@ -84,7 +84,7 @@ dir = "{files}"
         sds = dir.path().join("sds.sock").display(),
         files = dir.path().join("files").display(),
     ))?;
-    let running = fedgw::gateway::start(&config).await?;
+    let running = fedgw::app::start(&config).await?;
     let td: TrustDomain = TRUST_DOMAIN.parse()?;
     // Every round must change what every sink carries: SDS resources hold only the
     // CAs (not the sequence), so rounds alternate between {A} and {A, B}.
@@ -212,7 +212,7 @@ fn ca_authority(td: &TrustDomain) -> anyhow::Result<X509Authority> {
 }
 
 async fn submit(
-    store: &fedgw::trust_store::TrustStore,
+    store: &fedgw::trust::store::TrustStore,
     td: &TrustDomain,
     cas: &[X509Authority; 2],
     sequence: u64,

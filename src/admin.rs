@@ -18,9 +18,9 @@
 //! use fedgw::admin::{self, AdminState, RelationshipsView};
 //! use fedgw::admin::auth::Access;
 //! use fedgw::config::PollingConfig;
-//! use fedgw::policy::PolicySettings;
+//! use fedgw::trust::policy::PolicySettings;
 //! use fedgw::telemetry::Metrics;
-//! use fedgw::trust_store::TrustStore;
+//! use fedgw::trust::store::TrustStore;
 //!
 //! let dir = tempfile::tempdir()?;
 //! let (refresh, _poller) = tokio::sync::mpsc::channel(8);
@@ -65,9 +65,7 @@ mod routes_watch;
 pub mod watchers;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler as _;
@@ -76,11 +74,12 @@ use spiffe_federation::TrustDomain;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::error::ApiError;
-use crate::config::{Relationship, Scope, Seconds};
-use crate::poller::Schedule;
-use crate::relationships::{Listed, Listing, Origin, Registry};
+use crate::config::{Scope, Seconds};
+use crate::registry::Registry;
+pub use crate::registry::RelationshipsView;
+use crate::sources::schedule::Schedule;
 use crate::telemetry::Metrics;
-use crate::trust_store::TrustStore;
+use crate::trust::store::TrustStore;
 
 /// Everything the handlers read. Cloned per request (every field is a cheap handle).
 #[derive(Clone)]
@@ -131,60 +130,7 @@ pub struct LocalDomainInfo {
     /// The Workload API its bundle is streamed from (`source = { workload_api_socket
     /// = … }`), with that source's health; such a domain cannot be changed through the
     /// API either.
-    pub workload_api: Option<crate::local_source::workload::WorkloadHealth>,
-}
-
-/// The federation relationships, readable without locks; the relationship registry
-/// publishes a new [`Listing`] on every change.
-#[derive(Debug, Clone, Default)]
-pub struct RelationshipsView {
-    inner: Arc<ArcSwap<Listing>>,
-}
-
-impl RelationshipsView {
-    /// A view holding `relationships`, all from the configuration file (no local
-    /// trust domain known, chains warned about beyond the default depth).
-    pub fn new(relationships: Vec<Relationship>) -> Self {
-        let listed = relationships
-            .into_iter()
-            .map(|relationship| Listed {
-                bootstrap: relationship.bootstrap_bundle.is_some(),
-                relationship,
-                origin: Origin::Configuration,
-            })
-            .collect();
-        let listing = Listing::new(
-            listed,
-            &std::collections::BTreeSet::new(),
-            crate::config::DEFAULT_MAX_TRUST_CHAIN_DEPTH,
-        );
-        Self {
-            inner: Arc::new(ArcSwap::from_pointee(listing)),
-        }
-    }
-
-    /// The current list; lock-free.
-    pub fn load(&self) -> Arc<Vec<Relationship>> {
-        Arc::clone(self.inner.load().relationships())
-    }
-
-    /// The current listing (with origins and trust chains); lock-free.
-    pub fn listing(&self) -> Arc<Listing> {
-        self.inner.load_full()
-    }
-
-    /// Replace the listing; every clone of this view sees the new one.
-    pub fn publish(&self, listing: Listing) {
-        self.inner.store(Arc::new(listing));
-    }
-
-    /// The relationship with `trust_domain`, if there is one.
-    pub fn find(&self, trust_domain: &TrustDomain) -> Option<Relationship> {
-        self.load()
-            .iter()
-            .find(|r| &r.trust_domain == trust_domain)
-            .cloned()
-    }
+    pub workload_api: Option<crate::sources::local::workload::WorkloadHealth>,
 }
 
 /// "Fetch this trust domain's bundle now", sent by `POST

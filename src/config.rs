@@ -34,7 +34,11 @@ use serde::{Deserialize, Serialize};
 use spiffe_federation::{SpiffeId, TrustDomain};
 use url::Url;
 
-use crate::policy::SequencePolicy;
+pub mod files;
+pub mod net;
+pub mod sds;
+pub mod storage;
+pub mod urls;
 
 /// Why a configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,10 +119,10 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// Process-wide connection settings (`[net]`: the file descriptor reserve).
     #[serde(default)]
-    pub net: crate::net::NetConfig,
+    pub net: net::NetConfig,
     /// What the store keeps and when it rewrites its database (`[storage]`).
     #[serde(default)]
-    pub storage: crate::store::StorageConfig,
+    pub storage: storage::StorageConfig,
 }
 
 /// The `[sinks]` table: each sink is configured by its own sub-table.
@@ -126,10 +130,10 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct SinksConfig {
     /// `[sinks.sds]`: the Envoy SDS server, off when absent.
-    pub sds: Option<crate::sinks::sds::SdsConfig>,
+    pub sds: Option<sds::SdsConfig>,
     /// `[[sinks.files]]`: directories of PEM and JSON bundle files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<crate::sinks::files::FilesSinkConfig>,
+    pub files: Vec<files::FilesSinkConfig>,
 }
 
 /// Where the admin API listens. Default: a unix socket `admin.sock` in `data_dir`.
@@ -148,10 +152,10 @@ pub struct AdminConfig {
     pub clients: Vec<AdminClientId>,
     /// `[admin.watch]`: bounds of the watch API (long polls and event streams).
     #[serde(default)]
-    pub watch: crate::admin::watchers::WatchLimits,
+    pub watch: WatchLimits,
     /// Connection and request body limits (`[admin.limits]`).
     #[serde(default)]
-    pub limits: crate::net::LimitsConfig,
+    pub limits: net::LimitsConfig,
 }
 
 /// The admin listener's TLS identity, reloaded when the files change.
@@ -220,6 +224,20 @@ pub enum Scope {
 
 /// The default of `policy.max_trust_chain_depth`.
 pub const DEFAULT_MAX_TRUST_CHAIN_DEPTH: usize = 2;
+
+/// What to do when a candidate's `spiffe_sequence` is lower than the stored one (STO-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SequencePolicy {
+    /// Refuse the candidate and keep the stored bundle (the default: a stale replica
+    /// behind a load balancer must not roll keys back).
+    #[default]
+    Reject,
+    /// Accept the candidate and report a sequence regression warning.
+    Warn,
+    /// Accept the candidate silently (for publishers known to reset their sequence).
+    Accept,
+}
 
 /// Acceptance policy settings (see `policy`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -380,7 +398,7 @@ pub struct WebListener {
     pub public_names: Vec<String>,
     /// Connection limits (`[endpoint.https_web.limits]`).
     #[serde(default)]
-    pub limits: crate::net::LimitsConfig,
+    pub limits: net::LimitsConfig,
 }
 
 /// An `https_spiffe` listener: an X509-SVID from files (reloaded when they change) or
@@ -401,7 +419,7 @@ pub struct SpiffeListener {
     pub endpoint_spiffe_id: SpiffeId,
     /// Connection limits (`[endpoint.https_spiffe.limits]`).
     #[serde(default)]
-    pub limits: crate::net::LimitsConfig,
+    pub limits: net::LimitsConfig,
 }
 
 /// The two bundle endpoint profiles (SPIFFE Federation §5.2).
@@ -422,10 +440,16 @@ pub struct Relationship {
     /// The foreign trust domain.
     pub trust_domain: TrustDomain,
     /// The bundle endpoint URL.
-    #[serde(default, deserialize_with = "crate::url_check::deserialize_endpoint")]
+    #[serde(
+        default,
+        deserialize_with = "crate::config::urls::deserialize_endpoint"
+    )]
     pub url: Option<Url>,
     /// Mirror URLs tried in order (use either `url` or `urls`).
-    #[serde(default, deserialize_with = "crate::url_check::deserialize_endpoints")]
+    #[serde(
+        default,
+        deserialize_with = "crate::config::urls::deserialize_endpoints"
+    )]
     pub urls: Vec<Url>,
     /// The endpoint profile.
     pub profile: ProfileName,
@@ -585,7 +609,7 @@ impl TryFrom<String> for ProxyConfig {
             "env" => Ok(Self::Environment),
             "off" => Ok(Self::Off),
             // The text is not repeated: a proxy URL may carry a password.
-            other => crate::url_check::proxy_url(other)
+            other => crate::config::urls::proxy_url(other)
                 .map(Self::Url)
                 .map_err(|err| format!("not \"env\", \"off\" or a proxy URL: {err}")),
         }
@@ -617,7 +641,7 @@ impl Config {
         }
         // The TOML reader quotes the offending line, which may hold a URL's password.
         let config: Self = toml::from_str(text).map_err(|err| ConfigError::Syntax {
-            message: crate::url_check::redact_userinfo(err.to_string().trim_end()),
+            message: crate::config::urls::redact_userinfo(err.to_string().trim_end()),
         })?;
         config.validate()?;
         Ok(config)
@@ -801,7 +825,7 @@ impl Config {
                 ));
             }
         }
-        crate::sinks::files::validate(&self.sinks.files)?;
+        files::validate(&self.sinks.files)?;
         let mut foreign = BTreeSet::new();
         for (i, rel) in self.federation.iter().enumerate() {
             validate_relationship(rel, &format!("federation[{i}]"), &locals)?;
@@ -823,7 +847,7 @@ impl Config {
 impl Config {
     /// `[net]` and the `limits` table of every listener.
     fn validate_limits(&self) -> Result<(), ConfigError> {
-        use crate::net::Kind;
+        use self::net::Kind;
         self.net.validate()?;
         self.admin.limits.validate("admin.limits", Kind::Admin)?;
         if let Some(web) = &self.endpoint.https_web {
@@ -1010,6 +1034,60 @@ fn check_endpoint_url(url: &Url) -> Result<(), String> {
         return Err(format!("{url} must not have a fragment"));
     }
     Ok(())
+}
+
+/// `[admin.watch]`: bounds of the watch API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchLimits {
+    /// Event streams and waiting long polls open at once, at most (default 1024);
+    /// more are answered 503 `too_many_watchers`.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+    /// How long an event stream may leave a newer state (or the rest of an event)
+    /// untaken before its client is taken to have stopped reading and its connection
+    /// is closed (default 60 s).
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: Seconds,
+}
+
+impl Default for WatchLimits {
+    fn default() -> Self {
+        Self {
+            max_clients: default_max_clients(),
+            stall_timeout: default_stall_timeout(),
+        }
+    }
+}
+
+impl WatchLimits {
+    /// Refuse values that cannot work, naming the key.
+    ///
+    /// # Errors
+    /// `(key, reason)` of the first bad value.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.max_clients == 0 {
+            return Err((
+                "admin.watch.max_clients",
+                "0 would refuse every watcher; give at least 1".into(),
+            ));
+        }
+        if self.stall_timeout.0 == 0 {
+            return Err((
+                "admin.watch.stall_timeout",
+                "0 would drop every client at its first change; give at least 1s".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_max_clients() -> usize {
+    1024
+}
+
+fn default_stall_timeout() -> Seconds {
+    Seconds(60)
 }
 
 #[cfg(test)]

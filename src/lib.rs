@@ -1,32 +1,26 @@
 //! fedgw: a SPIFFE trust-domain federation gateway.
 //!
-//! The protocol lives in the `spiffe-federation` crate; this crate is the service
-//! and its command line: offline bundle validation ([`validate`]), configuration
-//! ([`config`]), acceptance policy ([`policy`]), durable storage ([`store`]) and the
-//! in-memory trust store every reader uses ([`trust_store`]).
+//! The protocol lives in the `spiffe-federation` crate; this crate is the service and
+//! its command line. The tree follows the data: [`sources`] (foreign bundle endpoints
+//! polled on a schedule, local bundles from files or the SPIFFE Workload API) feed
+//! [`trust`] (acceptance policy, the single-writer trust store and its durable
+//! database), which [`outputs`] redistribute (bundle endpoints, SDS, files). Beside
+//! that flow: [`registry`] (the set of federation relationships), [`admin`] (the HTTP
+//! API), [`client`] (CLI, agent and the admin client), [`net`] (listeners and their
+//! limits), [`telemetry`] (logs and metrics), [`config`] (the TOML schema), and
+//! [`app`], which wires them together and holds no logic of its own.
 
 pub mod admin;
-pub mod admin_client;
-pub mod agent;
-pub mod cli;
+pub mod app;
+pub mod client;
 pub mod config;
-pub mod data_dir;
-pub mod defaults;
-pub mod demo;
-pub mod dev_pki;
-pub mod endpoint;
-pub mod gateway;
-pub mod local_source;
-pub mod log_guard;
+pub mod dev;
+pub mod digest;
 pub mod net;
-pub mod policy;
-pub mod poller;
-pub mod relationships;
+pub mod outputs;
+pub mod registry;
 pub mod shutdown;
-pub mod sinks;
-pub mod store;
+pub mod sources;
 pub mod supervise;
 pub mod telemetry;
-pub mod trust_store;
-pub mod url_check;
-pub mod validate;
+pub mod trust;

@@ -14,18 +14,18 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use fedgw::admin_client::{AdminClient, AdminTarget, ClientError, ClientTls};
-use fedgw::cli::args::{
+use fedgw::client::admin_client::{AdminClient, AdminTarget, ClientError, ClientTls};
+use fedgw::client::cli::args::{
     AdminArgs, AdminCommand, AdminConnection, AgentArgs, BundleCommand, Cli, Command, DemoArgs,
     FederationCommand, FormatArg, JwtCommand, ProfileArg, RelationshipFlags, ServeArgs,
 };
-use fedgw::cli::exit::{Exit, UsageError, describe, looks_like_pem};
-use fedgw::cli::{self, CliError, Output, RelationshipArgs, RelationshipBody, operands};
+use fedgw::client::cli::exit::{Exit, UsageError, describe, looks_like_pem};
+use fedgw::client::cli::{self, CliError, Output, RelationshipArgs, RelationshipBody, operands};
+use fedgw::client::validate::{self, Format, ValidateError};
 use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig};
+use fedgw::outputs::files::FilesSinkConfig;
 use fedgw::shutdown::Shutdown;
-use fedgw::sinks::files::FilesSinkConfig;
 use fedgw::telemetry::LogFormat;
-use fedgw::validate::{self, Format, ValidateError};
 use spiffe_federation::TrustDomain;
 use url::Url;
 
@@ -109,11 +109,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
         };
         match config {
-            Ok(config) => finish(
-                fedgw::gateway::run(&config)
-                    .await
-                    .map_err(anyhow::Error::from),
-            ),
+            Ok(config) => finish(fedgw::app::run(&config).await.map_err(anyhow::Error::from)),
             Err(err) => {
                 eprintln!("error: {}", describe(err.as_ref()));
                 Exit::Config.into()
@@ -125,20 +121,21 @@ fn run_serve(args: ServeArgs) -> ExitCode {
 /// `fedgw serve` without `--config`: take the data directory, make (or load) the
 /// development PKI in it, run. A start that fails removes what it made.
 async fn serve_embedded(args: &ServeArgs) -> anyhow::Result<()> {
-    let data_dir = fedgw::gateway::acquire_data_dir(&args.data_dir).await?;
+    let data_dir = fedgw::app::acquire_data_dir(&args.data_dir).await?;
     let dir = args.data_dir.clone();
-    let gateway = fedgw::defaults::DefaultGateway {
+    let gateway = fedgw::dev::defaults::DefaultGateway {
         trust_domain: args.trust_domain.clone(),
         web_listen: args.web_listen,
         spiffe_listen: args.spiffe_listen,
     };
-    let timing = fedgw::defaults::DevTiming {
+    let timing = fedgw::dev::defaults::DevTiming {
         refresh_hint: args.refresh_hint,
         min_refresh: args.min_refresh,
     };
-    let prepared =
-        tokio::task::spawn_blocking(move || fedgw::defaults::embedded_with(&dir, &gateway, timing))
-            .await;
+    let prepared = tokio::task::spawn_blocking(move || {
+        fedgw::dev::defaults::embedded_with(&dir, &gateway, timing)
+    })
+    .await;
     let config = match prepared {
         Ok(Ok((config, _paths))) => config,
         failed => {
@@ -154,7 +151,7 @@ async fn serve_embedded(args: &ServeArgs) -> anyhow::Result<()> {
         trust_domain = %args.trust_domain,
         "no --config: running the embedded development default"
     );
-    fedgw::gateway::run_in(&config, data_dir).await?;
+    fedgw::app::run_in(&config, data_dir).await?;
     Ok(())
 }
 
@@ -200,7 +197,7 @@ fn demo_temp_dir() -> anyhow::Result<PathBuf> {
 }
 
 async fn demo(args: &DemoArgs, base: &std::path::Path) -> anyhow::Result<()> {
-    let gateways = fedgw::demo::start(base, &args.domains).await?;
+    let gateways = fedgw::dev::demo::start(base, &args.domains).await?;
     for g in &gateways {
         println!(
             "{}: https_web https://localhost:{}/  https_spiffe https://127.0.0.1:{}/  admin unix:{}",
@@ -210,8 +207,8 @@ async fn demo(args: &DemoArgs, base: &std::path::Path) -> anyhow::Result<()> {
             g.data_dir.join("admin.sock").display()
         );
     }
-    let converged = fedgw::demo::converge(&gateways, std::time::Duration::from_secs(60)).await;
-    let held = fedgw::demo::held(&gateways);
+    let converged = fedgw::dev::demo::converge(&gateways, std::time::Duration::from_secs(60)).await;
+    let held = fedgw::dev::demo::held(&gateways);
     if args.json {
         println!("{}", serde_json::json!({ "bundles": held }));
     } else {
@@ -244,7 +241,7 @@ async fn demo(args: &DemoArgs, base: &std::path::Path) -> anyhow::Result<()> {
         );
     }
     if let Err(err) = converged {
-        fedgw::demo::stop(gateways).await;
+        fedgw::dev::demo::stop(gateways).await;
         return Err(err.into());
     }
     println!("federation converged: every gateway holds every other domain's bundle");
@@ -252,7 +249,7 @@ async fn demo(args: &DemoArgs, base: &std::path::Path) -> anyhow::Result<()> {
         println!("running; press Ctrl-C to stop");
         let _ = tokio::signal::ctrl_c().await;
     }
-    fedgw::demo::stop(gateways).await;
+    fedgw::dev::demo::stop(gateways).await;
     Ok(())
 }
 
@@ -267,7 +264,7 @@ fn hash_token() -> ExitCode {
         eprintln!("error: empty token on standard input");
         return ExitCode::FAILURE;
     }
-    println!("{}", fedgw::admin::auth::sha256_hex(token.as_bytes()));
+    println!("{}", fedgw::digest::sha256_hex(token.as_bytes()));
     ExitCode::SUCCESS
 }
 
@@ -310,7 +307,8 @@ fn run_agent(args: AgentArgs) -> ExitCode {
             let client =
                 connect(&args.connection)?.with_max_response_bytes(args.max_response_bytes);
             let shutdown = Shutdown::new();
-            let mut agent = shutdown.spawn(fedgw::agent::run(client, config, shutdown.clone()));
+            let mut agent =
+                shutdown.spawn(fedgw::client::agent::run(client, config, shutdown.clone()));
             let stopped = tokio::select! {
                 () = shutdown.signalled() => Ok(()),
                 joined = &mut agent => joined.context("the agent task failed")?,
@@ -368,7 +366,7 @@ fn relationship(flags: RelationshipFlags) -> anyhow::Result<RelationshipBody> {
     let urls = flags
         .urls
         .iter()
-        .map(|raw| fedgw::url_check::endpoint_url(raw))
+        .map(|raw| fedgw::config::urls::endpoint_url(raw))
         .collect::<Result<Vec<Url>, _>>()
         .map_err(|err| UsageError::new(format!("--bundle-endpoint-url: {err}")))?;
     let proxy = flags
@@ -573,13 +571,13 @@ async fn read_token(arg: String) -> anyhow::Result<String> {
 }
 
 /// The ClusterFederatedTrustDomain objects of a file, or of standard input for `-`.
-async fn read_cftd(file: PathBuf) -> anyhow::Result<Vec<fedgw::relationships::cftd::Cftd>> {
+async fn read_cftd(file: PathBuf) -> anyhow::Result<Vec<fedgw::registry::cftd::Cftd>> {
     let shown = file.display().to_string();
     let bytes = tokio::task::spawn_blocking(move || read_input(&file))
         .await
         .context("reading the file")??;
     let text = String::from_utf8(bytes).with_context(|| format!("{shown}: not UTF-8"))?;
-    fedgw::relationships::cftd::parse(&text).with_context(|| shown)
+    fedgw::registry::cftd::parse(&text).with_context(|| shown)
 }
 
 fn read_input(file: &PathBuf) -> anyhow::Result<Vec<u8>> {

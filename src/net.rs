@@ -31,12 +31,12 @@
 //! ```
 
 mod accept;
-pub mod config;
 mod connection;
 pub mod fd;
 mod stream;
 #[cfg(test)]
 mod tests;
+pub mod unix;
 
 use std::future::Future;
 
@@ -46,10 +46,11 @@ use hyper::body::{Body, Incoming};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
-pub use self::config::{BodyLimits, Kind, Limits, LimitsConfig, NetConfig};
 pub use self::connection::{CLOSE_GRACE, ConnectionHandle, Counted};
 pub use self::fd::{Budget, FileLimits, raise_nofile_limit};
 pub use self::stream::{Peer, PeerKey, Stream};
+pub use self::unix::BoundAddr;
+pub use crate::config::net::{BodyLimits, Kind, Limits, LimitsConfig, NetConfig};
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
 

@@ -20,9 +20,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::log_guard::Clip;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
+use crate::telemetry::log_guard::Clip;
 
 /// Counter of caught panics, by task.
 pub const PANICS_METRIC: &str = "fedgw_task_panics_total";

@@ -8,6 +8,8 @@
 //! The registry is deliberately small: counters and gauges with label sets, stored in
 //! a map behind a short-lived std mutex (never held across `.await`).
 
+pub mod log_guard;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;

@@ -11,16 +11,18 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 
-use fedgw::admin::auth::{Access, sha256_hex};
+use fedgw::admin::auth::Access;
 use fedgw::admin::listen::{self, BoundAddr, ListenError};
 use fedgw::admin::{self, AdminState, LocalDomainInfo, RefreshRequest, RelationshipsView};
-use fedgw::admin_client::{AdminClient, AdminTarget, Answer, Body, ClientError};
-use fedgw::cli;
+use fedgw::client::admin_client::{AdminClient, AdminTarget, Answer, Body, ClientError};
+use fedgw::client::cli;
 use fedgw::config::{AdminListen, AdminToken, Config, DocumentFormat, Scope};
-use fedgw::policy::{PolicySettings, Source};
-use fedgw::store::AuditAction;
+use fedgw::digest::sha256_hex;
+use fedgw::net::unix::SocketError;
 use fedgw::telemetry::Metrics;
-use fedgw::trust_store::TrustStore;
+use fedgw::trust::db::AuditAction;
+use fedgw::trust::policy::{PolicySettings, Source};
+use fedgw::trust::store::TrustStore;
 use reqwest::Method;
 use serde_json::{Value, json};
 use spiffe_federation::bundle::{EcCurve, JwtAuthority, PublicKey};
@@ -899,7 +901,10 @@ async fn unix_socket_is_created_0600() {
     let err = listen::bind(&AdminListen::Unix(path.clone()), &Access::LocalSocket)
         .await
         .unwrap_err();
-    assert!(matches!(err, ListenError::InUse { .. }), "{err}");
+    assert!(
+        matches!(err, ListenError::Socket(SocketError::InUse { .. })),
+        "{err}"
+    );
 
     h.stop().await;
     assert!(!path.exists(), "the socket is removed on shutdown");
@@ -922,7 +927,10 @@ async fn stale_socket_is_replaced_and_other_files_are_not() {
     let err = listen::bind(&AdminListen::Unix(file.clone()), &Access::LocalSocket)
         .await
         .unwrap_err();
-    assert!(matches!(err, ListenError::NotASocket { .. }), "{err}");
+    assert!(
+        matches!(err, ListenError::Socket(SocketError::NotASocket { .. })),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&file).unwrap(), b"precious");
 }
 

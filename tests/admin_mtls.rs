@@ -2,7 +2,7 @@
 //! X509-SVIDs verified under the trust store's current bundles, the same client the
 //! CLI uses, `curl` as an independent peer, and the real `fedgw` binary end to end.
 //!
-//! Certificates come from the development PKI (`fedgw::dev_pki`): the admin server
+//! Certificates come from the development PKI (`fedgw::dev::pki`): the admin server
 //! serves the `https_web` certificate (for `localhost` and `127.0.0.1`), and client
 //! SVIDs are issued by the SPIFFE CA of their trust domain.
 
@@ -20,15 +20,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use fedgw::admin::auth::{Access, TlsAccess, sha256_hex};
+use fedgw::admin::auth::{Access, TlsAccess};
 use fedgw::admin::listen::{self, ListenError};
 use fedgw::admin::{AdminState, LocalDomainInfo, RelationshipsView};
-use fedgw::admin_client::{AdminClient, AdminTarget, Answer, Body, ClientError, ClientTls};
+use fedgw::client::admin_client::{AdminClient, AdminTarget, Answer, Body, ClientError, ClientTls};
 use fedgw::config::{AdminClientId, AdminTls, AdminToken, PollingConfig, Scope};
-use fedgw::dev_pki::{self, DevPkiPaths};
-use fedgw::policy::{PolicySettings, Source};
+use fedgw::dev::pki::{self as dev_pki, DevPkiPaths};
+use fedgw::digest::sha256_hex;
 use fedgw::telemetry::Metrics;
-use fedgw::trust_store::TrustStore;
+use fedgw::trust::policy::{PolicySettings, Source};
+use fedgw::trust::store::TrustStore;
 use reqwest::Method;
 use spiffe_federation::{Bundle, SpiffeId, TrustDomain};
 use tempfile::TempDir;

@@ -246,7 +246,7 @@ async fn https_spiffe_endpoint_binds_once_the_svid_and_the_local_bundle_arrive()
     // 4. The local bundle (SPIRE's) is pushed: a later attempt binds.
     let spire_bundle = spire.bundle().await;
     assert!(!spire_bundle.x509_authorities().is_empty());
-    let body = fedgw::admin_client::Body::Raw {
+    let body = fedgw::client::admin_client::Body::Raw {
         content_type: "application/json",
         bytes: spire_bundle.to_json(),
     };

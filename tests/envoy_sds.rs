@@ -387,7 +387,7 @@ async fn create_relationship(gw: &Gateway, peer: &Gateway) {
         .call(
             Method::POST,
             "/v1/federation-relationships",
-            Some(fedgw::admin_client::Body::Json(body)),
+            Some(fedgw::client::admin_client::Body::Json(body)),
         )
         .await
         .unwrap();

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use bundle_server::{Answer, BundleServer, TestCa};
 use bytes::Bytes;
-use fedgw::dev_pki::{self, DevPkiPaths};
+use fedgw::dev::pki::{self as dev_pki, DevPkiPaths};
 use gateway::{
     DEADLINE, Gateway, GatewayBuilder, Via, authorities, wait_for, wait_until, write_atomically,
 };
@@ -945,8 +945,8 @@ async fn put_bundle(
     gw: &Gateway,
     td: &TrustDomain,
     bundle: &Bundle,
-) -> Result<fedgw::admin_client::Answer, fedgw::admin_client::ClientError> {
-    let body = fedgw::admin_client::Body::Raw {
+) -> Result<fedgw::client::admin_client::Answer, fedgw::client::admin_client::ClientError> {
+    let body = fedgw::client::admin_client::Body::Raw {
         content_type: "application/json",
         bytes: bundle.to_json(),
     };

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fedgw::config::Config;
+use fedgw::outputs::files::{FilesSink, FilesSinkConfig, MAP_FILE, Published, State};
 use fedgw::shutdown::{Ended, Shutdown};
-use fedgw::sinks::files::{FilesSink, FilesSinkConfig, MAP_FILE, Published, State};
 use fedgw::telemetry::Metrics;
 use files_watch::{InProcess, bundle_of, dev_ca, read_map, td};
 use gateway::{DEADLINE, wait_until};
@@ -269,21 +269,21 @@ async fn fed_11_dist_2_no_file_merges_domains_and_no_union_mode_exists() {
 }
 
 /// A gateway on `data_dir` with one files sink in `out`, started in-process.
-async fn start_sink_gateway(root: &Path) -> fedgw::gateway::Running {
+async fn start_sink_gateway(root: &Path) -> fedgw::app::Running {
     let text = format!(
         "data_dir = {data:?}\n[[sinks.files]]\ndir = {out:?}\n",
         data = root.join("data").display().to_string(),
         out = root.join("out").display().to_string(),
     );
     let config = Config::from_toml(&text).unwrap();
-    fedgw::gateway::start(&config)
+    fedgw::app::start(&config)
         .await
         .unwrap_or_else(|err| panic!("the gateway must start: {err}"))
 }
 
 /// The `bundle-files.json` index in `dir`.
 fn read_index(dir: &Path) -> serde_json::Value {
-    let bytes = std::fs::read(dir.join(fedgw::sinks::files::INDEX_FILE)).unwrap();
+    let bytes = std::fs::read(dir.join(fedgw::outputs::files::INDEX_FILE)).unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -303,11 +303,11 @@ async fn a_255_byte_trust_domain_is_written_under_a_safe_name_and_never_stalls_t
     let a_ca = dev_ca(pki.path(), &a);
 
     let running = start_sink_gateway(root.path()).await;
-    let put = |store: &fedgw::trust_store::TrustStore, bundle: Bundle| {
+    let put = |store: &fedgw::trust::store::TrustStore, bundle: Bundle| {
         let store = store.clone();
         async move {
             let td = bundle.trust_domain().clone();
-            let source = fedgw::policy::Source::Operator { who: "test".into() };
+            let source = fedgw::trust::policy::Source::Operator { who: "test".into() };
             store
                 .submit(&td, bundle, source, time::OffsetDateTime::now_utc())
                 .await
@@ -336,7 +336,7 @@ async fn a_255_byte_trust_domain_is_written_under_a_safe_name_and_never_stalls_t
         .unwrap()
         .to_owned();
     assert!(
-        json_name.len() <= fedgw::sinks::files::NAME_MAX,
+        json_name.len() <= fedgw::outputs::files::NAME_MAX,
         "{json_name}"
     );
     assert!(
@@ -387,7 +387,7 @@ async fn a_255_byte_trust_domain_is_written_under_a_safe_name_and_never_stalls_t
 
     // An older version wrote `<td>.json` for the long domain into its manifest: the
     // gateway starts anyway, and converges.
-    let manifest = out.join(fedgw::sinks::files::MANIFEST_FILE);
+    let manifest = out.join(fedgw::outputs::files::MANIFEST_FILE);
     let mut text = std::fs::read_to_string(&manifest).unwrap();
     text.push_str(&format!("{long}.json\n"));
     std::fs::write(&manifest, text).unwrap();

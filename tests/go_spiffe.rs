@@ -35,8 +35,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bundle_server::TestCa;
-use fedgw::admin_client::ClientError;
-use fedgw::dev_pki::{self, DevPkiPaths};
+use fedgw::client::admin_client::ClientError;
+use fedgw::dev::pki::{self as dev_pki, DevPkiPaths};
 use gateway::{DEADLINE, Gateway, GatewayBuilder, Via, authorities, wait_for, write_atomically};
 use go_peer::ServePeer;
 use reqwest::Method;

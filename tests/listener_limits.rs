@@ -311,7 +311,7 @@ async fn fd_pressure_never_starves_reloads_and_clients_are_served_again() {
     }
     let flooded = Instant::now();
     // Replace the certificate and the local bundle while the budget is full.
-    let replacement = fedgw::dev_pki::ensure(
+    let replacement = fedgw::dev::pki::ensure(
         &dir.path().join("replacement"),
         &gw.trust_domain,
         &gw.endpoint_id,
@@ -439,7 +439,7 @@ async fn admin_api_answers_unauthenticated_bodies_without_reading_them() {
     let gw = GatewayBuilder::new(dir.path(), "a.test")
         .extra_toml(&format!(
             "\n[admin]\nlisten = \"127.0.0.1:{port}\"\n[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nscope = \"write\"\n",
-            fedgw::admin::auth::sha256_hex(token.as_bytes())
+            fedgw::digest::sha256_hex(token.as_bytes())
         ))
         .extra_toml(&limits(
             "admin",
@@ -649,7 +649,7 @@ async fn sds_closes_connections_without_a_preface_but_keeps_streams() {
         .unwrap();
     // Twice the idle timeout passes with the stream open and quiet.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let replacement = fedgw::dev_pki::ensure(
+    let replacement = fedgw::dev::pki::ensure(
         &dir.path().join("replacement"),
         &gw.trust_domain,
         &gw.endpoint_id,

@@ -24,13 +24,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use fedgw::admin::auth::{Access, sha256_hex};
+use fedgw::admin::auth::Access;
 use fedgw::admin::listen::{self, BoundAddr};
 use fedgw::admin::{self, AdminState, RefreshRequest, RelationshipsView};
 use fedgw::config::{AdminListen, AdminToken, PollingConfig, Scope};
-use fedgw::policy::PolicySettings;
+use fedgw::digest::sha256_hex;
 use fedgw::telemetry::Metrics;
-use fedgw::trust_store::TrustStore;
+use fedgw::trust::policy::PolicySettings;
+use fedgw::trust::store::TrustStore;
 use reqwest::Method;
 use serde_json::Value;
 use tempfile::TempDir;

@@ -27,8 +27,8 @@ fn new_ca(td: &TrustDomain) -> X509Authority {
 async fn fed_8_change_is_fetched_without_operator_action() {
     let dir = tempfile::tempdir().unwrap();
     let domains: Vec<TrustDomain> = vec!["a.test".parse().unwrap(), "b.test".parse().unwrap()];
-    let gateways = fedgw::demo::start(dir.path(), &domains).await.unwrap();
-    fedgw::demo::converge(&gateways, Duration::from_secs(30))
+    let gateways = fedgw::dev::demo::start(dir.path(), &domains).await.unwrap();
+    fedgw::dev::demo::converge(&gateways, Duration::from_secs(30))
         .await
         .unwrap();
 
@@ -63,26 +63,26 @@ async fn fed_8_change_is_fetched_without_operator_action() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    fedgw::demo::stop(gateways).await;
+    fedgw::dev::demo::stop(gateways).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_3_fetched_bundle_is_stored_under_its_trust_domain_with_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let domains: Vec<TrustDomain> = vec!["c.test".parse().unwrap(), "d.test".parse().unwrap()];
-    let gateways = fedgw::demo::start(dir.path(), &domains).await.unwrap();
-    fedgw::demo::converge(&gateways, Duration::from_secs(30))
+    let gateways = fedgw::dev::demo::start(dir.path(), &domains).await.unwrap();
+    fedgw::dev::demo::converge(&gateways, Duration::from_secs(30))
         .await
         .unwrap();
     let data_dir = gateways[1].data_dir.clone();
     let peer_port = [gateways[0].web_addr.port(), gateways[0].spiffe_addr.port()];
-    fedgw::demo::stop(gateways).await;
+    fedgw::dev::demo::stop(gateways).await;
 
     // Reopen d.test's database as a new process would: the fetched bundle of c.test is
     // there under its name, with where it came from and when.
-    let store = fedgw::trust_store::TrustStore::open(
+    let store = fedgw::trust::store::TrustStore::open(
         &data_dir.join("db"),
-        fedgw::policy::PolicySettings::default(),
+        fedgw::trust::policy::PolicySettings::default(),
     )
     .await
     .unwrap();
@@ -90,7 +90,7 @@ async fn poll_3_fetched_bundle_is_stored_under_its_trust_domain_with_metadata() 
     let entry = snapshot
         .get(&domains[0])
         .expect("c.test stored under its name");
-    let fedgw::policy::Source::Fetched {
+    let fedgw::trust::policy::Source::Fetched {
         url,
         final_url,
         peer,
@@ -137,7 +137,7 @@ async fn fetches_in_flight_are_capped_by_max_concurrent_fetches() {
             ));
         }
         let config = fedgw::config::Config::from_toml(&toml).unwrap();
-        let running = fedgw::gateway::start(&config).await.unwrap();
+        let running = fedgw::app::start(&config).await.unwrap();
         // Every relationship is due at start: wait for the connections expected (as
         // many as there are slots), then a second more for any beyond them.
         let expected = usize::try_from(slots).unwrap();

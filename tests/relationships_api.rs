@@ -26,14 +26,14 @@ use std::time::Duration;
 
 use bundle_server::{Answer, BundleServer, TestCa};
 use bytes::Bytes;
-use fedgw::admin::auth::sha256_hex;
 use fedgw::admin::listen::BoundAddr;
-use fedgw::admin_client::{AdminClient, AdminTarget, Answer as Reply, Body, ClientError};
-use fedgw::cli;
+use fedgw::app::{GatewayError, Running};
+use fedgw::client::admin_client::{AdminClient, AdminTarget, Answer as Reply, Body, ClientError};
+use fedgw::client::cli;
 use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig};
-use fedgw::gateway::{GatewayError, Running};
+use fedgw::digest::sha256_hex;
 use fedgw::shutdown::Ended;
-use fedgw::store::{AuditAction, AuditRecord, RelationshipRecord, StoreError};
+use fedgw::trust::db::{AuditAction, AuditRecord, RelationshipRecord, StoreError};
 use gateway::{DEADLINE, wait_for, wait_until};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -80,7 +80,7 @@ impl Gw {
         // In process, the database of a gateway just shut down may be closed a moment
         // after `shutdown` returns (its last handle dropped on a blocking thread).
         let running = wait_for(DEADLINE, "the database to be free", || async {
-            match fedgw::gateway::start(&config).await {
+            match fedgw::app::start(&config).await {
                 Ok(running) => Some(running),
                 Err(GatewayError::Store(StoreError::Open { .. } | StoreError::Locked { .. })) => {
                     None

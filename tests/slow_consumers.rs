@@ -29,7 +29,7 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use fedgw::admin_client::Body;
+use fedgw::client::admin_client::Body;
 use gateway::{DEADLINE, Gateway, GatewayBuilder, free_port, wait_until};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -11,13 +11,13 @@
     reason = "test code"
 )]
 
-use fedgw::policy::{PolicySettings, Source};
-use fedgw::store::{
+use fedgw::telemetry::Metrics;
+use fedgw::trust::db::{
     AuditAction, AuditNote, DISK_BYTES_METRIC, LIVE_BYTES_METRIC, NewBundle, StorageConfig, Store,
     StoreUsage,
 };
-use fedgw::telemetry::Metrics;
-use fedgw::trust_store::TrustStore;
+use fedgw::trust::policy::{PolicySettings, Source};
+use fedgw::trust::store::TrustStore;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use spiffe_federation::bundle::X509Authority;
 use spiffe_federation::{Bundle, TrustDomain};

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use fedgw::config::{AdminListen, Config, LocalSource, ProfileName};
-use fedgw::relationships::cftd;
+use fedgw::registry::cftd;
 
 const CLUSTERS: [&str; 3] = ["east", "west", "north"];
 

@@ -17,9 +17,9 @@ mod gateway;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use fedgw::admin::auth::sha256_hex;
 use fedgw::admin::listen::BoundAddr;
-use fedgw::admin_client::{AdminClient, AdminTarget, Body, ClientError};
+use fedgw::client::admin_client::{AdminClient, AdminTarget, Body, ClientError};
+use fedgw::digest::sha256_hex;
 use fedgw::shutdown::Ended;
 use files_watch::{InProcess, bundle_of, dev_ca, read_map, td};
 use gateway::{DEADLINE, GatewayBuilder, wait_for, wait_until};

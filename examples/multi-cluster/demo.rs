@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use fedgw::sinks::files::MAP_FILE;
+use fedgw::outputs::files::MAP_FILE;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
 use spiffe_federation::{ClientAuthError, SpiffeId, client_auth_error};

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::Context as _;
-use fedgw::dev_pki::{self, DevPkiPaths};
-use fedgw::sinks::files::MAP_FILE;
+use fedgw::dev::pki::{self as dev_pki, DevPkiPaths};
+use fedgw::outputs::files::MAP_FILE;
 use spiffe_federation::bundle::X509Authority;
 use spiffe_federation::{Bundle, BundleMap, SpiffeId, TrustDomain};
 use time::OffsetDateTime;

@@ -2,7 +2,7 @@
 //! line used on them.
 //!
 //! Owns, per trust domain: its directory (`<work>/<name>/`), the development CA that
-//! stands in for the domain's SPIRE server (`ca/`, made with `fedgw::dev_pki`), the
+//! stands in for the domain's SPIRE server (`ca/`, made with `fedgw::dev::pki`), the
 //! files the gateway is configured with (`pki/`), the copy of the committed
 //! configuration with free loopback ports in place of the example ones, the process
 //! (started in that directory, so the configuration's relative paths resolve there;
@@ -17,9 +17,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use fedgw::admin_client::{AdminClient, AdminTarget};
+use fedgw::client::admin_client::{AdminClient, AdminTarget};
 use fedgw::config::Config;
-use fedgw::dev_pki::{self, DevPkiPaths};
+use fedgw::dev::pki::{self as dev_pki, DevPkiPaths};
 use reqwest::Method;
 use spiffe_federation::{SpiffeId, TrustDomain};
 use time::OffsetDateTime;

@@ -17,6 +17,7 @@ use spiffe_federation::SpiffeId;
 
 use super::error::ApiError;
 use crate::config::{AdminClientId, AdminToken, Scope};
+use crate::digest::sha256_hex;
 
 /// Who made a request, as recorded in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,12 +188,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Lower-case hex SHA-256, the form tokens are configured in (`fedgw admin hash-token`).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
@@ -219,14 +214,6 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
         headers
-    }
-
-    #[test]
-    fn sha256_hex_matches_known_vector() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use spiffe_federation::Bundle;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::poller::Schedule;
+use crate::sources::schedule::Schedule;
 
 /// How many refresh intervals may pass without a fresh bundle before a foreign domain
 /// is `stale`. The poller polls every quarter interval, so this is about eight polls.

@@ -17,16 +17,17 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use axum::Router;
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener};
 
 use super::auth::Access;
 use crate::config::AdminListen;
-use crate::endpoint::EndpointError;
+pub use crate::net::BoundAddr;
+use crate::net::unix::{self, SocketError};
 use crate::net::{self, Limits, Net, Plain, Protocols};
+use crate::outputs::endpoint::EndpointError;
 
 pub mod tls;
 
@@ -57,28 +58,9 @@ pub enum ListenError {
     /// The TLS policy cannot be applied with the crypto provider.
     #[error("admin TLS policy: {0}")]
     TlsPolicy(#[source] rustls::Error),
-    /// Something that is not a socket sits at the socket path; it is not removed.
-    #[error("{path} exists and is not a unix socket; refusing to replace it")]
-    NotASocket {
-        /// The path.
-        path: PathBuf,
-    },
-    /// Another process accepts connections on the socket (another gateway?).
-    #[error("{path} is in use by a running process")]
-    InUse {
-        /// The path.
-        path: PathBuf,
-    },
-    /// A filesystem step (directory, stale socket, permissions) failed.
-    #[error("admin socket {path}: cannot {step}: {source}")]
-    Filesystem {
-        /// The path concerned.
-        path: PathBuf,
-        /// What was being done.
-        step: &'static str,
-        /// The OS error.
-        source: io::Error,
-    },
+    /// The unix socket could not be made.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
     /// The address could not be bound.
     #[error("cannot bind the admin API to {address}: {source}")]
     Bind {
@@ -87,15 +69,6 @@ pub enum ListenError {
         /// The OS error.
         source: io::Error,
     },
-}
-
-/// Where a bound listener listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BoundAddr {
-    /// A unix socket path.
-    Unix(PathBuf),
-    /// A TCP address (the real port when 0 was asked for).
-    Tcp(SocketAddr),
 }
 
 /// A bound listener, not yet accepting.
@@ -183,69 +156,17 @@ impl Bound {
 pub(crate) const NAME: &str = "admin";
 
 async fn bind_unix(path: &Path) -> Result<OwnerOnly, ListenError> {
-    let fs_error = |step: &'static str| {
-        move |source| ListenError::Filesystem {
-            path: path.to_owned(),
-            step,
-            source,
-        }
+    let file = unix::SocketFile {
+        role: "admin API",
+        mode: 0o600,
+        parent_mode: Some(0o700),
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        let mut dirs = tokio::fs::DirBuilder::new();
-        dirs.recursive(true).mode(0o700);
-        dirs.create(parent)
-            .await
-            .map_err(fs_error("create the parent directory"))?;
-    }
-    clear_stale_socket(path).await?;
-    let listener = UnixListener::bind(path).map_err(|source| ListenError::Bind {
-        address: format!("unix:{}", path.display()),
-        source,
-    })?;
-    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .await
-        .map_err(fs_error("set mode 0600"))?;
-    let owner = tokio::fs::metadata(path)
-        .await
-        .map_err(fs_error("read the owner"))?
-        .uid();
+    let unix::BoundSocket { listener, owner } = unix::bind(path, file).await?;
     Ok(OwnerOnly {
         listener,
         owner,
         path: path.to_owned(),
     })
-}
-
-/// Remove a socket file nobody accepts on; refuse anything else at `path`.
-pub(crate) async fn clear_stale_socket(path: &Path) -> Result<(), ListenError> {
-    let metadata = match tokio::fs::symlink_metadata(path).await {
-        Ok(metadata) => metadata,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(ListenError::Filesystem {
-                path: path.to_owned(),
-                step: "inspect the existing file",
-                source,
-            });
-        }
-    };
-    if !metadata.file_type().is_socket() {
-        return Err(ListenError::NotASocket {
-            path: path.to_owned(),
-        });
-    }
-    if UnixStream::connect(path).await.is_ok() {
-        return Err(ListenError::InUse {
-            path: path.to_owned(),
-        });
-    }
-    tokio::fs::remove_file(path)
-        .await
-        .map_err(|source| ListenError::Filesystem {
-            path: path.to_owned(),
-            step: "remove the stale socket",
-            source,
-        })
 }
 
 /// A unix listener whose connections are admitted only from the socket's owner.

@@ -5,7 +5,7 @@
 //! Owns turning requests into trust store calls and outcomes into JSON. Every bundle
 //! goes through the same gates as a fetched one: the format (`Bundle::parse` under the
 //! trust domain named in the path, never one read from the document, FED-7) and then
-//! policy inside [`TrustStore::submit`](crate::trust_store::TrustStore::submit). The
+//! policy inside [`TrustStore::submit`](crate::trust::store::TrustStore::submit). The
 //! trust store writes the audit record of every change it makes (who, old and new
 //! digest) and counts every refusal, so these handlers do not do either again. A
 //! bundle pushed for a *local* domain is served like one from a local file: with the
@@ -28,8 +28,8 @@ use super::error::ApiError;
 use super::routes_status::{self, Role, WarningView};
 use super::{AdminState, trust_domain};
 use crate::config::Scope;
-use crate::policy::{DocumentFacts, Source, Warning};
-use crate::trust_store::{Outcome, Snapshot, SubmitError};
+use crate::trust::policy::{DocumentFacts, Source, Warning};
+use crate::trust::store::{Outcome, Snapshot, SubmitError};
 
 const JSON: &str = "application/json";
 const PEM: &str = "application/x-pem-file";

@@ -1,6 +1,6 @@
 //! Federation relationship routes: list and show (with origin, trust chain and fetch
 //! status), create, replace and delete (through the relationship
-//! [`Registry`](crate::relationships::Registry)), and "refresh now", which the poller
+//! [`Registry`](crate::registry::Registry)), and "refresh now", which the poller
 //! manager answers through a [`RefreshRequest`].
 //!
 //! Owns the HTTP shapes: the request body ([`RelationshipSpec`], JSON), the views, and
@@ -21,10 +21,10 @@ use super::error::ApiError;
 use super::routes_status::{FetchStatus, fetch_status};
 use super::{AdminState, RefreshRequest, trust_domain};
 use crate::config::{ConfigError, ProfileName, ProxyConfig, Relationship, Scope};
-use crate::poller::relationship::{MaterialSource, RelationshipError};
-use crate::relationships::chain::Chain;
-use crate::relationships::{Details, Origin, Registry, RegistryError, RelationshipSpec};
-use crate::trust_store::Snapshot;
+use crate::registry::chain::Chain;
+use crate::registry::{Details, Origin, Registry, RegistryError, RelationshipSpec};
+use crate::sources::resolved::{MaterialSource, RelationshipError};
+use crate::trust::store::Snapshot;
 
 /// The largest create or replace body: room for a bootstrap bundle and extra roots of
 /// up to `policy.max_document_bytes` each, as JSON strings, and the other fields.

@@ -18,8 +18,8 @@ use super::AdminState;
 use super::domain_state::{self, DomainState, ForeignFacts};
 use super::error::ApiError;
 use crate::config::{ProfileName, Relationship, Scope, Seconds};
-use crate::store::RelationshipStatus;
-use crate::trust_store::{Entry, Snapshot};
+use crate::trust::db::RelationshipStatus;
+use crate::trust::store::{Entry, Snapshot};
 
 /// `GET /v1/status`.
 pub(super) async fn status(
@@ -192,7 +192,10 @@ impl FetchStatus {
     }
     /// A local domain streamed from a Workload API: `failing` while the agent cannot
     /// be reached (the stored bundle keeps serving), with the socket and the cause.
-    fn from_workload_api(has_bundle: bool, health: &crate::local_source::workload::Health) -> Self {
+    fn from_workload_api(
+        has_bundle: bool,
+        health: &crate::sources::local::workload::Health,
+    ) -> Self {
         let state = if health.consecutive_failures > 0 {
             DomainState::Failing
         } else {

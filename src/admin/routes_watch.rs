@@ -28,7 +28,7 @@ use super::error::ApiError;
 use super::watchers::{Admitted, Progress};
 use crate::config::{Scope, Seconds};
 use crate::net::ConnectionHandle;
-use crate::sinks::sds::wire::CHUNK;
+use crate::outputs::sds::wire::CHUNK;
 
 /// How long `wait` blocks without `timeout`.
 pub(super) const DEFAULT_WAIT: Duration = Duration::from_secs(30);

@@ -17,19 +17,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::AdminState;
 use super::error::ApiError;
 use super::routes_bundles::list_view;
-use crate::config::Seconds;
-use crate::log_guard::RateLimit;
+pub use crate::config::WatchLimits;
 use crate::net::ConnectionHandle;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
-use crate::trust_store::Snapshot;
+use crate::telemetry::log_guard::RateLimit;
+use crate::trust::store::Snapshot;
 
 /// Clients (event streams and waiting long polls) open at once.
 pub const CLIENTS_METRIC: &str = "fedgw_watch_clients";
@@ -37,60 +36,6 @@ pub const CLIENTS_METRIC: &str = "fedgw_watch_clients";
 pub const REFUSED_METRIC: &str = "fedgw_watch_clients_refused_total";
 /// Event stream clients dropped for not reading.
 pub const DROPPED_METRIC: &str = "fedgw_watch_clients_dropped_total";
-
-/// `[admin.watch]`: bounds of the watch API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatchLimits {
-    /// Event streams and waiting long polls open at once, at most (default 1024);
-    /// more are answered 503 `too_many_watchers`.
-    #[serde(default = "default_max_clients")]
-    pub max_clients: usize,
-    /// How long an event stream may leave a newer state (or the rest of an event)
-    /// untaken before its client is taken to have stopped reading and its connection
-    /// is closed (default 60 s).
-    #[serde(default = "default_stall_timeout")]
-    pub stall_timeout: Seconds,
-}
-
-impl Default for WatchLimits {
-    fn default() -> Self {
-        Self {
-            max_clients: default_max_clients(),
-            stall_timeout: default_stall_timeout(),
-        }
-    }
-}
-
-impl WatchLimits {
-    /// Refuse values that cannot work, naming the key.
-    ///
-    /// # Errors
-    /// `(key, reason)` of the first bad value.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if self.max_clients == 0 {
-            return Err((
-                "admin.watch.max_clients",
-                "0 would refuse every watcher; give at least 1".into(),
-            ));
-        }
-        if self.stall_timeout.0 == 0 {
-            return Err((
-                "admin.watch.stall_timeout",
-                "0 would drop every client at its first change; give at least 1s".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn default_max_clients() -> usize {
-    1024
-}
-
-fn default_stall_timeout() -> Seconds {
-    Seconds(60)
-}
 
 /// The watch API's shared part; cheap to clone.
 #[derive(Debug, Clone)]

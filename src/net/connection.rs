@@ -39,9 +39,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use super::config::Limits;
 use super::stream::{Peer, Stream};
 use super::{BoxError, CLOSED_METRIC, Connector, Protocols};
+use crate::config::net::Limits;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
 

@@ -1,5 +1,5 @@
 //! Helpers of the files sink and watch API tests: bundles with development CAs, and a
-//! gateway started in-process (`fedgw::gateway::start`) whose trust store the test
+//! gateway started in-process (`fedgw::app::start`) whose trust store the test
 //! changes directly.
 //!
 //! Include with `#[path = "support/files_watch.rs"] mod files_watch;`.
@@ -13,10 +13,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fedgw::app::Running;
 use fedgw::config::Config;
-use fedgw::dev_pki;
-use fedgw::gateway::Running;
-use fedgw::policy::Source;
+use fedgw::dev::pki as dev_pki;
+use fedgw::trust::policy::Source;
 use spiffe_federation::bundle::X509Authority;
 use spiffe_federation::{Bundle, BundleMap, SpiffeId, TrustDomain};
 use time::OffsetDateTime;
@@ -46,7 +46,7 @@ pub fn bundle_of(trust_domain: &TrustDomain, cas: &[X509Authority], sequence: u6
 
 /// The bundle map in `dir`, if it is there yet.
 pub fn read_map(dir: &Path) -> Option<BundleMap> {
-    let bytes = std::fs::read(dir.join(fedgw::sinks::files::MAP_FILE)).ok()?;
+    let bytes = std::fs::read(dir.join(fedgw::outputs::files::MAP_FILE)).ok()?;
     Some(BundleMap::parse(&bytes).unwrap().map)
 }
 
@@ -68,7 +68,7 @@ impl InProcess {
             toml.replace("{dir}", &root)
         );
         let config = Config::from_toml(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
-        let gateway = fedgw::gateway::start(&config).await.unwrap();
+        let gateway = fedgw::app::start(&config).await.unwrap();
         Self { gateway, dir }
     }
 

@@ -1,7 +1,7 @@
 //! End-to-end harness: real `fedgw serve` processes on loopback.
 //!
 //! Include with `#[path = "support/gateway.rs"] mod gateway;`. A [`GatewayBuilder`]
-//! makes one gateway's development PKI ([`fedgw::dev_pki::ensure`]) in a directory of
+//! makes one gateway's development PKI ([`fedgw::dev::pki::ensure`]) in a directory of
 //! the test's tempdir, picks free loopback ports for the `https_web` and/or
 //! `https_spiffe` listeners, collects federation relationships (to other builders or
 //! to any bundle endpoint), and writes a TOML configuration with fast polling (a 1 s
@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fedgw::admin_client::{AdminClient, AdminTarget};
-use fedgw::dev_pki::{self, DevPkiPaths};
+use fedgw::client::admin_client::{AdminClient, AdminTarget};
+use fedgw::dev::pki::{self as dev_pki, DevPkiPaths};
 use reqwest::Method;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;

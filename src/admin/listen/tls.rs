@@ -40,9 +40,9 @@ use super::ListenError;
 use crate::admin::AdminState;
 use crate::admin::auth::{Access, TlsAccess};
 use crate::config::AdminTls;
-use crate::endpoint::{RELOAD_INTERVAL, load_pair};
 use crate::net::{self, Connector, Limits, Net, Peer, Protocols, Stream};
-use crate::trust_store::TrustStore;
+use crate::outputs::endpoint::{RELOAD_INTERVAL, load_pair};
+use crate::trust::store::TrustStore;
 
 /// A bound TLS admin listener, not yet accepting.
 #[derive(Debug)]

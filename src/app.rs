@@ -1,0 +1,887 @@
+//! Starting and stopping a gateway: load, bind, then spawn.
+//!
+//! Owns the order of startup: open the trust store (every stored bundle is served
+//! before any re-fetch, STO-1), load local bundles, bind the bundle endpoint
+//! listeners, start the relationship registry (a poller per relationship, from the
+//! configuration and the store), then report ready. It does not own what
+//! each part does.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject as _;
+use spiffe_federation::TrustDomain;
+use spiffe_federation::endpoint::client::Fetcher;
+use time::OffsetDateTime;
+
+use crate::admin::auth::{Access, TlsAccess};
+use crate::admin::error::ApiError;
+use crate::admin::listen::{BoundAddr, ListenError};
+use crate::admin::{AdminState, LocalDomainInfo, RefreshRequest, RelationshipsView};
+use crate::config::{AdminListen, Config, LocalSource};
+use crate::net::{Kind, Net};
+use crate::outputs::endpoint::{EndpointError, Listener, SvidSource, TlsSource};
+use crate::outputs::files::FilesError;
+use crate::registry::{
+    Parts as RegistryParts, Registry, RegistryError, Settings as RegistrySettings,
+};
+use crate::shutdown::{Ended, Shutdown};
+use crate::sources::local::workload::{self, BundleFollower, WorkloadHealth};
+use crate::sources::local::{self, Event, LocalSourceError};
+use crate::sources::pollers::{PollerContext, Pollers};
+use crate::sources::schedule::Schedule;
+use crate::supervise::{Supervisor, TaskHealth};
+use crate::telemetry::Metrics;
+use crate::trust::data_dir::{DataDir, DataDirError};
+use crate::trust::db::StoreError;
+use crate::trust::policy::{DocumentFacts, PolicySettings, Source};
+use crate::trust::store::{SubmitError, TrustStore};
+
+/// The `https_spiffe` listener's name in `GET /v1/status` `waiting_listeners`.
+const SPIFFE_LISTENER: &str = "https_spiffe endpoint";
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The data directory could not be created or is held by another fedgw.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The trust store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A local bundle could not be loaded at startup.
+    #[error(transparent)]
+    Local(#[from] LocalSourceError),
+    /// A local bundle was refused.
+    #[error("local bundle of {trust_domain} refused: {source}")]
+    LocalRefused {
+        /// The local trust domain.
+        trust_domain: TrustDomain,
+        /// Why.
+        source: SubmitError,
+    },
+    /// A bundle endpoint listener could not start.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The relationships could not be loaded (a configured file unusable, the store
+    /// unreadable).
+    #[error(transparent)]
+    Relationships(#[from] RegistryError),
+    /// A name in `public_names` is neither a DNS name nor an IP address.
+    #[error("endpoint.https_web.public_names: {name:?} is not a DNS name or IP address")]
+    PublicName {
+        /// The name.
+        name: String,
+    },
+    /// The admin API could not listen.
+    #[error("admin API: {0}")]
+    Admin(#[from] ListenError),
+    /// The Envoy SDS server could not listen.
+    #[error(transparent)]
+    Sds(#[from] crate::outputs::sds::SdsError),
+    /// A `[[sinks.files]]` directory could not be opened or written at startup.
+    #[error(transparent)]
+    FilesSink(#[from] FilesError),
+    /// The open-file limit leaves no room for connections.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+    /// A Workload API source could not be set up, naming the configuration key.
+    #[error("{key}: {reason}")]
+    WorkloadApi {
+        /// The configuration key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A blocking startup step was interrupted.
+    #[error("startup interrupted: {step}")]
+    Interrupted {
+        /// The step.
+        step: &'static str,
+    },
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Running {
+    /// The `https_web` endpoint's address, when configured.
+    pub web_addr: Option<SocketAddr>,
+    /// The `https_spiffe` endpoint's address, when configured.
+    pub spiffe_addr: Option<SocketAddr>,
+    /// Where the admin API listens.
+    pub admin_addr: Option<BoundAddr>,
+    /// Where the Envoy SDS server listens, when `[sinks.sds]` is configured.
+    pub sds_addr: Option<BoundAddr>,
+    /// The trust store every part reads.
+    pub trust_store: TrustStore,
+    /// The pollers.
+    pub pollers: Pollers,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Local trust domains and the paths they are served at.
+    pub locals: Vec<(TrustDomain, String)>,
+    shutdown: Shutdown,
+    /// Held until the gateway has stopped: no other fedgw opens the same data_dir.
+    data_dir: DataDir,
+}
+
+impl Running {
+    /// The owner of every task, for parts started after [`start`] (the admin API).
+    pub fn shutdown_handle(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Stop every task, waiting at most `grace`; the data directory is free again
+    /// afterwards.
+    pub async fn shutdown(self, grace: Duration) -> Ended {
+        let ended = self.shutdown.shutdown(grace).await;
+        drop(self.data_dir);
+        ended
+    }
+}
+
+/// Take `data_dir` (created if missing) for a gateway. Blocks nothing: the file work
+/// runs on the blocking pool.
+///
+/// # Errors
+/// [`GatewayError::DataDir`] when it cannot be created or another fedgw holds it.
+pub async fn acquire_data_dir(path: &Path) -> Result<DataDir, GatewayError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || DataDir::acquire(&path))
+        .await
+        .map_err(|_| GatewayError::Interrupted { step: "data_dir" })?
+        .map_err(GatewayError::from)
+}
+
+/// Start a gateway from a validated configuration.
+///
+/// # Errors
+/// [`GatewayError`] naming the first part that could not start; nothing is left
+/// running on error, and nothing the start made is left in `data_dir`.
+pub async fn start(config: &Config) -> Result<Running, GatewayError> {
+    let data_dir = acquire_data_dir(&config.data_dir).await?;
+    start_in(config, data_dir).await
+}
+
+/// [`start`] in a `data_dir` already taken with [`acquire_data_dir`] (by a caller
+/// that prepares files in it first, as the embedded default does with its
+/// development PKI). On error everything made in it since it was taken is removed.
+///
+/// # Errors
+/// [`GatewayError`] naming the first part that could not start.
+pub async fn start_in(config: &Config, data_dir: DataDir) -> Result<Running, GatewayError> {
+    let shutdown = Shutdown::new();
+    match start_inner(config, shutdown.clone()).await {
+        Ok(parts) => Ok(parts.into_running(shutdown, data_dir)),
+        Err(err) => {
+            shutdown.shutdown(Duration::from_secs(5)).await;
+            // The database may close a moment later on a blocking thread; unlinking
+            // its files meanwhile is harmless.
+            let _undone = tokio::task::spawn_blocking(move || data_dir.undo()).await;
+            Err(err)
+        }
+    }
+}
+
+/// What [`start_inner`] built, before it becomes a [`Running`].
+struct Started {
+    web_addr: Option<SocketAddr>,
+    spiffe_addr: Option<SocketAddr>,
+    admin_addr: Option<BoundAddr>,
+    sds_addr: Option<BoundAddr>,
+    trust_store: TrustStore,
+    pollers: Pollers,
+    metrics: Metrics,
+    locals: Vec<(TrustDomain, String)>,
+}
+
+impl Started {
+    fn into_running(self, shutdown: Shutdown, data_dir: DataDir) -> Running {
+        Running {
+            web_addr: self.web_addr,
+            spiffe_addr: self.spiffe_addr,
+            admin_addr: self.admin_addr,
+            sds_addr: self.sds_addr,
+            trust_store: self.trust_store,
+            pollers: self.pollers,
+            metrics: self.metrics,
+            locals: self.locals,
+            shutdown,
+            data_dir,
+        }
+    }
+}
+
+async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, GatewayError> {
+    for warning in config.warnings() {
+        tracing::warn!(key = %warning.key, "configuration: {}", warning.message);
+    }
+    let data_dir = config.data_dir.clone();
+    let settings = PolicySettings {
+        sequence: config.policy.sequence,
+        max_authorities: config.policy.max_authorities,
+    };
+    let trust_store =
+        TrustStore::open_with(&data_dir.join("db"), settings, config.storage.clone()).await?;
+    let metrics = trust_store.metrics().clone();
+    let supervisor = Supervisor::new(shutdown.clone(), TaskHealth::new(), metrics.clone());
+    // Before any listener: the open-file limit raised, the connection budget set.
+    let net = Net::start(&config.net, metrics.clone(), shutdown.clone())?;
+
+    // Local bundles: loaded before the listeners, which serve them and (https_spiffe)
+    // verify their own SVID against them.
+    let mut locals = Vec::new();
+    let mut workload_health = BTreeMap::new();
+    for (index, local) in config.local.iter().enumerate() {
+        let path = config.local_path(index).unwrap_or_else(|| "/".to_owned());
+        locals.push((local.trust_domain.clone(), path));
+        let max = config.policy.max_document_bytes;
+        let (file, format) = match &local.source {
+            LocalSource::File { file, format } => (file, *format),
+            LocalSource::Admin { .. } => continue,
+            LocalSource::WorkloadApi {
+                workload_api_socket,
+            } => {
+                let health = follow_workload_api(
+                    &trust_store,
+                    &supervisor,
+                    local,
+                    index,
+                    workload_api_socket,
+                    max,
+                )
+                .await?;
+                workload_health.insert(local.trust_domain.clone(), health);
+                continue;
+            }
+        };
+        let loaded = local::load(file, format, &local.trust_domain, max).await?;
+        let source = || Source::LocalFile { path: file.clone() };
+        accept_local(
+            &trust_store,
+            &local.trust_domain,
+            loaded,
+            local.refresh_hint.duration(),
+            source(),
+        )
+        .await
+        .map_err(|source| GatewayError::LocalRefused {
+            trust_domain: local.trust_domain.clone(),
+            source,
+        })?;
+        let store = trust_store.clone();
+        let td = local.trust_domain.clone();
+        let hint = local.refresh_hint.duration();
+        let watched = file.clone();
+        let on_event = move |event| {
+            let store = store.clone();
+            let td = td.clone();
+            let source = Source::LocalFile {
+                path: watched.clone(),
+            };
+            async move {
+                match event {
+                    Event::Changed(loaded) => {
+                        if let Err(err) = accept_local(&store, &td, *loaded, hint, source).await {
+                            tracing::error!(trust_domain = %td, error = %err, "local bundle refused");
+                        }
+                    }
+                    Event::Failed(err) => {
+                        tracing::error!(trust_domain = %td, error = %err, "local bundle unreadable; still serving the last good one");
+                    }
+                }
+            }
+        };
+        // Supervised: a panic restarts the watch, which reads the file afresh.
+        let (file, td, cancel) = (file.clone(), local.trust_domain.clone(), shutdown.token());
+        supervisor.spawn(
+            format!("local bundle file {td}"),
+            cancel.clone(),
+            move || {
+                local::watch(
+                    file.clone(),
+                    format,
+                    td.clone(),
+                    max,
+                    local::DEFAULT_CHECK_INTERVAL,
+                    cancel.clone(),
+                    on_event.clone(),
+                )
+            },
+        );
+    }
+
+    // Sinks start after the local bundles, so their first write already holds them.
+    for files in &config.sinks.files {
+        crate::outputs::files::start(files, trust_store.clone(), metrics.clone(), &supervisor)
+            .await?;
+    }
+    let table = crate::outputs::endpoint::follow(trust_store.clone(), locals.clone(), &supervisor);
+    let mut web_addr = None;
+    if let Some(web) = &config.endpoint.https_web {
+        let public_names = web
+            .public_names
+            .iter()
+            .map(|name| {
+                ServerName::try_from(name.clone())
+                    .map_err(|_| GatewayError::PublicName { name: name.clone() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cert = web.cert.clone();
+        let public_roots = tokio::task::spawn_blocking(move || public_roots(&cert))
+            .await
+            .map_err(|_| GatewayError::Interrupted {
+                step: "system roots",
+            })?;
+        let source = TlsSource::Web {
+            cert: web.cert.clone(),
+            key: web.key.clone(),
+            public_names,
+            public_roots: Arc::new(public_roots),
+        };
+        let listener = Listener::bind(web.listen, source, &trust_store).await?;
+        web_addr = listener.local_addr().ok();
+        let limits = web.limits.resolve(Kind::BundleEndpoint);
+        listener.serve(
+            Arc::clone(&table),
+            trust_store.clone(),
+            limits,
+            &net,
+            &supervisor,
+        );
+    }
+    let mut spiffe_addr = None;
+    if let Some(spiffe) = &config.endpoint.https_spiffe {
+        let (identity, ready) = match (&spiffe.workload_api_socket, &spiffe.svid, &spiffe.key) {
+            (Some(socket), _, _) => {
+                svid_from_workload_api(socket, &spiffe.endpoint_spiffe_id, &supervisor).await?
+            }
+            (None, Some(svid), Some(key)) => (
+                SvidSource::Files {
+                    svid: svid.clone(),
+                    key: key.clone(),
+                },
+                true,
+            ),
+            // Config::validate allows no other combination.
+            (None, _, _) => {
+                return Err(GatewayError::WorkloadApi {
+                    key: "endpoint.https_spiffe.svid".to_owned(),
+                    reason: "svid and key, or workload_api_socket, are required".to_owned(),
+                });
+            }
+        };
+        let source = TlsSource::Spiffe {
+            identity: identity.clone(),
+            endpoint_id: spiffe.endpoint_spiffe_id.clone(),
+        };
+        let limits = spiffe.limits.resolve(Kind::BundleEndpoint);
+        let from_workload_api = matches!(identity, SvidSource::WorkloadApi { .. });
+        let bound = if ready {
+            match Listener::bind(spiffe.listen, source.clone(), &trust_store).await {
+                Ok(listener) => Some(listener),
+                // The agent's SVID came before the first local bundle from the same
+                // agent (two streams): wait for both below rather than stop.
+                Err(err @ EndpointError::NoLocalBundle { .. }) if from_workload_api => {
+                    tracing::warn!(listen = %spiffe.listen, error = %err, "https_spiffe endpoint: waiting for the local bundle from the Workload API");
+                    supervisor.health().listener_waiting(
+                        SPIFFE_LISTENER,
+                        &spiffe.listen.to_string(),
+                        &err.to_string(),
+                    );
+                    None
+                }
+                Err(err) => return Err(err.into()),
+            }
+        } else {
+            // The agent is not answering yet: everything else serves (the stored local
+            // bundle included), and this listener binds once the first SVID arrives.
+            tracing::warn!(
+                listen = %spiffe.listen,
+                "https_spiffe endpoint: no X509-SVID from the Workload API yet; the listener starts when the agent issues one"
+            );
+            supervisor.health().listener_waiting(
+                SPIFFE_LISTENER,
+                &spiffe.listen.to_string(),
+                "no X509-SVID from the Workload API yet (see the local domain's last_error)",
+            );
+            None
+        };
+        if let Some(listener) = bound {
+            spiffe_addr = listener.local_addr().ok();
+            listener.serve(
+                Arc::clone(&table),
+                trust_store.clone(),
+                limits,
+                &net,
+                &supervisor,
+            );
+        } else {
+            let (table, store, net, listen) = (
+                Arc::clone(&table),
+                trust_store.clone(),
+                net.clone(),
+                spiffe.listen,
+            );
+            let cancel = shutdown.token();
+            let supervisor = supervisor.clone();
+            let health = supervisor.health().clone();
+            shutdown.spawn(async move {
+                let SvidSource::WorkloadApi { mut svid, .. } = identity else {
+                    return;
+                };
+                // Retried until it binds: an SVID and a local bundle to verify it
+                // against must both have arrived; a failure is logged once.
+                let mut logged = false;
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        seen = svid.wait_for(Option::is_some) => if seen.is_err() { return },
+                    }
+                    match Listener::bind(listen, source.clone(), &store).await {
+                        Ok(listener) => {
+                            tracing::info!(%listen, "https_spiffe endpoint started with the Workload API's SVID");
+                            listener.serve(table, store, limits, &net, &supervisor);
+                            health.listener_serving(SPIFFE_LISTENER);
+                            return;
+                        }
+                        Err(err) => {
+                            health.listener_waiting(SPIFFE_LISTENER, &listen.to_string(), &err.to_string());
+                            if !logged {
+                                tracing::warn!(%listen, error = %err, "https_spiffe endpoint could not start yet; retrying every 500 ms");
+                                logged = true;
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    }
+                }
+            });
+        }
+    }
+
+    let pollers = Pollers::new(
+        PollerContext {
+            trust_store: trust_store.clone(),
+            fetcher: Fetcher::new(),
+            schedule: Schedule::from(&config.polling),
+            metrics: metrics.clone(),
+            fetch_slots: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(config.polling.max_concurrent_fetches).unwrap_or(usize::MAX),
+            )),
+            supervisor: supervisor.clone(),
+        },
+        shutdown.clone(),
+    );
+    // Relationships: the configuration's ([[federation]], then the objects of
+    // relationship_files), then those created through the admin API and kept in the
+    // store, each polled from here on.
+    let paths = config.relationship_files.clone();
+    let files = tokio::task::spawn_blocking(move || crate::registry::cftd::read_files(&paths))
+        .await
+        .map_err(|_| GatewayError::Interrupted {
+            step: "relationship files",
+        })?
+        .map_err(RegistryError::from)?;
+    let registry = Registry::start(
+        RegistryParts {
+            trust_store: trust_store.clone(),
+            pollers: pollers.clone(),
+            view: RelationshipsView::default(),
+            shutdown: shutdown.clone(),
+            metrics: metrics.clone(),
+        },
+        RegistrySettings {
+            locals: config
+                .local
+                .iter()
+                .map(|l| l.trust_domain.clone())
+                .collect(),
+            max_document_bytes: config.policy.max_document_bytes,
+            fetch_timeout: config.polling.fetch_timeout.duration(),
+            max_trust_chain_depth: config.policy.max_trust_chain_depth,
+        },
+        &config.federation,
+        &files,
+    )
+    .await?;
+    if config.local.is_empty() && registry.view().load().is_empty() {
+        tracing::warn!(
+            "configuration: no [[local]] trust domain and no federation relationship (none in [[federation]] or relationship_files, none created through the admin API): this gateway serves and fetches nothing until one is added, e.g. with `fedgw federation create`"
+        );
+    }
+    let sds_addr = match &config.sinks.sds {
+        Some(sds) => {
+            let locals = config.local.iter().map(|local| &local.trust_domain);
+            let sds = crate::outputs::sds::start(
+                sds,
+                &config.data_dir,
+                locals,
+                &trust_store,
+                &metrics,
+                &net,
+                &supervisor,
+            );
+            Some(sds.await?)
+        }
+        None => None,
+    };
+    let admin_addr = start_admin(
+        config,
+        &workload_health,
+        &trust_store,
+        &pollers,
+        &registry,
+        &net,
+        &supervisor,
+    )
+    .await?;
+    tracing::info!(
+        locals = locals.len(),
+        relationships = registry.view().load().len(),
+        web_addr = web_addr.map(tracing::field::display),
+        spiffe_addr = spiffe_addr.map(tracing::field::display),
+        admin_addr = admin_addr.as_ref().map(bound_addr),
+        sds_addr = sds_addr.as_ref().map(bound_addr),
+        "gateway started"
+    );
+    Ok(Started {
+        web_addr,
+        spiffe_addr,
+        admin_addr,
+        sds_addr,
+        trust_store,
+        pollers,
+        metrics,
+        locals,
+    })
+}
+
+/// Bind the admin API and answer its refresh requests with the pollers.
+async fn start_admin(
+    config: &Config,
+    workload_health: &BTreeMap<TrustDomain, WorkloadHealth>,
+    trust_store: &TrustStore,
+    pollers: &Pollers,
+    registry: &Registry,
+    net: &Net,
+    supervisor: &Supervisor,
+) -> Result<Option<BoundAddr>, GatewayError> {
+    // The trust store's metrics are the gateway's (start_inner takes them from it).
+    let metrics = trust_store.metrics();
+    let shutdown = net.shutdown();
+    let listen = config.admin_listen();
+    let tls_access = TlsAccess::new(config.admin.tokens.clone(), config.admin.clients.clone());
+    let access = match (&listen, &config.admin.tls) {
+        (AdminListen::Unix(_), _) => Access::LocalSocket,
+        (AdminListen::Tcp(_), None) => Access::Tokens(config.admin.tokens.clone()),
+        (AdminListen::Tcp(_), Some(_)) => Access::Tls(tls_access.clone()),
+    };
+    let (refresh, mut requests) = tokio::sync::mpsc::channel::<RefreshRequest>(16);
+    let answering = pollers.clone();
+    let cancel = shutdown.token();
+    let tracker = shutdown.clone();
+    shutdown.spawn(async move {
+        loop {
+            let request = tokio::select! {
+                () = cancel.cancelled() => return,
+                request = requests.recv() => match request { Some(r) => r, None => return },
+            };
+            // Each request waits for its own poller in a task of its own: a refresh
+            // waits for a fetch, and refreshes of different domains must not queue
+            // behind one another (each poller still takes its own one at a time).
+            let answering = answering.clone();
+            tracker.spawn(async move {
+                let answer = match answering.refresh(&request.trust_domain).await {
+                    Some(report) => {
+                        serde_json::to_value(report).map_err(|err| ApiError::internal(&err))
+                    }
+                    None => Err(ApiError::not_found(format!(
+                        "no poller for {}",
+                        request.trust_domain
+                    ))),
+                };
+                // The caller may have gone; nothing to do then.
+                let _ignored = request.reply.send(answer);
+            });
+        }
+    });
+    // Ready as soon as the admin API answers: every stored bundle is already served.
+    // Not ready once shutdown begins: `/readyz` answers 503, and long polls and event
+    // streams of the watch API end, so the listener's graceful stop is not held up.
+    let (ready_tx, ready) = tokio::sync::watch::channel(true);
+    let cancel = shutdown.token();
+    shutdown.spawn(async move {
+        cancel.cancelled().await;
+        ready_tx.send_replace(false);
+    });
+    let local = config
+        .local
+        .iter()
+        .enumerate()
+        .map(|(index, local)| LocalDomainInfo {
+            trust_domain: local.trust_domain.clone(),
+            path: config.local_path(index).unwrap_or_else(|| "/".to_owned()),
+            refresh_hint: local.refresh_hint,
+            source_file: match &local.source {
+                LocalSource::File { file, .. } => Some(file.clone()),
+                LocalSource::Admin { .. } | LocalSource::WorkloadApi { .. } => None,
+            },
+            workload_api: workload_health.get(&local.trust_domain).cloned(),
+        })
+        .collect();
+    let state = AdminState {
+        trust_store: trust_store.clone(),
+        metrics: metrics.clone(),
+        access: access.clone(),
+        local,
+        relationships: registry.view().clone(),
+        registry: Some(registry.clone()),
+        refresh,
+        ready,
+        schedule: Schedule::from(&config.polling),
+        max_document_bytes: config.policy.max_document_bytes,
+        watchers: crate::admin::watchers::Watchers::new(
+            config.admin.watch,
+            metrics.clone(),
+            shutdown.clone(),
+        ),
+        tasks: supervisor.health().clone(),
+        body_limits: config.admin.limits.body_limits(),
+    };
+    let limits = config.admin.limits.resolve(Kind::Admin);
+    if let (AdminListen::Tcp(tcp), Some(files)) = (&listen, &config.admin.tls) {
+        let bound = crate::admin::listen::tls::bind(*tcp, files, &tls_access, trust_store).await?;
+        let addr = bound.local_addr().ok().map(BoundAddr::Tcp);
+        shutdown.spawn(bound.serve(state, limits, net.clone()));
+        return Ok(addr);
+    }
+    let bound = crate::admin::listen::bind(&listen, &access).await?;
+    let addr = bound.local_addr().ok();
+    let router = crate::admin::router(state);
+    shutdown.spawn(bound.serve(router, limits, net.clone()));
+    Ok(addr)
+}
+
+/// How long a starting gateway waits for a Workload API's first answer (a bundle or a
+/// failure) before it goes on; a failure is retried in the background.
+const WORKLOAD_API_FIRST_WAIT: Duration = Duration::from_secs(15);
+
+/// Start following the Workload API of local domain `local` (the `index`th), and
+/// wait for its first answer, so that a reachable agent's bundle is stored before the
+/// listeners bind. An unreachable agent does not stop the start: the stored bundle,
+/// if any, keeps serving, and the status shows the failure.
+async fn follow_workload_api(
+    trust_store: &TrustStore,
+    supervisor: &Supervisor,
+    local: &crate::config::LocalDomain,
+    index: usize,
+    socket: &str,
+    max_bytes: usize,
+) -> Result<WorkloadHealth, GatewayError> {
+    let endpoint =
+        spiffe::transport::Endpoint::parse(socket).map_err(|err| GatewayError::WorkloadApi {
+            key: format!("local[{index}].source.workload_api_socket"),
+            reason: format!("{socket:?}: {err}"),
+        })?;
+    let health = WorkloadHealth::new(socket);
+    let follower = BundleFollower {
+        socket: socket.to_owned(),
+        endpoint,
+        trust_domain: local.trust_domain.clone(),
+        max_bytes,
+        health: health.clone(),
+    };
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let first = Arc::new(std::sync::Mutex::new(Some(first_tx)));
+    let store = trust_store.clone();
+    let hint = local.refresh_hint.duration();
+    let cancel = supervisor.shutdown().token();
+    let token = cancel.clone();
+    supervisor.spawn(
+        format!("workload API source of {}", local.trust_domain),
+        cancel,
+        move || {
+            let first = first.lock().ok().and_then(|mut first| first.take());
+            let store = store.clone();
+            let td = follower.trust_domain.clone();
+            let socket = follower.socket.clone();
+            follower.clone().run(token.clone(), first, move |event| {
+                let store = store.clone();
+                let td = td.clone();
+                let source = Source::WorkloadApi {
+                    socket: socket.clone(),
+                };
+                async move {
+                    match event {
+                        Event::Changed(loaded) => {
+                            match accept_local(&store, &td, *loaded, hint, source).await {
+                                Ok(()) => tracing::info!(trust_domain = %td, "local bundle from the Workload API stored"),
+                                Err(err) => tracing::error!(trust_domain = %td, error = %err, "local bundle from the Workload API refused"),
+                            }
+                        }
+                        Event::Failed(err) => {
+                            tracing::error!(trust_domain = %td, error = %err, "local bundle from the Workload API unusable");
+                        }
+                    }
+                }
+            })
+        },
+    );
+    let _answered = tokio::time::timeout(WORKLOAD_API_FIRST_WAIT, first_rx).await;
+    Ok(health)
+}
+
+/// Follow the `https_spiffe` endpoint's X509-SVID from the Workload API at `socket`
+/// and wait a while for the first one; `true` when it came.
+async fn svid_from_workload_api(
+    socket: &str,
+    endpoint_id: &spiffe_federation::SpiffeId,
+    supervisor: &Supervisor,
+) -> Result<(SvidSource, bool), GatewayError> {
+    const KEY: &str = "endpoint.https_spiffe.workload_api_socket";
+    let endpoint =
+        spiffe::transport::Endpoint::parse(socket).map_err(|err| GatewayError::WorkloadApi {
+            key: KEY.to_owned(),
+            reason: format!("{socket:?}: {err}"),
+        })?;
+    let (tx, mut rx) = tokio::sync::watch::channel(None);
+    let tx = Arc::new(tx);
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let failed_tx = Arc::new(std::sync::Mutex::new(Some(failed_tx)));
+    let cancel = supervisor.shutdown().token();
+    let token = cancel.clone();
+    let (owned_socket, id) = (socket.to_owned(), endpoint_id.clone());
+    supervisor.spawn(
+        "https_spiffe SVID from the Workload API".to_owned(),
+        cancel,
+        move || {
+            let failed = failed_tx.lock().ok().and_then(|mut tx| tx.take());
+            workload::follow_svid(
+                owned_socket.clone(),
+                endpoint.clone(),
+                id.clone(),
+                Arc::clone(&tx),
+                failed,
+                token.clone(),
+            )
+        },
+    );
+    // The first SVID, or the first failure (then the listener starts later).
+    let first = tokio::time::timeout(WORKLOAD_API_FIRST_WAIT, async {
+        tokio::select! {
+            seen = rx.wait_for(Option::is_some) => seen.is_ok(),
+            _ = failed_rx => false,
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let source = SvidSource::WorkloadApi {
+        socket: socket.to_owned(),
+        svid: rx,
+    };
+    Ok((source, first))
+}
+
+/// Submit a local bundle: the served refresh hint is the configured one (BUN-6), and a
+/// bundle without a sequence gets one from the persisted counter whenever its
+/// authorities change (BUN-3, BUN-4), and always above the stored bundle's (which a
+/// source that sets its own sequence, e.g. SPIRE, may have put past the counter); a
+/// source that sets its own sequence keeps it. A file whose elements were all left
+/// out is refused like a fetched one; an empty `keys` list in the operator's own file
+/// is a deliberate revocation and is accepted (flagged).
+async fn accept_local(
+    trust_store: &TrustStore,
+    td: &TrustDomain,
+    loaded: local::Loaded,
+    hint: Duration,
+    source: Source,
+) -> Result<(), SubmitError> {
+    let mut bundle = loaded.bundle;
+    bundle.set_refresh_hint(Some(hint));
+    trust_store
+        .number_local(td, &mut bundle)
+        .await
+        .map_err(SubmitError::Store)?;
+    let now = OffsetDateTime::now_utc();
+    match loaded.elements {
+        Some(elements) => {
+            let document = DocumentFacts {
+                elements,
+                allow_revocation: true,
+            };
+            trust_store
+                .submit_document(td, bundle, document, source, now)
+                .await
+        }
+        None => trust_store.submit(td, bundle, source, now).await,
+    }
+    .map(|_| ())
+}
+
+/// The roots the `https_web` certificate `cert` is held to for the SRV-7 "publicly
+/// trusted" warning: the operating system's. A certificate of the development PKI
+/// ([`crate::dev::pki`]) is not publicly trusted by design, so its own Web CA counts as
+/// public instead, and it is said once, plainly, that this is a development PKI.
+/// Blocks.
+fn public_roots(cert: &Path) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let loaded = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
+    tracing::debug!(added, "system roots loaded");
+    if let Some(ca) = crate::dev::pki::web_ca_of(cert) {
+        let pem = std::fs::read(&ca).unwrap_or_default();
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+        let (dev, _ignored) = roots.add_parsable_certificates(certs);
+        if dev > 0 {
+            tracing::info!(
+                web_ca = %ca.display(),
+                "https_web serves a certificate of the development PKI: peers trust it by adding this Web CA as extra_ca_roots; not for production"
+            );
+        }
+    }
+    roots
+}
+
+/// Run a gateway until SIGINT or SIGTERM, then shut down gracefully.
+///
+/// # Errors
+/// [`GatewayError`] if it cannot start.
+pub async fn run(config: &Config) -> Result<(), GatewayError> {
+    let data_dir = acquire_data_dir(&config.data_dir).await?;
+    run_in(config, data_dir).await
+}
+
+/// [`run`] in a `data_dir` already taken ([`start_in`]).
+///
+/// # Errors
+/// [`GatewayError`] if it cannot start.
+pub async fn run_in(config: &Config, data_dir: DataDir) -> Result<(), GatewayError> {
+    let running = start_in(config, data_dir).await?;
+    running.shutdown.signalled().await;
+    tracing::info!("shutting down");
+    let ended = running.shutdown(crate::shutdown::DEFAULT_GRACE).await;
+    match ended {
+        Ended::Clean => tracing::info!("stopped"),
+        Ended::GraceExpired => tracing::warn!(
+            "stopped: the grace period ran out before every task ended; the rest were abandoned"
+        ),
+    }
+    Ok(())
+}
+
+/// A bound admin or SDS address as logged: `unix:/path` or `host:port`.
+fn bound_addr(addr: &BoundAddr) -> String {
+    match addr {
+        BoundAddr::Unix(path) => format!("unix:{}", path.display()),
+        BoundAddr::Tcp(addr) => addr.to_string(),
+    }
+}

@@ -1,0 +1,661 @@
+//! The federation relationship registry: which foreign trust domains this gateway
+//! fetches, and the single writer of that set.
+//!
+//! Relationships have two origins. Those of the configuration file (`[[federation]]`
+//! and the ClusterFederatedTrustDomain objects of `relationship_files`, [`cftd`];
+//! origin [`Origin::Configuration`]) are read-only through the API; those created
+//! through the admin API (origin [`Origin::Api`], body [`RelationshipSpec`]) are kept
+//! in the store's `relationships` keyspace, flushed before they are announced, and
+//! polled again after a restart. When both name the same trust domain the
+//! configuration's wins and a warning is logged; the stored one is kept, unused.
+//!
+//! Every change is serialised (one writer), runs to its end even if the caller goes
+//! away, and goes in this order: check, persist with its audit record (who, what, the
+//! relationship's JSON before and after), start, stop or replace the poller, then
+//! publish a new [`Listing`] to the admin API's [`RelationshipsView`]. Deleting one
+//! (POLL-4) stops its poller and waits for it, removes its bundle and fetch status
+//! through the [`TrustStore`] (audited there), then removes it from the store. Every
+//! listing carries each relationship's trust chain ([`chain`], SPF-9, SEC-5).
+//!
+//! It does not own fetching (the [`Pollers`]), bundle storage (the [`TrustStore`]),
+//! the rules a relationship must follow (`config::validate_relationship_with`) or
+//! the HTTP shapes (`admin/routes_relationships.rs`).
+
+pub mod cftd;
+pub mod chain;
+mod listing;
+mod spec;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use spiffe_federation::TrustDomain;
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+use self::cftd::FileObject;
+use self::chain::Link;
+pub use self::listing::{Details, Listed, Listing, RelationshipsView};
+pub use self::spec::RelationshipSpec;
+use crate::config::{self, ConfigError};
+use crate::shutdown::Shutdown;
+use crate::sources::pollers::Pollers;
+use crate::sources::resolved::{Relationship, RelationshipError};
+use crate::telemetry::Metrics;
+use crate::trust::db::{AuditAction, AuditRecord, RelationshipRecord, StoreError};
+use crate::trust::store::TrustStore;
+
+/// Where a relationship comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The configuration file's `[[federation]]`: read-only through the API.
+    Configuration,
+    /// Created through the admin API and kept in the store.
+    Api,
+}
+
+/// Why a relationship change was refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The relationship breaks a rule (FED-4, SPF-2, WEB-1, EXT-7); names the field.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// Its material (bootstrap bundle, extra roots) is unusable, or a configured file
+    /// cannot be read.
+    #[error(transparent)]
+    Material(#[from] RelationshipError),
+    /// A relationship with this trust domain exists already.
+    #[error("a relationship with {trust_domain} exists already ({})", describe_origin(*.origin))]
+    AlreadyExists {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// Where the existing one comes from.
+        origin: Origin,
+    },
+    /// No relationship with this trust domain.
+    #[error("no federation relationship with {trust_domain}")]
+    NotFound {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+    },
+    /// The relationship comes from the configuration file, which the API does not
+    /// change.
+    #[error(
+        "the relationship with {trust_domain} is managed in the configuration file ({place}); edit it there and restart the gateway"
+    )]
+    ManagedInConfiguration {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// Where: `federation[N]`, or a `relationship_files` entry and its document.
+        place: String,
+    },
+    /// A replacement names another trust domain than the one it replaces.
+    #[error("the body's trust_domain {body} differs from {path} in the path")]
+    TrustDomainMismatch {
+        /// The trust domain in the path.
+        path: TrustDomain,
+        /// The trust domain in the body.
+        body: TrustDomain,
+    },
+    /// Other relationships' `https_spiffe` endpoints are authenticated by this trust
+    /// domain's bundle; deleting it would leave them unable to connect.
+    #[error(
+        "the bundle of {trust_domain} authenticates the endpoints of {}; delete or update those first, or force the deletion",
+        list(.dependents)
+    )]
+    InUse {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// The relationships that depend on it.
+        dependents: Vec<TrustDomain>,
+    },
+    /// Storage failed; nothing was announced.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking step or the change's task ended early (the gateway is stopping).
+    #[error("relationship change interrupted: {step}")]
+    Interrupted {
+        /// The step.
+        step: &'static str,
+    },
+}
+
+/// What the registry needs to know about the gateway.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The trust domains this gateway serves (EXT-7).
+    pub locals: BTreeSet<TrustDomain>,
+    /// `policy.max_document_bytes`: the limit on fetched bundles and inline material.
+    pub max_document_bytes: usize,
+    /// `polling.fetch_timeout`.
+    pub fetch_timeout: Duration,
+    /// `policy.max_trust_chain_depth` (SPF-9, SEC-5).
+    pub max_trust_chain_depth: usize,
+}
+
+/// The parts of the gateway the registry drives.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// Bundles (removed on delete) and the store (relationships, audit).
+    pub trust_store: TrustStore,
+    /// The pollers it starts and stops.
+    pub pollers: Pollers,
+    /// Where it publishes each new listing.
+    pub view: RelationshipsView,
+    /// The owner of the tasks changes run in.
+    pub shutdown: Shutdown,
+    /// Where `fedgw_relationships{origin}` is set.
+    pub metrics: Metrics,
+}
+
+/// The registry; cloning is cheap and every clone is the same registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    parts: Parts,
+    settings: Settings,
+    /// The current set; the lock is held for a whole change (the single writer).
+    entries: Mutex<Entries>,
+}
+
+/// A relationship of the configuration: a `[[federation]]` table or an object of a
+/// `relationship_files` entry.
+#[derive(Debug, Clone)]
+struct Configured {
+    /// Its fields (for a file's object: without file paths).
+    relationship: config::Relationship,
+    /// Whether it carries a bootstrap bundle.
+    bootstrap: bool,
+    /// Where it is written, for refusals.
+    place: String,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    /// In configuration order: `[[federation]]`, then `relationship_files`.
+    configured: Vec<Configured>,
+    /// Created through the API and active (not shadowed by the configuration).
+    api: BTreeMap<TrustDomain, RelationshipSpec>,
+}
+
+impl Registry {
+    /// Resolve and poll the configured relationships (`[[federation]]`, then the
+    /// objects of `relationship_files`, read beforehand with
+    /// [`cftd::read_files`]), then load, resolve and poll the
+    /// stored API ones (skipping, with a logged warning or error, one that a
+    /// configured relationship shadows or that no longer passes the rules), and
+    /// publish the first listing.
+    ///
+    /// # Errors
+    /// [`RegistryError`] when a configured relationship's files cannot be used, a
+    /// file's object repeats a `[[federation]]` trust domain or breaks the rules, or
+    /// the store cannot be read; nothing is left polling then.
+    pub async fn start(
+        parts: Parts,
+        settings: Settings,
+        configured: &[config::Relationship],
+        files: &[FileObject],
+    ) -> Result<Self, RegistryError> {
+        let mut resolved = Vec::new();
+        for rel in configured {
+            let rel = rel.clone();
+            let (max, timeout) = (settings.max_document_bytes, settings.fetch_timeout);
+            resolved.push(
+                blocking("relationships", move || {
+                    Relationship::from_config(&rel, max, timeout)
+                })
+                .await??,
+            );
+        }
+        let store = parts.trust_store.store().clone();
+        let stored = blocking("stored relationships", move || store.relationships()).await??;
+        let mut entries = Entries {
+            configured: configured
+                .iter()
+                .enumerate()
+                .map(|(index, rel)| Configured {
+                    relationship: rel.clone(),
+                    bootstrap: rel.bootstrap_bundle.is_some(),
+                    place: format!("federation[{index}]"),
+                })
+                .collect(),
+            api: BTreeMap::new(),
+        };
+        for found in files {
+            let spec = &found.object.spec;
+            let td = &spec.trust_domain;
+            let invalid = |reason: String| {
+                RegistryError::Invalid(ConfigError::Invalid {
+                    key: format!("relationship_files[{}]", found.index),
+                    reason: format!("{}: {reason}", found.place()),
+                })
+            };
+            if let Some(i) = entries.configured_index(td) {
+                return Err(invalid(format!(
+                    "{td} is federated with already by {}",
+                    entries.configured[i].place
+                )));
+            }
+            spec.validate(&settings.locals)
+                .map_err(|err| invalid(err.to_string()))?;
+            resolved.push(
+                spec.resolve(settings.max_document_bytes, settings.fetch_timeout)
+                    .map_err(|err| invalid(err.to_string()))?,
+            );
+            entries.configured.push(Configured {
+                relationship: spec.to_config(),
+                bootstrap: spec.bootstrap_bundle.is_some(),
+                place: found.place(),
+            });
+        }
+        for record in stored {
+            let spec = record.relationship;
+            let td = spec.trust_domain.clone();
+            if entries.configured_index(&td).is_some() {
+                tracing::warn!(trust_domain = %td, "a relationship created through the admin API has the trust domain of one in the configuration file; the configuration's is used and the stored one is ignored");
+                continue;
+            }
+            let checked = spec
+                .validate(&settings.locals)
+                .map_err(RegistryError::from)
+                .and_then(|()| {
+                    spec.resolve(settings.max_document_bytes, settings.fetch_timeout)
+                        .map_err(RegistryError::from)
+                });
+            match checked {
+                Ok(relationship) => {
+                    resolved.push(relationship);
+                    entries.api.insert(td, spec);
+                }
+                Err(err) => {
+                    tracing::error!(trust_domain = %td, error = %err, "stored relationship not polled");
+                }
+            }
+        }
+        for relationship in resolved {
+            parts.pollers.start(relationship);
+        }
+        let registry = Self {
+            inner: Arc::new(Inner {
+                parts,
+                settings,
+                entries: Mutex::new(Entries::default()),
+            }),
+        };
+        {
+            let mut current = registry.inner.entries.lock().await;
+            *current = entries;
+            registry.inner.publish(&current);
+        }
+        Ok(registry)
+    }
+
+    /// The view the admin API reads.
+    pub fn view(&self) -> &RelationshipsView {
+        &self.inner.parts.view
+    }
+
+    /// Create a relationship through the API, as `who`.
+    ///
+    /// # Errors
+    /// [`RegistryError::Invalid`] or [`RegistryError::Material`] for a bad
+    /// relationship, [`RegistryError::AlreadyExists`], or a storage fault; nothing is
+    /// changed on error.
+    pub async fn create(&self, spec: RelationshipSpec, who: String) -> Result<(), RegistryError> {
+        self.change(move |inner| async move { inner.create(spec, &who).await })
+            .await
+    }
+
+    /// Replace the API relationship with `trust_domain`, as `who`, and restart its
+    /// poller.
+    ///
+    /// # Errors
+    /// [`RegistryError::TrustDomainMismatch`], [`RegistryError::ManagedInConfiguration`],
+    /// [`RegistryError::NotFound`], a bad relationship, or a storage fault; nothing is
+    /// changed on error.
+    pub async fn replace(
+        &self,
+        trust_domain: TrustDomain,
+        spec: RelationshipSpec,
+        who: String,
+    ) -> Result<(), RegistryError> {
+        self.change(move |inner| async move { inner.replace(&trust_domain, spec, &who).await })
+            .await
+    }
+
+    /// Delete the API relationship with `trust_domain`, as `who` (POLL-4): stop its
+    /// poller, remove its bundle and fetch status, then the relationship. Refused
+    /// while other relationships depend on its bundle, unless `force`.
+    ///
+    /// # Errors
+    /// [`RegistryError::ManagedInConfiguration`], [`RegistryError::NotFound`],
+    /// [`RegistryError::InUse`], or a storage fault (the poller is restarted then).
+    pub async fn delete(
+        &self,
+        trust_domain: TrustDomain,
+        force: bool,
+        who: String,
+    ) -> Result<(), RegistryError> {
+        self.change(move |inner| async move { inner.delete(&trust_domain, force, &who).await })
+            .await
+    }
+
+    /// Run a change on a task of its own, so that it completes even when the caller
+    /// stops waiting (an HTTP client that disconnects).
+    async fn change<F, Fut>(&self, change: F) -> Result<(), RegistryError>
+    where
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: Future<Output = Result<(), RegistryError>> + Send + 'static,
+    {
+        let task = self
+            .inner
+            .parts
+            .shutdown
+            .spawn(change(Arc::clone(&self.inner)));
+        task.await
+            .map_err(|_| RegistryError::Interrupted { step: "change" })?
+    }
+}
+
+impl Inner {
+    async fn create(&self, spec: RelationshipSpec, who: &str) -> Result<(), RegistryError> {
+        let mut entries = self.entries.lock().await;
+        let td = spec.trust_domain.clone();
+        spec.validate(&self.settings.locals)?;
+        if let Some(origin) = entries.origin(&td) {
+            return Err(RegistryError::AlreadyExists {
+                trust_domain: td,
+                origin,
+            });
+        }
+        let relationship = self.resolve(&spec)?;
+        let audit = self.audit(who, AuditAction::RelationshipCreate, &td, None, Some(&spec))?;
+        self.persist(&spec, who, audit).await?;
+        self.parts.pollers.start(relationship);
+        tracing::info!(trust_domain = %td, %who, "relationship created");
+        entries.api.insert(td, spec);
+        self.publish(&entries);
+        Ok(())
+    }
+
+    async fn replace(
+        &self,
+        td: &TrustDomain,
+        spec: RelationshipSpec,
+        who: &str,
+    ) -> Result<(), RegistryError> {
+        let mut entries = self.entries.lock().await;
+        if &spec.trust_domain != td {
+            return Err(RegistryError::TrustDomainMismatch {
+                path: td.clone(),
+                body: spec.trust_domain,
+            });
+        }
+        entries.refuse_configured(td)?;
+        let old = entries.api.get(td).cloned().ok_or_else(|| not_found(td))?;
+        spec.validate(&self.settings.locals)?;
+        let relationship = self.resolve(&spec)?;
+        if old == spec {
+            return Ok(());
+        }
+        let audit = self.audit(
+            who,
+            AuditAction::RelationshipUpdate,
+            td,
+            Some(&old),
+            Some(&spec),
+        )?;
+        self.persist(&spec, who, audit).await?;
+        self.parts.pollers.stop(td).await;
+        self.parts.pollers.start(relationship);
+        tracing::info!(trust_domain = %td, %who, "relationship replaced");
+        entries.api.insert(td.clone(), spec);
+        self.publish(&entries);
+        Ok(())
+    }
+
+    async fn delete(&self, td: &TrustDomain, force: bool, who: &str) -> Result<(), RegistryError> {
+        let mut entries = self.entries.lock().await;
+        entries.refuse_configured(td)?;
+        let old = entries.api.get(td).cloned().ok_or_else(|| not_found(td))?;
+        let dependents = chain::dependents(td, &entries.links());
+        if !dependents.is_empty() && !force {
+            return Err(RegistryError::InUse {
+                trust_domain: td.clone(),
+                dependents,
+            });
+        }
+        let audit = self.audit(who, AuditAction::RelationshipDelete, td, Some(&old), None)?;
+        // No fetch may land after the bundle is removed: stop and wait first.
+        self.parts.pollers.stop(td).await;
+        if let Err(err) = self.remove(td, who, audit).await {
+            // Still registered: keep polling it, as before the request.
+            if let Ok(relationship) = self.resolve(&old) {
+                self.parts.pollers.start(relationship);
+            }
+            return Err(err);
+        }
+        if !dependents.is_empty() {
+            tracing::warn!(trust_domain = %td, dependents = %list(&dependents), "relationship deleted by force; its dependents can no longer authenticate their endpoints");
+        }
+        tracing::info!(trust_domain = %td, %who, "relationship deleted");
+        entries.api.remove(td);
+        self.publish(&entries);
+        Ok(())
+    }
+
+    /// Remove the bundle and status (audited by the trust store), then the
+    /// relationship (audited here).
+    async fn remove(
+        &self,
+        td: &TrustDomain,
+        who: &str,
+        audit: AuditRecord,
+    ) -> Result<(), RegistryError> {
+        let now = OffsetDateTime::now_utc();
+        self.parts.trust_store.remove(td, who, now).await?;
+        let store = self.parts.trust_store.store().clone();
+        let td = td.clone();
+        blocking("delete relationship", move || {
+            store.remove_relationship(&td, &audit)
+        })
+        .await??;
+        Ok(())
+    }
+
+    fn resolve(&self, spec: &RelationshipSpec) -> Result<Relationship, RegistryError> {
+        spec.resolve(
+            self.settings.max_document_bytes,
+            self.settings.fetch_timeout,
+        )
+        .map_err(RegistryError::from)
+    }
+
+    /// Write `spec` and its audit record, and flush.
+    async fn persist(
+        &self,
+        spec: &RelationshipSpec,
+        who: &str,
+        audit: AuditRecord,
+    ) -> Result<(), RegistryError> {
+        let record = RelationshipRecord {
+            relationship: spec.clone(),
+            changed_at: audit.at,
+            changed_by: who.to_owned(),
+        };
+        let store = self.parts.trust_store.store().clone();
+        blocking("store relationship", move || {
+            store.put_relationship(&record, &audit)
+        })
+        .await??;
+        Ok(())
+    }
+
+    fn audit(
+        &self,
+        who: &str,
+        action: AuditAction,
+        td: &TrustDomain,
+        old: Option<&RelationshipSpec>,
+        new: Option<&RelationshipSpec>,
+    ) -> Result<AuditRecord, RegistryError> {
+        let value = |spec: Option<&RelationshipSpec>| {
+            spec.map(serde_json::to_value)
+                .transpose()
+                .map_err(|source| StoreError::Encode {
+                    keyspace: crate::trust::db::Keyspace::Audit,
+                    key: td.to_string(),
+                    source,
+                })
+        };
+        Ok(AuditRecord {
+            at: OffsetDateTime::now_utc().unix_timestamp(),
+            who: who.to_owned(),
+            action,
+            trust_domain: Some(td.clone()),
+            old_digest: None,
+            new_digest: None,
+            detail: String::new(),
+            old_value: value(old)?,
+            new_value: value(new)?,
+        })
+    }
+
+    /// Publish the listing of `entries`, logging the chain warnings that are new.
+    fn publish(&self, entries: &Entries) {
+        let previous = self.parts.view.listing();
+        let listed = entries
+            .configured
+            .iter()
+            .map(|c| Listed {
+                relationship: c.relationship.clone(),
+                origin: Origin::Configuration,
+                bootstrap: c.bootstrap,
+            })
+            .chain(entries.api.values().map(|spec| Listed {
+                relationship: spec.to_config(),
+                origin: Origin::Api,
+                bootstrap: spec.bootstrap_bundle.is_some(),
+            }))
+            .collect();
+        let listing = Listing::new(
+            listed,
+            &self.settings.locals,
+            self.settings.max_trust_chain_depth,
+        );
+        for (rel, details) in listing.entries() {
+            let td = &rel.trust_domain;
+            let before = previous.details(td).map(|d| d.warnings.as_slice());
+            for warning in &details.warnings {
+                if !before.is_some_and(|b| b.contains(warning)) {
+                    tracing::warn!(trust_domain = %td, "{warning}");
+                }
+            }
+        }
+        for (origin, label) in [
+            (Origin::Configuration, "configuration"),
+            (Origin::Api, "api"),
+        ] {
+            let count = listing
+                .entries()
+                .filter(|(_, d)| d.origin == origin)
+                .count();
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "a metric value; relationship counts are far below 2^53"
+            )]
+            let value = count as f64;
+            self.parts.metrics.set(
+                "fedgw_relationships",
+                "Federation relationships by origin (configuration file or admin API).",
+                &[("origin", label)],
+                value,
+            );
+        }
+        self.parts.view.publish(listing);
+    }
+}
+
+impl Entries {
+    fn configured_index(&self, td: &TrustDomain) -> Option<usize> {
+        self.configured
+            .iter()
+            .position(|c| c.relationship.trust_domain == *td)
+    }
+
+    fn origin(&self, td: &TrustDomain) -> Option<Origin> {
+        if self.configured_index(td).is_some() {
+            Some(Origin::Configuration)
+        } else if self.api.contains_key(td) {
+            Some(Origin::Api)
+        } else {
+            None
+        }
+    }
+
+    fn refuse_configured(&self, td: &TrustDomain) -> Result<(), RegistryError> {
+        match self.configured_index(td) {
+            Some(index) => Err(RegistryError::ManagedInConfiguration {
+                trust_domain: td.clone(),
+                place: self.configured[index].place.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn links(&self) -> BTreeMap<TrustDomain, Link> {
+        self.configured
+            .iter()
+            .map(|c| {
+                (
+                    c.relationship.trust_domain.clone(),
+                    Link::of(&c.relationship, c.bootstrap),
+                )
+            })
+            .chain(self.api.values().map(|spec| {
+                let link = Link::of(&spec.to_config(), spec.bootstrap_bundle.is_some());
+                (spec.trust_domain.clone(), link)
+            }))
+            .collect()
+    }
+}
+
+/// Run a blocking step (file reads, sled) off the reactor.
+async fn blocking<T: Send + 'static>(
+    step: &'static str,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RegistryError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|_| RegistryError::Interrupted { step })
+}
+
+fn not_found(td: &TrustDomain) -> RegistryError {
+    RegistryError::NotFound {
+        trust_domain: td.clone(),
+    }
+}
+
+fn describe_origin(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Configuration => "in the configuration file",
+        Origin::Api => "created through the admin API",
+    }
+}
+
+fn list(domains: &[TrustDomain]) -> String {
+    domains
+        .iter()
+        .map(TrustDomain::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,1474 @@
+//! Durable storage: the sled 0.34 database behind the trust store.
+//!
+//! Owns the on-disk layout (keyspaces, key encodings, serde_json record codecs),
+//! durability, and how much is kept. Every call that changes something commits its
+//! writes in one sled transaction and then calls `Db::flush` (never `flush_async`,
+//! spacejam/sled#1241) before it returns, so an acknowledged change survives `kill -9`
+//! (STO-1).
+//!
+//! What is kept is bounded ([`StorageConfig`], the `[storage]` table): history per
+//! trust domain by count and bytes (the newest version always stays), the audit log
+//! by count and bytes, each audit record by size ([`retention`]). Because sled 0.34
+//! does not give back the space of large replaced values (see [`compact`]), the store
+//! counts the bytes of its live records and measures the files on disk, and when the
+//! difference passes `compact_min_waste_bytes` and `compact_waste_ratio` times the
+//! live bytes, [`Store::maintain`] rewrites the database into a fresh directory and
+//! swaps it in, crash-safely; [`Store::open`] does the same at start. Both figures are
+//! the gauges `fedgw_store_disk_bytes` and `fedgw_store_live_bytes`.
+//!
+//! **Every method blocks** (sled I/O and fsync). Call them from a blocking thread:
+//! [`TrustStore`](crate::trust::store::TrustStore) runs each one inside
+//! `tokio::task::spawn_blocking` and is the only writer of bundles. This module does
+//! not decide what to accept ([`policy`](crate::trust::policy)) or serve readers
+//! ([`trust_store`](crate::trust::store)).
+//!
+//! Keyspaces (sled trees):
+//!
+//! | tree      | key                                   | value                   |
+//! |-----------|---------------------------------------|-------------------------|
+//! | `bundles` | trust domain                          | [`BundleRecord`] (current) |
+//! | `history` | trust domain, `0x00`, revision (u64 BE) | [`BundleRecord`], the newest `history_max_versions` within `history_max_bytes_per_domain` |
+//! | `status`  | trust domain                          | [`RelationshipStatus`]  |
+//! | `audit`   | sequence number (u64 BE)              | [`AuditRecord`], the newest `audit_max_entries` within `audit_max_bytes` |
+//! | `meta`    | `revision`, `audit_seq`, `local_sequence\0<td>` | u64 BE counters |
+//! | `relationships` | trust domain                    | [`RelationshipRecord`] (created through the admin API) |
+//!
+//! Trust domain names never contain `0x00`, so a `history` prefix scan is exact.
+//!
+//! ```
+//! use fedgw::trust::policy::Source;
+//! use fedgw::trust::db::{AuditAction, AuditNote, NewBundle, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(&dir.path().join("db"))?; // blocking: async code uses spawn_blocking
+//! let new = NewBundle {
+//!     trust_domain: "east.example".parse()?,
+//!     document: br#"{"keys":[]}"#.to_vec(),
+//!     source: Source::Operator { who: "alice".into() },
+//!     accepted_at: 1_700_000_000,
+//!     sequence: None,
+//! };
+//! let note = AuditNote { who: "alice".into(), action: AuditAction::Accept, detail: String::new() };
+//! let record = store.put_bundle(new, note)?; // committed and flushed
+//! assert_eq!(record.revision, 1);
+//! assert_eq!(store.history(&record.trust_domain)?.len(), 1);
+//! assert!(store.usage()?.live_bytes > 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod compact;
+mod error;
+mod records;
+mod retention;
+
+use std::fmt;
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
+use sled::{Db, Transactional as _, Tree};
+use spiffe_federation::TrustDomain;
+
+pub use self::error::{Keyspace, StoreError};
+pub use self::records::{
+    AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipRecord,
+    RelationshipStatus,
+};
+pub use self::retention::{AUDIT_DETAIL_MAX, AUDIT_STRING_MAX, AUDIT_VALUE_MAX};
+use self::retention::{AuditSize, Change};
+pub use crate::config::storage::{
+    ByteSize, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_AUDIT_MAX_ENTRIES, DEFAULT_COMPACT_MIN_WASTE,
+    DEFAULT_COMPACT_WASTE_RATIO, DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_MAX_VERSIONS,
+    MIN_AUDIT_MAX_BYTES, MIN_COMPACT_MIN_WASTE, StorageConfig,
+};
+use crate::digest::sha256_hex;
+use crate::telemetry::Metrics;
+
+/// How many past versions of each trust domain's bundle `history` keeps by default
+/// (`storage.history_max_versions`).
+pub const HISTORY_DEPTH: usize = DEFAULT_HISTORY_MAX_VERSIONS;
+
+/// Gauge: bytes the database's files take on disk (allocated blocks).
+pub const DISK_BYTES_METRIC: &str = "fedgw_store_disk_bytes";
+/// Gauge: bytes of the records the database holds (keys and values).
+pub const LIVE_BYTES_METRIC: &str = "fedgw_store_live_bytes";
+/// Counter: database rewrites, by outcome (`done`, `failed`).
+pub const COMPACTIONS_METRIC: &str = "fedgw_store_compactions_total";
+
+/// The files are measured again once this many bytes of records were written since
+/// the last measurement (every change of a bundle over 128 KiB; every few dozen of
+/// small ones).
+const MEASURE_EVERY: u64 = 256 * 1024;
+
+const REVISION_KEY: &[u8] = b"revision";
+const AUDIT_SEQ_KEY: &[u8] = b"audit_seq";
+const LOCAL_SEQUENCE_PREFIX: &[u8] = b"local_sequence\0";
+
+/// The sled database and its keyspaces. Cloning is cheap: every clone is the same
+/// store.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dirs: compact::Dirs,
+    settings: StorageConfig,
+    metrics: Metrics,
+    /// The open database; every call holds the read side for its duration, a rewrite
+    /// the write side. `None` only after a rewrite that could not reopen anything.
+    trees: RwLock<Option<Trees>>,
+    books: Mutex<Books>,
+}
+
+/// What the store knows about its size.
+#[derive(Debug, Default)]
+struct Books {
+    /// Bytes of live records (keys and values), counted at open and at each rewrite
+    /// and kept up to date by each write.
+    live: u64,
+    /// Allocated bytes of the database files at the last measurement.
+    disk: u64,
+    /// Their lengths at the last measurement.
+    apparent: u64,
+    /// Bytes of records written since the last measurement.
+    unmeasured: u64,
+    /// What the audit log holds.
+    audit: AuditSize,
+    /// Rewrites done since the store was opened.
+    compactions: u64,
+    /// Allocated bytes right after the last rewrite: the next one waits until the
+    /// files have grown `compact_min_waste_bytes` past it, so a database whose fresh
+    /// copy is itself over the ratio is not rewritten again and again.
+    floor: u64,
+}
+
+/// What the database takes on disk and holds, from [`Store::usage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreUsage {
+    /// Bytes allocated to the database's files (what `du` shows).
+    pub disk_bytes: u64,
+    /// The files' lengths (what `du --apparent-size` shows).
+    pub apparent_bytes: u64,
+    /// Bytes of the records it holds: keys and values of every keyspace.
+    pub live_bytes: u64,
+    /// Rewrites since it was opened.
+    pub compactions: u64,
+}
+
+/// One open sled database: its keyspaces and the lock on its directory.
+struct Trees {
+    db: Db,
+    bundles: Tree,
+    history: Tree,
+    status: Tree,
+    audit: Tree,
+    meta: Tree,
+    relationships: Tree,
+    lock: File,
+}
+
+impl Trees {
+    /// Open the database in `path`, whose directory lock `lock` the caller holds.
+    fn open(path: &Path, lock: File) -> Result<Self, StoreError> {
+        let open_error = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let db = sled::open(path).map_err(open_error)?;
+        let tree = |keyspace: Keyspace| db.open_tree(keyspace.name()).map_err(open_error);
+        Ok(Self {
+            bundles: tree(Keyspace::Bundles)?,
+            history: tree(Keyspace::History)?,
+            status: tree(Keyspace::Status)?,
+            audit: tree(Keyspace::Audit)?,
+            meta: tree(Keyspace::Meta)?,
+            relationships: tree(Keyspace::Relationships)?,
+            db,
+            lock,
+        })
+    }
+
+    /// Drop the sled handles, keeping the directory lock.
+    fn close(self) -> File {
+        self.lock
+    }
+
+    /// Make every committed write durable (STO-1). Synchronous by design.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map(drop)
+            .map_err(|source| StoreError::Flush { source })
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.shared.dirs.db)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Open (or create) the database in directory `path` with the default
+    /// [`StorageConfig`]. Blocks.
+    ///
+    /// # Errors
+    /// As [`Store::open_with`].
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, StorageConfig::default(), Metrics::new())
+    }
+
+    /// Open (or create) the database in directory `path`: finish or undo a rewrite a
+    /// crash interrupted, trim history and the audit log to `settings`, count the
+    /// live records, and rewrite the database first if its waste is past the
+    /// threshold. Its figures go to `metrics`. Blocks.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] if another process uses the database,
+    /// [`StoreError::Open`] if sled cannot open it, [`StoreError::Filesystem`] or
+    /// [`StoreError::Rename`] if an interrupted rewrite cannot be resolved.
+    pub fn open_with(
+        path: &Path,
+        settings: StorageConfig,
+        metrics: Metrics,
+    ) -> Result<Self, StoreError> {
+        let dirs = compact::Dirs::new(path)?;
+        compact::recover(&dirs)?;
+        std::fs::create_dir_all(&dirs.db).map_err(|source| StoreError::Filesystem {
+            operation: "create",
+            path: dirs.db.clone(),
+            source,
+        })?;
+        let lock = compact::lock(&dirs.db)?;
+        // A store of this directory closed a moment ago in this process may still be
+        // held by sled's background threads.
+        compact::wait_released(&dirs.db)?;
+        let trees = Trees::open(&dirs.db, lock)?;
+        let mut freed = Change::default();
+        for td in retention::history_domains(&trees.history)? {
+            freed += retention::trim_history(&trees.history, &td, &settings)?;
+        }
+        let mut audit = retention::audit_size(&trees.audit)?;
+        freed += retention::trim_audit(&trees.audit, &mut audit, &settings)?;
+        if freed.freed > 0 {
+            trees.flush()?;
+        }
+        let live = retention::live_bytes(&trees.db)?;
+        let (disk, apparent) = compact::disk_usage(&dirs.db)?;
+        let store = Self {
+            shared: Arc::new(Shared {
+                dirs,
+                settings,
+                metrics,
+                trees: RwLock::new(Some(trees)),
+                books: Mutex::new(Books {
+                    live,
+                    disk,
+                    apparent,
+                    audit,
+                    ..Books::default()
+                }),
+            }),
+        };
+        store.publish_gauges();
+        if store.due(disk, live)
+            && let Err(err) = store.compact()
+        {
+            tracing::warn!(error = %err, "the store could not be rewritten at start; it keeps its current files");
+        }
+        Ok(store)
+    }
+
+    /// The global revision: bumped by every accepted change and removal. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if `meta` cannot be read.
+    pub fn revision(&self) -> Result<u64, StoreError> {
+        self.with_trees(|trees| {
+            let value = trees
+                .meta
+                .get(REVISION_KEY)
+                .map_err(storage(Keyspace::Meta, None))?;
+            value.map_or(Ok(0), |v| decode_counter(REVISION_KEY, &v))
+        })
+    }
+
+    /// The current bundle of `trust_domain`. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be read or decoded.
+    pub fn bundle(&self, trust_domain: &TrustDomain) -> Result<Option<BundleRecord>, StoreError> {
+        let key = trust_domain.as_str().as_bytes();
+        self.with_trees(|trees| {
+            let value = trees
+                .bundles
+                .get(key)
+                .map_err(storage(Keyspace::Bundles, Some(trust_domain)))?;
+            value
+                .map(|v| decode(Keyspace::Bundles, key, &v))
+                .transpose()
+        })
+    }
+
+    /// Every current bundle, ordered by trust domain. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first record that cannot be read or decoded.
+    pub fn bundles(&self) -> Result<Vec<BundleRecord>, StoreError> {
+        self.with_trees(|trees| {
+            trees
+                .bundles
+                .iter()
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Bundles, None))?;
+                    decode(Keyspace::Bundles, &key, &value)
+                })
+                .collect()
+        })
+    }
+
+    /// Store `new` as the current bundle of its trust domain under the next global
+    /// revision, add it to `history` (trimmed to `history_max_versions` and
+    /// `history_max_bytes_per_domain`, the newest kept), append an audit entry, and
+    /// flush. Blocks. Call [`Store::maintain`] once the change is published.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; nothing is changed unless the transaction committed, and an
+    /// error from the flush means the change may not survive a crash.
+    pub fn put_bundle(&self, new: NewBundle, note: AuditNote) -> Result<BundleRecord, StoreError> {
+        let td = new.trust_domain.clone();
+        let key = td.as_str().as_bytes();
+        let digest = sha256_hex(&new.document);
+        let (record, change) = self.with_trees(|trees| {
+            let result = (&trees.bundles, &trees.history, &trees.audit, &trees.meta).transaction(
+                |(bundles, history, audit, meta)| {
+                    let old_digest = match bundles.get(key)? {
+                        // Only the digest: skipping the document is cheaper than copying it.
+                        Some(old) => {
+                            Some(abort(decode::<DigestOf>(Keyspace::Bundles, key, &old))?.digest)
+                        }
+                        None => None,
+                    };
+                    let revision = bump(meta, REVISION_KEY)?;
+                    let record = BundleRecord {
+                        trust_domain: new.trust_domain.clone(),
+                        document: new.document.clone(),
+                        source: new.source.clone(),
+                        accepted_at: new.accepted_at,
+                        digest: digest.clone(),
+                        sequence: new.sequence,
+                        revision,
+                    };
+                    let value = abort(encode(Keyspace::Bundles, key, &record))?;
+                    let old = bundles.insert(key, value.as_slice())?;
+                    let mut change = Change::set(key, value.len(), old.as_ref());
+                    let history_key = history_key(&td, revision);
+                    let old = history.insert(history_key.as_slice(), value.as_slice())?;
+                    change += Change::set(&history_key, value.len(), old.as_ref());
+                    let entry = AuditRecord {
+                        at: new.accepted_at,
+                        who: note.who.clone(),
+                        action: note.action,
+                        trust_domain: Some(td.clone()),
+                        old_digest,
+                        new_digest: Some(digest.clone()),
+                        detail: note.detail.clone(),
+                        old_value: None,
+                        new_value: None,
+                    };
+                    let (_, audited) = append_audit_in(audit, meta, &entry)?;
+                    Ok((record, change, audited))
+                },
+            );
+            let (record, mut change, audited) = finish(result, Keyspace::Bundles, Some(&td))?;
+            change += retention::trim_history(&trees.history, &td, &self.shared.settings)?;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok((record, change))
+        })?;
+        self.account(change);
+        Ok(record)
+    }
+
+    /// Remove the current bundle and the status of `trust_domain` (POLL-4), keeping its
+    /// history and the audit log, and flush. Returns the new global revision if a
+    /// bundle was removed. Blocks. Call [`Store::maintain`] once it is published.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; nothing is changed unless the transaction committed.
+    pub fn remove_bundle(
+        &self,
+        trust_domain: &TrustDomain,
+        note: AuditNote,
+        at: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = trust_domain.as_str().as_bytes();
+        let (revision, change) = self.with_trees(|trees| {
+            let result = (&trees.bundles, &trees.status, &trees.audit, &trees.meta).transaction(
+                |(bundles, status, audit, meta)| {
+                    let old_status = status.remove(key)?;
+                    let had_status = old_status.is_some();
+                    let mut change = Change::removed(key, old_status.as_ref());
+                    let Some(old) = bundles.remove(key)? else {
+                        return Ok((None, had_status, change, Change::default()));
+                    };
+                    change += Change::removed(key, Some(&old));
+                    let old = abort(decode::<BundleRecord>(Keyspace::Bundles, key, &old))?;
+                    let revision = bump(meta, REVISION_KEY)?;
+                    let entry = AuditRecord {
+                        at,
+                        who: note.who.clone(),
+                        action: note.action,
+                        trust_domain: Some(trust_domain.clone()),
+                        old_digest: Some(old.digest),
+                        new_digest: None,
+                        detail: note.detail.clone(),
+                        old_value: None,
+                        new_value: None,
+                    };
+                    let (_, audited) = append_audit_in(audit, meta, &entry)?;
+                    Ok((Some(revision), had_status, change, audited))
+                },
+            );
+            let (revision, had_status, mut change, audited) =
+                finish(result, Keyspace::Bundles, Some(trust_domain))?;
+            if revision.is_some() {
+                change += self.trim_audit(trees, audited)?;
+            }
+            if revision.is_some() || had_status {
+                trees.flush()?;
+            }
+            Ok((revision, change))
+        })?;
+        self.account(change);
+        Ok(revision)
+    }
+
+    /// The stored versions of `trust_domain`, newest first. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first record that cannot be read or decoded.
+    pub fn history(&self, trust_domain: &TrustDomain) -> Result<Vec<BundleRecord>, StoreError> {
+        self.with_trees(|trees| {
+            trees
+                .history
+                .scan_prefix(history_prefix(trust_domain))
+                .rev()
+                .map(|item| {
+                    let (key, value) =
+                        item.map_err(storage(Keyspace::History, Some(trust_domain)))?;
+                    decode(Keyspace::History, &key, &value)
+                })
+                .collect()
+        })
+    }
+
+    /// The version of `trust_domain` accepted at `revision`, if still kept. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be read or decoded.
+    pub fn history_entry(
+        &self,
+        trust_domain: &TrustDomain,
+        revision: u64,
+    ) -> Result<Option<BundleRecord>, StoreError> {
+        let key = history_key(trust_domain, revision);
+        self.with_trees(|trees| {
+            let value = trees
+                .history
+                .get(&key)
+                .map_err(storage(Keyspace::History, Some(trust_domain)))?;
+            value
+                .map(|v| decode(Keyspace::History, &key, &v))
+                .transpose()
+        })
+    }
+
+    /// The fetch status of every relationship. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first key or record that is malformed.
+    pub fn statuses(&self) -> Result<Vec<(TrustDomain, RelationshipStatus)>, StoreError> {
+        self.with_trees(|trees| {
+            trees
+                .status
+                .iter()
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Status, None))?;
+                    let td = std::str::from_utf8(&key)
+                        .ok()
+                        .and_then(|name| TrustDomain::new(name).ok())
+                        .ok_or_else(|| StoreError::InvalidKey {
+                            keyspace: Keyspace::Status,
+                            key: describe_key(Keyspace::Status, &key),
+                            problem: "not a trust domain name",
+                        })?;
+                    Ok((td, decode(Keyspace::Status, &key, &value)?))
+                })
+                .collect()
+        })
+    }
+
+    /// Replace the fetch status of `trust_domain`, and flush. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be written or flushed.
+    pub fn put_status(
+        &self,
+        trust_domain: &TrustDomain,
+        status: &RelationshipStatus,
+    ) -> Result<(), StoreError> {
+        let key = trust_domain.as_str().as_bytes();
+        let value = encode(Keyspace::Status, key, status)?;
+        let len = value.len();
+        let old = self.with_trees(|trees| {
+            let old = trees
+                .status
+                .insert(key, value)
+                .map_err(storage(Keyspace::Status, Some(trust_domain)))?;
+            trees.flush()?;
+            Ok(old)
+        })?;
+        self.account(Change::set(key, len, old.as_ref()));
+        Ok(())
+    }
+
+    /// Append `record` to the audit log (cut to the audit bounds), and flush; returns
+    /// its sequence number. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be written or flushed.
+    pub fn append_audit(&self, record: &AuditRecord) -> Result<u64, StoreError> {
+        let (seq, change) = self.with_trees(|trees| {
+            let result = (&trees.audit, &trees.meta)
+                .transaction(|(audit, meta)| append_audit_in(audit, meta, record));
+            let (seq, audited) = finish(result, Keyspace::Audit, record.trust_domain.as_ref())?;
+            let mut change = audited;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok((seq, change))
+        })?;
+        self.account(change);
+        self.maintain();
+        Ok(seq)
+    }
+
+    /// Up to `limit` audit entries with a sequence number above `after`, oldest first.
+    /// Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first entry that cannot be read or decoded.
+    pub fn audit_log(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.with_trees(|trees| {
+            trees
+                .audit
+                .range(start.to_be_bytes()..)
+                .take(limit)
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Audit, None))?;
+                    let seq = u64_from_key(&key).ok_or_else(|| StoreError::InvalidKey {
+                        keyspace: Keyspace::Audit,
+                        key: describe_key(Keyspace::Audit, &key),
+                        problem: "not an 8-byte sequence number",
+                    })?;
+                    Ok((seq, decode(Keyspace::Audit, &key, &value)?))
+                })
+                .collect()
+        })
+    }
+
+    /// The next `spiffe_sequence` to serve for local domain `trust_domain`: a persisted
+    /// counter that only grows, even across removal and re-creation (BUN-4). Flushes
+    /// before returning. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the counter cannot be updated or flushed.
+    pub fn next_local_sequence(&self, trust_domain: &TrustDomain) -> Result<u64, StoreError> {
+        let key = [LOCAL_SEQUENCE_PREFIX, trust_domain.as_str().as_bytes()].concat();
+        self.with_trees(|trees| {
+            let result = trees.meta.transaction(|meta| bump(meta, &key));
+            let next = finish(result, Keyspace::Meta, Some(trust_domain))?;
+            trees.flush()?;
+            Ok(next)
+        })
+    }
+
+    /// Every federation relationship created through the admin API, ordered by trust
+    /// domain. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first record that cannot be read or decoded.
+    pub fn relationships(&self) -> Result<Vec<RelationshipRecord>, StoreError> {
+        self.with_trees(|trees| {
+            trees
+                .relationships
+                .iter()
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Relationships, None))?;
+                    decode(Keyspace::Relationships, &key, &value)
+                })
+                .collect()
+        })
+    }
+
+    /// Store `record` as the relationship of its trust domain (created or replaced)
+    /// and append `audit`, in one transaction, then flush; returns the audit entry's
+    /// sequence number. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; nothing is changed unless the transaction committed.
+    pub fn put_relationship(
+        &self,
+        record: &RelationshipRecord,
+        audit: &AuditRecord,
+    ) -> Result<u64, StoreError> {
+        let td = &record.relationship.trust_domain;
+        let key = td.as_str().as_bytes();
+        let value = encode(Keyspace::Relationships, key, record)?;
+        let (seq, change) = self.with_trees(|trees| {
+            let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
+                |(relationships, audit_tree, meta)| {
+                    let old = relationships.insert(key, value.as_slice())?;
+                    let (seq, audited) = append_audit_in(audit_tree, meta, audit)?;
+                    Ok((seq, Change::set(key, value.len(), old.as_ref()), audited))
+                },
+            );
+            let (seq, mut change, audited) = finish(result, Keyspace::Relationships, Some(td))?;
+            change += audited;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok((seq, change))
+        })?;
+        self.account(change);
+        self.maintain();
+        Ok(seq)
+    }
+
+    /// Remove the relationship with `trust_domain` and append `audit`, in one
+    /// transaction, then flush; returns whether one was stored (nothing is written
+    /// when none was). Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; nothing is changed unless the transaction committed.
+    pub fn remove_relationship(
+        &self,
+        trust_domain: &TrustDomain,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let key = trust_domain.as_str().as_bytes();
+        let removed = self.with_trees(|trees| {
+            let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
+                |(relationships, audit_tree, meta)| {
+                    let Some(old) = relationships.remove(key)? else {
+                        return Ok(None);
+                    };
+                    let (_, audited) = append_audit_in(audit_tree, meta, audit)?;
+                    Ok(Some((Change::removed(key, Some(&old)), audited)))
+                },
+            );
+            let removed = finish(result, Keyspace::Relationships, Some(trust_domain))?;
+            let Some((mut change, audited)) = removed else {
+                return Ok(None);
+            };
+            change += audited;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok(Some(change))
+        })?;
+        let Some(change) = removed else {
+            return Ok(false);
+        };
+        self.account(change);
+        self.maintain();
+        Ok(true)
+    }
+
+    /// What the database takes on disk now and the live bytes it holds; also sets the
+    /// `fedgw_store_disk_bytes` and `fedgw_store_live_bytes` gauges. Blocks.
+    ///
+    /// # Errors
+    /// [`StoreError::Filesystem`] if the files cannot be measured.
+    pub fn usage(&self) -> Result<StoreUsage, StoreError> {
+        self.measure()?;
+        let books = self.books();
+        Ok(StoreUsage {
+            disk_bytes: books.disk,
+            apparent_bytes: books.apparent,
+            live_bytes: books.live,
+            compactions: books.compactions,
+        })
+    }
+
+    /// Measure the files when enough was written since the last measurement, and
+    /// rewrite the database when its waste is past the `[storage]` threshold. Called
+    /// after each change is published (the change is already durable): failures are
+    /// logged and counted, never returned. Blocks, for the length of a rewrite when
+    /// one is due (other store calls wait for it; readers of the trust store's
+    /// snapshot do not).
+    pub fn maintain(&self) {
+        if let Err(err) = self.try_maintain() {
+            tracing::warn!(error = %err, "store maintenance failed; the database keeps its current files");
+        }
+    }
+
+    /// Rewrite the database now (see [`compact`]). Blocks every other store call
+    /// until it is done.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the copy could not be made or swapped in; the database is
+    /// then as it was (or, if even reopening it failed, [`StoreError::Unavailable`]
+    /// until a restart).
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let before = self.books().disk;
+        let mut guard = self
+            .shared
+            .trees
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = guard.take().ok_or_else(|| self.unavailable())?;
+        let compact::Rewritten { trees, result } = compact::rewrite(&self.shared.dirs, old);
+        *guard = trees;
+        drop(guard);
+        let outcome = if result.is_ok() { "done" } else { "failed" };
+        self.shared.metrics.inc(
+            COMPACTIONS_METRIC,
+            "Rewrites of the database to give back disk space, by outcome.",
+            &[("outcome", outcome)],
+            1.0,
+        );
+        let report = result?;
+        {
+            let mut books = self.books();
+            books.live = report.live;
+            books.compactions += 1;
+        }
+        let (after, _) = self.measure()?;
+        self.books().floor = after;
+        tracing::info!(
+            disk_before = before,
+            disk_after = after,
+            live = report.live,
+            records = report.records,
+            took_ms = report.took.as_millis(),
+            "store rewritten to give back disk space"
+        );
+        Ok(())
+    }
+
+    fn try_maintain(&self) -> Result<(), StoreError> {
+        if self.books().unmeasured < MEASURE_EVERY {
+            return Ok(());
+        }
+        let (disk, live) = self.measure()?;
+        if !self.due(disk, live) {
+            return Ok(());
+        }
+        // Count the live records exactly before deciding on a rewrite.
+        let live = self.with_trees(|trees| retention::live_bytes(&trees.db))?;
+        self.books().live = live;
+        self.publish_gauges();
+        if !self.due(disk, live) {
+            return Ok(());
+        }
+        self.compact()
+    }
+
+    /// Whether `disk` bytes holding `live` are past the `[storage]` threshold, and
+    /// the files grew `compact_min_waste_bytes` since the last rewrite.
+    fn due(&self, disk: u64, live: u64) -> bool {
+        let settings = &self.shared.settings;
+        let floor = self.books().floor;
+        settings.should_compact(disk, live)
+            && disk > floor.saturating_add(settings.compact_min_waste_bytes.0)
+    }
+
+    /// Measure the files; returns (disk, live) bytes.
+    fn measure(&self) -> Result<(u64, u64), StoreError> {
+        let (disk, apparent) = compact::disk_usage(&self.shared.dirs.db)?;
+        let live = {
+            let mut books = self.books();
+            books.disk = disk;
+            books.apparent = apparent;
+            books.unmeasured = 0;
+            books.live
+        };
+        self.publish_gauges();
+        Ok((disk, live))
+    }
+
+    fn publish_gauges(&self) {
+        let (disk, live) = {
+            let books = self.books();
+            (books.disk, books.live)
+        };
+        #[expect(clippy::cast_precision_loss, reason = "a gauge of bytes")]
+        let (disk, live) = (disk as f64, live as f64);
+        self.shared.metrics.set(
+            DISK_BYTES_METRIC,
+            "Bytes the database's files take on disk (allocated blocks), at the last measurement.",
+            &[],
+            disk,
+        );
+        self.shared.metrics.set(
+            LIVE_BYTES_METRIC,
+            "Bytes of the records the database holds (keys and values of every keyspace).",
+            &[],
+            live,
+        );
+    }
+
+    /// Count an appended audit record and drop the oldest entries past the caps.
+    fn trim_audit(&self, trees: &Trees, appended: Change) -> Result<Change, StoreError> {
+        let mut books = self.books();
+        books.audit.entries += 1;
+        books.audit.bytes = books.audit.bytes.saturating_add(appended.put);
+        retention::trim_audit(&trees.audit, &mut books.audit, &self.shared.settings)
+    }
+
+    fn account(&self, change: Change) {
+        let mut books = self.books();
+        books.live = books
+            .live
+            .saturating_add(change.put)
+            .saturating_sub(change.freed);
+        books.unmeasured = books.unmeasured.saturating_add(change.put);
+    }
+
+    /// Run `f` on the open database, holding the read side of its lock for the whole
+    /// call (a rewrite waits for it); [`StoreError::Unavailable`] when a rewrite that
+    /// could not reopen anything left no database open.
+    fn with_trees<R>(
+        &self,
+        f: impl FnOnce(&Trees) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let guard = self
+            .shared
+            .trees
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let trees = guard.as_ref().ok_or_else(|| self.unavailable())?;
+        f(trees)
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        self.shared
+            .books
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unavailable(&self) -> StoreError {
+        StoreError::Unavailable {
+            path: self.shared.dirs.db.clone(),
+        }
+    }
+
+    #[cfg(test)]
+    fn with_tree<R>(&self, keyspace: Keyspace, f: impl FnOnce(&Tree) -> R) -> R {
+        self.with_trees(|trees| {
+            Ok(f(match keyspace {
+                Keyspace::Bundles => &trees.bundles,
+                Keyspace::History => &trees.history,
+                Keyspace::Status => &trees.status,
+                Keyspace::Audit => &trees.audit,
+                Keyspace::Meta => &trees.meta,
+                Keyspace::Relationships => &trees.relationships,
+            }))
+        })
+        .unwrap()
+    }
+}
+
+/// The digest member of a stored [`BundleRecord`], read without its document.
+#[derive(serde::Deserialize)]
+struct DigestOf {
+    digest: String,
+}
+
+fn history_prefix(trust_domain: &TrustDomain) -> Vec<u8> {
+    let mut key = Vec::with_capacity(trust_domain.as_str().len() + 9);
+    key.extend_from_slice(trust_domain.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+fn history_key(trust_domain: &TrustDomain, revision: u64) -> Vec<u8> {
+    let mut key = history_prefix(trust_domain);
+    key.extend_from_slice(&revision.to_be_bytes());
+    key
+}
+
+fn u64_from_key(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
+}
+
+/// A key as people read it: `td@revision` in `history`, a number in `audit`.
+fn describe_key(keyspace: Keyspace, key: &[u8]) -> String {
+    match keyspace {
+        Keyspace::History => match key.iter().position(|&b| b == 0) {
+            Some(at) => match u64_from_key(&key[at + 1..]) {
+                Some(revision) => format!("{}@{revision}", String::from_utf8_lossy(&key[..at])),
+                None => String::from_utf8_lossy(key).into_owned(),
+            },
+            None => String::from_utf8_lossy(key).into_owned(),
+        },
+        Keyspace::Audit => u64_from_key(key).map_or_else(
+            || String::from_utf8_lossy(key).into_owned(),
+            |seq| seq.to_string(),
+        ),
+        _ => String::from_utf8_lossy(key).replace('\0', "/"),
+    }
+}
+
+fn decode<T: DeserializeOwned>(
+    keyspace: Keyspace,
+    key: &[u8],
+    value: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|source| StoreError::Decode {
+        keyspace,
+        key: describe_key(keyspace, key),
+        source,
+    })
+}
+
+fn encode<T: Serialize>(keyspace: Keyspace, key: &[u8], value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+        keyspace,
+        key: describe_key(keyspace, key),
+        source,
+    })
+}
+
+fn decode_counter(key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
+    u64_from_key(value).ok_or_else(|| StoreError::InvalidCounter {
+        key: describe_key(Keyspace::Meta, key),
+        len: value.len(),
+    })
+}
+
+fn storage(
+    keyspace: Keyspace,
+    trust_domain: Option<&TrustDomain>,
+) -> impl FnOnce(sled::Error) -> StoreError {
+    let trust_domain = trust_domain.cloned();
+    move |source| StoreError::Storage {
+        keyspace,
+        trust_domain,
+        source,
+    }
+}
+
+/// Turn a [`StoreError`] inside a transaction into an abort.
+fn abort<T>(result: Result<T, StoreError>) -> ConflictableTransactionResult<T, StoreError> {
+    result.map_err(ConflictableTransactionError::Abort)
+}
+
+/// Unwrap a transaction's result, naming the main keyspace on storage errors.
+fn finish<T>(
+    result: Result<T, TransactionError<StoreError>>,
+    keyspace: Keyspace,
+    trust_domain: Option<&TrustDomain>,
+) -> Result<T, StoreError> {
+    result.map_err(|err| match err {
+        TransactionError::Abort(err) => err,
+        TransactionError::Storage(source) => storage(keyspace, trust_domain)(source),
+    })
+}
+
+/// Increment the u64 counter at `key` in `meta`; the first value is 1.
+fn bump(meta: &TransactionalTree, key: &[u8]) -> ConflictableTransactionResult<u64, StoreError> {
+    let current = match meta.get(key)? {
+        Some(value) => abort(decode_counter(key, &value))?,
+        None => 0,
+    };
+    let next = abort(
+        current
+            .checked_add(1)
+            .ok_or_else(|| StoreError::CounterExhausted {
+                key: describe_key(Keyspace::Meta, key),
+            }),
+    )?;
+    meta.insert(key, &next.to_be_bytes()[..])?;
+    Ok(next)
+}
+
+/// Append `record`, cut to the audit bounds, under the next audit sequence number;
+/// returns the number and the bytes written.
+fn append_audit_in(
+    audit: &TransactionalTree,
+    meta: &TransactionalTree,
+    record: &AuditRecord,
+) -> ConflictableTransactionResult<(u64, Change), StoreError> {
+    let seq = bump(meta, AUDIT_SEQ_KEY)?;
+    let key = seq.to_be_bytes();
+    let value = abort(encode(
+        Keyspace::Audit,
+        &key,
+        retention::bound_audit(record).as_ref(),
+    ))?;
+    let len = value.len();
+    let old = audit.insert(&key[..], value)?;
+    Ok((seq, Change::set(&key, len, old.as_ref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::policy::Source;
+    use crate::trust::policy::testing::td;
+
+    fn operator() -> Source {
+        Source::Operator {
+            who: "alice".into(),
+        }
+    }
+
+    fn new_bundle(name: &str, sequence: u64) -> NewBundle {
+        let document = format!(r#"{{"keys":[],"spiffe_sequence":{sequence}}}"#).into_bytes();
+        NewBundle {
+            trust_domain: td(name),
+            document,
+            source: operator(),
+            accepted_at: 1_700_000_000 + i64::try_from(sequence).unwrap(),
+            sequence: Some(sequence),
+        }
+    }
+
+    fn note() -> AuditNote {
+        AuditNote {
+            who: "alice".into(),
+            action: AuditAction::Accept,
+            detail: String::new(),
+        }
+    }
+
+    /// Open the store in `dir`. A reopen right after `drop` can find sled's file lock
+    /// still held for a moment by its background flusher (in-process only; a restarted
+    /// process never sees it), so a failed open is retried for up to 2 s.
+    fn open(dir: &tempfile::TempDir) -> Store {
+        let mut attempts = 0;
+        loop {
+            match Store::open(dir.path()) {
+                Ok(store) => return store,
+                Err(err) if attempts < 50 => {
+                    attempts += 1;
+                    eprintln!("store reopen attempt {attempts} failed: {err}");
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "a synchronous unit test waiting for sled's lock"
+                    )]
+                    std::thread::sleep(std::time::Duration::from_millis(40));
+                }
+                Err(err) => panic!("opening the store failed: {err}"),
+            }
+        }
+    }
+
+    #[test]
+    fn put_get_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let east = td("east.example");
+        assert_eq!(store.bundle(&east).unwrap(), None);
+
+        let record = store
+            .put_bundle(new_bundle("east.example", 1), note())
+            .unwrap();
+        assert_eq!(record.revision, 1);
+        assert_eq!(
+            record.digest,
+            crate::digest::sha256_hex(br#"{"keys":[],"spiffe_sequence":1}"#)
+        );
+        assert_eq!(store.bundle(&east).unwrap(), Some(record.clone()));
+        assert_eq!(store.bundles().unwrap(), vec![record.clone()]);
+
+        let status = RelationshipStatus {
+            last_success: Some(5),
+            ..RelationshipStatus::default()
+        };
+        store.put_status(&east, &status).unwrap();
+        assert_eq!(store.statuses().unwrap(), vec![(east.clone(), status)]);
+
+        assert_eq!(store.remove_bundle(&east, note(), 10).unwrap(), Some(2));
+        assert_eq!(store.bundle(&east).unwrap(), None);
+        assert!(
+            store.statuses().unwrap().is_empty(),
+            "POLL-4: status goes too"
+        );
+        assert_eq!(
+            store.history(&east).unwrap(),
+            vec![record],
+            "history is kept"
+        );
+        assert_eq!(store.remove_bundle(&east, note(), 11).unwrap(), None);
+        assert_eq!(
+            store.revision().unwrap(),
+            2,
+            "removing nothing is no change"
+        );
+    }
+
+    fn open_with(dir: &tempfile::TempDir, settings: StorageConfig) -> Store {
+        Store::open_with(&dir.path().join("db"), settings, Metrics::new()).unwrap()
+    }
+
+    /// A bundle of `name` whose document is `len` bytes long.
+    fn sized_bundle(name: &str, sequence: u64, len: usize) -> NewBundle {
+        let mut new = new_bundle(name, sequence);
+        let head = format!(r#"{{"keys":[],"spiffe_sequence":{sequence},"x":""#);
+        let filler = "a".repeat(len - head.len() - 2);
+        new.document = format!("{head}{filler}\"}}").into_bytes();
+        assert_eq!(new.document.len(), len);
+        new
+    }
+
+    fn sequences(store: &Store, name: &str) -> Vec<u64> {
+        let history = store.history(&td(name)).unwrap();
+        history.iter().filter_map(|r| r.sequence).collect()
+    }
+
+    #[test]
+    fn history_keeps_at_most_the_configured_count_and_bytes_and_always_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StorageConfig {
+            history_max_versions: 4,
+            history_max_bytes_per_domain: ByteSize(5000),
+            ..StorageConfig::default()
+        };
+        let store = open_with(&dir, settings.clone());
+        // Records of about 1.2 KB: the count rules.
+        for sequence in 1..=6 {
+            store
+                .put_bundle(sized_bundle("east.example", sequence, 1000), note())
+                .unwrap();
+        }
+        assert_eq!(sequences(&store, "east.example"), [6, 5, 4, 3]);
+        // Records of about 2.2 KB: the bytes rule, counted from the newest.
+        for sequence in 7..=9 {
+            store
+                .put_bundle(sized_bundle("east.example", sequence, 2000), note())
+                .unwrap();
+        }
+        assert_eq!(sequences(&store, "east.example"), [9, 8]);
+        // One version larger than the cap alone: it stays, the others go.
+        store
+            .put_bundle(sized_bundle("east.example", 10, 8000), note())
+            .unwrap();
+        assert_eq!(sequences(&store, "east.example"), [10]);
+        assert_eq!(
+            store.bundle(&td("east.example")).unwrap().unwrap().sequence,
+            Some(10)
+        );
+        // Other domains are counted on their own.
+        store
+            .put_bundle(sized_bundle("west.example", 1, 1000), note())
+            .unwrap();
+        assert_eq!(sequences(&store, "west.example"), [1]);
+        drop(store);
+
+        // Lower caps apply to every domain when the store opens.
+        let store = open_with(
+            &dir,
+            StorageConfig {
+                history_max_versions: 1,
+                ..settings
+            },
+        );
+        assert_eq!(sequences(&store, "east.example"), [10]);
+        store
+            .put_bundle(sized_bundle("west.example", 2, 1000), note())
+            .unwrap();
+        assert_eq!(sequences(&store, "west.example"), [2]);
+    }
+
+    #[test]
+    fn audit_log_keeps_the_newest_entries_within_its_caps() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StorageConfig {
+            audit_max_entries: 10,
+            ..StorageConfig::default()
+        };
+        let store = open_with(&dir, settings.clone());
+        for sequence in 1..=25 {
+            store
+                .put_bundle(new_bundle("east.example", sequence), note())
+                .unwrap();
+        }
+        let seqs: Vec<u64> = store
+            .audit_log(0, 100)
+            .unwrap()
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect();
+        assert_eq!(seqs, (16..=25).collect::<Vec<_>>());
+
+        // Bytes: records of about 1.2 KB (a detail cut to 1 KiB) under a 64 KiB cap.
+        let long = AuditRecord {
+            at: 1,
+            who: "bob".into(),
+            action: AuditAction::RelationshipUpdate,
+            trust_domain: None,
+            old_digest: None,
+            new_digest: None,
+            detail: "d".repeat(100_000),
+            old_value: None,
+            new_value: None,
+        };
+        drop(store);
+        let store = open_with(
+            &dir,
+            StorageConfig {
+                audit_max_entries: 1000,
+                audit_max_bytes: MIN_AUDIT_MAX_BYTES,
+                ..settings
+            },
+        );
+        for _ in 0..100 {
+            store.append_audit(&long).unwrap();
+        }
+        let log = store.audit_log(0, 1000).unwrap();
+        let bytes: usize = log
+            .iter()
+            .map(|(_, r)| 8 + serde_json::to_vec(r).unwrap().len())
+            .sum();
+        assert!(bytes as u64 <= MIN_AUDIT_MAX_BYTES.0, "{bytes}");
+        assert!(log.len() > 40 && log.len() < 60, "{}", log.len());
+        assert_eq!(log.last().unwrap().0, 125, "the newest is kept");
+        let detail = &log[0].1.detail;
+        assert!(detail.ends_with("… (100000 bytes)"), "{}", &detail[1000..]);
+        assert!(detail.len() <= AUDIT_DETAIL_MAX + 32);
+    }
+
+    #[test]
+    fn history_keeps_the_newest_twenty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        for sequence in 1..=25 {
+            store
+                .put_bundle(new_bundle("east.example", sequence), note())
+                .unwrap();
+        }
+        // Another domain whose name extends this one must not share its history.
+        store
+            .put_bundle(new_bundle("east.example.org", 1), note())
+            .unwrap();
+
+        let history = store.history(&td("east.example")).unwrap();
+        let sequences: Vec<_> = history.iter().filter_map(|r| r.sequence).collect();
+        assert_eq!(sequences, (6..=25).rev().collect::<Vec<_>>());
+        assert_eq!(store.history_entry(&td("east.example"), 5).unwrap(), None);
+        assert_eq!(
+            store.history_entry(&td("east.example"), 25).unwrap(),
+            Some(history[0].clone())
+        );
+        assert_eq!(store.history(&td("east.example.org")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn revision_is_monotonic_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store
+            .put_bundle(new_bundle("east.example", 1), note())
+            .unwrap();
+        store
+            .put_bundle(new_bundle("west.example", 1), note())
+            .unwrap();
+        assert_eq!(store.revision().unwrap(), 2);
+        drop(store);
+
+        let store = open(&dir);
+        assert_eq!(store.revision().unwrap(), 2);
+        let record = store
+            .put_bundle(new_bundle("east.example", 2), note())
+            .unwrap();
+        assert_eq!(record.revision, 3);
+        assert_eq!(store.bundles().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn bun_4_local_sequence_only_grows_across_removal_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let local = td("local.example");
+        assert_eq!(store.next_local_sequence(&local).unwrap(), 1);
+        assert_eq!(store.next_local_sequence(&local).unwrap(), 2);
+        assert_eq!(store.next_local_sequence(&td("other.example")).unwrap(), 1);
+        store
+            .put_bundle(new_bundle("local.example", 2), note())
+            .unwrap();
+        store.remove_bundle(&local, note(), 0).unwrap();
+        drop(store);
+        let store = open(&dir);
+        assert_eq!(store.next_local_sequence(&local).unwrap(), 3);
+    }
+
+    #[test]
+    fn audit_appends_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store
+            .put_bundle(new_bundle("east.example", 1), note())
+            .unwrap();
+        store
+            .put_bundle(new_bundle("east.example", 2), note())
+            .unwrap();
+        let manual = AuditRecord {
+            at: 7,
+            who: "bob".into(),
+            action: AuditAction::Rollback,
+            trust_domain: None,
+            old_digest: None,
+            new_digest: None,
+            detail: "note".into(),
+            old_value: None,
+            new_value: Some(serde_json::json!({"trust_domain": "east.example"})),
+        };
+        assert_eq!(store.append_audit(&manual).unwrap(), 3);
+
+        let log = store.audit_log(0, 100).unwrap();
+        assert_eq!(
+            log.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(log[0].1.old_digest, None);
+        assert_eq!(log[1].1.old_digest, log[0].1.new_digest, "chain of digests");
+        assert_eq!(log[2].1, manual);
+        assert_eq!(store.audit_log(2, 100).unwrap().len(), 1);
+        assert_eq!(store.audit_log(0, 1).unwrap().len(), 1);
+        assert!(store.audit_log(u64::MAX, 1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn corrupted_record_is_a_named_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let east = td("east.example");
+        store
+            .put_bundle(new_bundle("east.example", 1), note())
+            .unwrap();
+        store.with_tree(Keyspace::Bundles, |t| {
+            t.insert("east.example", &b"{not json"[..]).unwrap()
+        });
+        store.with_tree(Keyspace::History, |t| {
+            t.insert(history_key(&east, 9), &b"[]"[..]).unwrap()
+        });
+
+        let err = store.bundle(&east).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Decode { keyspace: Keyspace::Bundles, key, .. } if key == "east.example"),
+            "{err:?}"
+        );
+        assert!(matches!(store.bundles(), Err(StoreError::Decode { .. })));
+        let err = store.history(&east).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Decode { keyspace: Keyspace::History, key, .. } if key == "east.example@9"),
+            "{err:?}"
+        );
+        // A corrupt current record also blocks the audit chain of a new accept.
+        assert!(matches!(
+            store.put_bundle(new_bundle("east.example", 2), note()),
+            Err(StoreError::Decode { .. })
+        ));
+
+        store.with_tree(Keyspace::Meta, |t| {
+            t.insert(REVISION_KEY, &b"abc"[..]).unwrap()
+        });
+        assert!(matches!(
+            store.revision(),
+            Err(StoreError::InvalidCounter { len: 3, .. })
+        ));
+        store.with_tree(Keyspace::Status, |t| {
+            t.insert("Not A Domain", &b"{}"[..]).unwrap()
+        });
+        assert!(matches!(
+            store.statuses(),
+            Err(StoreError::InvalidKey {
+                keyspace: Keyspace::Status,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn relationships_are_stored_with_their_audit_entry_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let west = td("west.example");
+        let spec: crate::registry::RelationshipSpec = serde_json::from_value(serde_json::json!({
+            "trust_domain": "west.example",
+            "url": "https://west.example/bundle",
+            "profile": "https_web",
+        }))
+        .unwrap();
+        let record = RelationshipRecord {
+            relationship: spec.clone(),
+            changed_at: 9,
+            changed_by: "alice".into(),
+        };
+        let audit =
+            |action,
+             old: Option<&crate::registry::RelationshipSpec>,
+             new: Option<&crate::registry::RelationshipSpec>| AuditRecord {
+                at: 9,
+                who: "alice".into(),
+                action,
+                trust_domain: Some(west.clone()),
+                old_digest: None,
+                new_digest: None,
+                detail: String::new(),
+                old_value: old.map(|s| serde_json::to_value(s).unwrap()),
+                new_value: new.map(|s| serde_json::to_value(s).unwrap()),
+            };
+        let created = audit(AuditAction::RelationshipCreate, None, Some(&spec));
+        assert_eq!(store.put_relationship(&record, &created).unwrap(), 1);
+        drop(store);
+
+        let store = open(&dir);
+        assert_eq!(store.relationships().unwrap(), vec![record]);
+        let deleted = audit(AuditAction::RelationshipDelete, Some(&spec), None);
+        assert!(store.remove_relationship(&west, &deleted).unwrap());
+        assert!(store.relationships().unwrap().is_empty());
+        assert!(
+            !store.remove_relationship(&west, &deleted).unwrap(),
+            "removing nothing writes no audit entry"
+        );
+        let log = store.audit_log(0, 10).unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].1, created);
+        assert_eq!(log[1].1, deleted);
+        assert_eq!(
+            store.revision().unwrap(),
+            0,
+            "relationships are not bundles"
+        );
+    }
+
+    #[test]
+    fn second_open_of_a_locked_database_is_an_open_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = open(&dir);
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Locked { .. })
+        ));
+    }
+}
