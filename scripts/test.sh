@@ -18,8 +18,8 @@
 # failed step prints the end of its output, and every step's full output is kept in
 # the log directory named at the end of a failed run. The last line totals every
 # check: each test of cargo, pytest and the testbed scenarios, each fuzz target, and
-# each other step (fmt, clippy, shellcheck, run.sh --once, the kind checks, the clean
-# checkout) as one.
+# each other step (fmt, clippy, the library's feature builds, shellcheck, run.sh --once,
+# the kind checks, the clean checkout) as one.
 #
 # Environment: FUZZ_SECONDS (default 15) per fuzz target; SKIP_FUZZ=1 leaves the fuzz
 # smoke run out (the totals line then says so).
@@ -117,6 +117,35 @@ fi
 heading "formatting and lints"
 step "cargo fmt --check" cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings" cargo clippy -q --all-targets --locked -- -D warnings
+# The library's core stays lean: without default features spiffe-federation builds and
+# its normal dependencies include no HTTP client or server, async runtime or JOSE
+# library; each feature also builds on its own (federation/src/lib.rs, "Features").
+federation_features() {
+    local tree crate feature found=()
+    cargo check -q -p spiffe-federation --no-default-features --locked || return 1
+    tree=$(cargo tree -p spiffe-federation --no-default-features -e normal --prefix none --locked) || return 1
+    if ! grep -q '^spiffe-federation ' <<<"$tree"; then
+        echo "cargo tree -p spiffe-federation printed no spiffe-federation line; cannot check its dependencies:"
+        printf '%s\n' "$tree"
+        return 1
+    fi
+    for crate in reqwest tokio jsonwebtoken hyper; do
+        grep -q "^$crate " <<<"$tree" && found+=("$crate")
+    done
+    if ((${#found[@]})); then
+        echo "spiffe-federation --no-default-features depends on ${found[*]};" \
+            "see why: cargo tree -p spiffe-federation --no-default-features -e normal -i ${found[0]}"
+        return 1
+    fi
+    for feature in client server jwt tls; do
+        if ! cargo check -q -p spiffe-federation --no-default-features --features "$feature" --locked; then
+            echo "spiffe-federation does not build with only the feature $feature"
+            return 1
+        fi
+    done
+}
+step "spiffe-federation: core without default features (no reqwest, tokio, jsonwebtoken, hyper); each feature alone" \
+    federation_features
 step "shellcheck (scripts, testbeds, fuzz, interop, bench)" \
     shellcheck -x scripts/*.sh testbed/local/*.sh testbed/local/scenarios/*.sh testbed/spire/*.sh \
     federation/fuzz/*.sh tests/interop/run.sh bench/*.sh .ci/run

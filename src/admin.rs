@@ -1,16 +1,18 @@
 //! The admin HTTP API (axum, JSON under `/v1`): the router, its shared state, and the
 //! listener that serves it.
 //!
-//! Owns which route goes to which handler and what every handler may read
-//! ([`AdminState`]). Handlers live one area per file (`routes_*`), access control in
-//! [`auth`], errors in [`error`], the unix-socket/TCP listener in [`listen`], and the
-//! time-dependent status rules, as pure functions, in `domain_state`. It does not
-//! own fetching (the poller answers [`RefreshRequest`]s), storage (the
-//! [`TrustStore`]) or the set of relationships (read through [`RelationshipsView`],
-//! changed through the [`Registry`]). The routes are documented in
-//! `docs/admin-api.md` and described in `docs/openapi.json`, served at
-//! `GET /v1/openapi.json` ([`openapi`]); `tests/openapi.rs` checks that the routes
-//! registered below and that document agree.
+//! Owns which route goes to which handler, with which scope and body cap (the
+//! [`ROUTES`] table the router is built from), and what every handler may read
+//! ([`AdminState`]). The request and answer bodies and the error codes are the
+//! contract in [`api`], which client code uses too. Handlers live one area per file
+//! (`routes_*`), access control in [`auth`], errors in [`error`], the
+//! unix-socket/TCP listener in [`listen`], and the time-dependent status rules, as
+//! pure functions, in `domain_state`. It does not own fetching (a refresh asks the
+//! [`Pollers`]), storage (the [`TrustStore`]) or the set of relationships
+//! (read through [`RelationshipsView`], changed through the [`Registry`]). The routes
+//! are documented in `docs/admin-api.md` and described in `docs/openapi.json`, served
+//! at `GET /v1/openapi.json` ([`openapi`]); `tests/openapi.rs` checks that document
+//! against [`ROUTES`], the types of [`api`] and a running gateway.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -23,7 +25,6 @@
 //! use fedgw::trust::store::TrustStore;
 //!
 //! let dir = tempfile::tempdir()?;
-//! let (refresh, _poller) = tokio::sync::mpsc::channel(8);
 //! let (_ready_tx, ready) = tokio::sync::watch::channel(true);
 //! let state = AdminState {
 //!     trust_store: TrustStore::open(dir.path(), PolicySettings::default()).await?,
@@ -32,7 +33,7 @@
 //!     local: Vec::new(),
 //!     relationships: RelationshipsView::new(Vec::new()),
 //!     registry: None,
-//!     refresh,
+//!     pollers: None,
 //!     ready,
 //!     schedule: (&PollingConfig::default()).into(),
 //!     max_document_bytes: 1024 * 1024,
@@ -50,6 +51,7 @@
 //! # }
 //! ```
 
+pub mod api;
 pub mod auth;
 mod domain_state;
 pub mod error;
@@ -68,15 +70,16 @@ use std::path::PathBuf;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::handler::Handler as _;
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use spiffe_federation::TrustDomain;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
+use self::api::ErrorCode;
 use self::error::ApiError;
 use crate::config::{Scope, Seconds};
 use crate::registry::Registry;
 pub use crate::registry::RelationshipsView;
+use crate::sources::pollers::Pollers;
 use crate::sources::schedule::Schedule;
 use crate::telemetry::Metrics;
 use crate::trust::store::TrustStore;
@@ -97,8 +100,9 @@ pub struct AdminState {
     /// Creates, replaces and deletes relationships; `None` where the API runs without
     /// a gateway (those routes then answer 503).
     pub registry: Option<Registry>,
-    /// Where `POST …/refresh` asks the poller manager for a fetch now.
-    pub refresh: mpsc::Sender<RefreshRequest>,
+    /// The running pollers, which `POST …/refresh` asks for a fetch now; `None`
+    /// where the API runs without them (the route then answers 503).
+    pub pollers: Option<Pollers>,
     /// `true` once the gateway serves; `GET /readyz` reports it.
     pub ready: watch::Receiver<bool>,
     /// The polling bounds, for the `stale` rule of `GET /v1/status`.
@@ -133,89 +137,261 @@ pub struct LocalDomainInfo {
     pub workload_api: Option<crate::sources::local::workload::WorkloadHealth>,
 }
 
-/// "Fetch this trust domain's bundle now", sent by `POST
-/// /v1/federation-relationships/{td}/refresh` to the poller manager, which answers on
-/// `reply` with the JSON returned to the caller (e.g. `{"outcome": "accepted", …}`) or
-/// an [`ApiError`].
-#[derive(Debug)]
-pub struct RefreshRequest {
-    /// The relationship to refresh.
-    pub trust_domain: TrustDomain,
-    /// Where the answer goes.
-    pub reply: oneshot::Sender<Result<serde_json::Value, ApiError>>,
+/// An HTTP method a route answers (HEAD is answered wherever GET is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// `GET`.
+    Get,
+    /// `PUT`.
+    Put,
+    /// `POST`.
+    Post,
+    /// `DELETE`.
+    Delete,
 }
 
-/// The admin API: every route of `docs/admin-api.md` over `state`. Every route but
-/// the probes is guarded: the caller is authorized for the route's scope from the
-/// request head before any body is read, and bodies are capped ([`guard`]).
-pub fn router(state: AdminState) -> Router {
+impl Verb {
+    /// The method's name, e.g. `GET`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Put => "PUT",
+            Self::Post => "POST",
+            Self::Delete => "DELETE",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Self::Get => MethodFilter::GET,
+            Self::Put => MethodFilter::PUT,
+            Self::Post => MethodFilter::POST,
+            Self::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// The body a route reads, which sets the cap its guard enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyCap {
+    /// None: a body sent anyway is never read.
+    Unread,
+    /// `admin.limits.max_request_bytes`.
+    Small,
+    /// A bundle document (JSON or PEM): `policy.max_document_bytes`; the handler
+    /// turns the extractor's refusal into a JSON 413.
+    Document,
+    /// A relationship body, with room for inline material
+    /// ([`routes_relationships::body_limit`]).
+    Relationship,
+}
+
+/// Which handler answers a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handler {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    Status,
+    BundleList,
+    Events,
+    BundleShow,
+    BundlePut,
+    BundleDelete,
+    BundleHistory,
+    BundleRollback,
+    RelationshipList,
+    RelationshipCreate,
+    RelationshipShow,
+    RelationshipReplace,
+    RelationshipDelete,
+    RelationshipRefresh,
+    JwtValidate,
+}
+
+/// One route of the admin API: the router is built from [`ROUTES`], and
+/// `docs/openapi.json` describes exactly these (`tests/openapi.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The method.
+    pub verb: Verb,
+    /// The path, with `{td}` for a trust domain name.
+    pub path: &'static str,
+    /// The scope a caller needs, checked by the route's guard before any body is
+    /// read; `None` for the probes, which answer anyone.
+    pub scope: Option<Scope>,
+    body: BodyCap,
+    handler: Handler,
+}
+
+const fn route(
+    verb: Verb,
+    path: &'static str,
+    scope: Option<Scope>,
+    body: BodyCap,
+    handler: Handler,
+) -> Route {
+    Route {
+        verb,
+        path,
+        scope,
+        body,
+        handler,
+    }
+}
+
+/// Every route of the admin API (`docs/admin-api.md`), in the order of the document.
+pub const ROUTES: &[Route] = {
+    use BodyCap::{Document, Relationship, Small, Unread};
     use Scope::{Read, Write};
-    let guards = guard::Guards::new(&state);
-    let read = || guards.scope(Read);
-    let write = || guards.scope(Write);
-    // A bundle body (JSON or PEM) is held to the document limit; the handler turns
-    // the extractor's refusal into a JSON 413.
-    let document = state.max_document_bytes;
-    let document_key = "policy.max_document_bytes";
-    let relationship = routes_relationships::body_limit(document);
-    let relationship_key = "twice policy.max_document_bytes plus 64 KiB";
-    let body_limit = DefaultBodyLimit::max(document);
-    let relationship_limit = DefaultBodyLimit::max(relationship);
-    Router::new()
-        .route("/healthz", get(routes_health::healthz))
-        .route("/readyz", get(routes_health::readyz))
-        .route("/metrics", get(routes_health::metrics.layer(read())))
-        .route("/v1/openapi.json", get(openapi::document.layer(read())))
-        .route("/v1/status", get(routes_status::status.layer(read())))
-        .route("/v1/bundles", get(routes_watch::bundles.layer(read())))
-        .route("/v1/events", get(routes_watch::events.layer(read())))
-        .route(
-            "/v1/bundles/{td}",
-            get(routes_bundles::show.layer(read()))
-                .put(routes_bundles::put.layer(guards.with_body(Write, document, document_key)))
-                .delete(routes_bundles::delete.layer(write()))
-                .layer(body_limit),
-        )
-        .route(
+    use Verb::{Delete, Get, Post, Put};
+    const TD: &str = "/v1/bundles/{td}";
+    const RELATIONSHIPS: &str = "/v1/federation-relationships";
+    const RELATIONSHIP: &str = "/v1/federation-relationships/{td}";
+    &[
+        route(Get, "/healthz", None, Unread, Handler::Healthz),
+        route(Get, "/readyz", None, Unread, Handler::Readyz),
+        route(Get, "/metrics", Some(Read), Unread, Handler::Metrics),
+        route(
+            Get,
+            "/v1/openapi.json",
+            Some(Read),
+            Unread,
+            Handler::OpenApi,
+        ),
+        route(Get, "/v1/status", Some(Read), Unread, Handler::Status),
+        route(Get, "/v1/bundles", Some(Read), Unread, Handler::BundleList),
+        route(Get, "/v1/events", Some(Read), Unread, Handler::Events),
+        route(Get, TD, Some(Read), Unread, Handler::BundleShow),
+        route(Put, TD, Some(Write), Document, Handler::BundlePut),
+        route(Delete, TD, Some(Write), Unread, Handler::BundleDelete),
+        route(
+            Get,
             "/v1/bundles/{td}/history",
-            get(routes_bundles::history.layer(read())),
-        )
-        .route(
+            Some(Read),
+            Unread,
+            Handler::BundleHistory,
+        ),
+        route(
+            Post,
             "/v1/bundles/{td}/rollback",
-            post(routes_bundles::rollback.layer(guards.small_body(Write))),
-        )
-        .route(
-            "/v1/federation-relationships",
-            get(routes_relationships::list.layer(read()))
-                .post(routes_relationships::create.layer(guards.with_body(
-                    Write,
-                    relationship,
-                    relationship_key,
-                )))
-                .layer(relationship_limit),
-        )
-        .route(
-            "/v1/federation-relationships/{td}",
-            get(routes_relationships::show.layer(read()))
-                .put(routes_relationships::replace.layer(guards.with_body(
-                    Write,
-                    relationship,
-                    relationship_key,
-                )))
-                .delete(routes_relationships::delete.layer(write()))
-                .layer(relationship_limit),
-        )
-        .route(
+            Some(Write),
+            Small,
+            Handler::BundleRollback,
+        ),
+        route(
+            Get,
+            RELATIONSHIPS,
+            Some(Read),
+            Unread,
+            Handler::RelationshipList,
+        ),
+        route(
+            Post,
+            RELATIONSHIPS,
+            Some(Write),
+            Relationship,
+            Handler::RelationshipCreate,
+        ),
+        route(
+            Get,
+            RELATIONSHIP,
+            Some(Read),
+            Unread,
+            Handler::RelationshipShow,
+        ),
+        route(
+            Put,
+            RELATIONSHIP,
+            Some(Write),
+            Relationship,
+            Handler::RelationshipReplace,
+        ),
+        route(
+            Delete,
+            RELATIONSHIP,
+            Some(Write),
+            Unread,
+            Handler::RelationshipDelete,
+        ),
+        route(
+            Post,
             "/v1/federation-relationships/{td}/refresh",
-            post(routes_relationships::refresh.layer(write())),
-        )
-        .route(
+            Some(Write),
+            Unread,
+            Handler::RelationshipRefresh,
+        ),
+        route(
+            Post,
             "/v1/jwt-svid/validate",
-            post(routes_jwt::validate.layer(guards.small_body(Read))),
-        )
+            Some(Read),
+            Small,
+            Handler::JwtValidate,
+        ),
+    ]
+};
+
+/// The admin API: every route of [`ROUTES`] over `state`. Every route but the probes
+/// is guarded: the caller is authorized for the route's scope from the request head
+/// before any body is read, and bodies are capped ([`guard`]).
+pub fn router(state: AdminState) -> Router {
+    let guards = guard::Guards::new(&state);
+    let document = state.max_document_bytes;
+    let relationship = routes_relationships::body_limit(document);
+    let mut router = Router::new();
+    for route in ROUTES {
+        let mut endpoint = handler(route.handler, route.verb.filter());
+        let cap = match route.body {
+            BodyCap::Unread | BodyCap::Small => None,
+            BodyCap::Document => Some((document, "policy.max_document_bytes")),
+            BodyCap::Relationship => {
+                Some((relationship, "twice policy.max_document_bytes plus 64 KiB"))
+            }
+        };
+        if let Some((limit, _)) = cap {
+            endpoint = endpoint.layer(DefaultBodyLimit::max(limit));
+        }
+        if let Some(scope) = route.scope {
+            let guard = match (route.body, cap) {
+                (BodyCap::Small, _) => guards.small_body(scope),
+                (_, Some((limit, key))) => guards.with_body(scope, limit, key),
+                (_, None) => guards.scope(scope),
+            };
+            endpoint = endpoint.route_layer(guard);
+        }
+        // Routes of one path merge into one method router.
+        router = router.route(route.path, endpoint);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// The handler of `handler`, for the methods of `filter`.
+fn handler(handler: Handler, filter: MethodFilter) -> MethodRouter<AdminState> {
+    match handler {
+        Handler::Healthz => on(filter, routes_health::healthz),
+        Handler::Readyz => on(filter, routes_health::readyz),
+        Handler::Metrics => on(filter, routes_health::metrics),
+        Handler::OpenApi => on(filter, openapi::document),
+        Handler::Status => on(filter, routes_status::status),
+        Handler::BundleList => on(filter, routes_watch::bundles),
+        Handler::Events => on(filter, routes_watch::events),
+        Handler::BundleShow => on(filter, routes_bundles::show),
+        Handler::BundlePut => on(filter, routes_bundles::put),
+        Handler::BundleDelete => on(filter, routes_bundles::delete),
+        Handler::BundleHistory => on(filter, routes_bundles::history),
+        Handler::BundleRollback => on(filter, routes_bundles::rollback),
+        Handler::RelationshipList => on(filter, routes_relationships::list),
+        Handler::RelationshipCreate => on(filter, routes_relationships::create),
+        Handler::RelationshipShow => on(filter, routes_relationships::show),
+        Handler::RelationshipReplace => on(filter, routes_relationships::replace),
+        Handler::RelationshipDelete => on(filter, routes_relationships::delete),
+        Handler::RelationshipRefresh => on(filter, routes_relationships::refresh),
+        Handler::JwtValidate => on(filter, routes_jwt::validate),
+    }
 }
 
 /// Parse a `{td}` path segment; never normalised (ID-5, L-2: no silent lower-casing).
@@ -231,7 +407,7 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not accept that method; see docs/admin-api.md",
     )
 }

@@ -17,12 +17,10 @@ use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject as _;
 use spiffe_federation::TrustDomain;
 use spiffe_federation::endpoint::client::Fetcher;
-use time::OffsetDateTime;
 
-use crate::admin::auth::{Access, TlsAccess};
-use crate::admin::error::ApiError;
+use crate::admin::auth::Access;
 use crate::admin::listen::{BoundAddr, ListenError};
-use crate::admin::{AdminState, LocalDomainInfo, RefreshRequest, RelationshipsView};
+use crate::admin::{AdminState, LocalDomainInfo, RelationshipsView};
 use crate::config::{AdminListen, Config, LocalSource};
 use crate::net::{Kind, Net};
 use crate::outputs::endpoint::{EndpointError, Listener, SvidSource, TlsSource};
@@ -32,14 +30,14 @@ use crate::registry::{
 };
 use crate::shutdown::{Ended, Shutdown};
 use crate::sources::local::workload::{self, BundleFollower, WorkloadHealth};
-use crate::sources::local::{self, Event, LocalSourceError};
+use crate::sources::local::{self, Delivery, LocalSourceError};
 use crate::sources::pollers::{PollerContext, Pollers};
 use crate::sources::schedule::Schedule;
 use crate::supervise::{Supervisor, TaskHealth};
 use crate::telemetry::Metrics;
 use crate::trust::data_dir::{DataDir, DataDirError};
 use crate::trust::db::StoreError;
-use crate::trust::policy::{DocumentFacts, PolicySettings, Source};
+use crate::trust::policy::{PolicySettings, Source};
 use crate::trust::store::{SubmitError, TrustStore};
 
 /// The `https_spiffe` listener's name in `GET /v1/status` `waiting_listeners`.
@@ -262,41 +260,23 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
             }
         };
         let loaded = local::load(file, format, &local.trust_domain, max).await?;
-        let source = || Source::LocalFile { path: file.clone() };
-        accept_local(
-            &trust_store,
-            &local.trust_domain,
-            loaded,
-            local.refresh_hint.duration(),
-            source(),
-        )
-        .await
-        .map_err(|source| GatewayError::LocalRefused {
+        let delivery = Delivery {
+            trust_store: trust_store.clone(),
             trust_domain: local.trust_domain.clone(),
-            source,
-        })?;
-        let store = trust_store.clone();
-        let td = local.trust_domain.clone();
-        let hint = local.refresh_hint.duration();
-        let watched = file.clone();
+            refresh_hint: local.refresh_hint.duration(),
+            source: Source::LocalFile { path: file.clone() },
+            origin: local::Origin::File,
+        };
+        delivery
+            .accept(loaded)
+            .await
+            .map_err(|source| GatewayError::LocalRefused {
+                trust_domain: local.trust_domain.clone(),
+                source,
+            })?;
         let on_event = move |event| {
-            let store = store.clone();
-            let td = td.clone();
-            let source = Source::LocalFile {
-                path: watched.clone(),
-            };
-            async move {
-                match event {
-                    Event::Changed(loaded) => {
-                        if let Err(err) = accept_local(&store, &td, *loaded, hint, source).await {
-                            tracing::error!(trust_domain = %td, error = %err, "local bundle refused");
-                        }
-                    }
-                    Event::Failed(err) => {
-                        tracing::error!(trust_domain = %td, error = %err, "local bundle unreadable; still serving the last good one");
-                    }
-                }
-            }
+            let delivery = delivery.clone();
+            async move { delivery.handle(event).await }
         };
         // Supervised: a panic restarts the watch, which reads the file afresh.
         let (file, td, cancel) = (file.clone(), local.trust_domain.clone(), shutdown.token());
@@ -565,7 +545,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
     })
 }
 
-/// Bind the admin API and answer its refresh requests with the pollers.
+/// Bind the admin API over the gateway's parts.
 async fn start_admin(
     config: &Config,
     workload_health: &BTreeMap<TrustDomain, WorkloadHealth>,
@@ -579,41 +559,7 @@ async fn start_admin(
     let metrics = trust_store.metrics();
     let shutdown = net.shutdown();
     let listen = config.admin_listen();
-    let tls_access = TlsAccess::new(config.admin.tokens.clone(), config.admin.clients.clone());
-    let access = match (&listen, &config.admin.tls) {
-        (AdminListen::Unix(_), _) => Access::LocalSocket,
-        (AdminListen::Tcp(_), None) => Access::Tokens(config.admin.tokens.clone()),
-        (AdminListen::Tcp(_), Some(_)) => Access::Tls(tls_access.clone()),
-    };
-    let (refresh, mut requests) = tokio::sync::mpsc::channel::<RefreshRequest>(16);
-    let answering = pollers.clone();
-    let cancel = shutdown.token();
-    let tracker = shutdown.clone();
-    shutdown.spawn(async move {
-        loop {
-            let request = tokio::select! {
-                () = cancel.cancelled() => return,
-                request = requests.recv() => match request { Some(r) => r, None => return },
-            };
-            // Each request waits for its own poller in a task of its own: a refresh
-            // waits for a fetch, and refreshes of different domains must not queue
-            // behind one another (each poller still takes its own one at a time).
-            let answering = answering.clone();
-            tracker.spawn(async move {
-                let answer = match answering.refresh(&request.trust_domain).await {
-                    Some(report) => {
-                        serde_json::to_value(report).map_err(|err| ApiError::internal(&err))
-                    }
-                    None => Err(ApiError::not_found(format!(
-                        "no poller for {}",
-                        request.trust_domain
-                    ))),
-                };
-                // The caller may have gone; nothing to do then.
-                let _ignored = request.reply.send(answer);
-            });
-        }
-    });
+    let access = Access::for_listener(&listen, &config.admin);
     // Ready as soon as the admin API answers: every stored bundle is already served.
     // Not ready once shutdown begins: `/readyz` answers 503, and long polls and event
     // streams of the watch API end, so the listener's graceful stop is not held up.
@@ -645,7 +591,7 @@ async fn start_admin(
         local,
         relationships: registry.view().clone(),
         registry: Some(registry.clone()),
-        refresh,
+        pollers: Some(pollers.clone()),
         ready,
         schedule: Schedule::from(&config.polling),
         max_document_bytes: config.policy.max_document_bytes,
@@ -658,8 +604,10 @@ async fn start_admin(
         body_limits: config.admin.limits.body_limits(),
     };
     let limits = config.admin.limits.resolve(Kind::Admin);
-    if let (AdminListen::Tcp(tcp), Some(files)) = (&listen, &config.admin.tls) {
-        let bound = crate::admin::listen::tls::bind(*tcp, files, &tls_access, trust_store).await?;
+    if let (AdminListen::Tcp(tcp), Some(files), Access::Tls(tls_access)) =
+        (&listen, &config.admin.tls, &access)
+    {
+        let bound = crate::admin::listen::tls::bind(*tcp, files, tls_access, trust_store).await?;
         let addr = bound.local_addr().ok().map(BoundAddr::Tcp);
         shutdown.spawn(bound.serve(state, limits, net.clone()));
         return Ok(addr);
@@ -702,8 +650,15 @@ async fn follow_workload_api(
     };
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let first = Arc::new(std::sync::Mutex::new(Some(first_tx)));
-    let store = trust_store.clone();
-    let hint = local.refresh_hint.duration();
+    let delivery = Delivery {
+        trust_store: trust_store.clone(),
+        trust_domain: local.trust_domain.clone(),
+        refresh_hint: local.refresh_hint.duration(),
+        source: Source::WorkloadApi {
+            socket: socket.to_owned(),
+        },
+        origin: local::Origin::WorkloadApi,
+    };
     let cancel = supervisor.shutdown().token();
     let token = cancel.clone();
     supervisor.spawn(
@@ -711,28 +666,10 @@ async fn follow_workload_api(
         cancel,
         move || {
             let first = first.lock().ok().and_then(|mut first| first.take());
-            let store = store.clone();
-            let td = follower.trust_domain.clone();
-            let socket = follower.socket.clone();
+            let delivery = delivery.clone();
             follower.clone().run(token.clone(), first, move |event| {
-                let store = store.clone();
-                let td = td.clone();
-                let source = Source::WorkloadApi {
-                    socket: socket.clone(),
-                };
-                async move {
-                    match event {
-                        Event::Changed(loaded) => {
-                            match accept_local(&store, &td, *loaded, hint, source).await {
-                                Ok(()) => tracing::info!(trust_domain = %td, "local bundle from the Workload API stored"),
-                                Err(err) => tracing::error!(trust_domain = %td, error = %err, "local bundle from the Workload API refused"),
-                            }
-                        }
-                        Event::Failed(err) => {
-                            tracing::error!(trust_domain = %td, error = %err, "local bundle from the Workload API unusable");
-                        }
-                    }
-                }
+                let delivery = delivery.clone();
+                async move { delivery.handle(event).await }
             })
         },
     );
@@ -789,42 +726,6 @@ async fn svid_from_workload_api(
         svid: rx,
     };
     Ok((source, first))
-}
-
-/// Submit a local bundle: the served refresh hint is the configured one (BUN-6), and a
-/// bundle without a sequence gets one from the persisted counter whenever its
-/// authorities change (BUN-3, BUN-4), and always above the stored bundle's (which a
-/// source that sets its own sequence, e.g. SPIRE, may have put past the counter); a
-/// source that sets its own sequence keeps it. A file whose elements were all left
-/// out is refused like a fetched one; an empty `keys` list in the operator's own file
-/// is a deliberate revocation and is accepted (flagged).
-async fn accept_local(
-    trust_store: &TrustStore,
-    td: &TrustDomain,
-    loaded: local::Loaded,
-    hint: Duration,
-    source: Source,
-) -> Result<(), SubmitError> {
-    let mut bundle = loaded.bundle;
-    bundle.set_refresh_hint(Some(hint));
-    trust_store
-        .number_local(td, &mut bundle)
-        .await
-        .map_err(SubmitError::Store)?;
-    let now = OffsetDateTime::now_utc();
-    match loaded.elements {
-        Some(elements) => {
-            let document = DocumentFacts {
-                elements,
-                allow_revocation: true,
-            };
-            trust_store
-                .submit_document(td, bundle, document, source, now)
-                .await
-        }
-        None => trust_store.submit(td, bundle, source, now).await,
-    }
-    .map(|_| ())
 }
 
 /// The roots the `https_web` certificate `cert` is held to for the SRV-7 "publicly

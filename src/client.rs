@@ -1,9 +1,12 @@
-//! Everything that talks to a gateway from outside it: the admin API client, the
-//! CLI's verbs and their rendering, the node agent, and offline bundle validation.
+//! Everything an operator runs besides a gateway: the admin API client, the CLI's
+//! verbs and their rendering, the node agent, offline bundle validation, and
+//! `fedgw demo` (gateways started in one process and shown).
 //!
-//! Owns nothing the gateway runs; it reaches the gateway only through the admin API.
+//! Owns nothing a gateway runs; it reaches a gateway through the admin API, or, for
+//! the demo, starts gateways through [`crate::app`] like `fedgw serve` does.
 
 pub mod admin_client;
 pub mod agent;
 pub mod cli;
+pub mod demo;
 pub mod validate;

@@ -39,6 +39,7 @@ pub mod net;
 pub mod sds;
 pub mod storage;
 pub mod urls;
+pub mod value;
 
 /// Why a configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,7 +109,7 @@ pub struct Config {
     pub endpoint: EndpointConfig,
     /// Foreign trust domains to fetch.
     #[serde(default)]
-    pub federation: Vec<Relationship>,
+    pub federation: Vec<FederationEntry>,
     /// Files of spire-controller-manager ClusterFederatedTrustDomain YAML whose
     /// objects are relationships like `[[federation]]` ones (read-only through the
     /// API); read when the gateway starts (`relationships::cftd`).
@@ -432,11 +433,13 @@ pub enum ProfileName {
     HttpsSpiffe,
 }
 
-/// A federation relationship: "trust domain X, fetched from URL U with profile P"
-/// (SPIFFE Federation §5.1: all three are configured, never inferred).
+/// One `[[federation]]` table: "trust domain X, fetched from URL U with profile P"
+/// (SPIFFE Federation §5.1: all three are configured, never inferred), its material
+/// named by file path. The gateway turns it into a
+/// [`Relationship`](crate::relationship::Relationship) by reading those files.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Relationship {
+pub struct FederationEntry {
     /// The foreign trust domain.
     pub trust_domain: TrustDomain,
     /// The bundle endpoint URL.
@@ -493,8 +496,8 @@ pub enum ProxyConfig {
 }
 
 /// A duration in whole seconds, written `300`, `"300s"`, `"5m"`, `"1h"` or `"1d"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "SecondsRepr", into = "u64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(into = "u64")]
 pub struct Seconds(pub u64);
 
 impl Seconds {
@@ -502,13 +505,6 @@ impl Seconds {
     pub fn duration(self) -> Duration {
         Duration::from_secs(self.0)
     }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum SecondsRepr {
-    Number(u64),
-    Text(String),
 }
 
 impl Seconds {
@@ -527,14 +523,17 @@ impl Seconds {
     }
 }
 
-impl TryFrom<SecondsRepr> for Seconds {
-    type Error = String;
+impl value::FromNumber for Seconds {
+    const EXPECTING: &'static str = "a duration like 300, \"300s\", \"5m\" or \"1h\"";
 
-    fn try_from(value: SecondsRepr) -> Result<Self, Self::Error> {
-        match value {
-            SecondsRepr::Number(n) => Self(n).bounded(&n.to_string()),
-            SecondsRepr::Text(text) => text.parse(),
-        }
+    fn from_number(number: u64) -> Result<Self, String> {
+        Self(number).bounded(&number.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        value::deserialize(deserializer)
     }
 }
 
@@ -912,7 +911,7 @@ impl AdminConfig {
     }
 }
 
-impl Relationship {
+impl FederationEntry {
     /// The URLs to try, in order.
     pub fn endpoint_urls(&self) -> Vec<Url> {
         self.url.iter().chain(self.urls.iter()).cloned().collect()
@@ -924,7 +923,7 @@ impl Relationship {
 /// # Errors
 /// [`ConfigError::Invalid`] naming the field at fault (FED-4, SPF-2, WEB-1, EXT-7).
 pub fn validate_relationship(
-    rel: &Relationship,
+    rel: &FederationEntry,
     key: &str,
     locals: &BTreeSet<TrustDomain>,
 ) -> Result<(), ConfigError> {
@@ -952,7 +951,7 @@ pub struct Attached<'a> {
 /// # Errors
 /// [`ConfigError::Invalid`] naming the field at fault (FED-4, SPF-2, WEB-1, EXT-7).
 pub fn validate_relationship_with(
-    rel: &Relationship,
+    rel: &FederationEntry,
     key: &str,
     locals: &BTreeSet<TrustDomain>,
     attached: Attached<'_>,

@@ -1,9 +1,9 @@
-//! Trying fedgw out: the `fedgw demo` federation, the embedded default configuration,
-//! and the development PKI both use.
+//! Trying fedgw out: the embedded default configuration (`fedgw serve` with no
+//! `--config`) and the development PKI it, `fedgw demo` ([`crate::client::demo`]) and
+//! the testbeds use.
 //!
 //! Owns nothing a production gateway needs; production certificates come from the
 //! operator or SPIRE.
 
 pub mod defaults;
-pub mod demo;
 pub mod pki;

@@ -19,6 +19,7 @@ pub mod digest;
 pub mod net;
 pub mod outputs;
 pub mod registry;
+pub mod relationship;
 pub mod shutdown;
 pub mod sources;
 pub mod supervise;

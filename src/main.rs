@@ -197,7 +197,7 @@ fn demo_temp_dir() -> anyhow::Result<PathBuf> {
 }
 
 async fn demo(args: &DemoArgs, base: &std::path::Path) -> anyhow::Result<()> {
-    let gateways = fedgw::dev::demo::start(base, &args.domains).await?;
+    let gateways = fedgw::client::demo::start(base, &args.domains).await?;
     for g in &gateways {
         println!(
             "{}: https_web https://localhost:{}/  https_spiffe https://127.0.0.1:{}/  admin unix:{}",
@@ -207,8 +207,9 @@ async fn demo(args: &DemoArgs, base: &std::path::Path) -> anyhow::Result<()> {
             g.data_dir.join("admin.sock").display()
         );
     }
-    let converged = fedgw::dev::demo::converge(&gateways, std::time::Duration::from_secs(60)).await;
-    let held = fedgw::dev::demo::held(&gateways);
+    let converged =
+        fedgw::client::demo::converge(&gateways, std::time::Duration::from_secs(60)).await;
+    let held = fedgw::client::demo::held(&gateways);
     if args.json {
         println!("{}", serde_json::json!({ "bundles": held }));
     } else {
@@ -241,7 +242,7 @@ async fn demo(args: &DemoArgs, base: &std::path::Path) -> anyhow::Result<()> {
         );
     }
     if let Err(err) = converged {
-        fedgw::dev::demo::stop(gateways).await;
+        fedgw::client::demo::stop(gateways).await;
         return Err(err.into());
     }
     println!("federation converged: every gateway holds every other domain's bundle");
@@ -249,7 +250,7 @@ async fn demo(args: &DemoArgs, base: &std::path::Path) -> anyhow::Result<()> {
         println!("running; press Ctrl-C to stop");
         let _ = tokio::signal::ctrl_c().await;
     }
-    fedgw::dev::demo::stop(gateways).await;
+    fedgw::client::demo::stop(gateways).await;
     Ok(())
 }
 

@@ -36,6 +36,7 @@ pub mod fd;
 mod stream;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod unix;
 
 use std::future::Future;
@@ -52,25 +53,10 @@ pub use self::stream::{Peer, PeerKey, Stream};
 pub use self::unix::BoundAddr;
 pub use crate::config::net::{BodyLimits, Kind, Limits, LimitsConfig, NetConfig};
 use crate::shutdown::Shutdown;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, families};
 
 /// The error type services and bodies are erased to.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Gauge: connections open, by listener.
-pub const OPEN_METRIC: &str = "fedgw_connections_open";
-/// Counter: connections closed at accept because a cap was reached, by listener and
-/// reason (`peer_limit`, `listener_limit`, `file_descriptors`, `not_owner`,
-/// `no_credentials`).
-pub const REFUSED_METRIC: &str = "fedgw_connections_refused_total";
-/// Counter: connections the gateway closed, by listener and reason
-/// (`header_timeout`, `idle_timeout`, `request_timeout`, `setup_failed`, or the
-/// reason given to [`ConnectionHandle::close`]).
-pub const CLOSED_METRIC: &str = "fedgw_connections_closed_total";
-/// Counter: failed accepts, by listener.
-pub const ACCEPT_ERRORS_METRIC: &str = "fedgw_accept_errors_total";
-/// Gauge: the connection budget shared by every listener.
-pub const BUDGET_METRIC: &str = "fedgw_connection_budget";
 
 /// Why connections cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,12 +148,7 @@ impl Net {
             reason = "a descriptor count is far below 2^52"
         )]
         let total = budget.total() as f64;
-        metrics.set(
-            BUDGET_METRIC,
-            "Connections all listeners together may hold (open-file limit minus net.reserved_file_descriptors).",
-            &[],
-            total,
-        );
+        metrics.set(families::CONNECTION_BUDGET, &[], total);
         Self {
             budget,
             metrics,

@@ -5,7 +5,7 @@
 //! and the ClusterFederatedTrustDomain objects of `relationship_files`, [`cftd`];
 //! origin [`Origin::Configuration`]) are read-only through the API; those created
 //! through the admin API (origin [`Origin::Api`], body [`RelationshipSpec`]) are kept
-//! in the store's `relationships` keyspace, flushed before they are announced, and
+//! in the store's `relationships` keyspace (as its own record type), flushed before they are announced, and
 //! polled again after a restart. When both name the same trust domain the
 //! configuration's wins and a warning is logged; the stored one is kept, unused.
 //!
@@ -18,13 +18,12 @@
 //! listing carries each relationship's trust chain ([`chain`], SPF-9, SEC-5).
 //!
 //! It does not own fetching (the [`Pollers`]), bundle storage (the [`TrustStore`]),
-//! the rules a relationship must follow (`config::validate_relationship_with`) or
-//! the HTTP shapes (`admin/routes_relationships.rs`).
+//! the shape of a relationship and the rules it must follow ([`crate::relationship`])
+//! or the HTTP shapes (`admin/routes_relationships.rs`).
 
 pub mod cftd;
 pub mod chain;
 mod listing;
-mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -39,13 +38,15 @@ use tokio::sync::Mutex;
 use self::cftd::FileObject;
 use self::chain::Link;
 pub use self::listing::{Details, Listed, Listing, RelationshipsView};
-pub use self::spec::RelationshipSpec;
 use crate::config::{self, ConfigError};
+pub use crate::relationship::RelationshipSpec;
+use crate::relationship::{Limits, Refused, Relationship, RelationshipError};
 use crate::shutdown::Shutdown;
 use crate::sources::pollers::Pollers;
-use crate::sources::resolved::{Relationship, RelationshipError};
 use crate::telemetry::Metrics;
-use crate::trust::db::{AuditAction, AuditRecord, RelationshipRecord, StoreError};
+use crate::trust::db::{
+    AuditAction, AuditRecord, RelationshipRecord, StoreError, StoredRelationship,
+};
 use crate::trust::store::TrustStore;
 
 /// Where a relationship comes from.
@@ -138,6 +139,24 @@ pub struct Settings {
     pub max_trust_chain_depth: usize,
 }
 
+impl Settings {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_document_bytes: self.max_document_bytes,
+            fetch_timeout: self.fetch_timeout,
+        }
+    }
+}
+
+impl From<Refused> for RegistryError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Invalid(err) => Self::Invalid(err),
+            Refused::Material(err) => Self::Material(err),
+        }
+    }
+}
+
 /// The parts of the gateway the registry drives.
 #[derive(Debug, Clone)]
 pub struct Parts {
@@ -171,10 +190,8 @@ struct Inner {
 /// `relationship_files` entry.
 #[derive(Debug, Clone)]
 struct Configured {
-    /// Its fields (for a file's object: without file paths).
-    relationship: config::Relationship,
-    /// Whether it carries a bootstrap bundle.
-    bootstrap: bool,
+    /// The relationship.
+    relationship: Relationship,
     /// Where it is written, for refusals.
     place: String,
 }
@@ -184,7 +201,7 @@ struct Entries {
     /// In configuration order: `[[federation]]`, then `relationship_files`.
     configured: Vec<Configured>,
     /// Created through the API and active (not shadowed by the configuration).
-    api: BTreeMap<TrustDomain, RelationshipSpec>,
+    api: BTreeMap<TrustDomain, Relationship>,
 }
 
 impl Registry {
@@ -202,34 +219,24 @@ impl Registry {
     pub async fn start(
         parts: Parts,
         settings: Settings,
-        configured: &[config::Relationship],
+        configured: &[config::FederationEntry],
         files: &[FileObject],
     ) -> Result<Self, RegistryError> {
-        let mut resolved = Vec::new();
-        for rel in configured {
-            let rel = rel.clone();
-            let (max, timeout) = (settings.max_document_bytes, settings.fetch_timeout);
-            resolved.push(
-                blocking("relationships", move || {
-                    Relationship::from_config(&rel, max, timeout)
-                })
-                .await??,
-            );
+        let limits = settings.limits();
+        let mut entries = Entries::default();
+        for (index, entry) in configured.iter().enumerate() {
+            let entry = entry.clone();
+            let relationship = blocking("relationships", move || {
+                Relationship::from_entry(&entry, limits)
+            })
+            .await??;
+            entries.configured.push(Configured {
+                relationship,
+                place: format!("federation[{index}]"),
+            });
         }
         let store = parts.trust_store.store().clone();
         let stored = blocking("stored relationships", move || store.relationships()).await??;
-        let mut entries = Entries {
-            configured: configured
-                .iter()
-                .enumerate()
-                .map(|(index, rel)| Configured {
-                    relationship: rel.clone(),
-                    bootstrap: rel.bootstrap_bundle.is_some(),
-                    place: format!("federation[{index}]"),
-                })
-                .collect(),
-            api: BTreeMap::new(),
-        };
         for found in files {
             let spec = &found.object.spec;
             let td = &spec.trust_domain;
@@ -245,44 +252,36 @@ impl Registry {
                     entries.configured[i].place
                 )));
             }
-            spec.validate(&settings.locals)
+            let relationship = Relationship::from_body(spec, &settings.locals, limits)
                 .map_err(|err| invalid(err.to_string()))?;
-            resolved.push(
-                spec.resolve(settings.max_document_bytes, settings.fetch_timeout)
-                    .map_err(|err| invalid(err.to_string()))?,
-            );
             entries.configured.push(Configured {
-                relationship: spec.to_config(),
-                bootstrap: spec.bootstrap_bundle.is_some(),
+                relationship,
                 place: found.place(),
             });
         }
         for record in stored {
-            let spec = record.relationship;
+            let spec = body_of(record.relationship);
             let td = spec.trust_domain.clone();
             if entries.configured_index(&td).is_some() {
                 tracing::warn!(trust_domain = %td, "a relationship created through the admin API has the trust domain of one in the configuration file; the configuration's is used and the stored one is ignored");
                 continue;
             }
-            let checked = spec
-                .validate(&settings.locals)
-                .map_err(RegistryError::from)
-                .and_then(|()| {
-                    spec.resolve(settings.max_document_bytes, settings.fetch_timeout)
-                        .map_err(RegistryError::from)
-                });
-            match checked {
+            match Relationship::from_body(&spec, &settings.locals, limits) {
                 Ok(relationship) => {
-                    resolved.push(relationship);
-                    entries.api.insert(td, spec);
+                    entries.api.insert(td, relationship);
                 }
                 Err(err) => {
                     tracing::error!(trust_domain = %td, error = %err, "stored relationship not polled");
                 }
             }
         }
-        for relationship in resolved {
-            parts.pollers.start(relationship);
+        for relationship in entries
+            .configured
+            .iter()
+            .map(|c| &c.relationship)
+            .chain(entries.api.values())
+        {
+            parts.pollers.start(relationship.clone());
         }
         let registry = Self {
             inner: Arc::new(Inner {
@@ -380,9 +379,9 @@ impl Inner {
         let relationship = self.resolve(&spec)?;
         let audit = self.audit(who, AuditAction::RelationshipCreate, &td, None, Some(&spec))?;
         self.persist(&spec, who, audit).await?;
-        self.parts.pollers.start(relationship);
+        self.parts.pollers.start(relationship.clone());
         tracing::info!(trust_domain = %td, %who, "relationship created");
-        entries.api.insert(td, spec);
+        entries.api.insert(td, relationship);
         self.publish(&entries);
         Ok(())
     }
@@ -401,8 +400,7 @@ impl Inner {
             });
         }
         entries.refuse_configured(td)?;
-        let old = entries.api.get(td).cloned().ok_or_else(|| not_found(td))?;
-        spec.validate(&self.settings.locals)?;
+        let old = entries.api.get(td).ok_or_else(|| not_found(td))?.to_body();
         let relationship = self.resolve(&spec)?;
         if old == spec {
             return Ok(());
@@ -416,9 +414,9 @@ impl Inner {
         )?;
         self.persist(&spec, who, audit).await?;
         self.parts.pollers.stop(td).await;
-        self.parts.pollers.start(relationship);
+        self.parts.pollers.start(relationship.clone());
         tracing::info!(trust_domain = %td, %who, "relationship replaced");
-        entries.api.insert(td.clone(), spec);
+        entries.api.insert(td.clone(), relationship);
         self.publish(&entries);
         Ok(())
     }
@@ -434,14 +432,18 @@ impl Inner {
                 dependents,
             });
         }
-        let audit = self.audit(who, AuditAction::RelationshipDelete, td, Some(&old), None)?;
+        let audit = self.audit(
+            who,
+            AuditAction::RelationshipDelete,
+            td,
+            Some(&old.to_body()),
+            None,
+        )?;
         // No fetch may land after the bundle is removed: stop and wait first.
         self.parts.pollers.stop(td).await;
         if let Err(err) = self.remove(td, who, audit).await {
             // Still registered: keep polling it, as before the request.
-            if let Ok(relationship) = self.resolve(&old) {
-                self.parts.pollers.start(relationship);
-            }
+            self.parts.pollers.start(old);
             return Err(err);
         }
         if !dependents.is_empty() {
@@ -473,11 +475,11 @@ impl Inner {
     }
 
     fn resolve(&self, spec: &RelationshipSpec) -> Result<Relationship, RegistryError> {
-        spec.resolve(
-            self.settings.max_document_bytes,
-            self.settings.fetch_timeout,
-        )
-        .map_err(RegistryError::from)
+        Ok(Relationship::from_body(
+            spec,
+            &self.settings.locals,
+            self.settings.limits(),
+        )?)
     }
 
     /// Write `spec` and its audit record, and flush.
@@ -488,7 +490,7 @@ impl Inner {
         audit: AuditRecord,
     ) -> Result<(), RegistryError> {
         let record = RelationshipRecord {
-            relationship: spec.clone(),
+            relationship: record_of(spec.clone()),
             changed_at: audit.at,
             changed_by: who.to_owned(),
         };
@@ -539,12 +541,10 @@ impl Inner {
             .map(|c| Listed {
                 relationship: c.relationship.clone(),
                 origin: Origin::Configuration,
-                bootstrap: c.bootstrap,
             })
-            .chain(entries.api.values().map(|spec| Listed {
-                relationship: spec.to_config(),
+            .chain(entries.api.values().map(|relationship| Listed {
+                relationship: relationship.clone(),
                 origin: Origin::Api,
-                bootstrap: spec.bootstrap_bundle.is_some(),
             }))
             .collect();
         let listing = Listing::new(
@@ -575,8 +575,7 @@ impl Inner {
             )]
             let value = count as f64;
             self.parts.metrics.set(
-                "fedgw_relationships",
-                "Federation relationships by origin (configuration file or admin API).",
+                crate::telemetry::families::RELATIONSHIPS,
                 &[("origin", label)],
                 value,
             );
@@ -615,16 +614,9 @@ impl Entries {
     fn links(&self) -> BTreeMap<TrustDomain, Link> {
         self.configured
             .iter()
-            .map(|c| {
-                (
-                    c.relationship.trust_domain.clone(),
-                    Link::of(&c.relationship, c.bootstrap),
-                )
-            })
-            .chain(self.api.values().map(|spec| {
-                let link = Link::of(&spec.to_config(), spec.bootstrap_bundle.is_some());
-                (spec.trust_domain.clone(), link)
-            }))
+            .map(|c| &c.relationship)
+            .chain(self.api.values())
+            .map(|relationship| (relationship.trust_domain.clone(), Link::of(relationship)))
             .collect()
     }
 }
@@ -658,4 +650,38 @@ fn list(domains: &[TrustDomain]) -> String {
         .map(TrustDomain::as_str)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The store's record of an API body (the same JSON shape, its own type).
+fn record_of(spec: RelationshipSpec) -> StoredRelationship {
+    StoredRelationship {
+        trust_domain: spec.trust_domain,
+        url: spec.url,
+        urls: spec.urls,
+        profile: spec.profile,
+        endpoint_spiffe_id: spec.endpoint_spiffe_id,
+        bootstrap_bundle: spec.bootstrap_bundle,
+        bootstrap_format: spec.bootstrap_format,
+        extra_ca_roots_pem: spec.extra_ca_roots_pem,
+        follow_redirects: spec.follow_redirects,
+        proxy: spec.proxy,
+        allow_revocation: spec.allow_revocation,
+    }
+}
+
+/// The API body a stored record holds.
+fn body_of(stored: StoredRelationship) -> RelationshipSpec {
+    RelationshipSpec {
+        trust_domain: stored.trust_domain,
+        url: stored.url,
+        urls: stored.urls,
+        profile: stored.profile,
+        endpoint_spiffe_id: stored.endpoint_spiffe_id,
+        bootstrap_bundle: stored.bootstrap_bundle,
+        bootstrap_format: stored.bootstrap_format,
+        extra_ca_roots_pem: stored.extra_ca_roots_pem,
+        follow_redirects: stored.follow_redirects,
+        proxy: stored.proxy,
+        allow_revocation: stored.allow_revocation,
+    }
 }

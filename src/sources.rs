@@ -3,12 +3,11 @@
 //! SPIFFE Workload API.
 //!
 //! Owns deciding when to fetch ([`schedule`], pure), the polling task per relationship
-//! and the handle the admin API holds ([`pollers`]), a relationship resolved for
-//! fetching ([`resolved`]), and the local sources ([`local`]). Every source hands what
+//! and the handle the admin API holds ([`pollers`]), and the local sources
+//! ([`local`]). Every source hands what
 //! it gets to the trust store ([`crate::trust::store`]), which alone decides and
 //! writes; no source stores or serves anything itself.
 
 pub mod local;
 pub mod pollers;
-pub mod resolved;
 pub mod schedule;

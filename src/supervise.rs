@@ -22,10 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
+use crate::telemetry::families::TASK_PANICS;
 use crate::telemetry::log_guard::Clip;
-
-/// Counter of caught panics, by task.
-pub const PANICS_METRIC: &str = "fedgw_task_panics_total";
 
 /// The first wait before a restart.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -272,12 +270,8 @@ impl Supervisor {
     /// Log, count and register a panic of `name`.
     pub fn record(&self, name: &str, message: &str, wait: Duration) {
         let panics = self.health.panicked(name, message, wait);
-        self.metrics.inc(
-            PANICS_METRIC,
-            "Panics caught in supervised tasks (each restarted after a backoff).",
-            &[("task", task_kind(name))],
-            1.0,
-        );
+        self.metrics
+            .inc(TASK_PANICS, &[("task", task_kind(name))], 1.0);
         tracing::error!(
             task = %name,
             panic = %Clip::new(message),
@@ -358,9 +352,7 @@ mod tests {
         assert_eq!(records[0].message, "boom 2");
         assert_eq!(records[0].restarts_at, None, "running again");
         assert_eq!(
-            supervisor
-                .metrics
-                .value(PANICS_METRIC, &[("task", "poller")]),
+            supervisor.metrics.value(TASK_PANICS, &[("task", "poller")]),
             Some(2.0)
         );
     }

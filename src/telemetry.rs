@@ -3,11 +3,14 @@
 //! Owns tracing initialisation (human or JSON lines on stderr, filtered by
 //! `RUST_LOG`-style directives) and a small metrics registry rendered in the
 //! Prometheus text exposition format (version 0.0.4) for the admin `/metrics` route.
-//! It does not decide what is measured: subsystems record into [`Metrics`].
+//! It does not decide when something is measured: subsystems record into [`Metrics`],
+//! each into a family declared in [`families`] (its name, kind, help text and labels),
+//! the one list of what `/metrics` can show.
 //!
 //! The registry is deliberately small: counters and gauges with label sets, stored in
 //! a map behind a short-lived std mutex (never held across `.await`).
 
+pub mod families;
 pub mod log_guard;
 
 use std::collections::BTreeMap;
@@ -69,17 +72,114 @@ pub enum Kind {
     Gauge,
 }
 
-#[derive(Debug, Default)]
-struct Family {
-    kind: Option<Kind>,
-    help: &'static str,
+impl Kind {
+    /// The word on the `# TYPE` line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+        }
+    }
+}
+
+/// A metric family: what its series measure and how they are told apart. Every one
+/// is declared in [`families`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    /// The metric name, e.g. `fedgw_fetches_total`.
+    pub name: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// The label names every series of the family carries, e.g. `trust_domain`.
+    pub labels: &'static [&'static str],
+}
+
+/// A counter family, recorded with [`Metrics::inc`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter(Family);
+
+/// A gauge family, recorded with [`Metrics::set`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gauge(Family);
+
+impl Counter {
+    /// A counter family; the gateway's own are declared in [`families`], and a name
+    /// ends in `_total`.
+    pub const fn new(
+        name: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Self {
+        Self(Family {
+            name,
+            kind: Kind::Counter,
+            help,
+            labels,
+        })
+    }
+
+    /// What the counter is.
+    pub const fn family(self) -> Family {
+        self.0
+    }
+
+    /// The metric name.
+    pub const fn name(self) -> &'static str {
+        self.0.name
+    }
+}
+
+impl Gauge {
+    /// A gauge family; the gateway's own are declared in [`families`].
+    pub const fn new(
+        name: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Self {
+        Self(Family {
+            name,
+            kind: Kind::Gauge,
+            help,
+            labels,
+        })
+    }
+
+    /// What the gauge is.
+    pub const fn family(self) -> Family {
+        self.0
+    }
+
+    /// The metric name.
+    pub const fn name(self) -> &'static str {
+        self.0.name
+    }
+}
+
+impl From<Counter> for Family {
+    fn from(counter: Counter) -> Self {
+        counter.0
+    }
+}
+
+impl From<Gauge> for Family {
+    fn from(gauge: Gauge) -> Self {
+        gauge.0
+    }
+}
+
+/// One family's recorded series.
+#[derive(Debug)]
+struct Recorded {
+    family: Family,
     series: BTreeMap<Vec<(&'static str, String)>, f64>,
 }
 
 /// The metrics registry; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    families: Arc<Mutex<BTreeMap<&'static str, Family>>>,
+    families: Arc<Mutex<BTreeMap<&'static str, Recorded>>>,
 }
 
 impl Metrics {
@@ -88,26 +188,16 @@ impl Metrics {
         Self::default()
     }
 
-    /// Add `by` to a counter.
-    pub fn inc(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&'static str, &str)],
-        by: f64,
-    ) {
-        self.update(name, help, Kind::Counter, labels, |v| *v += by);
+    /// Add `by` to the series of `counter` with these labels (those the family
+    /// declares, in any order).
+    pub fn inc(&self, counter: Counter, labels: &[(&'static str, &str)], by: f64) {
+        self.update(counter.0, labels, |v| *v += by);
     }
 
-    /// Set a gauge.
-    pub fn set(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&'static str, &str)],
-        value: f64,
-    ) {
-        self.update(name, help, Kind::Gauge, labels, |v| *v = value);
+    /// Set the series of `gauge` with these labels (those the family declares, in any
+    /// order).
+    pub fn set(&self, gauge: Gauge, labels: &[(&'static str, &str)], value: f64) {
+        self.update(gauge.0, labels, |v| *v = value);
     }
 
     /// Drop every series of `name` whose labels include `label = value` (e.g. when a
@@ -121,40 +211,46 @@ impl Metrics {
         }
     }
 
-    /// The current value of one series, if recorded.
-    pub fn value(&self, name: &str, labels: &[(&'static str, &str)]) -> Option<f64> {
+    /// The current value of one series of a [`Counter`] or [`Gauge`], if recorded.
+    pub fn value(&self, family: impl Into<Family>, labels: &[(&'static str, &str)]) -> Option<f64> {
         let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
-        families.get(name)?.series.get(&key(labels)).copied()
+        families
+            .get(family.into().name)?
+            .series
+            .get(&key(labels))
+            .copied()
     }
 
     fn update(
         &self,
-        name: &'static str,
-        help: &'static str,
-        kind: Kind,
+        family: Family,
         labels: &[(&'static str, &str)],
         change: impl FnOnce(&mut f64),
     ) {
+        let key = key(labels);
+        debug_assert!(
+            key.iter().map(|(name, _)| *name).eq(sorted(family.labels)),
+            "{} is recorded with labels {key:?}; its family declares {:?}",
+            family.name,
+            family.labels,
+        );
         let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
-        let family = families.entry(name).or_default();
-        family.kind = Some(kind);
-        family.help = help;
-        change(family.series.entry(key(labels)).or_insert(0.0));
+        let recorded = families.entry(family.name).or_insert_with(|| Recorded {
+            family,
+            series: BTreeMap::new(),
+        });
+        change(recorded.series.entry(key).or_insert(0.0));
     }
 
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
-        for (name, family) in families.iter() {
-            let kind = match family.kind {
-                Some(Kind::Counter) => "counter",
-                _ => "gauge",
-            };
+        for (name, recorded) in families.iter() {
             // Writing to a String cannot fail.
-            let _ = writeln!(out, "# HELP {name} {}", family.help);
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in &family.series {
+            let _ = writeln!(out, "# HELP {name} {}", recorded.family.help);
+            let _ = writeln!(out, "# TYPE {name} {}", recorded.family.kind.as_str());
+            for (labels, value) in &recorded.series {
                 out.push_str(name);
                 if !labels.is_empty() {
                     out.push('{');
@@ -171,6 +267,13 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Label names in the order of a series key.
+fn sorted(labels: &[&'static str]) -> Vec<&'static str> {
+    let mut labels = labels.to_vec();
+    labels.sort_unstable();
+    labels
 }
 
 fn key(labels: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
@@ -203,57 +306,75 @@ mod tests {
 
     #[test]
     fn counters_and_gauges_render_in_text_format() {
+        let (fetches, sequence) = (families::FETCHES, families::FETCHED_SEQUENCE);
         let metrics = Metrics::new();
         metrics.inc(
-            "fedgw_fetches_total",
-            "Fetches.",
+            fetches,
             &[("trust_domain", "b.example"), ("outcome", "ok")],
             1.0,
         );
         metrics.inc(
-            "fedgw_fetches_total",
-            "Fetches.",
+            fetches,
             &[("outcome", "ok"), ("trust_domain", "b.example")],
             2.0,
         );
-        metrics.set(
-            "fedgw_bundle_sequence",
-            "Sequence.",
-            &[("trust_domain", "b.example")],
-            7.0,
-        );
+        metrics.set(sequence, &[("trust_domain", "b.example")], 7.0);
         let text = metrics.render();
+        let (fetches, sequence) = (fetches.name(), sequence.name());
         assert!(
-            text.contains("# TYPE fedgw_fetches_total counter\n"),
+            text.contains(&format!("# TYPE {fetches} counter\n")),
             "{text}"
         );
         assert!(
-            text.contains("fedgw_fetches_total{outcome=\"ok\",trust_domain=\"b.example\"} 3\n"),
+            text.contains(&format!(
+                "{fetches}{{outcome=\"ok\",trust_domain=\"b.example\"}} 3\n"
+            )),
             "{text}"
         );
         assert!(
-            text.contains("fedgw_bundle_sequence{trust_domain=\"b.example\"} 7\n"),
+            text.contains(&format!("{sequence}{{trust_domain=\"b.example\"}} 7\n")),
             "{text}"
         );
+        // The help text and kind are the declared ones.
+        let help = families::FETCHED_SEQUENCE.family().help;
+        assert!(
+            text.contains(&format!(
+                "# HELP {sequence} {help}\n# TYPE {sequence} gauge\n"
+            )),
+            "{text}"
+        );
+    }
+
+    /// A gauge for the tests below, with one label.
+    const fn gauge(label: &'static [&'static str]) -> Gauge {
+        Gauge::new("m", label, "h")
     }
 
     #[test]
     fn label_values_are_escaped() {
         let metrics = Metrics::new();
-        metrics.set("m", "h", &[("error", "say \"hi\"\\\n")], 1.0);
+        metrics.set(gauge(&["error"]), &[("error", "say \"hi\"\\\n")], 1.0);
         assert!(metrics.render().contains(r#"m{error="say \"hi\"\\\n"} 1"#));
     }
 
     #[test]
     fn forgetting_a_domain_drops_its_series() {
         let metrics = Metrics::new();
-        metrics.set("m", "h", &[("trust_domain", "a.example")], 1.0);
-        metrics.set("m", "h", &[("trust_domain", "b.example")], 2.0);
+        let m = gauge(&["trust_domain"]);
+        metrics.set(m, &[("trust_domain", "a.example")], 1.0);
+        metrics.set(m, &[("trust_domain", "b.example")], 2.0);
         metrics.forget("trust_domain", "a.example");
-        assert_eq!(metrics.value("m", &[("trust_domain", "a.example")]), None);
+        assert_eq!(metrics.value(m, &[("trust_domain", "a.example")]), None);
         assert_eq!(
-            metrics.value("m", &[("trust_domain", "b.example")]),
+            metrics.value(m, &[("trust_domain", "b.example")]),
             Some(2.0)
         );
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "its family declares")]
+    fn labels_other_than_the_declared_ones_are_a_bug() {
+        Metrics::new().set(gauge(&["trust_domain"]), &[("domain", "a.example")], 1.0);
     }
 }

@@ -1,5 +1,17 @@
-//! The admin API end to end: a real trust store on a temporary directory, the real
-//! listener (unix socket, or TCP with tokens) and the same client the CLI uses.
+//! The admin API end to end: the real gateway started in process through its app
+//! wiring (`fedgw::app::start`) on a temporary `data_dir`, its real admin listener
+//! (unix socket, or TCP with tokens), its real pollers, and the same client the CLI
+//! uses. A wiring mistake in the gateway (the admin state it builds, the access rule
+//! of its listener, the registry, the refresh path to the pollers) fails these tests.
+//!
+//! The relationships are polled from loopback endpoints of the test kit: by default a
+//! `StallServer`, which accepts and never answers, so no poll ends while a test runs and
+//! a fetch status is only what the test records through the gateway's own trust store;
+//! a test of "refresh now" serves `old.example` from a `BundleServer` instead.
+//!
+//! Three cases need a state the real gateway never has, and keep a hand-built
+//! `AdminState` (at the end of the file, each saying why): `/readyz` before the gateway
+//! is ready, a refresh with no pollers, relationship changes without a registry.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,79 +25,82 @@ use std::path::PathBuf;
 
 use fedgw::admin::auth::Access;
 use fedgw::admin::listen::{self, BoundAddr, ListenError};
-use fedgw::admin::{self, AdminState, LocalDomainInfo, RefreshRequest, RelationshipsView};
+use fedgw::admin::{self, AdminState, LocalDomainInfo, RelationshipsView};
+use fedgw::app::Running;
 use fedgw::client::admin_client::{AdminClient, AdminTarget, Answer, Body, ClientError};
 use fedgw::client::cli;
-use fedgw::config::{AdminListen, AdminToken, Config, DocumentFormat, Scope};
+use fedgw::config::{AdminListen, Config, DocumentFormat};
 use fedgw::digest::sha256_hex;
 use fedgw::net::unix::SocketError;
 use fedgw::telemetry::Metrics;
 use fedgw::trust::db::AuditAction;
 use fedgw::trust::policy::{PolicySettings, Source};
 use fedgw::trust::store::TrustStore;
+use fedgw_testkit::{
+    Answer as Served, BundleServer, DEADLINE, EcKey, StallServer, TestCa, wait_until,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
-use spiffe_federation::bundle::{EcCurve, JwtAuthority, PublicKey};
+use spiffe_federation::bundle::JwtAuthority;
 use spiffe_federation::{Bundle, TrustDomain};
 use tempfile::TempDir;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use url::Url;
 
 const WRITE_TOKEN: &str = "write-secret";
 const READ_TOKEN: &str = "read-secret";
 
-/// The configuration every harness starts from: two local domains and four
-/// relationships covering both profiles.
-const CONFIG: &str = r#"
-    data_dir = "/unused"
+/// The local domains and relationships of every gateway here: two local domains and
+/// four relationships covering both profiles; `endpoint(name)` gives the `url` line
+/// (and any other line about the endpoint) of each relationship.
+fn domains(endpoint: impl Fn(&str) -> String) -> String {
+    format!(
+        r#"
+[[local]]
+trust_domain = "home.example"
+source = {{ admin = true }}
 
-    [[local]]
-    trust_domain = "home.example"
-    source = { admin = true }
+[[local]]
+trust_domain = "empty.example"
+source = {{ admin = true }}
 
-    [[local]]
-    trust_domain = "empty.example"
-    source = { admin = true }
+[[federation]]
+trust_domain = "fresh.example"
+{fresh}
+profile = "https_web"
 
-    [[federation]]
-    trust_domain = "fresh.example"
-    url = "https://fresh.example/bundle"
-    profile = "https_web"
+[[federation]]
+trust_domain = "broken.example"
+{broken}
+profile = "https_web"
+follow_redirects = false
 
-    [[federation]]
-    trust_domain = "broken.example"
-    url = "https://broken.example/bundle"
-    profile = "https_web"
-    follow_redirects = false
+[[federation]]
+trust_domain = "old.example"
+{old}
+profile = "https_web"
 
-    [[federation]]
-    trust_domain = "old.example"
-    url = "https://old.example/bundle"
-    profile = "https_web"
-
-    [[federation]]
-    trust_domain = "spiffe.example"
-    url = "https://spiffe.example:8443/"
-    profile = "https_spiffe"
-    endpoint_spiffe_id = "spiffe://anchor.example/bundle-endpoint"
-"#;
-
-/// How the harness answers refresh requests.
-enum Poller {
-    /// A task answers each request with `{"outcome": "accepted", "trust_domain": td}`
-    /// and reports the trust domain on the returned channel.
-    Answering,
-    /// Nobody listens (the poller is not running).
-    Gone,
+[[federation]]
+trust_domain = "spiffe.example"
+{spiffe}
+profile = "https_spiffe"
+endpoint_spiffe_id = "spiffe://anchor.example/bundle-endpoint"
+"#,
+        fresh = endpoint("fresh"),
+        broken = endpoint("broken"),
+        old = endpoint("old"),
+        spiffe = endpoint("spiffe"),
+    )
 }
 
 struct Options {
     tcp: bool,
     max_authorities: Option<usize>,
     max_document_bytes: usize,
-    ready: bool,
-    poller: Poller,
+    /// Serve `old.example` from a loopback endpoint that answers (a new sequence on
+    /// every request), instead of one that never does.
+    serve_old: bool,
 }
 
 impl Default for Options {
@@ -94,117 +109,108 @@ impl Default for Options {
             tcp: false,
             max_authorities: None,
             max_document_bytes: 64 * 1024,
-            ready: true,
-            poller: Poller::Answering,
+            serve_old: false,
         }
     }
 }
 
+/// A real gateway in process and a client of its admin API.
 struct Harness {
     _dir: TempDir,
+    gateway: Running,
     store: TrustStore,
     metrics: Metrics,
     client: AdminClient,
     addr: BoundAddr,
-    ready: watch::Sender<bool>,
-    refreshed: mpsc::UnboundedReceiver<TrustDomain>,
-    shutdown: fedgw::shutdown::Shutdown,
+    /// Where the relationships are polled and never answered.
+    stall: StallServer,
+    /// `old.example`'s endpoint, with [`Options::serve_old`].
+    old: Option<BundleServer>,
 }
 
 impl Harness {
     async fn start(options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::from_toml(CONFIG).unwrap();
-        let mut settings = PolicySettings::default();
-        if let Some(max) = options.max_authorities {
-            settings.max_authorities = max;
-        }
-        let store = TrustStore::open(dir.path().join("db"), settings)
-            .await
-            .unwrap();
-        let (access, listen) = if options.tcp {
-            let tokens = vec![
-                AdminToken {
-                    name: "ops".into(),
-                    sha256: sha256_hex(WRITE_TOKEN.as_bytes()),
-                    scope: Scope::Write,
-                },
-                AdminToken {
-                    name: "viewer".into(),
-                    sha256: sha256_hex(READ_TOKEN.as_bytes()),
-                    scope: Scope::Read,
-                },
-            ];
-            let addr = "127.0.0.1:0".parse().unwrap();
-            (Access::Tokens(tokens), AdminListen::Tcp(addr))
+        let stall = StallServer::start().await;
+        let old_ca_file = dir.path().join("old-web-ca.pem");
+        let old = if options.serve_old {
+            let web_ca = TestCa::web("old.example");
+            web_ca.write_cert(&old_ca_file);
+            // A new CA and sequence on every request: each fetch is accepted.
+            let document = |n: u64| bytes::Bytes::from(with_ca("old.example", n).into_bytes());
+            Some(
+                BundleServer::start(&web_ca, Served::Counting(std::sync::Arc::new(document))).await,
+            )
+        } else {
+            None
+        };
+        let relationships = domains(|name| match (&old, name) {
+            (Some(server), "old") => format!(
+                "url = \"{}\"\nextra_ca_roots = {:?}",
+                server.url(),
+                old_ca_file.display().to_string()
+            ),
+            _ => format!("url = \"{}\"", stall.url(&format!("/{name}"))),
+        });
+        let listen = if options.tcp {
+            let mut tcp = "[admin]\nlisten = \"127.0.0.1:0\"\n".to_owned();
+            for (name, token, scope) in [
+                ("ops", WRITE_TOKEN, "write"),
+                ("viewer", READ_TOKEN, "read"),
+            ] {
+                tcp.push_str(&format!(
+                    "[[admin.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nscope = \"{scope}\"\n",
+                    sha256_hex(token.as_bytes())
+                ));
+            }
+            tcp
         } else {
             let socket = dir.path().join("run/admin.sock");
-            (Access::LocalSocket, AdminListen::Unix(socket))
+            format!(
+                "[admin]\nlisten = {:?}\n",
+                format!("unix:{}", socket.display())
+            )
         };
-        let (refresh, requests) = mpsc::channel::<RefreshRequest>(4);
-        let (refreshed_tx, refreshed) = mpsc::unbounded_channel();
-        match options.poller {
-            Poller::Answering => {
-                tokio::spawn(answer_refreshes(requests, refreshed_tx));
-            }
-            Poller::Gone => drop(requests),
-        }
-        let (ready, ready_rx) = watch::channel(options.ready);
-        let metrics = Metrics::new();
-        let local = config
-            .local
-            .iter()
-            .enumerate()
-            .map(|(i, l)| LocalDomainInfo {
-                trust_domain: l.trust_domain.clone(),
-                path: config.local_path(i).unwrap(),
-                refresh_hint: l.refresh_hint,
-                source_file: match &l.source {
-                    fedgw::config::LocalSource::File { file, .. } => Some(file.clone()),
-                    _ => None,
-                },
-                workload_api: None,
-            })
-            .collect();
-        let state = AdminState {
-            trust_store: store.clone(),
-            metrics: metrics.clone(),
-            access: access.clone(),
-            local,
-            relationships: RelationshipsView::new(config.federation.clone()),
-            registry: None,
-            refresh,
-            ready: ready_rx,
-            schedule: (&config.polling).into(),
-            max_document_bytes: options.max_document_bytes,
-            watchers: fedgw::admin::watchers::Watchers::new(
-                Default::default(),
-                fedgw::telemetry::Metrics::new(),
-                fedgw::shutdown::Shutdown::new(),
-            ),
-            tasks: fedgw::supervise::TaskHealth::new(),
-            body_limits: Default::default(),
-        };
-        let bound = listen::bind(&listen, &access).await.unwrap();
-        let addr = bound.local_addr().unwrap();
-        let shutdown = fedgw::shutdown::Shutdown::new();
-        let net = fedgw::net::Net::new(
-            fedgw::net::Budget::new(1024),
-            Metrics::new(),
-            shutdown.clone(),
+        let max_authorities = options
+            .max_authorities
+            .map(|max| format!("max_authorities = {max}\n"))
+            .unwrap_or_default();
+        // No poll may end while a test runs: a stalled fetch waits this long.
+        let text = format!(
+            "data_dir = {data:?}\n\n[policy]\nmax_document_bytes = {max_document_bytes}\n{max_authorities}\n[polling]\nfetch_timeout = \"3600s\"\n\n{listen}{relationships}",
+            data = dir.path().join("data").display().to_string(),
+            max_document_bytes = options.max_document_bytes,
         );
-        let limits = fedgw::net::LimitsConfig::default().resolve(fedgw::net::Kind::Admin);
-        shutdown.spawn(bound.serve(admin::router(state), limits, net));
+        let config = Config::from_toml(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+        let gateway = fedgw::app::start(&config).await.unwrap();
+        let addr = gateway.admin_addr.clone().expect("an admin listener");
+        let store = gateway.trust_store.clone();
+        // Every poller has made its first attempt before the test begins: the stalled
+        // fetches are in flight, and spiffe.example has recorded that it awaits a
+        // bootstrap bundle (nothing is fetched without one).
+        let stalled = if options.serve_old { 2 } else { 3 };
+        wait_until(DEADLINE, "every poller's first attempt", || async {
+            let awaiting = store
+                .statuses()
+                .get(&td("spiffe.example"))
+                .is_some_and(|status| status.consecutive_failures == 1);
+            let served = old.as_ref().is_none_or(|old| {
+                old.requests() == 1 && store.snapshot().get(&td("old.example")).is_some()
+            });
+            awaiting && served && stall.accepted() >= stalled
+        })
+        .await;
+        let metrics = gateway.metrics.clone();
         let client = client_for(&addr, options.tcp.then(|| WRITE_TOKEN.to_owned()));
         Self {
             _dir: dir,
+            gateway,
             store,
             metrics,
             client,
             addr,
-            ready,
-            refreshed,
-            shutdown,
+            stall,
+            old,
         }
     }
 
@@ -226,7 +232,7 @@ impl Harness {
 
     async fn stop(self) {
         let ended = self
-            .shutdown
+            .gateway
             .shutdown(std::time::Duration::from_secs(10))
             .await;
         assert_eq!(ended, fedgw::shutdown::Ended::Clean);
@@ -259,17 +265,6 @@ async fn put(
         .await
 }
 
-async fn answer_refreshes(
-    mut requests: mpsc::Receiver<RefreshRequest>,
-    refreshed: mpsc::UnboundedSender<TrustDomain>,
-) {
-    while let Some(request) = requests.recv().await {
-        let answer = json!({"outcome": "accepted", "trust_domain": request.trust_domain});
-        refreshed.send(request.trust_domain).unwrap();
-        request.reply.send(Ok(answer)).unwrap();
-    }
-}
-
 fn td(name: &str) -> TrustDomain {
     name.parse().unwrap()
 }
@@ -290,17 +285,16 @@ fn api_error(result: Result<Answer, ClientError>) -> (u16, String, String) {
     }
 }
 
-/// A self-signed SPIFFE CA for `td` as PEM, valid until the start of `expiry_year`.
+/// A self-signed SPIFFE CA for `td` as PEM, valid from 2020 until the start of
+/// `expiry_year`.
 fn ca_pem(td: &str, expiry_year: i32) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType};
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.subject_alt_names = vec![SanType::URI(format!("spiffe://{td}").try_into().unwrap())];
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(expiry_year, 1, 1);
-    params.self_signed(&key).unwrap().pem()
+    let new_year = |year| {
+        time::Date::from_calendar_date(year, time::Month::January, 1)
+            .unwrap()
+            .midnight()
+            .assume_utc()
+    };
+    TestCa::spiffe_valid(td, new_year(2020), new_year(expiry_year)).cert_pem
 }
 
 fn sequenced(sequence: u64) -> String {
@@ -710,12 +704,18 @@ async fn status_reports_roles_and_states() {
     assert_eq!(broken["last_error"]["code"], "connect");
     assert!(broken["accepted_at"].is_null());
 
-    // Storing the endpoint's trust domain bundle ends the wait for a bootstrap.
+    // Storing the endpoint's trust domain bundle ends the wait for a bootstrap. The
+    // poller recorded its attempt without one (`awaiting_bootstrap`) as a failure at
+    // start, and the fetch it starts now never ends here (the endpoint never answers),
+    // so the relationship shows that failure, no longer the wait.
     h.put_json("anchor.example", &sequenced(1)).await.unwrap();
     let answer = h.get("/v1/status").await.unwrap();
+    let spiffe = domain(json_of(&answer), "spiffe.example");
+    assert_eq!(spiffe["state"], "failing", "{spiffe}");
+    assert_eq!(spiffe["consecutive_failures"], 1, "{spiffe}");
     assert_eq!(
-        domain(json_of(&answer), "spiffe.example")["state"],
-        "pending"
+        spiffe["last_error"]["code"], "awaiting_bootstrap",
+        "{spiffe}"
     );
     h.stop().await;
 }
@@ -938,8 +938,11 @@ async fn stale_socket_is_replaced_and_other_files_are_not() {
 async fn metrics_route_renders_text() {
     let h = Harness::unix().await;
     h.metrics.inc(
-        "fedgw_test_fetches_total",
-        "Fetches in this test.",
+        fedgw::telemetry::Counter::new(
+            "fedgw_test_fetches_total",
+            &["trust_domain"],
+            "Fetches in this test.",
+        ),
         &[("trust_domain", "fresh.example")],
         2.0,
     );
@@ -967,12 +970,19 @@ async fn metrics_route_renders_text() {
 }
 
 #[tokio::test]
+async fn readyz_and_healthz_answer_while_the_gateway_serves() {
+    let h = Harness::unix().await;
+    assert_eq!(h.get("/readyz").await.unwrap().status, 200);
+    assert_eq!(h.get("/healthz").await.unwrap().status, 200);
+    h.stop().await;
+}
+
+/// Hand-built (see [`HandBuilt`]): the gateway is ready from the moment its admin API
+/// answers until its shutdown begins, when the listener stops taking requests; the
+/// state before it is ready cannot be reached through it.
+#[tokio::test]
 async fn readyz_flips_when_ready() {
-    let h = Harness::start(Options {
-        ready: false,
-        ..Options::default()
-    })
-    .await;
+    let h = HandBuilt::start(false).await;
     let err = h.get("/readyz").await.unwrap_err();
     assert!(
         matches!(err, ClientError::Unexpected { status: 503, .. }),
@@ -991,7 +1001,7 @@ async fn readyz_flips_when_ready() {
 }
 
 #[tokio::test]
-async fn relationships_are_listed_with_status_and_changes_need_a_registry() {
+async fn relationships_are_listed_with_status() {
     let h = Harness::unix().await;
     h.store
         .record_fetch_failure(
@@ -1028,7 +1038,7 @@ async fn relationships_are_listed_with_status_and_changes_need_a_registry() {
         .await
         .unwrap();
     let broken = json_of(&answer);
-    assert_eq!(broken["urls"], json!(["https://broken.example/bundle"]));
+    assert_eq!(broken["urls"], json!([h.stall.url("/broken")]));
     assert_eq!(broken["origin"], "configuration");
     assert_eq!(broken["proxy"], "env");
     assert_eq!(broken["depends_on"], json!([]));
@@ -1059,7 +1069,15 @@ async fn relationships_are_listed_with_status_and_changes_need_a_registry() {
 
     let (status, code, _) = api_error(h.get("/v1/federation-relationships/none.example").await);
     assert_eq!((status, code.as_str()), (404, "not_found"));
+    h.stop().await;
+}
 
+/// Hand-built (see [`HandBuilt`]): the gateway always runs a relationship registry
+/// (tests/relationships_api.rs covers its changes); the answer of an API without one
+/// cannot be reached through it.
+#[tokio::test]
+async fn relationship_changes_need_a_registry() {
+    let h = HandBuilt::start(true).await;
     let body = json!({"trust_domain": "new.example", "urls": ["https://new.example/"], "profile": "https_web"});
     for (method, path) in [
         (Method::POST, "/v1/federation-relationships"),
@@ -1089,7 +1107,13 @@ async fn relationships_are_listed_with_status_and_changes_need_a_registry() {
 
 #[tokio::test]
 async fn refresh_forwards_to_the_poller() {
-    let mut h = Harness::unix().await;
+    let h = Harness::start(Options {
+        serve_old: true,
+        ..Options::default()
+    })
+    .await;
+    let old = h.old.as_ref().unwrap();
+    let polls = old.requests();
     let (status, code, _) = api_error(
         h.client
             .call(
@@ -1111,20 +1135,25 @@ async fn refresh_forwards_to_the_poller() {
         .await
         .unwrap();
     assert_eq!(answer.status, 200);
+    // The poller's report of the fetch it made for the request: the endpoint serves a
+    // new sequence on every request, so the bundle is accepted.
+    let report = json_of(&answer);
     assert_eq!(
-        json_of(&answer),
-        &json!({"outcome": "accepted", "trust_domain": "old.example"})
+        (&report["outcome"], &report["trust_domain"]),
+        (&json!("accepted"), &json!("old.example")),
+        "{report}"
     );
-    // The unknown domain never reached the poller; the known one did, once.
-    assert_eq!(h.refreshed.recv().await, Some(td("old.example")));
-    assert!(h.refreshed.try_recv().is_err());
+    assert_eq!(report["sequence"], 2, "{report}");
+    // The unknown domain never reached a poller; the known one fetched once.
+    assert_eq!(old.requests(), polls + 1);
     h.stop().await;
+}
 
-    let h = Harness::start(Options {
-        poller: Poller::Gone,
-        ..Options::default()
-    })
-    .await;
+/// Hand-built (see [`HandBuilt`]): the gateway's admin API always has its pollers; an
+/// API without them cannot be reached through it.
+#[tokio::test]
+async fn refresh_without_a_running_poller_is_unavailable() {
+    let h = HandBuilt::start(true).await;
     let (status, code, _) = api_error(
         h.client
             .call(
@@ -1185,7 +1214,11 @@ async fn fed_6_bundle_listing_names_each_bundle_with_its_trust_domain() {
 
 #[tokio::test]
 async fn cli_verbs_speak_the_same_shapes() {
-    let h = Harness::unix().await;
+    let h = Harness::start(Options {
+        serve_old: true,
+        ..Options::default()
+    })
+    .await;
     let document = sequenced(6).into_bytes();
     let out = cli::bundle_set(
         &h.client,
@@ -1236,14 +1269,22 @@ async fn cli_verbs_speak_the_same_shapes() {
     let out = cli::federation_refresh(&h.client, &td("old.example"), false)
         .await
         .unwrap();
-    assert_eq!(out, cli::Output::Text("old.example: accepted\n".into()));
+    // The poller's report: old.example's fetch at start was revision 1, the bundle set
+    // above 2; the endpoint serves sequence 2 on its second request.
+    assert_eq!(
+        out,
+        cli::Output::Text("old.example: accepted, revision 3, sequence 2\n".into())
+    );
+    // A relationship from the configuration is not deleted through the API; the CLI
+    // passes the API's refusal on.
     let err = cli::federation_delete(&h.client, &td("old.example"), false, false)
         .await
         .unwrap_err();
     assert!(
         matches!(
-            err,
-            cli::CliError::Client(ClientError::Api { status: 503, .. })
+            &err,
+            cli::CliError::Client(ClientError::Api { status: 409, code, .. })
+                if code == "managed_in_configuration"
         ),
         "{err}"
     );
@@ -1256,7 +1297,8 @@ async fn cli_verbs_speak_the_same_shapes() {
 
 // ---- POST /v1/jwt-svid/validate -------------------------------------------------------
 
-/// An EC P-256 JWT-SVID signing key (rcgen) and its public half as a JWT authority.
+/// An EC P-256 JWT-SVID signing key (the test kit's) and its public half as a JWT
+/// authority.
 struct JwtKey {
     kid: &'static str,
     encoding: jsonwebtoken::EncodingKey,
@@ -1265,18 +1307,11 @@ struct JwtKey {
 
 impl JwtKey {
     fn new(kid: &'static str) -> Self {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        // The raw public key is the uncompressed point 0x04 || x || y.
-        let point = key.public_key_raw();
-        let public = PublicKey::Ec {
-            curve: EcCurve::P256,
-            x: point[1..33].to_vec(),
-            y: point[33..].to_vec(),
-        };
+        let key = EcKey::generate();
         Self {
             kid,
-            encoding: jsonwebtoken::EncodingKey::from_ec_der(&key.serialize_der()),
-            authority: JwtAuthority::new(kid, public).unwrap(),
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(&key.pkcs8_der()),
+            authority: key.jwt_authority(kid),
         }
     }
 
@@ -1423,4 +1458,106 @@ async fn jwt_validate_route_names_each_refusal() {
         );
     }
     h.stop().await;
+}
+
+// ---- The cases a real gateway cannot show ----------------------------------------------
+
+/// The admin router over a hand-built `AdminState`, for the three states the real
+/// gateway (`fedgw::app`) never has while its admin API takes requests: not ready
+/// (it is ready as soon as the API answers, and stops taking requests when shutdown
+/// makes it not ready), no pollers behind the refresh route (it always has them), and
+/// no relationship registry (it always runs one). Everything
+/// else here goes through [`Harness`]. The relationships are those of [`domains`],
+/// never fetched; the socket is in a temporary directory.
+struct HandBuilt {
+    _dir: TempDir,
+    client: AdminClient,
+    ready: watch::Sender<bool>,
+    shutdown: fedgw::shutdown::Shutdown,
+}
+
+impl HandBuilt {
+    async fn start(ready: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "data_dir = \"/unused\"\n{}",
+            domains(|name| format!("url = \"https://{name}.example/bundle\""))
+        );
+        let config = Config::from_toml(&text).unwrap();
+        let store = TrustStore::open(dir.path().join("db"), PolicySettings::default())
+            .await
+            .unwrap();
+        let socket = dir.path().join("run/admin.sock");
+        let (access, listen) = (Access::LocalSocket, AdminListen::Unix(socket));
+        // No pollers behind the refresh route.
+        let (ready, ready_rx) = watch::channel(ready);
+        let limits = fedgw::relationship::Limits {
+            max_document_bytes: config.policy.max_document_bytes,
+            fetch_timeout: config.polling.fetch_timeout.duration(),
+        };
+        let relationships = config
+            .federation
+            .iter()
+            .map(|entry| fedgw::relationship::Relationship::from_entry(entry, limits).unwrap())
+            .collect();
+        let local = config
+            .local
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LocalDomainInfo {
+                trust_domain: l.trust_domain.clone(),
+                path: config.local_path(i).unwrap(),
+                refresh_hint: l.refresh_hint,
+                source_file: None,
+                workload_api: None,
+            })
+            .collect();
+        let state = AdminState {
+            trust_store: store.clone(),
+            metrics: Metrics::new(),
+            access: access.clone(),
+            local,
+            relationships: RelationshipsView::new(relationships),
+            registry: None,
+            pollers: None,
+            ready: ready_rx,
+            schedule: (&config.polling).into(),
+            max_document_bytes: 64 * 1024,
+            watchers: fedgw::admin::watchers::Watchers::new(
+                Default::default(),
+                fedgw::telemetry::Metrics::new(),
+                fedgw::shutdown::Shutdown::new(),
+            ),
+            tasks: fedgw::supervise::TaskHealth::new(),
+            body_limits: Default::default(),
+        };
+        let bound = listen::bind(&listen, &access).await.unwrap();
+        let addr = bound.local_addr().unwrap();
+        let shutdown = fedgw::shutdown::Shutdown::new();
+        let net = fedgw::net::Net::new(
+            fedgw::net::Budget::new(1024),
+            Metrics::new(),
+            shutdown.clone(),
+        );
+        let limits = fedgw::net::LimitsConfig::default().resolve(fedgw::net::Kind::Admin);
+        shutdown.spawn(bound.serve(admin::router(state), limits, net));
+        Self {
+            _dir: dir,
+            client: client_for(&addr, None),
+            ready,
+            shutdown,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Answer, ClientError> {
+        self.client.call(Method::GET, path, None).await
+    }
+
+    async fn stop(self) {
+        let ended = self
+            .shutdown
+            .shutdown(std::time::Duration::from_secs(10))
+            .await;
+        assert_eq!(ended, fedgw::shutdown::Ended::Clean);
+    }
 }

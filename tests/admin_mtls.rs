@@ -1,10 +1,13 @@
-//! The admin API over mTLS (SEC-3): a real TLS listener on loopback with client
+//! The admin API over mTLS (SEC-3): the real gateway started in process through its
+//! app wiring (`fedgw::app::start`), its TLS admin listener on loopback with client
 //! X509-SVIDs verified under the trust store's current bundles, the same client the
 //! CLI uses, `curl` as an independent peer, and the real `fedgw` binary end to end.
 //!
 //! Certificates come from the development PKI (`fedgw::dev::pki`): the admin server
 //! serves the `https_web` certificate (for `localhost` and `127.0.0.1`), and client
-//! SVIDs are issued by the SPIFFE CA of their trust domain.
+//! SVIDs are issued by the SPIFFE CA of their trust domain. The federated domain's
+//! bundle is fetched by the gateway's poller from a loopback bundle endpoint (the test
+//! kit's `BundleServer`).
 
 #![allow(
     clippy::unwrap_used,
@@ -20,23 +23,27 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use fedgw::admin::auth::{Access, TlsAccess};
-use fedgw::admin::listen::{self, ListenError};
-use fedgw::admin::{AdminState, LocalDomainInfo, RelationshipsView};
+use bytes::Bytes;
+use fedgw::admin::auth::TlsAccess;
+use fedgw::admin::listen::{self, BoundAddr, ListenError};
+use fedgw::app::Running;
 use fedgw::client::admin_client::{AdminClient, AdminTarget, Answer, Body, ClientError, ClientTls};
-use fedgw::config::{AdminClientId, AdminTls, AdminToken, PollingConfig, Scope};
+use fedgw::config::{AdminClientId, AdminTls, Config, Scope};
 use fedgw::dev::pki::{self as dev_pki, DevPkiPaths};
 use fedgw::digest::sha256_hex;
-use fedgw::telemetry::Metrics;
 use fedgw::trust::policy::{PolicySettings, Source};
 use fedgw::trust::store::TrustStore;
+use fedgw_testkit::{
+    Answer as Served, BundleServer, DEADLINE, TestCa, free_port, require_tool, wait_until,
+    write_atomically,
+};
 use reqwest::Method;
 use spiffe_federation::{Bundle, SpiffeId, TrustDomain};
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use url::Url;
 
-use gateway::{DEADLINE, GatewayBuilder, free_port, wait_until, write_atomically};
+use gateway::GatewayBuilder;
 
 const HOME: &str = "home.example";
 const PARTNER: &str = "partner.example";
@@ -92,16 +99,20 @@ fn bundle_of(pki: &DevPkiPaths, trust_domain: &str) -> Bundle {
         .bundle
 }
 
-/// A TLS admin listener in process: `home.example` is the local domain,
-/// `partner.example` a federated one whose bundle the store holds.
+/// The real gateway in process (`fedgw::app::start`) with a TLS admin listener on
+/// `127.0.0.1:0`: `home.example` is its local domain (a bundle file it watches),
+/// `partner.example` a federated one whose bundle its poller fetched from a loopback
+/// `https_web` endpoint before the test begins.
 struct Harness {
     dir: TempDir,
+    gateway: Running,
     store: TrustStore,
     home: DevPkiPaths,
     partner: DevPkiPaths,
     tls: AdminTls,
     addr: SocketAddr,
-    shutdown: fedgw::shutdown::Shutdown,
+    // Kept serving for the gateway's polls.
+    _partner_endpoint: BundleServer,
 }
 
 impl Harness {
@@ -110,47 +121,12 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let home = pki(dir.path(), "home", HOME);
         let partner = pki(dir.path(), "partner", PARTNER);
-        let store = TrustStore::open(dir.path().join("db"), PolicySettings::default())
-            .await
-            .unwrap();
-        let local = Source::LocalFile {
-            path: home.bundle.clone(),
-        };
-        let now = OffsetDateTime::now_utc();
-        store
-            .submit(&td(HOME), bundle_of(&home, HOME), local, now)
-            .await
-            .unwrap();
-        let fetched = Source::Fetched {
-            url: Url::parse("https://partner.example/").unwrap(),
-            final_url: Url::parse("https://partner.example/").unwrap(),
-            peer: "127.0.0.1:443".into(),
-        };
-        store
-            .submit(&td(PARTNER), bundle_of(&partner, PARTNER), fetched, now)
-            .await
-            .unwrap();
-
-        let tokens = if tokens {
-            vec![AdminToken {
-                name: "ops".into(),
-                sha256: sha256_hex(WRITE_TOKEN.as_bytes()),
-                scope: Scope::Write,
-            }]
-        } else {
-            Vec::new()
-        };
-        let clients = vec![
-            AdminClientId {
-                spiffe_id: id(OPS),
-                scope: Scope::Write,
-            },
-            AdminClientId {
-                spiffe_id: id(VIEWER),
-                scope: Scope::Read,
-            },
-        ];
-        let access = TlsAccess::new(tokens, clients);
+        // partner.example's bundle endpoint, trusted through its own web root.
+        let partner_web_ca = TestCa::web(PARTNER);
+        let partner_ca_file = dir.path().join("partner-web-ca.pem");
+        partner_web_ca.write_cert(&partner_ca_file);
+        let document = Bytes::from(std::fs::read(&partner.bundle).unwrap());
+        let partner_endpoint = BundleServer::start(&partner_web_ca, Served::Fixed(document)).await;
         // The admin server's own files, copied so that a test may replace them.
         let tls = AdminTls {
             cert: dir.path().join("admin.pem"),
@@ -159,53 +135,72 @@ impl Harness {
         std::fs::copy(&home.web_cert, &tls.cert).unwrap();
         std::fs::copy(&home.web_key, &tls.key).unwrap();
 
-        let (refresh, _requests) = tokio::sync::mpsc::channel(1);
-        let (_ready, ready) = tokio::sync::watch::channel(true);
-        let state = AdminState {
-            trust_store: store.clone(),
-            metrics: Metrics::new(),
-            access: Access::Tls(access.clone()),
-            local: vec![LocalDomainInfo {
-                trust_domain: td(HOME),
-                path: "/".into(),
-                refresh_hint: fedgw::config::Seconds(300),
-                source_file: Some(home.bundle.clone()),
-                workload_api: None,
-            }],
-            relationships: RelationshipsView::new(Vec::new()),
-            refresh,
-            ready,
-            schedule: (&PollingConfig::default()).into(),
-            max_document_bytes: 64 * 1024,
-            watchers: fedgw::admin::watchers::Watchers::new(
-                Default::default(),
-                fedgw::telemetry::Metrics::new(),
-                fedgw::shutdown::Shutdown::new(),
-            ),
-            tasks: fedgw::supervise::TaskHealth::new(),
-            body_limits: Default::default(),
-            registry: None,
-        };
-        let bound = listen::tls::bind("127.0.0.1:0".parse().unwrap(), &tls, &access, &store)
-            .await
-            .unwrap();
-        let addr = bound.local_addr().unwrap();
-        let shutdown = fedgw::shutdown::Shutdown::new();
-        let net = fedgw::net::Net::new(
-            fedgw::net::Budget::new(1024),
-            Metrics::new(),
-            shutdown.clone(),
+        let path = |p: &Path| p.display().to_string();
+        let mut toml = format!(
+            r#"data_dir = {data:?}
+
+[[local]]
+trust_domain = "{HOME}"
+source = {{ file = {bundle:?} }}
+
+[[federation]]
+trust_domain = "{PARTNER}"
+url = "{url}"
+profile = "https_web"
+extra_ca_roots = {ca:?}
+proxy = "off"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[admin.tls]
+cert = {cert:?}
+key = {key:?}
+
+[[admin.clients]]
+spiffe_id = "{OPS}"
+scope = "write"
+
+[[admin.clients]]
+spiffe_id = "{VIEWER}"
+scope = "read"
+"#,
+            data = path(&dir.path().join("data")),
+            bundle = path(&home.bundle),
+            url = partner_endpoint.url(),
+            ca = path(&partner_ca_file),
+            cert = path(&tls.cert),
+            key = path(&tls.key),
         );
-        let limits = fedgw::net::LimitsConfig::default().resolve(fedgw::net::Kind::Admin);
-        shutdown.spawn(bound.serve(state, limits, net));
+        if tokens {
+            toml.push_str(&format!(
+                "\n[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nscope = \"write\"\n",
+                sha256_hex(WRITE_TOKEN.as_bytes())
+            ));
+        }
+        let config = Config::from_toml(&toml).unwrap_or_else(|err| panic!("{err}\n{toml}"));
+        let gateway = fedgw::app::start(&config).await.unwrap();
+        let Some(BoundAddr::Tcp(addr)) = gateway.admin_addr.clone() else {
+            panic!("no TCP admin listener: {:?}", gateway.admin_addr);
+        };
+        let store = gateway.trust_store.clone();
+        let fetched = bundle_of(&partner, PARTNER);
+        wait_until(DEADLINE, "partner.example's bundle fetched", || async {
+            store
+                .snapshot()
+                .get(&td(PARTNER))
+                .is_some_and(|entry| entry.bundle.x509_authorities() == fetched.x509_authorities())
+        })
+        .await;
         Self {
             dir,
+            gateway,
             store,
             home,
             partner,
             tls,
             addr,
-            shutdown,
+            _partner_endpoint: partner_endpoint,
         }
     }
 
@@ -231,7 +226,7 @@ impl Harness {
 
     async fn stop(self) {
         let ended = self
-            .shutdown
+            .gateway
             .shutdown(std::time::Duration::from_secs(10))
             .await;
         assert_eq!(ended, fedgw::shutdown::Ended::Clean);
@@ -407,19 +402,23 @@ async fn sec_3_mtls_follows_the_current_bundle_of_the_clients_domain() {
         .call(Method::GET, "/v1/status", None)
         .await
         .unwrap();
-    // home.example rotates to a new CA: SVIDs of the old one stop verifying at once,
-    // SVIDs of the new one verify, without restarting the listener.
+    // home.example rotates to a new CA (its bundle file is replaced, as an operator
+    // does): once the gateway holds the new bundle, SVIDs of the old CA stop verifying
+    // at once, SVIDs of the new one verify, without restarting the listener.
     let rotated = pki(h.dir.path(), "rotated", HOME);
-    let operator = Source::Operator { who: "test".into() };
-    h.store
-        .submit(
-            &td(HOME),
-            bundle_of(&rotated, HOME),
-            operator,
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+    write_atomically(&h.home.bundle, &std::fs::read(&rotated.bundle).unwrap());
+    let expected = bundle_of(&rotated, HOME);
+    wait_until(
+        DEADLINE,
+        "the rotated home.example bundle stored",
+        || async {
+            h.store
+                .snapshot()
+                .get(&td(HOME))
+                .is_some_and(|entry| entry.bundle.x509_authorities() == expected.x509_authorities())
+        },
+    )
+    .await;
     assert_handshake_refused(
         h.client(Some(&ops), None)
             .call(Method::GET, "/v1/status", None)
@@ -545,9 +544,10 @@ async fn sec_3_tls_listener_without_tokens_or_clients_is_refused() {
 /// curl must be installed (`scripts/test.sh` installs it): a missing peer fails the
 /// test rather than skipping it.
 fn require_curl() {
-    assert!(
-        Command::new("curl").arg("--version").output().is_ok(),
-        "curl is not installed: install it (apt-get install curl) or run scripts/test.sh, which does"
+    require_tool(
+        "curl",
+        &["--version"],
+        "install it (apt-get install curl) or run scripts/test.sh, which does",
     );
 }
 

@@ -11,12 +11,14 @@
 )]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use fedgw_testkit::Process;
+use fedgw_testkit::wait::poll_for;
 use futures_util::StreamExt as _;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
@@ -80,37 +82,33 @@ async fn agent_refuses(declare_length: bool) {
     let sent = Arc::new(AtomicU64::new(0));
     hostile_gateway(&socket, declare_length, Arc::clone(&sent));
     let log = dir.path().join("agent.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fedgw"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fedgw"));
+    command
         .arg("agent")
         .arg("--admin")
         .arg(format!("unix:{}", socket.display()))
         .arg("--dir")
         .arg(dir.path().join("files"))
         .args(["--max-response-bytes", "4194304"])
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let mut peak_kib = 0;
-    let refused = loop {
-        peak_kib = peak_kib.max(rss_kib(child.id()));
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("answered more than 4194304 bytes") {
-            break text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the agent never refused the answer:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    peak_kib = peak_kib.max(rss_kib(child.id()));
-    child.kill().unwrap();
-    child.wait().unwrap();
+        .env("NO_COLOR", "1");
+    let agent = Process::spawn("fedgw agent", &mut command, &log);
+    let peak_kib = AtomicU64::new(0);
+    let refused = poll_for(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "the agent to refuse the answer",
+        || async {
+            peak_kib.fetch_max(rss_kib(agent.pid()), Ordering::SeqCst);
+            let text = agent.log_text();
+            text.contains("answered more than 4194304 bytes")
+                .then_some(text)
+        },
+        || agent.log_text(),
+    )
+    .await;
+    peak_kib.fetch_max(rss_kib(agent.pid()), Ordering::SeqCst);
+    agent.kill();
+    let peak_kib = peak_kib.load(Ordering::SeqCst);
     // The agent's own footprint (a debug binary: about 60 MiB, growing with the code)
     // plus the 4 MiB cap, with room; reading the answer whole took 0.6 to 3.2 GB.
     assert!(

@@ -1,5 +1,5 @@
 //! Empty bundles from a peer, end to end: the real `fedgw` binary polls real HTTPS
-//! bundle endpoints (`support/bundle_server.rs`) that first serve a good bundle, then
+//! bundle endpoints (the test kit's `BundleServer`) that first serve a good bundle, then
 //!
 //! - (a) one non-CA certificate as their only `x509-svid` key,
 //! - (b) 100,000 `{}` JWKs,
@@ -20,19 +20,16 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
-#[path = "support/bundle_server.rs"]
-mod bundle_server;
 #[path = "support/gateway.rs"]
 mod gateway;
 
 use std::path::Path;
 
-use bundle_server::{Answer, BundleServer, TestCa};
 use bytes::Bytes;
-use gateway::{DEADLINE, Gateway, GatewayBuilder, wait_for, wait_until};
-use rcgen::{CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256};
+use fedgw_testkit::ca::self_signed_leaf;
+use fedgw_testkit::{Answer, BundleServer, DEADLINE, TestCa, wait_for, wait_until};
+use gateway::{Gateway, GatewayBuilder};
 use serde_json::{Value, json};
-use spiffe_federation::bundle::{EcCurve, PublicKey};
 use spiffe_federation::{Bundle, TrustDomain};
 
 fn td(name: &str) -> TrustDomain {
@@ -51,25 +48,14 @@ fn good_document(td: &TrustDomain, sequence: u64) -> Bytes {
 /// key members that match it, as a publisher that put the wrong file in place would
 /// serve.
 fn leaf_only_document(sequence: u64) -> Bytes {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "a leaf, not a CA");
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::ExplicitNoCa;
-    let cert = params.self_signed(&key).unwrap();
+    let leaf = self_signed_leaf("a leaf, not a CA");
     // The PEM body is the standard base64 of the DER, as `x5c` wants it.
-    let x5c: String = cert
-        .pem()
+    let x5c: String = leaf
+        .cert_pem
         .lines()
         .filter(|line| !line.starts_with("-----"))
         .collect();
-    let raw = key.public_key_raw();
-    let public = PublicKey::Ec {
-        curve: EcCurve::P256,
-        x: raw[1..33].to_vec(),
-        y: raw[33..65].to_vec(),
-    };
+    let public = leaf.public_key();
     let mut element = serde_json::Map::new();
     element.insert("use".into(), "x509-svid".into());
     element.insert("kty".into(), "EC".into());
@@ -149,7 +135,7 @@ async fn all_ignored_and_unallowed_revocations_are_refused_and_the_last_good_bun
     let dir = tempfile::tempdir().unwrap();
     let web_ca = TestCa::web("peers");
     let ca_path = dir.path().join("peers-web-ca.pem");
-    std::fs::write(&ca_path, &web_ca.cert_pem).unwrap();
+    web_ca.write_cert(&ca_path);
     let mut peers = Vec::new();
     for name in ["leaf.test", "objects.test", "revoked.test", "allowed.test"] {
         let td = td(name);

@@ -22,7 +22,8 @@ mod gateway;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use gateway::{DEADLINE, Gateway, GatewayBuilder, wait_for};
+use fedgw_testkit::{DEADLINE, Process, wait_for};
+use gateway::{Gateway, GatewayBuilder};
 use serde_json::Value;
 
 /// Run `fedgw federation apply <args> --admin unix:<gateway's socket>`.
@@ -243,9 +244,10 @@ async fn apply_refuses_to_change_a_configured_relationship() {
 }
 
 /// A `fedgw serve` process started here with `SSL_CERT_FILE` (or without), killed on
-/// drop; the harness's `Gateway` starts processes with the test's environment.
+/// drop (its log, `serve.log`, printed if the test fails); the harness's `Gateway`
+/// starts processes with the test's environment.
 struct Serve {
-    child: std::process::Child,
+    _process: Process,
     socket: std::path::PathBuf,
 }
 
@@ -264,15 +266,12 @@ impl Serve {
         let mut command = serve_command(builder, dir, top);
         command
             .env_remove("SSL_CERT_FILE")
-            .env_remove("SSL_CERT_DIR")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("serve.log")).unwrap());
+            .env_remove("SSL_CERT_DIR");
         if let Some(file) = cert_file {
             command.env("SSL_CERT_FILE", file);
         }
         let serve = Self {
-            child: command.spawn().unwrap(),
+            _process: Process::spawn("fedgw serve", &mut command, &dir.join("serve.log")),
             // The builder's data_dir is <dir>/<trust domain>/data.
             socket: dir
                 .join(builder.trust_domain().as_str())
@@ -308,13 +307,6 @@ fn serve_command(builder: &GatewayBuilder, dir: &Path, top: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fedgw"));
     command.args(["serve", "--config"]).arg(&config);
     command
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A ClusterFederatedTrustDomain has no field for extra CA roots: an `https_web`

@@ -18,10 +18,10 @@ mod gateway;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-use gateway::{DEADLINE, GatewayBuilder, free_port};
+use fedgw_testkit::{DEADLINE, Process, free_port, wait_until};
+use gateway::GatewayBuilder;
 use serde_json::Value;
 
 fn fedgw(dir: &Path, args: &[&str]) -> Output {
@@ -53,39 +53,26 @@ fn text(bytes: &[u8]) -> String {
 
 /// `fedgw serve` with the embedded default in `data_dir` on the given ports, its
 /// standard error to `log` (a file, not a terminal) and `NO_COLOR` unset.
-fn serve(dir: &Path, data_dir: &str, web: u16, spiffe: u16, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_fedgw"))
+fn serve(dir: &Path, data_dir: &str, web: u16, spiffe: u16, log: &Path) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fedgw"));
+    command
         .args(["serve", "--data-dir", data_dir])
         .args(["--trust-domain", "ops.test"])
         .args(["--web-listen", &format!("127.0.0.1:{web}")])
         .args(["--spiffe-listen", &format!("127.0.0.1:{spiffe}")])
         .current_dir(dir)
         .env_remove("NO_COLOR")
-        .env_remove("FEDGW_LOG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+        .env_remove("FEDGW_LOG");
+    Process::spawn("fedgw serve", &mut command, log)
 }
 
-async fn wait_for_socket(socket: &Path, child: &mut Child, log: &Path) {
-    let start = Instant::now();
-    while !socket.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "fedgw serve exited ({status}):\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no admin socket at {}",
-            socket.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for_socket(socket: &Path, process: &Process) {
+    let what = format!("an admin socket at {}", socket.display());
+    wait_until(DEADLINE, &what, || async {
+        process.assert_running();
+        socket.exists()
+    })
+    .await;
 }
 
 #[test]
@@ -154,8 +141,8 @@ fn a_start_that_cannot_bind_leaves_nothing_behind_and_says_why_once() {
     let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port = taken.local_addr().unwrap().port();
     let log = d.join("serve.log");
-    let mut child = serve(d, "fresh", port, free_port(), &log);
-    let status = child.wait().unwrap();
+    let child = serve(d, "fresh", port, free_port(), &log);
+    let status = child.wait();
     assert_eq!(status.code(), Some(1));
     let log = std::fs::read_to_string(&log).unwrap();
     let error = log.lines().find(|l| l.starts_with("error: ")).unwrap();
@@ -170,8 +157,8 @@ fn a_start_that_cannot_bind_leaves_nothing_behind_and_says_why_once() {
     // A data directory that exists keeps what it had, and gets nothing new.
     std::fs::create_dir(d.join("kept")).unwrap();
     std::fs::write(d.join("kept/notes"), "mine").unwrap();
-    let mut child = serve(d, "kept", port, free_port(), &d.join("serve2.log"));
-    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let child = serve(d, "kept", port, free_port(), &d.join("serve2.log"));
+    assert_eq!(child.wait().code(), Some(1));
     let left: Vec<_> = std::fs::read_dir(d.join("kept"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -185,24 +172,23 @@ async fn a_data_dir_in_use_is_named_with_its_process_and_logs_are_plain() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let log = d.join("first.log");
-    let mut first = serve(d, "data", free_port(), free_port(), &log);
-    wait_for_socket(&d.join("data/admin.sock"), &mut first, &log).await;
+    let first = serve(d, "data", free_port(), free_port(), &log);
+    wait_for_socket(&d.join("data/admin.sock"), &first).await;
 
     let second_log = d.join("second.log");
-    let mut second = serve(d, "data", free_port(), free_port(), &second_log);
-    assert_eq!(second.wait().unwrap().code(), Some(1));
+    let second = serve(d, "data", free_port(), free_port(), &second_log);
+    assert_eq!(second.wait().code(), Some(1));
     let second_log = std::fs::read_to_string(&second_log).unwrap();
     assert!(
         second_log.contains(&format!(
             "error: data_dir data is in use by another fedgw process (pid {})",
-            first.id()
+            first.pid()
         )),
         "{second_log}"
     );
     assert!(!second_log.contains("WouldBlock"), "{second_log}");
 
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
     let log = std::fs::read_to_string(&log).unwrap();
     // Standard error is a file: no colour codes, and no Rust Debug of values.
     assert!(!log.contains('\u{1b}'), "{log}");

@@ -26,7 +26,8 @@ mod spire;
 use std::path::Path;
 use std::time::Duration;
 
-use gateway::{DEADLINE, Gateway, GatewayBuilder, authorities, free_port, wait_until};
+use fedgw_testkit::{DEADLINE, free_port, wait_until};
+use gateway::{Gateway, GatewayBuilder, authorities};
 use serde_json::Value;
 use spiffe_federation::{SpiffeId, TrustDomain};
 use spire::{Spire, SpireOptions};
@@ -79,7 +80,7 @@ async fn wait_for_log(gateway: &Gateway, deadline: Duration, what: &str, needles
     .await;
 }
 
-/// The bind retry in `gateway::start_inner`, end to end.
+/// The bind retry in `app::start_inner`, end to end.
 ///
 /// The SPIRE domain's local bundle is pushed through the admin API (`source = { admin
 /// = true }`) rather than streamed from the same agent: with both from the agent, its

@@ -39,8 +39,9 @@ mod gateway;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use envoy::{Backend, Envoy, EnvoyPorts, EnvoySpec, Svid, TestCa};
-use gateway::{DEADLINE, Gateway, GatewayBuilder, Via, wait_for, wait_until};
+use envoy::{Backend, Envoy, EnvoyPorts, EnvoySpec};
+use fedgw_testkit::{DEADLINE, Issued as Svid, TestCa, wait_for, wait_until, write_atomically};
+use gateway::{Gateway, GatewayBuilder, Via};
 use reqwest::Method;
 use spiffe_federation::{Bundle, TrustDomain};
 
@@ -66,7 +67,7 @@ fn builder(root: &Path, td: &str, cas: &[&TestCa]) -> GatewayBuilder {
         sds.display()
     ));
     let local = bundle(td, cas).to_json_pretty();
-    gateway::write_atomically(&builder.pki().bundle, local.as_bytes());
+    write_atomically(&builder.pki().bundle, local.as_bytes());
     builder
 }
 
@@ -150,10 +151,10 @@ async fn envoy_takes_trust_from_fedgw_sds() {
     let root = dir.path();
 
     // The CAs: a.test, b.test (b1 now, b2 for the rotation), c.test.
-    let ca_a = TestCa::new("a.test", "first");
-    let ca_b1 = TestCa::new("b.test", "first");
-    let ca_b2 = TestCa::new("b.test", "second");
-    let ca_c = TestCa::new("c.test", "first");
+    let ca_a = TestCa::spiffe_named("a.test", "first");
+    let ca_b1 = TestCa::spiffe_named("b.test", "first");
+    let ca_b2 = TestCa::spiffe_named("b.test", "second");
+    let ca_c = TestCa::spiffe_named("c.test", "first");
 
     // The gateways. b and c trust a (configuration); a trusts b through the API, below.
     let a = builder(root, "a.test", &[&ca_a]);

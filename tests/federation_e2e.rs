@@ -7,7 +7,7 @@
 //! observe it: through its bundle endpoints (`/` for its own bundle, `/relay/<td>` for
 //! what it holds of a foreign domain) and its log. Where a real gateway cannot play
 //! the peer (a stale replica, a publisher changing on every request), a loopback
-//! HTTPS fixture does (`support/bundle_server.rs`).
+//! HTTPS fixture does (the test kit's `BundleServer`, `fedgw_testkit`).
 //!
 //! Polling is fast (1 s refresh hints, polls every ~250 ms). Local bundle files and
 //! TLS files are checked every 5 s by the gateway, which bounds how fast a rotation
@@ -24,8 +24,6 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
-#[path = "support/bundle_server.rs"]
-mod bundle_server;
 #[path = "support/gateway.rs"]
 mod gateway;
 
@@ -34,12 +32,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bundle_server::{Answer, BundleServer, TestCa};
 use bytes::Bytes;
 use fedgw::dev::pki::{self as dev_pki, DevPkiPaths};
-use gateway::{
-    DEADLINE, Gateway, GatewayBuilder, Via, authorities, wait_for, wait_until, write_atomically,
+use fedgw_testkit::{
+    Answer, BundleServer, DEADLINE, TestCa, wait_for, wait_until, write_atomically,
 };
+use gateway::{Gateway, GatewayBuilder, Via, authorities};
 use spiffe_federation::{Bundle, TrustDomain};
 use tempfile::TempDir;
 
@@ -162,7 +160,7 @@ async fn reissue_svid(gw: &Gateway, ca: &TestCa, dir: &Path) {
 
 fn write_ca_pem(dir: &Path, name: &str, ca: &TestCa) -> PathBuf {
     let path = dir.join(name);
-    std::fs::write(&path, &ca.cert_pem).unwrap();
+    ca.write_cert(&path);
     path
 }
 

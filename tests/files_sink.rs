@@ -11,8 +11,6 @@
 
 #[path = "support/files_watch.rs"]
 mod files_watch;
-#[path = "support/gateway.rs"]
-mod gateway;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -25,8 +23,8 @@ use fedgw::config::Config;
 use fedgw::outputs::files::{FilesSink, FilesSinkConfig, MAP_FILE, Published, State};
 use fedgw::shutdown::{Ended, Shutdown};
 use fedgw::telemetry::Metrics;
+use fedgw_testkit::{DEADLINE, wait_until};
 use files_watch::{InProcess, bundle_of, dev_ca, read_map, td};
-use gateway::{DEADLINE, wait_until};
 use spiffe_federation::bundle::X509Authority;
 use spiffe_federation::{Bundle, BundleMap};
 

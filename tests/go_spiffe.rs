@@ -23,8 +23,6 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
-#[path = "support/bundle_server.rs"]
-mod bundle_server;
 #[path = "support/gateway.rs"]
 mod gateway;
 #[path = "support/go_peer.rs"]
@@ -34,13 +32,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use bundle_server::TestCa;
 use fedgw::client::admin_client::ClientError;
 use fedgw::dev::pki::{self as dev_pki, DevPkiPaths};
-use gateway::{DEADLINE, Gateway, GatewayBuilder, Via, authorities, wait_for, write_atomically};
+use fedgw_testkit::{DEADLINE, EcKey, TestCa, wait_for, write_atomically};
+use gateway::{Gateway, GatewayBuilder, Via, authorities};
 use go_peer::ServePeer;
 use reqwest::Method;
-use spiffe_federation::bundle::{EcCurve, JwtAuthority, PublicKey};
+use spiffe_federation::bundle::JwtAuthority;
 use spiffe_federation::{Bundle, SpiffeId, TrustDomain};
 use time::OffsetDateTime;
 
@@ -114,15 +112,7 @@ async fn stored(gw: &Gateway, trust_domain: &TrustDomain) -> Option<Bundle> {
 
 /// An EC P-256 public key as a JWT authority under `kid` (a fresh key each time).
 fn jwt_authority(kid: &str) -> JwtAuthority {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    // The raw public key is the uncompressed point 0x04 || x || y.
-    let point = key.public_key_raw();
-    let public = PublicKey::Ec {
-        curve: EcCurve::P256,
-        x: point[1..33].to_vec(),
-        y: point[33..].to_vec(),
-    };
-    JwtAuthority::new(kid, public).unwrap()
+    EcKey::generate().jwt_authority(kid)
 }
 
 /// The X.509 authority of a development PKI's SPIFFE CA, as a bundle holding it.

@@ -26,7 +26,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway::{DEADLINE, Gateway, GatewayBuilder, authorities, wait_until};
+use fedgw_testkit::{DEADLINE, free_port, wait_for, wait_until, write_atomically};
+use gateway::{Gateway, GatewayBuilder, authorities};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use rustls_pki_types::CertificateDer;
@@ -325,11 +326,11 @@ async fn fd_pressure_never_starves_reloads_and_clients_are_served_again() {
     )
     .unwrap()
     .bundle;
-    gateway::write_atomically(
+    write_atomically(
         &gw.pki.web_key,
         &std::fs::read(&replacement.web_key).unwrap(),
     );
-    gateway::write_atomically(
+    write_atomically(
         &gw.pki.web_cert,
         &std::fs::read(&replacement.web_cert).unwrap(),
     );
@@ -368,7 +369,7 @@ async fn fd_pressure_never_starves_reloads_and_clients_are_served_again() {
     // The idle connections time out; then a normal client gets the new identity and
     // the new bundle.
     let new_client = web_client(&replacement.web_ca_cert);
-    gateway::wait_for(
+    wait_for(
         Duration::from_secs(60),
         "a normal client served again",
         || async {
@@ -434,7 +435,7 @@ async fn admin_api_answers_unauthenticated_bodies_without_reading_them() {
     const DECLARED: usize = 1_000_000;
     const SENT: usize = 900_000;
     let dir = tempfile::tempdir().unwrap();
-    let port = gateway::free_port();
+    let port = free_port();
     let token = "limits-test-token";
     let gw = GatewayBuilder::new(dir.path(), "a.test")
         .extra_toml(&format!(
@@ -598,14 +599,14 @@ async fn sds_closes_connections_without_a_preface_but_keeps_streams() {
     use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 
     let dir = tempfile::tempdir().unwrap();
-    let port = gateway::free_port();
+    let port = free_port();
     let gw = GatewayBuilder::new(dir.path(), "a.test")
         .extra_toml(&format!("\n[sinks.sds]\nlisten = \"127.0.0.1:{port}\"\n"))
         .extra_toml(&limits("sinks.sds", "header_timeout = 1\nidle_timeout = 2"))
         .start()
         .await;
     let url = format!("http://127.0.0.1:{port}");
-    gateway::wait_for(DEADLINE, "the SDS server", || {
+    wait_for(DEADLINE, "the SDS server", || {
         let url = url.clone();
         async move { SecretDiscoveryServiceClient::connect(url).await.ok() }
     })

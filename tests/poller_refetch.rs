@@ -10,25 +10,17 @@
 
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType};
-use spiffe_federation::bundle::X509Authority;
+use fedgw_testkit::{StallServer, TestCa, wait_for, wait_until};
 use spiffe_federation::{Bundle, TrustDomain};
-
-fn new_ca(td: &TrustDomain) -> X509Authority {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.subject_alt_names = vec![SanType::URI(format!("spiffe://{td}").try_into().unwrap())];
-    X509Authority::from_der(params.self_signed(&key).unwrap().der().to_vec()).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fed_8_change_is_fetched_without_operator_action() {
     let dir = tempfile::tempdir().unwrap();
     let domains: Vec<TrustDomain> = vec!["a.test".parse().unwrap(), "b.test".parse().unwrap()];
-    let gateways = fedgw::dev::demo::start(dir.path(), &domains).await.unwrap();
-    fedgw::dev::demo::converge(&gateways, Duration::from_secs(30))
+    let gateways = fedgw::client::demo::start(dir.path(), &domains)
+        .await
+        .unwrap();
+    fedgw::client::demo::converge(&gateways, Duration::from_secs(30))
         .await
         .unwrap();
 
@@ -37,7 +29,7 @@ async fn fed_8_change_is_fetched_without_operator_action() {
     let current = a.running.trust_store.snapshot();
     let mut bundle: Bundle = (*current.get(&domains[0]).unwrap().bundle).clone();
     let before = bundle.sequence().unwrap();
-    bundle.add_x509_authority(new_ca(&domains[0]));
+    bundle.add_x509_authority(TestCa::spiffe(domains[0].as_str()).authority());
     bundle.set_sequence(None); // the gateway assigns the served sequence
     let tmp = a.pki.bundle.with_extension("tmp");
     std::fs::write(&tmp, bundle.to_json()).unwrap();
@@ -46,37 +38,33 @@ async fn fed_8_change_is_fetched_without_operator_action() {
     // b.test picks it up through its poller (https_web or https_spiffe, whichever the
     // demo chose), with no refresh requested.
     let b = &gateways[1];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let held = b.running.trust_store.snapshot();
-        let entry = held.get(&domains[0]).unwrap();
-        if entry.bundle.x509_authorities().len() == 2 {
-            assert!(
-                entry.bundle.sequence().unwrap() > before,
-                "sequence must grow (BUN-4)"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the change never reached b.test"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    fedgw::dev::demo::stop(gateways).await;
+    let sequence = wait_for(
+        Duration::from_secs(60),
+        "the change to reach b.test",
+        || async {
+            let held = b.running.trust_store.snapshot();
+            let entry = held.get(&domains[0]).unwrap();
+            (entry.bundle.x509_authorities().len() == 2).then(|| entry.bundle.sequence().unwrap())
+        },
+    )
+    .await;
+    assert!(sequence > before, "sequence must grow (BUN-4)");
+    fedgw::client::demo::stop(gateways).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_3_fetched_bundle_is_stored_under_its_trust_domain_with_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let domains: Vec<TrustDomain> = vec!["c.test".parse().unwrap(), "d.test".parse().unwrap()];
-    let gateways = fedgw::dev::demo::start(dir.path(), &domains).await.unwrap();
-    fedgw::dev::demo::converge(&gateways, Duration::from_secs(30))
+    let gateways = fedgw::client::demo::start(dir.path(), &domains)
+        .await
+        .unwrap();
+    fedgw::client::demo::converge(&gateways, Duration::from_secs(30))
         .await
         .unwrap();
     let data_dir = gateways[1].data_dir.clone();
     let peer_port = [gateways[0].web_addr.port(), gateways[0].spiffe_addr.port()];
-    fedgw::dev::demo::stop(gateways).await;
+    fedgw::client::demo::stop(gateways).await;
 
     // Reopen d.test's database as a new process would: the fetched bundle of c.test is
     // there under its name, with where it came from and when.
@@ -108,23 +96,15 @@ async fn poll_3_fetched_bundle_is_stored_under_its_trust_domain_with_metadata() 
 }
 
 /// `polling.max_concurrent_fetches`: with four relationships due at once and one slot,
-/// only one fetch is in flight; the endpoint (a TCP listener that accepts and never
-/// answers, so each fetch waits for its deadline) sees one connection, not four.
+/// only one fetch is in flight; the endpoint (the test kit's `StallServer`, which
+/// accepts and never answers, so each fetch waits for its deadline) sees one
+/// connection, not four.
 /// With four slots it sees all four.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetches_in_flight_are_capped_by_max_concurrent_fetches() {
-    async fn connections_seen(slots: u32) -> usize {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = std::sync::Arc::clone(&accepted);
-        let server = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                held.push(socket);
-            }
-        });
+    async fn connections_seen(slots: u32) -> u64 {
+        let server = StallServer::start().await;
+        let port = server.port();
         let dir = tempfile::tempdir().unwrap();
         let mut toml = format!(
             "data_dir = {:?}\n[admin]\nlisten = \"unix:{}\"\n[polling]\nfetch_timeout = \"30s\"\nmax_concurrent_fetches = {slots}\n",
@@ -140,17 +120,16 @@ async fn fetches_in_flight_are_capped_by_max_concurrent_fetches() {
         let running = fedgw::app::start(&config).await.unwrap();
         // Every relationship is due at start: wait for the connections expected (as
         // many as there are slots), then a second more for any beyond them.
-        let expected = usize::try_from(slots).unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while accepted.load(std::sync::atomic::Ordering::SeqCst) < expected
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let expected = u64::from(slots);
+        let what = format!("{expected} fetches in flight");
+        wait_until(Duration::from_secs(20), &what, || async {
+            server.accepted() >= expected
+        })
+        .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let seen = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        let seen = server.accepted();
         running.shutdown(Duration::from_secs(5)).await;
-        server.abort();
+        drop(server);
         seen
     }
     assert_eq!(

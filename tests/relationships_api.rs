@@ -1,8 +1,8 @@
 //! Federation relationships through the admin API, in process: a real gateway
-//! (`gateway::start`) on a temporary `data_dir` (real sled), its real admin listener
-//! on a unix socket (TCP with tokens for the scope test), real pollers fetching from
-//! loopback HTTPS fixtures (`support/bundle_server.rs`, which count requests), and the
-//! same client the CLI uses.
+//! (`fedgw::app::start`) on a temporary `data_dir` (real sled), its real admin
+//! listener on a unix socket (TCP with tokens for the scope test), real pollers fetching
+//! from loopback HTTPS fixtures (the test kit's `BundleServer`, which counts requests),
+//! and the same client the CLI uses.
 //!
 //! Every refused request is checked to leave the stored relationships, the audit log,
 //! the trust store's snapshot and the listing as they were. Nothing sleeps to
@@ -16,15 +16,9 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
-#[path = "support/bundle_server.rs"]
-mod bundle_server;
-#[path = "support/gateway.rs"]
-mod gateway;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bundle_server::{Answer, BundleServer, TestCa};
 use bytes::Bytes;
 use fedgw::admin::listen::BoundAddr;
 use fedgw::app::{GatewayError, Running};
@@ -34,7 +28,7 @@ use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig};
 use fedgw::digest::sha256_hex;
 use fedgw::shutdown::Ended;
 use fedgw::trust::db::{AuditAction, AuditRecord, RelationshipRecord, StoreError};
-use gateway::{DEADLINE, wait_for, wait_until};
+use fedgw_testkit::{Answer, BundleServer, DEADLINE, TestCa, wait_for, wait_until};
 use reqwest::Method;
 use serde_json::{Value, json};
 use spiffe_federation::{Bundle, TrustDomain};

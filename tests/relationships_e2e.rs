@@ -2,8 +2,8 @@
 //! operator does it: `fedgw serve` processes on loopback (`support/gateway.rs`) with
 //! no `[[federation]]` in their configuration, changed only with `fedgw federation
 //! create|update|delete` over the admin socket. Bundle endpoints are either another
-//! real gateway or a loopback HTTPS fixture that counts its requests
-//! (`support/bundle_server.rs`).
+//! real gateway or a loopback HTTPS fixture that counts its requests (the test kit's
+//! `BundleServer`).
 //!
 //! Polling is fast (1 s refresh hints, polls every ~250 ms). "No more fetches" is
 //! shown by the deleted relationship's fixture seeing no request while another
@@ -17,8 +17,6 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
-#[path = "support/bundle_server.rs"]
-mod bundle_server;
 #[path = "support/gateway.rs"]
 mod gateway;
 
@@ -26,9 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use bundle_server::{Answer, BundleServer, TestCa};
 use bytes::Bytes;
-use gateway::{DEADLINE, Gateway, GatewayBuilder, wait_until};
+use fedgw_testkit::{Answer, BundleServer, DEADLINE, TestCa, wait_until};
+use gateway::{Gateway, GatewayBuilder};
 use serde_json::{Value, json};
 use spiffe_federation::{Bundle, TrustDomain};
 
@@ -51,7 +49,7 @@ impl Fixture {
         let document = Bytes::from(bundle.to_json());
         let server = BundleServer::start(&web_ca, Answer::Fixed(document)).await;
         let ca_pem = dir.join(format!("{td}-web-ca.pem"));
-        std::fs::write(&ca_pem, &web_ca.cert_pem).unwrap();
+        web_ca.write_cert(&ca_pem);
         Self {
             server,
             bundle,

@@ -30,11 +30,11 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use fedgw::client::admin_client::Body;
-use gateway::{DEADLINE, Gateway, GatewayBuilder, free_port, wait_until};
+use fedgw_testkit::{DEADLINE, TestCa, free_port, wait_until};
+use gateway::{Gateway, GatewayBuilder};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message as _;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use reqwest::Method;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
@@ -80,19 +80,7 @@ fn rss(pid: u32) -> u64 {
 /// `n` self-signed CA certificates as one PEM document.
 fn ca_pem(n: usize, tag: &str) -> Vec<String> {
     (0..n)
-        .map(|i| {
-            let mut params = CertificateParams::default();
-            params
-                .distinguished_name
-                .push(DnType::CommonName, format!("{tag} CA {i}"));
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            params.subject_alt_names = vec![SanType::URI(
-                format!("spiffe://{tag}.test").try_into().unwrap(),
-            )];
-            let key = KeyPair::generate().unwrap();
-            params.self_signed(&key).unwrap().pem()
-        })
+        .map(|i| TestCa::spiffe_named(&format!("{tag}.test"), &format!("{tag} {i}")).cert_pem)
         .collect()
 }
 

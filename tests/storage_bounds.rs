@@ -12,14 +12,11 @@
 )]
 
 use fedgw::telemetry::Metrics;
-use fedgw::trust::db::{
-    AuditAction, AuditNote, DISK_BYTES_METRIC, LIVE_BYTES_METRIC, NewBundle, StorageConfig, Store,
-    StoreUsage,
-};
+use fedgw::telemetry::families::{STORE_DISK_BYTES, STORE_LIVE_BYTES};
+use fedgw::trust::db::{AuditAction, AuditNote, NewBundle, StorageConfig, Store, StoreUsage};
 use fedgw::trust::policy::{PolicySettings, Source};
 use fedgw::trust::store::TrustStore;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType};
-use spiffe_federation::bundle::X509Authority;
+use fedgw_testkit::TestCa;
 use spiffe_federation::{Bundle, TrustDomain};
 
 const MIB: u64 = 1024 * 1024;
@@ -27,21 +24,11 @@ const CHANGES: u64 = 500;
 
 /// A bundle of `td` whose document is just under 1 MiB: distinct CA certificates.
 fn one_mib_bundle(td: &TrustDomain) -> Bundle {
-    let key = KeyPair::generate().unwrap();
     let mut bundle = Bundle::new(td.clone());
     bundle.set_sequence(Some(u64::MAX / 2));
-    let mut serial = 1u64;
     while bundle.to_json().len() < 1024 * 1024 - 2048 {
         for _ in 0..64 {
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-            params.subject_alt_names =
-                vec![SanType::URI(format!("spiffe://{td}").try_into().unwrap())];
-            params.serial_number = Some(serial.into());
-            serial += 1;
-            let der = params.self_signed(&key).unwrap().der().to_vec();
-            bundle.add_x509_authority(X509Authority::from_der(der).unwrap());
+            bundle.add_x509_authority(TestCa::spiffe(td.as_str()).authority());
         }
     }
     while bundle.to_json().len() > 1024 * 1024 {
@@ -196,8 +183,8 @@ fn disk_bytes_stay_bounded_over_500_changes_of_a_1_mib_bundle() {
     );
     assert_eq!(after.live_bytes, end.live_bytes);
     let gauges = (
-        trust_store.metrics().value(DISK_BYTES_METRIC, &[]),
-        trust_store.metrics().value(LIVE_BYTES_METRIC, &[]),
+        trust_store.metrics().value(STORE_DISK_BYTES, &[]),
+        trust_store.metrics().value(STORE_LIVE_BYTES, &[]),
     );
     assert_eq!(
         gauges,

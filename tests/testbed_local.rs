@@ -5,26 +5,15 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::disallowed_methods,
-    reason = "test code: a failed step should fail the test loudly; a synchronous test \
-              polls a child process with thread::sleep"
+    reason = "test code: a failed step should fail the test loudly"
 )]
 
 use std::path::Path;
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
+use fedgw_testkit::{Process, wait_for};
 use serde_json::Value;
-
-/// Stops the gateway however the test ends.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn fedgw(args: &[&str], admin: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fedgw"))
@@ -34,11 +23,13 @@ fn fedgw(args: &[&str], admin: &Path) -> Output {
         .unwrap()
 }
 
-#[test]
-fn serve_flags_set_trust_domain_listeners_and_refresh_hint() {
+#[tokio::test]
+async fn serve_flags_set_trust_domain_listeners_and_refresh_hint() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("one");
-    let mut gateway = Gateway(
+    // Stopped however the test ends (killed on drop, its log printed on failure).
+    let gateway = Process::spawn(
+        "fedgw serve",
         Command::new(env!("CARGO_BIN_EXE_fedgw"))
             .args(["serve", "--data-dir"])
             .arg(&data)
@@ -55,23 +46,22 @@ fn serve_flags_set_trust_domain_listeners_and_refresh_hint() {
                 "1s",
                 "--log",
                 "error",
-            ])
-            .spawn()
-            .unwrap(),
+            ]),
+        &dir.path().join("serve.log"),
     );
     let admin = data.join("admin.sock");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(exit) = gateway.0.try_wait().unwrap() {
-            panic!("fedgw serve exited early: {exit}");
-        }
-        let out = fedgw(&["status", "--json"], &admin);
-        if out.status.success() {
-            break serde_json::from_slice::<Value>(&out.stdout).unwrap();
-        }
-        assert!(Instant::now() < deadline, "the admin socket never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_for(
+        Duration::from_secs(30),
+        "the admin socket to answer",
+        || async {
+            gateway.assert_running();
+            let out = fedgw(&["status", "--json"], &admin);
+            out.status
+                .success()
+                .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+        },
+    )
+    .await;
     let domains = status["domains"].as_array().unwrap();
     assert_eq!(domains.len(), 1, "{status:#}");
     assert_eq!(domains[0]["trust_domain"], "one.testbed.localhost");

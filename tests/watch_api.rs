@@ -15,14 +15,15 @@ mod files_watch;
 mod gateway;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use fedgw::admin::listen::BoundAddr;
 use fedgw::client::admin_client::{AdminClient, AdminTarget, Body, ClientError};
 use fedgw::digest::sha256_hex;
 use fedgw::shutdown::Ended;
+use fedgw_testkit::{DEADLINE, Process, wait_for, wait_until};
 use files_watch::{InProcess, bundle_of, dev_ca, read_map, td};
-use gateway::{DEADLINE, GatewayBuilder, wait_for, wait_until};
+use gateway::GatewayBuilder;
 use reqwest::Method;
 use serde_json::Value;
 use spiffe_federation::{Bundle, TrustDomain};
@@ -358,16 +359,15 @@ async fn watch_over_tcp_with_a_read_token_ends_at_shutdown() {
     assert_eq!(revision(&answer.json.unwrap()), current);
 }
 
-/// The agent process's log, printed when a test fails.
+/// A `fedgw agent` process: killed on drop, its log printed when a test fails.
 struct Agent {
-    child: Child,
-    log: std::path::PathBuf,
+    process: Process,
 }
 
 impl Agent {
     fn start(admin: &Path, dir: &Path, hook_log: &Path, log: &Path) -> Self {
-        let out = std::fs::File::create(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fedgw"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fedgw"));
+        command
             .arg("agent")
             .arg("--admin")
             .arg(format!("unix:{}", admin.display()))
@@ -382,28 +382,9 @@ impl Agent {
                 "echo x >> \"$0\"",
             ])
             .arg(hook_log)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
+            .env("NO_COLOR", "1");
         Self {
-            child,
-            log: log.to_owned(),
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "----- agent log -----\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
+            process: Process::spawn("fedgw agent", &mut command, log),
         }
     }
 }
@@ -422,7 +403,7 @@ async fn dist_1_dist_4_poll_4_agent_process_mirrors_a_gateway_and_survives_its_r
         .await;
     let out = root.path().join("agent-out");
     let hook_log = root.path().join("hook.log");
-    let mut agent = Agent::start(
+    let agent = Agent::start(
         &gw.data_dir.join("admin.sock"),
         &out,
         &hook_log,
@@ -494,7 +475,7 @@ async fn dist_1_dist_4_poll_4_agent_process_mirrors_a_gateway_and_survives_its_r
     .await;
     assert!(out.join("home.test.pem").exists());
 
-    let pid = agent.child.id().to_string();
+    let pid = agent.process.pid().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -503,7 +484,7 @@ async fn dist_1_dist_4_poll_4_agent_process_mirrors_a_gateway_and_survives_its_r
             .success()
     );
     let status = wait_for(DEADLINE, "the agent to exit after SIGTERM", || {
-        let exited = agent.child.try_wait().unwrap();
+        let exited = agent.process.exit_status();
         async move { exited }
     })
     .await;

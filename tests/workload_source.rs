@@ -20,7 +20,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gateway::{DEADLINE, Gateway, GatewayBuilder, free_port, wait_for, wait_until};
+use fedgw_testkit::{DEADLINE, free_port, wait_for, wait_until};
+use gateway::{Gateway, GatewayBuilder};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};

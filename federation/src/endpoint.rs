@@ -1,5 +1,6 @@
 //! SPIFFE bundle endpoints (SPIFFE Federation §5): the two profiles, fetching a
-//! foreign trust domain's bundle ([`client`]) and serving a local one ([`server`]).
+//! foreign trust domain's bundle (`client`, feature `client`) and serving a local one
+//! (`server`, feature `server`).
 //!
 //! This file owns the values both sides share: the endpoint URL rules
 //! ([`EndpointUrl`], SPIFFE Federation §5.2.1.1 and §5.2.2.1), the client profile of a
@@ -9,7 +10,11 @@
 //! gateway does), nor configuration parsing (the gateway maps its TOML onto these
 //! types).
 
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
 
 use std::fmt;

@@ -16,7 +16,7 @@ use axum::http::header::AUTHORIZATION;
 use spiffe_federation::SpiffeId;
 
 use super::error::ApiError;
-use crate::config::{AdminClientId, AdminToken, Scope};
+use crate::config::{AdminClientId, AdminConfig, AdminListen, AdminToken, Scope};
 use crate::digest::sha256_hex;
 
 /// Who made a request, as recorded in the audit log.
@@ -69,6 +69,22 @@ pub enum Access {
     Tokens(Vec<AdminToken>),
     /// TCP over TLS: a listed client SVID, or a configured token.
     Tls(TlsAccess),
+}
+
+impl Access {
+    /// The access rules of the admin listener on `listen` that `config` describes:
+    /// trusted callers on the unix socket, configured tokens on TCP, tokens or listed
+    /// client SVIDs on TLS.
+    pub fn for_listener(listen: &AdminListen, config: &AdminConfig) -> Self {
+        match (listen, &config.tls) {
+            (AdminListen::Unix(_), _) => Self::LocalSocket,
+            (AdminListen::Tcp(_), None) => Self::Tokens(config.tokens.clone()),
+            (AdminListen::Tcp(_), Some(_)) => Self::Tls(TlsAccess::new(
+                config.tokens.clone(),
+                config.clients.clone(),
+            )),
+        }
+    }
 }
 
 /// The credentials a TLS admin listener accepts, and the client ID its connection's

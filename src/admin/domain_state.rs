@@ -2,52 +2,21 @@
 //! routes, and the time arithmetic behind it, as pure functions of their inputs and an
 //! explicit `now` (the handler reads the clock once per request).
 //!
-//! Owns the state rules and their order; not the JSON shapes (the route files) and
-//! not the fetch schedule itself ([`Schedule`]).
+//! Owns the state rules and their order; not the states themselves ([`DomainState`],
+//! of the API contract), the JSON shapes or the fetch schedule itself ([`Schedule`]).
 
 use std::time::Duration;
 
-use serde::Serialize;
 use spiffe_federation::Bundle;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::api::DomainState;
 use crate::sources::schedule::Schedule;
 
 /// How many refresh intervals may pass without a fresh bundle before a foreign domain
 /// is `stale`. The poller polls every quarter interval, so this is about eight polls.
 pub(super) const STALE_AFTER_INTERVALS: u32 = 2;
-
-/// A trust domain's state, as the API spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum DomainState {
-    /// Local: a bundle is stored and served.
-    Serving,
-    /// Local: no bundle yet.
-    Missing,
-    /// Foreign, `https_spiffe`: no bundle is stored for the endpoint SPIFFE ID's trust
-    /// domain, so the endpoint cannot be authenticated yet (SPF-3).
-    AwaitingBootstrap,
-    /// Foreign: the last fetch failed (`consecutive_failures > 0`); local, from a
-    /// Workload API: the agent cannot be reached or its bundles are unusable. The last
-    /// good bundle, if any, keeps serving.
-    Failing,
-    /// Foreign: no bundle yet and no failure yet (the first fetch has not finished).
-    Pending,
-    /// Foreign: the stored bundle has no authorities: the peer revoked every key (an
-    /// empty `keys` list its relationship allows, or an operator's), so no SVID of the
-    /// domain is trusted. A warning state, never `healthy`.
-    Revoked,
-    /// Foreign: the newest of the last successful fetch and the stored bundle's
-    /// acceptance is older than [`STALE_AFTER_INTERVALS`] refresh intervals.
-    Stale,
-    /// Foreign: fetched recently, no failure.
-    Healthy,
-    /// A stored bundle no relationship polls (pushed by an operator, or a bootstrap
-    /// bundle); it changes only by hand.
-    Unmanaged,
-}
 
 /// What the foreign-domain rule needs to know, gathered by the handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

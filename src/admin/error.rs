@@ -1,4 +1,5 @@
-//! Admin API errors: a stable machine code, an HTTP status and a message.
+//! Admin API errors: a stable machine code (one of [`ErrorCode`], so a handler cannot
+//! answer a code the API contract does not list), an HTTP status and a message.
 //!
 //! Client faults (4xx) carry the reason. Internal faults (500) carry a generic message;
 //! the cause is logged once, here, when the response is built.
@@ -6,55 +7,50 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
-/// An error answered by the admin API as `{"error": {"code": …, "message": …}}`.
+use super::api::{ApiErrorBody, ErrorCode, ErrorResponse};
+
+/// An error answered by the admin API as `{"error": {"code": …, "message": …}}`
+/// ([`ErrorResponse`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable code, e.g. `not_found`, `invalid_argument`, `sequence_regression`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// What happened, for people.
     pub message: String,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
-}
-
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
 }
 
 impl ApiError {
     /// 400 `invalid_argument`.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
     }
 
     /// 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
-    /// 409 `conflict` (or a more specific code).
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    /// 409 with a code that says which conflict.
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
     /// 401 `unauthenticated`.
     pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated,
+            message,
+        )
     }
 
     /// 403 `permission_denied`.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "permission_denied", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::PermissionDenied, message)
     }
 
     /// 500 `internal`: the cause is logged, not returned.
@@ -62,13 +58,13 @@ impl ApiError {
         tracing::error!(%cause, "admin API internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error; see the gateway log",
         )
     }
 
     /// Any status and code.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -79,10 +75,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
+        let body = ErrorResponse {
+            error: ApiErrorBody {
+                code: self.code.as_str().to_owned(),
+                message: self.message,
             },
         };
         (self.status, Json(body)).into_response()

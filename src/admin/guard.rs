@@ -25,6 +25,7 @@ use axum::response::{IntoResponse as _, Response};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use super::AdminState;
+use super::api::ErrorCode;
 use super::error::ApiError;
 use crate::config::Scope;
 
@@ -130,7 +131,7 @@ async fn check(guard: Guard, request: Request, next: Next) -> Response {
             let timeout = guard.timeout.as_secs();
             let err = ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
+                ErrorCode::RequestTimeout,
                 format!(
                     "the request body did not arrive within admin.limits.body_timeout ({timeout}s)"
                 ),
@@ -155,7 +156,7 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 fn too_large(guard: &Guard, limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!(
             "the request body exceeds {} ({limit} bytes)",
             guard.limit_key

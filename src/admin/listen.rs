@@ -25,9 +25,9 @@ use tokio::net::{TcpListener, UnixListener};
 use super::auth::Access;
 use crate::config::AdminListen;
 pub use crate::net::BoundAddr;
+use crate::net::tls::LoadError;
 use crate::net::unix::{self, SocketError};
 use crate::net::{self, Limits, Net, Plain, Protocols};
-use crate::outputs::endpoint::EndpointError;
 
 pub mod tls;
 
@@ -46,7 +46,7 @@ pub enum ListenError {
     },
     /// The `[admin.tls]` certificate or key file cannot be read or holds no PEM item.
     #[error("admin TLS identity: {0}")]
-    TlsFiles(#[source] EndpointError),
+    TlsFiles(#[source] LoadError),
     /// The `[admin.tls]` key cannot be used, or is not the certificate's.
     #[error("admin TLS key {key}: {reason}")]
     TlsKey {

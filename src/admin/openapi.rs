@@ -3,8 +3,12 @@
 //! Owns serving the document. The document itself is `docs/openapi.json`, kept by
 //! hand next to `docs/admin-api.md` and compiled in, so a gateway serves exactly the
 //! description of the routes it was built with. `tests/openapi.rs` pins it to the
-//! router: every registered route and method is in it, it lists none the server does
-//! not answer, and each operation's `x-fedgw-scope` is the scope the handler asks for.
+//! code, with nothing read from the source text: its operations and their
+//! `x-fedgw-scope` are the router's table ([`super::ROUTES`]), a running gateway
+//! answers exactly the documented methods and enforces those scopes, each component
+//! schema is the type of the same name in [`super::api`] (properties both ways,
+//! `required`, enumerations), and every answer of the gateway validates against the
+//! documented schema and reads back into its type.
 
 use axum::extract::State;
 use axum::http::HeaderMap;

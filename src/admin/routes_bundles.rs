@@ -2,7 +2,8 @@
 //! (SPIFFE JSON or PEM), operator override (`PUT`, STO-4, L-5), delete (POLL-4),
 //! history and rollback.
 //!
-//! Owns turning requests into trust store calls and outcomes into JSON. Every bundle
+//! Owns turning requests into trust store calls and outcomes into the API contract's
+//! answers ([`super::api`]). Every bundle
 //! goes through the same gates as a fetched one: the format (`Bundle::parse` under the
 //! trust domain named in the path, never one read from the document, FED-7) and then
 //! policy inside [`TrustStore::submit`](crate::trust::store::TrustStore::submit). The
@@ -18,17 +19,20 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use spiffe_federation::bundle::{Ignored, IgnoredSummary, Lint};
 use spiffe_federation::{Bundle, BundleError, TrustDomain};
 use time::OffsetDateTime;
 
+use super::api::{
+    self, BundleEntry, BundleList, BundleQuery, Change, ChangeOutcome, ErrorCode, History,
+    HistoryEntry, Role, RollbackRequest,
+};
 use super::domain_state;
 use super::error::ApiError;
-use super::routes_status::{self, Role, WarningView};
+use super::routes_status;
 use super::{AdminState, trust_domain};
 use crate::config::Scope;
-use crate::trust::policy::{DocumentFacts, Source, Warning};
+use crate::trust::policy::{DocumentFacts, PolicyError, Source, Warning};
 use crate::trust::store::{Outcome, Snapshot, SubmitError};
 
 const JSON: &str = "application/json";
@@ -41,11 +45,11 @@ const WARNING_HEADER: &str = "fedgw-warning";
 
 /// The body of `GET /v1/bundles` (with or without `wait`, see `routes_watch`) and of
 /// each `GET /v1/events` event: the full state at one revision (DIST-5).
-pub(super) fn list_view(state: &AdminState, snapshot: &Snapshot) -> ListView {
+pub(super) fn list_view(state: &AdminState, snapshot: &Snapshot) -> BundleList {
     let bundles = snapshot
         .domains
         .iter()
-        .map(|(td, entry)| BundleView {
+        .map(|(td, entry)| BundleEntry {
             trust_domain: td.clone(),
             role: role(state, td),
             sequence: entry.sequence,
@@ -59,7 +63,7 @@ pub(super) fn list_view(state: &AdminState, snapshot: &Snapshot) -> ListView {
             bundle: serde_json::from_slice(&entry.json).unwrap_or(serde_json::Value::Null),
         })
         .collect();
-    ListView {
+    BundleList {
         revision: snapshot.revision,
         bundles,
     }
@@ -69,7 +73,7 @@ pub(super) fn list_view(state: &AdminState, snapshot: &Snapshot) -> ListView {
 pub(super) async fn show(
     State(state): State<AdminState>,
     Path(td): Path<String>,
-    query: Result<Query<FormatQuery>, QueryRejection>,
+    query: Result<Query<BundleQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.access.authorize(&headers, Scope::Read)?;
@@ -115,7 +119,7 @@ pub(super) async fn put(
     Path(td): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<ChangeView>, ApiError> {
+) -> Result<Json<Change>, ApiError> {
     let principal = state.access.authorize(&headers, Scope::Write)?;
     let td = trust_domain(&td)?;
     refuse_source_managed(&state, &td, "replaced")?;
@@ -189,7 +193,7 @@ pub(super) async fn history(
     State(state): State<AdminState>,
     Path(td): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<HistoryView>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     state.access.authorize(&headers, Scope::Read)?;
     let td = trust_domain(&td)?;
     let records = state
@@ -210,7 +214,7 @@ pub(super) async fn history(
             accepted_at: domain_state::unix_rfc3339(r.accepted_at),
         })
         .collect();
-    Ok(Json(HistoryView { history }))
+    Ok(Json(History { history }))
 }
 
 /// `POST /v1/bundles/{td}/rollback` with `{"revision": N}`: re-accept a stored version
@@ -219,8 +223,8 @@ pub(super) async fn rollback(
     State(state): State<AdminState>,
     Path(td): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<RollbackBody>, JsonRejection>,
-) -> Result<Json<ChangeView>, ApiError> {
+    body: Result<Json<RollbackRequest>, JsonRejection>,
+) -> Result<Json<Change>, ApiError> {
     let principal = state.access.authorize(&headers, Scope::Write)?;
     let td = trust_domain(&td)?;
     refuse_source_managed(&state, &td, "rolled back")?;
@@ -236,72 +240,6 @@ pub(super) async fn rollback(
         .await
         .map_err(|err| submit_error(&td, err))?;
     Ok(Json(change_view(&state, outcome, &[], &[])))
-}
-
-/// `?format=` of `GET /v1/bundles/{td}`.
-#[derive(Debug, Deserialize)]
-pub(super) struct FormatQuery {
-    format: Option<String>,
-}
-
-/// The body of a rollback.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RollbackBody {
-    revision: u64,
-}
-
-/// The body of `GET /v1/bundles`.
-#[derive(Debug, Serialize)]
-pub(super) struct ListView {
-    revision: u64,
-    bundles: Vec<BundleView>,
-}
-
-#[derive(Debug, Serialize)]
-struct BundleView {
-    trust_domain: TrustDomain,
-    role: Role,
-    sequence: Option<u64>,
-    digest: String,
-    source: String,
-    accepted_at: String,
-    authorities: usize,
-    revision: u64,
-    warnings: Vec<WarningView>,
-    /// The SPIFFE bundle document as a JSON object (re-serialised compactly in the
-    /// order received, it is byte for byte the stored document).
-    bundle: serde_json::Value,
-}
-
-/// The body of `GET /v1/bundles/{td}/history`.
-#[derive(Debug, Serialize)]
-pub(super) struct HistoryView {
-    history: Vec<HistoryEntry>,
-}
-
-#[derive(Debug, Serialize)]
-struct HistoryEntry {
-    revision: u64,
-    sequence: Option<u64>,
-    digest: String,
-    source: String,
-    accepted_at: String,
-}
-
-/// The answer to a `PUT` or a rollback.
-#[derive(Debug, Serialize)]
-pub(super) struct ChangeView {
-    outcome: &'static str,
-    revision: u64,
-    warnings: Vec<String>,
-    ignored: Vec<IgnoredView>,
-}
-
-#[derive(Debug, Serialize)]
-struct IgnoredView {
-    location: String,
-    reason: String,
 }
 
 /// A parsed upload: the bundle and what the parser left out or flagged.
@@ -344,7 +282,7 @@ fn parse(
         }),
         other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!("Content-Type {other:?}: send {JSON} (SPIFFE bundle) or {PEM}"),
         )),
     }
@@ -355,7 +293,7 @@ fn change_view(
     outcome: Outcome,
     lints: &[Lint],
     ignored: &[Ignored],
-) -> ChangeView {
+) -> Change {
     let mut warnings: Vec<String> = lints
         .iter()
         .map(|l| format!("{}: {}", l.location, l.kind))
@@ -366,18 +304,21 @@ fn change_view(
             warnings: policy,
         } => {
             warnings.extend(policy.iter().map(Warning::to_string));
-            ("accepted", revision)
+            (ChangeOutcome::Accepted, revision)
         }
         // Nothing was written: the revision is the one already serving.
-        Outcome::Unchanged => ("unchanged", state.trust_store.snapshot().revision),
+        Outcome::Unchanged => (
+            ChangeOutcome::Unchanged,
+            state.trust_store.snapshot().revision,
+        ),
     };
-    ChangeView {
+    Change {
         outcome,
         revision,
         warnings,
         ignored: ignored
             .iter()
-            .map(|i| IgnoredView {
+            .map(|i| api::Ignored {
                 location: i.location.clone(),
                 reason: i.reason.to_string(),
             })
@@ -394,7 +335,7 @@ fn refuse_source_managed(state: &AdminState, td: &TrustDomain, verb: &str) -> Re
     let local = state.local.iter().find(|local| &local.trust_domain == td);
     if let Some(health) = local.and_then(|local| local.workload_api.as_ref()) {
         return Err(ApiError::conflict(
-            "managed_by_source",
+            ErrorCode::ManagedBySource,
             format!(
                 "{td} is a local trust domain whose bundle comes from the Workload API {}; it cannot be {verb} through the API: the SPIRE server that issues it is the only source",
                 health.socket()
@@ -404,7 +345,7 @@ fn refuse_source_managed(state: &AdminState, td: &TrustDomain, verb: &str) -> Re
     let file = local.and_then(|local| local.source_file.as_ref());
     match file {
         Some(file) => Err(ApiError::conflict(
-            "managed_by_source",
+            ErrorCode::ManagedBySource,
             format!(
                 "{td} is a local trust domain whose bundle comes from the file {}; it cannot be {verb} through the API: change the file instead (it is read again within 5 s)",
                 file.display()
@@ -435,7 +376,7 @@ fn no_bundle(td: &TrustDomain) -> ApiError {
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!("the bundle document exceeds policy.max_document_bytes ({limit} bytes)"),
     )
 }
@@ -451,16 +392,74 @@ fn body_error(err: &BytesRejection, limit: usize) -> ApiError {
 fn bundle_error(err: BundleError) -> ApiError {
     match err {
         BundleError::TooLarge { limit, .. } => too_large(limit),
-        other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_bundle", other.to_string()),
+        other => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidBundle,
+            other.to_string(),
+        ),
     }
 }
 
 fn submit_error(td: &TrustDomain, err: SubmitError) -> ApiError {
     match err {
-        SubmitError::Rejected(policy) => ApiError::conflict(policy.code(), policy.to_string()),
+        SubmitError::Rejected(policy) => {
+            ApiError::conflict(policy_code(&policy), policy.to_string())
+        }
         SubmitError::UnknownRevision { revision, .. } => {
             ApiError::not_found(format!("{td}: no stored version at revision {revision}"))
         }
         other => ApiError::internal(&other),
+    }
+}
+
+/// The API's code for a policy refusal: the same word as [`PolicyError::code`].
+fn policy_code(err: &PolicyError) -> ErrorCode {
+    match err {
+        PolicyError::TrustDomainMismatch { .. } => ErrorCode::TrustDomainMismatch,
+        PolicyError::SequenceRegression { .. } => ErrorCode::SequenceRegression,
+        PolicyError::TooManyAuthorities { .. } => ErrorCode::TooManyAuthorities,
+        PolicyError::BootstrapOverStored { .. } => ErrorCode::BootstrapOverStored,
+        PolicyError::AllElementsIgnored { .. } => ErrorCode::AllElementsIgnored,
+        PolicyError::RevocationRefused { .. } => ErrorCode::RevocationRefused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_refusals_answer_the_policys_own_code() {
+        let td: TrustDomain = "b.example".parse().unwrap();
+        let refusals = [
+            PolicyError::TrustDomainMismatch {
+                expected: td.clone(),
+                actual: "c.example".parse().unwrap(),
+            },
+            PolicyError::SequenceRegression {
+                trust_domain: td.clone(),
+                current: 2,
+                candidate: 1,
+            },
+            PolicyError::TooManyAuthorities {
+                limit: 1,
+                actual: 2,
+            },
+            PolicyError::BootstrapOverStored {
+                trust_domain: td.clone(),
+            },
+            PolicyError::AllElementsIgnored {
+                trust_domain: td.clone(),
+                summary: IgnoredSummary::default(),
+                stored: false,
+            },
+            PolicyError::RevocationRefused {
+                trust_domain: td,
+                stored: true,
+            },
+        ];
+        for refusal in refusals {
+            assert_eq!(policy_code(&refusal).as_str(), refusal.code());
+        }
     }
 }

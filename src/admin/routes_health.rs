@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AdminState;
+use super::api::{HEALTHZ, NOT_READY, READY};
 use super::error::ApiError;
 use crate::config::Scope;
 
@@ -18,15 +19,15 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /healthz`: the process answers.
 pub(super) async fn healthz() -> &'static str {
-    "ok\n"
+    HEALTHZ
 }
 
 /// `GET /readyz`: 200 once the gateway serves, 503 before (and during shutdown).
 pub(super) async fn readyz(State(state): State<AdminState>) -> Response {
     if *state.ready.borrow() {
-        (StatusCode::OK, "ready\n").into_response()
+        (StatusCode::OK, READY).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, NOT_READY).into_response()
     }
 }
 

@@ -1,29 +1,30 @@
 //! Federation relationship routes: list and show (with origin, trust chain and fetch
 //! status), create, replace and delete (through the relationship
-//! [`Registry`](crate::registry::Registry)), and "refresh now", which the poller
-//! manager answers through a [`RefreshRequest`].
+//! [`Registry`](crate::registry::Registry)), and "refresh now", which the relationship's
+//! poller answers ([`Pollers::refresh`](crate::sources::pollers::Pollers::refresh)).
 //!
-//! Owns the HTTP shapes: the request body ([`RelationshipSpec`], JSON), the views, and
-//! which error is which status and code. It does not own the rules a relationship
-//! must follow, persistence or polling (the registry), or fetching.
+//! Owns reading the request body ([`RelationshipSpec`], JSON), building the answers
+//! (the API contract's [`api::Relationship`] and friends) and which error is which
+//! status and code. It does not own the rules a relationship must follow,
+//! persistence or polling (the registry), or fetching.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::{Deserialize, Serialize};
-use spiffe_federation::{SpiffeId, TrustDomain};
+use spiffe_federation::TrustDomain;
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
-use url::Url;
 
+use super::api::{self, DeleteQuery, ErrorCode, RefreshReport, RelationshipList};
 use super::error::ApiError;
-use super::routes_status::{FetchStatus, fetch_status};
-use super::{AdminState, RefreshRequest, trust_domain};
-use crate::config::{ConfigError, ProfileName, ProxyConfig, Relationship, Scope};
-use crate::registry::chain::Chain;
+use super::routes_status::fetch_status;
+use super::{AdminState, trust_domain};
+use crate::config::{ConfigError, Scope};
+use crate::registry::chain::{Chain, ChainEnd};
 use crate::registry::{Details, Origin, Registry, RegistryError, RelationshipSpec};
-use crate::sources::resolved::{MaterialSource, RelationshipError};
+use crate::relationship::Relationship;
+use crate::relationship::{MaterialSource, RelationshipError};
+use crate::sources::pollers::PollReport;
 use crate::trust::store::Snapshot;
 
 /// The largest create or replace body: room for a bootstrap bundle and extra roots of
@@ -38,7 +39,7 @@ pub(super) fn body_limit(max_document_bytes: usize) -> usize {
 pub(super) async fn list(
     State(state): State<AdminState>,
     headers: HeaderMap,
-) -> Result<Json<ListView>, ApiError> {
+) -> Result<Json<RelationshipList>, ApiError> {
     state.access.authorize(&headers, Scope::Read)?;
     let now = OffsetDateTime::now_utc();
     let snapshot = state.trust_store.snapshot();
@@ -47,7 +48,7 @@ pub(super) async fn list(
         .entries()
         .map(|(r, details)| view(&state, &snapshot, r, details, now))
         .collect();
-    Ok(Json(ListView { relationships }))
+    Ok(Json(RelationshipList { relationships }))
 }
 
 /// `GET /v1/federation-relationships/{td}`.
@@ -55,7 +56,7 @@ pub(super) async fn show(
     State(state): State<AdminState>,
     Path(td): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<RelationshipView>, ApiError> {
+) -> Result<Json<api::Relationship>, ApiError> {
     state.access.authorize(&headers, Scope::Read)?;
     let td = trust_domain(&td)?;
     current_view(&state, &td).map(Json)
@@ -66,7 +67,7 @@ pub(super) async fn create(
     State(state): State<AdminState>,
     headers: HeaderMap,
     body: Result<Json<RelationshipSpec>, JsonRejection>,
-) -> Result<(StatusCode, Json<RelationshipView>), ApiError> {
+) -> Result<(StatusCode, Json<api::Relationship>), ApiError> {
     let principal = state.access.authorize(&headers, Scope::Write)?;
     let registry = registry(&state)?;
     let Json(spec) = body.map_err(|err| body_error(&err))?;
@@ -84,7 +85,7 @@ pub(super) async fn replace(
     Path(td): Path<String>,
     headers: HeaderMap,
     body: Result<Json<RelationshipSpec>, JsonRejection>,
-) -> Result<Json<RelationshipView>, ApiError> {
+) -> Result<Json<api::Relationship>, ApiError> {
     let principal = state.access.authorize(&headers, Scope::Write)?;
     let td = trust_domain(&td)?;
     let registry = registry(&state)?;
@@ -116,60 +117,23 @@ pub(super) async fn delete(
 }
 
 /// `POST /v1/federation-relationships/{td}/refresh`: fetch now and answer with the
-/// poller's result.
+/// poller's report, which must read as a [`RefreshReport`].
 pub(super) async fn refresh(
     State(state): State<AdminState>,
     Path(td): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RefreshReport>, ApiError> {
     state.access.authorize(&headers, Scope::Write)?;
     let td = trust_domain(&td)?;
     if state.relationships.find(&td).is_none() {
         return Err(not_found(&td));
     }
-    let (reply, answer) = oneshot::channel();
-    let request = RefreshRequest {
-        trust_domain: td,
-        reply,
+    let pollers = state.pollers.as_ref().ok_or_else(poller_unavailable)?;
+    let Some(poll) = pollers.refresh(&td).await else {
+        return Err(ApiError::not_found(format!("no poller for {td}")));
     };
-    state
-        .refresh
-        .send(request)
-        .await
-        .map_err(|_| poller_unavailable())?;
-    let value = answer.await.map_err(|_| poller_unavailable())??;
-    Ok(Json(value))
-}
-
-/// `?force=` of a delete.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct DeleteQuery {
-    #[serde(default)]
-    force: bool,
-}
-
-/// The body of `GET /v1/federation-relationships`.
-#[derive(Debug, Serialize)]
-pub(super) struct ListView {
-    relationships: Vec<RelationshipView>,
-}
-
-/// One relationship as the API shows it.
-#[derive(Debug, Serialize)]
-pub(super) struct RelationshipView {
-    trust_domain: TrustDomain,
-    origin: Origin,
-    urls: Vec<Url>,
-    profile: ProfileName,
-    endpoint_spiffe_id: Option<SpiffeId>,
-    follow_redirects: bool,
-    proxy: ProxyConfig,
-    allow_revocation: bool,
-    #[serde(flatten)]
-    chain: Chain,
-    warnings: Vec<String>,
-    status: FetchStatus,
+    let report = refresh_report(poll)?;
+    Ok(Json(report))
 }
 
 fn view(
@@ -178,25 +142,48 @@ fn view(
     relationship: &Relationship,
     details: &Details,
     now: OffsetDateTime,
-) -> RelationshipView {
+) -> api::Relationship {
     let td = &relationship.trust_domain;
-    RelationshipView {
+    api::Relationship {
         trust_domain: td.clone(),
-        origin: details.origin,
+        origin: origin(details.origin),
         urls: relationship.endpoint_urls(),
         profile: relationship.profile,
         endpoint_spiffe_id: relationship.endpoint_spiffe_id.clone(),
         follow_redirects: relationship.follow_redirects,
         proxy: relationship.proxy.clone(),
         allow_revocation: relationship.allow_revocation,
-        chain: details.chain.clone(),
+        chain: chain(&details.chain),
         warnings: details.warnings.clone(),
         status: fetch_status(state, snapshot, td, Some(relationship), now),
     }
 }
 
+fn origin(origin: Origin) -> api::Origin {
+    match origin {
+        Origin::Configuration => api::Origin::Configuration,
+        Origin::Api => api::Origin::Api,
+    }
+}
+
+fn chain(chain: &Chain) -> api::TrustChain {
+    api::TrustChain {
+        depends_on: chain.depends_on.clone(),
+        chain_depth: chain.chain_depth,
+        chain_end: match chain.chain_end {
+            ChainEnd::WebPki => api::ChainEnd::WebPki,
+            ChainEnd::SelfServing => api::ChainEnd::SelfServing,
+            ChainEnd::Local => api::ChainEnd::Local,
+            ChainEnd::Bootstrap => api::ChainEnd::Bootstrap,
+            ChainEnd::Static => api::ChainEnd::Static,
+            ChainEnd::Cycle => api::ChainEnd::Cycle,
+        },
+        cycle: chain.cycle,
+    }
+}
+
 /// The view of `td` as now listed.
-fn current_view(state: &AdminState, td: &TrustDomain) -> Result<RelationshipView, ApiError> {
+fn current_view(state: &AdminState, td: &TrustDomain) -> Result<api::Relationship, ApiError> {
     let listing = state.relationships.listing();
     let (relationship, details) = listing
         .entries()
@@ -216,7 +203,7 @@ fn registry(state: &AdminState) -> Result<&Registry, ApiError> {
     state.registry.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             "relationship changes are not available here: no relationship registry runs",
         )
     })
@@ -227,10 +214,10 @@ fn registry(state: &AdminState) -> Result<&Registry, ApiError> {
 fn body_error(err: &JsonRejection) -> ApiError {
     let status = err.status();
     let code = match status {
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid_relationship",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        _ => "invalid_argument",
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidRelationship,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        _ => ErrorCode::InvalidArgument,
     };
     ApiError::new(status, code, err.body_text())
 }
@@ -239,7 +226,7 @@ fn registry_error(err: RegistryError) -> ApiError {
     let unprocessable = |message: String| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_relationship",
+            ErrorCode::InvalidRelationship,
             message,
         )
     };
@@ -250,15 +237,15 @@ fn registry_error(err: RegistryError) -> ApiError {
         RegistryError::Invalid(other) => unprocessable(other.to_string()),
         RegistryError::Material(material) => material_error(material),
         err @ RegistryError::AlreadyExists { .. } => {
-            ApiError::conflict("already_exists", err.to_string())
+            ApiError::conflict(ErrorCode::AlreadyExists, err.to_string())
         }
         err @ RegistryError::NotFound { .. } => ApiError::not_found(err.to_string()),
         err @ RegistryError::ManagedInConfiguration { .. } => {
-            ApiError::conflict("managed_in_configuration", err.to_string())
+            ApiError::conflict(ErrorCode::ManagedInConfiguration, err.to_string())
         }
         err @ RegistryError::TrustDomainMismatch { .. } => ApiError::invalid(err.to_string()),
         err @ RegistryError::InUse { .. } => {
-            ApiError::conflict("relationship_in_use", err.to_string())
+            ApiError::conflict(ErrorCode::RelationshipInUse, err.to_string())
         }
         other => ApiError::internal(&other),
     }
@@ -288,7 +275,7 @@ fn material_error(err: RelationshipError) -> ApiError {
         RelationshipError::TooLarge { from, limit, .. } => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!(
                     "{}: larger than policy.max_document_bytes ({limit} bytes)",
                     field(from)
@@ -303,7 +290,7 @@ fn material_error(err: RelationshipError) -> ApiError {
     };
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_relationship",
+        ErrorCode::InvalidRelationship,
         message,
     )
 }
@@ -312,10 +299,37 @@ fn not_found(td: &TrustDomain) -> ApiError {
     ApiError::not_found(format!("no federation relationship with {td}"))
 }
 
+/// The API's form of a poller's report.
+fn refresh_report(poll: PollReport) -> Result<api::RefreshReport, ApiError> {
+    let outcome = match poll.outcome {
+        "accepted" => api::RefreshOutcome::Accepted,
+        "unchanged" => api::RefreshOutcome::Unchanged,
+        "rejected" => api::RefreshOutcome::Rejected,
+        "failed" => api::RefreshOutcome::Failed,
+        "awaiting_bootstrap" => api::RefreshOutcome::AwaitingBootstrap,
+        other => {
+            return Err(ApiError::internal(&format!(
+                "a poller reported the outcome {other:?}, which the API does not know"
+            )));
+        }
+    };
+    Ok(api::RefreshReport {
+        error: poll.error,
+        error_code: poll.error_code.map(str::to_owned),
+        final_url: poll.final_url,
+        next_attempt: poll.next_attempt,
+        outcome,
+        peer: poll.peer,
+        revision: poll.revision,
+        sequence: poll.sequence,
+        trust_domain: poll.trust_domain,
+    })
+}
+
 fn poller_unavailable() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
+        ErrorCode::Unavailable,
         "the poller is not running (the gateway is starting or shutting down)",
     )
 }

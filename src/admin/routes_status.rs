@@ -1,8 +1,9 @@
 //! `GET /v1/status`: every local and foreign trust domain with its state, bundle age,
 //! soonest certificate expiry, fetch health and warnings.
 //!
-//! Owns the status JSON shapes (also used by the relationship routes for their
-//! `status` member). The state rules themselves are pure functions in
+//! Owns building the status answer ([`Status`]) and a domain's fetch health (also
+//! the `status` member of a relationship); the shapes are the API contract's
+//! ([`super::api`]). The state rules themselves are pure functions in
 //! `domain_state`; the clock is read once per request, here.
 
 use std::collections::BTreeSet;
@@ -10,14 +11,18 @@ use std::collections::BTreeSet;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use serde::Serialize;
 use spiffe_federation::TrustDomain;
 use time::OffsetDateTime;
 
 use super::AdminState;
-use super::domain_state::{self, DomainState, ForeignFacts};
+use super::api::{
+    DomainState, FetchStatus, LastError, Role, Status, StatusDomain, TaskRecord, WaitingListener,
+    Warning,
+};
+use super::domain_state::{self, ForeignFacts};
 use super::error::ApiError;
-use crate::config::{ProfileName, Relationship, Scope, Seconds};
+use crate::config::{ProfileName, Scope, Seconds};
+use crate::relationship::Relationship;
 use crate::trust::db::RelationshipStatus;
 use crate::trust::store::{Entry, Snapshot};
 
@@ -25,58 +30,24 @@ use crate::trust::store::{Entry, Snapshot};
 pub(super) async fn status(
     State(state): State<AdminState>,
     headers: HeaderMap,
-) -> Result<Json<StatusView>, ApiError> {
+) -> Result<Json<Status>, ApiError> {
     state.access.authorize(&headers, Scope::Read)?;
     let now = OffsetDateTime::now_utc();
     Ok(Json(status_view(&state, now)))
 }
 
-/// The body of `GET /v1/status`.
-#[derive(Debug, Serialize)]
-pub(super) struct StatusView {
-    revision: u64,
-    domains: Vec<DomainView>,
-    /// Supervised tasks (pollers, sinks, followers) that have panicked since start,
-    /// each with code `task_panicked`; empty on a healthy gateway.
-    tasks: Vec<crate::supervise::TaskRecord>,
-    /// Configured listeners not serving yet, each with code `listener_waiting` and
-    /// what it waits for; empty once every listener serves.
-    waiting_listeners: Vec<crate::supervise::WaitingListener>,
-}
-
-#[derive(Debug, Serialize)]
-struct DomainView {
-    trust_domain: TrustDomain,
-    role: Role,
-    sequence: Option<u64>,
-    accepted_at: Option<String>,
-    age_seconds: Option<i64>,
-    soonest_expiry: Option<String>,
-    #[serde(flatten)]
-    fetch: FetchStatus,
-    warnings: Vec<WarningView>,
-}
-
-/// A warning about a trust domain's stored bundle or its configuration, with a stable
-/// code (documented in docs/admin-api.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(super) struct WarningView {
-    code: &'static str,
-    message: String,
-}
-
 /// The warnings shown for a domain: a stored bundle with no authorities (`revoked`),
 /// the stored bundle's own (ID-16, SEC-7) and, for a local domain, the lint on its
 /// served refresh hint (SEC-6).
-pub(super) fn warnings(entry: Option<&Entry>, served_hint: Option<Seconds>) -> Vec<WarningView> {
+pub(super) fn warnings(entry: Option<&Entry>, served_hint: Option<Seconds>) -> Vec<Warning> {
     let hint = served_hint
         .and_then(crate::config::served_hint_warning)
-        .map(|message| WarningView {
-            code: "served_refresh_hint_too_long",
+        .map(|message| Warning {
+            code: "served_refresh_hint_too_long".to_owned(),
             message: format!("refresh_hint {message}"),
         });
-    let revoked = entry.filter(|e| e.bundle.is_empty()).map(|e| WarningView {
-        code: "revoked",
+    let revoked = entry.filter(|e| e.bundle.is_empty()).map(|e| Warning {
+        code: "revoked".to_owned(),
         message: format!(
             "the stored bundle has no authorities ({}): no SVID of the trust domain is trusted",
             e.source
@@ -85,53 +56,25 @@ pub(super) fn warnings(entry: Option<&Entry>, served_hint: Option<Seconds>) -> V
     let stored = entry
         .into_iter()
         .flat_map(|e| &e.warnings)
-        .map(|w| WarningView {
-            code: w.code(),
+        .map(|w| Warning {
+            code: w.code().to_owned(),
             message: w.to_string(),
         });
     revoked.into_iter().chain(hint).chain(stored).collect()
 }
 
-/// Whether the gateway speaks for a domain or fetches it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum Role {
-    /// Served by this gateway.
-    Local,
-    /// Fetched (or pushed by an operator).
-    Foreign,
-}
-
-/// A domain's state and fetch health; the `status` member of a relationship.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct FetchStatus {
-    state: DomainState,
-    last_success: Option<String>,
-    last_error: Option<LastErrorView>,
-    next_attempt: Option<String>,
-    consecutive_failures: u32,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct LastErrorView {
-    at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<String>,
-    message: String,
-}
-
-fn status_view(state: &AdminState, now: OffsetDateTime) -> StatusView {
+fn status_view(state: &AdminState, now: OffsetDateTime) -> Status {
     let snapshot = state.trust_store.snapshot();
     let relationships = state.relationships.load();
     let locals: BTreeSet<&TrustDomain> = state.local.iter().map(|l| &l.trust_domain).collect();
-    let mut domains: Vec<DomainView> = state
+    let mut domains: Vec<StatusDomain> = state
         .local
         .iter()
         .map(|local| {
             let has_bundle = snapshot.get(&local.trust_domain).is_some();
             let fetch = match &local.workload_api {
-                Some(health) => FetchStatus::from_workload_api(has_bundle, &health.load()),
-                None => FetchStatus::idle(domain_state::local_state(has_bundle)),
+                Some(health) => from_workload_api(has_bundle, &health.load()),
+                None => idle(domain_state::local_state(has_bundle)),
             };
             let mut view = domain_view(&snapshot, &local.trust_domain, Role::Local, fetch, now);
             view.warnings = warnings(snapshot.get(&local.trust_domain), Some(local.refresh_hint));
@@ -149,11 +92,37 @@ fn status_view(state: &AdminState, now: OffsetDateTime) -> StatusView {
         let fetch = fetch_status(state, &snapshot, td, relationship, now);
         domains.push(domain_view(&snapshot, td, Role::Foreign, fetch, now));
     }
-    StatusView {
+    Status {
         revision: snapshot.revision,
         domains,
-        tasks: state.tasks.records(),
-        waiting_listeners: state.tasks.waiting_listeners(),
+        tasks: state.tasks.records().into_iter().map(task).collect(),
+        waiting_listeners: state
+            .tasks
+            .waiting_listeners()
+            .into_iter()
+            .map(waiting)
+            .collect(),
+    }
+}
+
+fn task(record: crate::supervise::TaskRecord) -> TaskRecord {
+    TaskRecord {
+        task: record.task,
+        code: record.code.to_owned(),
+        panics: record.panics,
+        message: record.message,
+        at: record.at,
+        restarts_at: record.restarts_at,
+    }
+}
+
+fn waiting(listener: crate::supervise::WaitingListener) -> WaitingListener {
+    WaitingListener {
+        listener: listener.listener,
+        listen: listener.listen,
+        code: listener.code.to_owned(),
+        reason: listener.reason,
+        since: listener.since,
     }
 }
 
@@ -163,9 +132,9 @@ fn domain_view(
     role: Role,
     fetch: FetchStatus,
     now: OffsetDateTime,
-) -> DomainView {
+) -> StatusDomain {
     let entry = snapshot.get(td);
-    DomainView {
+    StatusDomain {
         trust_domain: td.clone(),
         role,
         sequence: entry.and_then(|e| e.sequence),
@@ -179,52 +148,52 @@ fn domain_view(
     }
 }
 
-impl FetchStatus {
-    /// A domain nothing fetches (local domains).
-    fn idle(state: DomainState) -> Self {
-        Self {
-            state,
-            last_success: None,
-            last_error: None,
-            next_attempt: None,
-            consecutive_failures: 0,
-        }
+/// The fetch status of a domain nothing fetches (local domains).
+fn idle(state: DomainState) -> FetchStatus {
+    FetchStatus {
+        state,
+        last_success: None,
+        last_error: None,
+        next_attempt: None,
+        consecutive_failures: 0,
     }
-    /// A local domain streamed from a Workload API: `failing` while the agent cannot
-    /// be reached (the stored bundle keeps serving), with the socket and the cause.
-    fn from_workload_api(
-        has_bundle: bool,
-        health: &crate::sources::local::workload::Health,
-    ) -> Self {
-        let state = if health.consecutive_failures > 0 {
-            DomainState::Failing
-        } else {
-            domain_state::local_state(has_bundle)
-        };
-        Self {
-            state,
-            last_success: health.last_success.map(domain_state::rfc3339),
-            last_error: health.last_error.as_ref().map(|e| LastErrorView {
-                at: domain_state::rfc3339(e.at),
-                code: Some(e.code.to_owned()),
-                message: e.message.clone(),
-            }),
-            next_attempt: health.next_attempt.map(domain_state::rfc3339),
-            consecutive_failures: health.consecutive_failures,
-        }
+}
+
+/// A local domain streamed from a Workload API: `failing` while the agent cannot be
+/// reached (the stored bundle keeps serving), with the socket and the cause.
+fn from_workload_api(
+    has_bundle: bool,
+    health: &crate::sources::local::workload::Health,
+) -> FetchStatus {
+    let state = if health.consecutive_failures > 0 {
+        DomainState::Failing
+    } else {
+        domain_state::local_state(has_bundle)
+    };
+    FetchStatus {
+        state,
+        last_success: health.last_success.map(domain_state::rfc3339),
+        last_error: health.last_error.as_ref().map(|e| LastError {
+            at: domain_state::rfc3339(e.at),
+            code: Some(e.code.to_owned()),
+            message: e.message.clone(),
+        }),
+        next_attempt: health.next_attempt.map(domain_state::rfc3339),
+        consecutive_failures: health.consecutive_failures,
     }
-    fn from_record(state: DomainState, status: &RelationshipStatus) -> Self {
-        Self {
-            state,
-            last_success: status.last_success.map(domain_state::unix_rfc3339),
-            last_error: status.last_error.as_ref().map(|e| LastErrorView {
-                at: domain_state::unix_rfc3339(e.at),
-                code: e.code.clone(),
-                message: e.message.clone(),
-            }),
-            next_attempt: status.next_attempt.map(domain_state::unix_rfc3339),
-            consecutive_failures: status.consecutive_failures,
-        }
+}
+
+fn from_record(state: DomainState, status: &RelationshipStatus) -> FetchStatus {
+    FetchStatus {
+        state,
+        last_success: status.last_success.map(domain_state::unix_rfc3339),
+        last_error: status.last_error.as_ref().map(|e| LastError {
+            at: domain_state::unix_rfc3339(e.at),
+            code: e.code.clone(),
+            message: e.message.clone(),
+        }),
+        next_attempt: status.next_attempt.map(domain_state::unix_rfc3339),
+        consecutive_failures: status.consecutive_failures,
     }
 }
 
@@ -255,7 +224,7 @@ pub(super) fn fetch_status(
             entry.map(|e| e.bundle.as_ref()),
         ),
     };
-    FetchStatus::from_record(domain_state::foreign_state(&facts, now), &status)
+    from_record(domain_state::foreign_state(&facts, now), &status)
 }
 
 /// `https_spiffe` needs the bundle of the endpoint SPIFFE ID's trust domain to

@@ -19,11 +19,11 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::DropGuard;
 
 use super::AdminState;
+use super::api::{BUNDLES_EVENT, WatchQuery};
 use super::error::ApiError;
 use super::watchers::{Admitted, Progress};
 use crate::config::{Scope, Seconds};
@@ -38,16 +38,6 @@ pub(super) const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// How often an idle event stream sends a keep-alive comment.
 pub(super) const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-/// The query of `GET /v1/bundles`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct WatchQuery {
-    /// The revision the caller holds: answer once the global revision differs.
-    wait: Option<u64>,
-    /// How long to wait at most (`30`, `"30s"`, `"5m"`); only with `wait`.
-    timeout: Option<String>,
-}
 
 /// `GET /v1/bundles[?wait=REVISION[&timeout=30s]]`: the full state; with `wait`, not
 /// before the global revision differs from `REVISION` or the timeout passes (then the
@@ -200,7 +190,7 @@ impl Follower {
 fn event(revision: u64, json: &Bytes) -> VecDeque<Bytes> {
     let mut chunks = VecDeque::new();
     chunks.push_back(Bytes::from(format!(
-        "event: bundles\nid: {revision}\ndata: "
+        "event: {BUNDLES_EVENT}\nid: {revision}\ndata: "
     )));
     let mut offset = 0;
     while offset < json.len() {

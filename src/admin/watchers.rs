@@ -21,21 +21,16 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::AdminState;
+use super::api::ErrorCode;
 use super::error::ApiError;
 use super::routes_bundles::list_view;
 pub use crate::config::WatchLimits;
 use crate::net::ConnectionHandle;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
+use crate::telemetry::families::{WATCH_CLIENTS, WATCH_CLIENTS_DROPPED, WATCH_CLIENTS_REFUSED};
 use crate::telemetry::log_guard::RateLimit;
 use crate::trust::store::Snapshot;
-
-/// Clients (event streams and waiting long polls) open at once.
-pub const CLIENTS_METRIC: &str = "fedgw_watch_clients";
-/// Clients refused because `admin.watch.max_clients` were open.
-pub const REFUSED_METRIC: &str = "fedgw_watch_clients_refused_total";
-/// Event stream clients dropped for not reading.
-pub const DROPPED_METRIC: &str = "fedgw_watch_clients_dropped_total";
 
 /// The watch API's shared part; cheap to clone.
 #[derive(Debug, Clone)]
@@ -59,12 +54,7 @@ impl Watchers {
     /// Bounded by `limits`, counted in `metrics`; supervisors of event streams run
     /// under `shutdown`.
     pub fn new(limits: WatchLimits, metrics: Metrics, shutdown: Shutdown) -> Self {
-        metrics.set(
-            CLIENTS_METRIC,
-            "Watch API clients open (event streams and waiting long polls).",
-            &[],
-            0.0,
-        );
+        metrics.set(WATCH_CLIENTS, &[], 0.0);
         Self {
             inner: Arc::new(Inner {
                 limits,
@@ -91,15 +81,10 @@ impl Watchers {
         let max = self.inner.limits.max_clients;
         if self.inner.open.fetch_add(1, Ordering::SeqCst) >= max {
             self.inner.open.fetch_sub(1, Ordering::SeqCst);
-            self.inner.metrics.inc(
-                REFUSED_METRIC,
-                "Watch API clients refused because admin.watch.max_clients were open.",
-                &[],
-                1.0,
-            );
+            self.inner.metrics.inc(WATCH_CLIENTS_REFUSED, &[], 1.0);
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_watchers",
+                ErrorCode::TooManyWatchers,
                 format!("{max} watch clients are open (admin.watch.max_clients); retry later"),
             ));
         }
@@ -111,12 +96,7 @@ impl Watchers {
 
     fn gauge(&self) {
         let open = self.inner.open.load(Ordering::SeqCst);
-        self.inner.metrics.set(
-            CLIENTS_METRIC,
-            "Watch API clients open (event streams and waiting long polls).",
-            &[],
-            open as f64,
-        );
+        self.inner.metrics.set(WATCH_CLIENTS, &[], open as f64);
     }
 
     /// The full state of `snapshot` as JSON (the body of `GET /v1/bundles`), made
@@ -187,12 +167,7 @@ impl Watchers {
     }
 
     fn dropped(&self, connection: Option<&ConnectionHandle>) {
-        self.inner.metrics.inc(
-            DROPPED_METRIC,
-            "Watch API event streams dropped because the client stopped reading.",
-            &[],
-            1.0,
-        );
+        self.inner.metrics.inc(WATCH_CLIENTS_DROPPED, &[], 1.0);
         if let Some(held_back) = self.inner.drop_log.check(std::time::Instant::now()) {
             tracing::info!(
                 similar_messages_held_back = held_back,

@@ -3,9 +3,10 @@
 //!
 //! Owns reaching the gateway (unix socket by default, or an `https://` / `http://` URL
 //! with a bearer token and, over `https://`, the roots that authenticate the server and
-//! an optional client X509-SVID for mTLS: [`ClientTls`]) and turning its JSON errors
-//! into [`ClientError`]s that keep the API's code and message. It does not own output
-//! formatting (the CLI does).
+//! an optional client X509-SVID for mTLS: [`ClientTls`]), turning its JSON errors
+//! into [`ClientError`]s that keep the API's code and message, and reading answers
+//! into the API contract's types ([`Answer::decode`], [`crate::admin::api`]). It does
+//! not own output formatting (the CLI does).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,8 +18,12 @@ use rustls::RootCertStore;
 use rustls::crypto::aws_lc_rs;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize as _;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use spiffe_federation::{Bundle, TrustDomain};
+
+use crate::admin::api::ErrorResponse;
 
 /// Where the admin API is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +90,16 @@ pub enum ClientError {
         status: u16,
         /// The start of the body.
         body: String,
+    },
+    /// A successful answer is not the shape the API contract gives it.
+    #[error("unexpected answer from the admin API (HTTP {status}): not a {what}: {reason}")]
+    Shape {
+        /// HTTP status.
+        status: u16,
+        /// The type it was read as, e.g. `fedgw::admin::api::Status`.
+        what: &'static str,
+        /// Why it does not read as one.
+        reason: String,
     },
     /// A TLS file (`--admin-ca`, `--admin-cert`, `--admin-key`) cannot be used.
     #[error("{path}: {reason}")]
@@ -254,6 +269,21 @@ pub struct Answer {
     pub json: Option<Value>,
     /// The raw body.
     pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The JSON body read as `T`, one of the API contract's answer types
+    /// ([`crate::admin::api`]).
+    ///
+    /// # Errors
+    /// [`ClientError::Shape`] when the body is not JSON or not a `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        serde_json::from_slice(&self.body).map_err(|err| ClientError::Shape {
+            status: self.status,
+            what: std::any::type_name::<T>(),
+            reason: err.to_string(),
+        })
+    }
 }
 
 impl AdminClient {
@@ -426,19 +456,14 @@ pub enum Body {
 }
 
 fn api_error(status: StatusCode, json: Option<&Value>, bytes: &[u8]) -> ClientError {
-    let field = |name: &str| {
-        json.and_then(|v| v.get("error"))
-            .and_then(|e| e.get(name))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    match (field("code"), field("message")) {
-        (Some(code), Some(message)) => ClientError::Api {
+    let body = json.and_then(|json| ErrorResponse::deserialize(json).ok());
+    match body {
+        Some(ErrorResponse { error }) => ClientError::Api {
             status: status.as_u16(),
-            code,
-            message,
+            code: error.code,
+            message: error.message,
         },
-        _ => ClientError::Unexpected {
+        None => ClientError::Unexpected {
             status: status.as_u16(),
             body: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
         },

@@ -5,7 +5,8 @@
 //! Owns the follow loop: a long poll on the gateway's watch API (`GET
 //! /v1/bundles?wait=REVISION`, see `docs/admin-api.md`) through the admin client
 //! (unix socket, `http://` with a token, or `https://` with mTLS), each answer — the
-//! full state at one revision (DIST-5) — written by the same [`FilesSink`] the
+//! full state at one revision (DIST-5), read as the API contract's [`BundleList`] —
+//! written by the same [`FilesSink`] the
 //! gateway's `[[sinks.files]]` use. A failed call or write is retried with a
 //! doubling, jittered backoff ([`retry_after`]) and the files in place stay, so the
 //! agent rides out a gateway restart; an answer it cannot read changes nothing. It
@@ -17,9 +18,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::Method;
+use serde::Deserialize as _;
 use serde_json::Value;
 use spiffe_federation::{Bundle, TrustDomain};
 
+use crate::admin::api::BundleList;
 use crate::client::admin_client::{AdminClient, ClientError};
 use crate::digest::sha256_hex;
 use crate::outputs::files::{FilesError, FilesSink, FilesSinkConfig, Published, State};
@@ -167,44 +170,25 @@ pub fn retry_after(failures: u32, jitter: f64) -> Duration {
 /// [`AnswerError`] naming what is wrong; one bad bundle refuses the whole answer, so
 /// that a domain is never dropped by mistake.
 pub fn state_from_answer(json: &Value) -> Result<(u64, State), AnswerError> {
-    let shape = |reason: &str| AnswerError::Shape {
-        reason: reason.to_owned(),
-    };
-    let revision = json
-        .get("revision")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| shape("no revision"))?;
-    let items = json
-        .get("bundles")
-        .and_then(Value::as_array)
-        .ok_or_else(|| shape("no bundles list"))?;
+    let list = BundleList::deserialize(json).map_err(|err| AnswerError::Shape {
+        reason: err.to_string(),
+    })?;
     let mut state = State::new();
-    for item in items {
-        let trust_domain: TrustDomain = item
-            .get("trust_domain")
-            .and_then(Value::as_str)
-            .ok_or_else(|| shape("a bundle without trust_domain"))?
-            .parse()
-            .map_err(|err| AnswerError::Shape {
-                reason: format!("bad trust_domain: {err}"),
-            })?;
-        let document = match item.get("bundle") {
-            Some(object @ Value::Object(_)) => object.to_string().into_bytes(),
-            _ => {
-                return Err(AnswerError::Shape {
-                    reason: format!(
-                        "{trust_domain}: no bundle document (is the gateway older than the watch API?)"
-                    ),
-                });
-            }
-        };
+    for item in list.bundles {
+        let trust_domain = item.trust_domain;
+        if !item.bundle.is_object() {
+            return Err(AnswerError::Shape {
+                reason: format!("{trust_domain}: the bundle document is not a JSON object"),
+            });
+        }
+        let document = item.bundle.to_string().into_bytes();
         let bundle = Bundle::parse(&trust_domain, &document)
             .map_err(|err| AnswerError::Bundle {
                 trust_domain: trust_domain.clone(),
                 reason: err.to_string(),
             })?
             .bundle;
-        if item.get("digest").and_then(Value::as_str) != Some(sha256_hex(&document).as_str()) {
+        if item.digest != sha256_hex(&document) {
             // Re-serialised, the document is byte for byte the stored one; if a
             // gateway ever sends it otherwise, the content still is what it stores.
             tracing::debug!(trust_domain = %trust_domain, "agent: document digest differs from the gateway's");
@@ -219,7 +203,7 @@ pub fn state_from_answer(json: &Value) -> Result<(u64, State), AnswerError> {
             });
         }
     }
-    Ok((revision, state))
+    Ok((list.revision, state))
 }
 
 #[cfg(test)]
@@ -241,13 +225,20 @@ mod tests {
         assert_eq!(retry_after(1, f64::NAN), Duration::from_secs(1));
     }
 
+    /// A `GET /v1/bundles` entry for `td` carrying `bundle`.
+    fn entry(td: &str, bundle: Value) -> Value {
+        json!({
+            "trust_domain": td, "role": "foreign", "sequence": 4,
+            "digest": sha256_hex(bundle.to_string().as_bytes()),
+            "source": "operator test", "accepted_at": "2026-01-10T12:00:00Z",
+            "authorities": 0, "revision": 9, "warnings": [], "bundle": bundle,
+        })
+    }
+
     #[test]
     fn dist_5_answers_are_read_whole_or_refused() {
         let document = json!({"keys": [], "spiffe_sequence": 4});
-        let digest = sha256_hex(document.to_string().as_bytes());
-        let good = json!({"revision": 9, "bundles": [
-            {"trust_domain": "a.example", "sequence": 4, "digest": digest, "bundle": document}
-        ]});
+        let good = json!({"revision": 9, "bundles": [entry("a.example", document)]});
         let (revision, state) = state_from_answer(&good).unwrap();
         assert_eq!(revision, 9);
         let a = state.get(&"a.example".parse().unwrap()).unwrap();
@@ -258,7 +249,7 @@ mod tests {
         assert!(state_from_answer(&empty).unwrap().1.is_empty());
 
         let bad_bundle = json!({"revision": 9, "bundles": [
-            {"trust_domain": "a.example", "bundle": {"keys": 3}}
+            entry("a.example", json!({"keys": 3}))
         ]});
         assert!(matches!(
             state_from_answer(&bad_bundle),
@@ -269,6 +260,12 @@ mod tests {
             json!({"revision": 1}),
             json!({"revision": 1, "bundles": [{"trust_domain": "a.example"}]}),
             json!({"revision": 1, "bundles": [{"trust_domain": "A B", "bundle": {"keys": []}}]}),
+            json!({"revision": 1, "bundles": [entry("A B", json!({"keys": []}))]}),
+            json!({"revision": 1, "bundles": [entry("a.example", json!([]))]}),
+            json!({"revision": 1, "bundles": [
+                entry("a.example", json!({"keys": []})),
+                entry("a.example", json!({"keys": []})),
+            ]}),
         ] {
             assert!(
                 matches!(state_from_answer(&shape), Err(AnswerError::Shape { .. })),

@@ -2,17 +2,24 @@
 //! or JSON. Names mirror `spire-server federation …` and `spire-server bundle …` where
 //! they overlap.
 //!
-//! Owns request shapes and output formatting. It does not own argument parsing
-//! (`main.rs`) or the transport ([`crate::client::admin_client`]).
+//! Owns building requests and formatting answers, which it reads into the API
+//! contract's types ([`crate::admin::api`]); `--json` prints the answer as received.
+//! It does not own argument parsing (`main.rs`), the transport
+//! ([`crate::client::admin_client`]) or the shapes themselves.
 
 use std::path::PathBuf;
 
 use reqwest::Method;
+use serde::Serialize;
 use serde_json::{Value, json};
 use spiffe_federation::{SpiffeId, TrustDomain};
 use url::Url;
 
-use crate::client::admin_client::{AdminClient, Body, ClientError};
+use crate::admin::api::{
+    BundleList, Change, History, JwtSvid, JwtValidateRequest, LastError, RefreshOutcome,
+    RefreshReport, Relationship, RelationshipList, Status, Warning,
+};
+use crate::client::admin_client::{AdminClient, Answer, Body, ClientError};
 use crate::config::{DocumentFormat, ProfileName, ProxyConfig};
 use crate::registry::cftd::Cftd;
 
@@ -226,11 +233,7 @@ pub async fn federation_create(
             Some(Body::Json(body.to_json().await?)),
         )
         .await?;
-    Ok(relationship_output(
-        answer.json.unwrap_or(Value::Null),
-        json,
-        "created",
-    ))
+    relationship_output(answer, json, "created")
 }
 
 /// `fedgw federation update` (replaces a relationship created through the API and
@@ -247,11 +250,7 @@ pub async fn federation_update(
     let answer = client
         .call(Method::PUT, &path, Some(Body::Json(body.to_json().await?)))
         .await?;
-    Ok(relationship_output(
-        answer.json.unwrap_or(Value::Null),
-        json,
-        "updated",
-    ))
+    relationship_output(answer, json, "updated")
 }
 
 /// What `fedgw federation apply` did with one object.
@@ -359,8 +358,8 @@ async fn apply_one(client: &AdminClient, object: &Cftd) -> Result<ApplyOutcome, 
     let td = &object.spec.trust_domain;
     let path = format!("/v1/federation-relationships/{td}");
     let body = json!(object.spec);
-    let current = match client.call(Method::GET, &path, None).await {
-        Ok(answer) => answer.json.unwrap_or(Value::Null),
+    let current: Relationship = match client.call(Method::GET, &path, None).await {
+        Ok(answer) => answer.decode()?,
         Err(ClientError::Api { status: 404, .. }) => {
             client
                 .call(
@@ -373,24 +372,13 @@ async fn apply_one(client: &AdminClient, object: &Cftd) -> Result<ApplyOutcome, 
         }
         Err(err) => return Err(err.into()),
     };
-    let wanted = json!({
-        "urls": object.spec.to_config().endpoint_urls(),
-        "profile": object.spec.profile,
-        "endpoint_spiffe_id": object.spec.endpoint_spiffe_id,
-        "follow_redirects": object.spec.follow_redirects,
-        "proxy": object.spec.proxy,
-        "allow_revocation": object.spec.allow_revocation,
-    });
-    let same = [
-        "urls",
-        "profile",
-        "endpoint_spiffe_id",
-        "follow_redirects",
-        "proxy",
-        "allow_revocation",
-    ]
-    .iter()
-    .all(|key| current.get(*key).unwrap_or(&Value::Null) == &wanted[*key]);
+    let spec = &object.spec;
+    let same = current.urls == spec.to_entry().endpoint_urls()
+        && current.profile == spec.profile
+        && current.endpoint_spiffe_id == spec.endpoint_spiffe_id
+        && current.follow_redirects == spec.follow_redirects
+        && current.proxy == spec.proxy
+        && current.allow_revocation == spec.allow_revocation;
     if same {
         return Ok(ApplyOutcome::Unchanged);
     }
@@ -409,24 +397,22 @@ pub async fn federation_list(client: &AdminClient, json: bool) -> Result<Output,
     let answer = client
         .call(Method::GET, "/v1/federation-relationships", None)
         .await?;
-    let value = answer.json.unwrap_or(Value::Null);
+    let list: RelationshipList = answer.decode()?;
     if json {
-        return Ok(Output::Json(value));
+        return Ok(Output::Json(received(answer)));
     }
-    let rows: Vec<Vec<String>> = items(&value, "relationships")
+    let rows: Vec<Vec<String>> = list
+        .relationships
         .iter()
         .map(|r| {
             vec![
-                text(r, "trust_domain"),
-                text(r, "origin"),
-                text(r, "profile"),
-                r.get("urls")
-                    .and_then(Value::as_array)
-                    .and_then(|u| u.first())
-                    .and_then(Value::as_str)
-                    .unwrap_or("-")
-                    .to_owned(),
-                text(&r["status"], "state"),
+                r.trust_domain.to_string(),
+                word(&r.origin),
+                word(&r.profile),
+                r.urls
+                    .first()
+                    .map_or_else(|| "-".to_owned(), Url::to_string),
+                word(&r.status.state),
             ]
         })
         .collect();
@@ -452,11 +438,7 @@ pub async fn federation_show(
             None,
         )
         .await?;
-    Ok(relationship_output(
-        answer.json.unwrap_or(Value::Null),
-        json,
-        "relationship",
-    ))
+    relationship_output(answer, json, "relationship")
 }
 
 /// `fedgw federation delete --trust-domain TD [--force]`: stops polling and removes
@@ -505,12 +487,16 @@ pub async fn federation_refresh(
             None,
         )
         .await?;
-    let value = answer.json.unwrap_or(Value::Null);
-    let outcome = text(&value, "outcome");
-    if !matches!(outcome.as_str(), "accepted" | "unchanged") {
-        let message = match value.get("error").and_then(Value::as_str) {
-            Some(message) => message.to_owned(),
-            None if outcome == "awaiting_bootstrap" => {
+    let report: RefreshReport = answer.decode()?;
+    let value = received(answer);
+    let outcome = word(&report.outcome);
+    if !matches!(
+        report.outcome,
+        RefreshOutcome::Accepted | RefreshOutcome::Unchanged
+    ) {
+        let message = match report.error {
+            Some(message) => message,
+            None if report.outcome == RefreshOutcome::AwaitingBootstrap => {
                 "no bundle of the endpoint SPIFFE ID's trust domain is stored yet, so the endpoint cannot be authenticated".to_owned()
             }
             None => "the gateway gave no reason".to_owned(),
@@ -518,10 +504,7 @@ pub async fn federation_refresh(
         return Err(CliError::RefreshFailed {
             trust_domain: td.clone(),
             outcome,
-            code: value
-                .get("error_code")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            code: report.error_code,
             message,
             answer: value,
         });
@@ -530,11 +513,11 @@ pub async fn federation_refresh(
         return Ok(Output::Json(value));
     }
     let mut line = format!("{td}: {outcome}");
-    if let Some(revision) = value.get("revision").filter(|r| !r.is_null()) {
-        line.push_str(&format!(", revision {}", plain(revision)));
+    if let Some(revision) = report.revision {
+        line.push_str(&format!(", revision {revision}"));
     }
-    if let Some(sequence) = value.get("sequence").filter(|s| !s.is_null()) {
-        line.push_str(&format!(", sequence {}", plain(sequence)));
+    if let Some(sequence) = report.sequence {
+        line.push_str(&format!(", sequence {sequence}"));
     }
     Ok(Output::Text(line + "\n"))
 }
@@ -545,19 +528,20 @@ pub async fn federation_refresh(
 /// [`CliError`] from the API.
 pub async fn bundle_list(client: &AdminClient, json: bool) -> Result<Output, CliError> {
     let answer = client.call(Method::GET, "/v1/bundles", None).await?;
-    let value = answer.json.unwrap_or(Value::Null);
+    let list: BundleList = answer.decode()?;
     if json {
-        return Ok(Output::Json(value));
+        return Ok(Output::Json(received(answer)));
     }
-    let rows: Vec<Vec<String>> = items(&value, "bundles")
+    let rows: Vec<Vec<String>> = list
+        .bundles
         .iter()
         .map(|b| {
             vec![
-                text(b, "trust_domain"),
-                text(b, "sequence"),
-                text(b, "authorities"),
-                text(b, "source"),
-                text(b, "accepted_at"),
+                b.trust_domain.to_string(),
+                word(&b.sequence),
+                b.authorities.to_string(),
+                b.source.clone(),
+                b.accepted_at.clone(),
             ]
         })
         .collect();
@@ -621,11 +605,11 @@ pub async fn bundle_set(
             }),
         )
         .await?;
-    let value = answer.json.unwrap_or(Value::Null);
+    let change: Change = answer.decode()?;
     if json {
-        return Ok(Output::Json(value));
+        return Ok(Output::Json(received(answer)));
     }
-    Ok(Output::Text(format!("{td}: {}\n", text(&value, "outcome"))))
+    Ok(Output::Text(format!("{td}: {}\n", word(&change.outcome))))
 }
 
 /// `fedgw bundle delete TD`.
@@ -651,19 +635,20 @@ pub async fn bundle_history(
     let answer = client
         .call(Method::GET, &format!("/v1/bundles/{td}/history"), None)
         .await?;
-    let value = answer.json.unwrap_or(Value::Null);
+    let history: History = answer.decode()?;
     if json {
-        return Ok(Output::Json(value));
+        return Ok(Output::Json(received(answer)));
     }
-    let rows: Vec<Vec<String>> = items(&value, "history")
+    let rows: Vec<Vec<String>> = history
+        .history
         .iter()
         .map(|h| {
             vec![
-                text(h, "revision"),
-                text(h, "sequence"),
-                text(h, "source"),
-                text(h, "accepted_at"),
-                text(h, "digest").chars().take(16).collect(),
+                h.revision.to_string(),
+                word(&h.sequence),
+                h.source.clone(),
+                h.accepted_at.clone(),
+                h.digest.chars().take(16).collect(),
             ]
         })
         .collect();
@@ -679,22 +664,25 @@ pub async fn bundle_history(
 /// [`CliError`] from the API.
 pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError> {
     let answer = client.call(Method::GET, "/v1/status", None).await?;
-    let value = answer.json.unwrap_or(Value::Null);
+    let status: Status = answer.decode()?;
     if json {
-        return Ok(Output::Json(value));
+        return Ok(Output::Json(received(answer)));
     }
-    let rows: Vec<Vec<String>> = items(&value, "domains")
+    let rows: Vec<Vec<String>> = status
+        .domains
         .iter()
         .map(|d| {
             vec![
-                text(d, "trust_domain"),
-                text(d, "role"),
-                text(d, "state"),
-                text(d, "sequence"),
-                text(d, "age_seconds"),
-                text(d, "soonest_expiry"),
-                warning_codes(d),
-                d.get("last_error")
+                d.trust_domain.to_string(),
+                word(&d.role),
+                word(&d.fetch.state),
+                word(&d.sequence),
+                word(&d.age_seconds),
+                word(&d.soonest_expiry),
+                warning_codes(&d.warnings),
+                d.fetch
+                    .last_error
+                    .as_ref()
                     .map_or_else(|| "-".to_owned(), last_error),
             ]
         })
@@ -713,27 +701,21 @@ pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError
         &rows,
     );
     // Supervised tasks that panicked: a bug in the gateway, shown until it restarts.
-    for task in items(&value, "tasks") {
-        let restarts = task.get("restarts_at").and_then(Value::as_str).map_or_else(
+    for task in &status.tasks {
+        let restarts = task.restarts_at.as_ref().map_or_else(
             || "running again".to_owned(),
             |at| format!("restarts at {at}"),
         );
         out.push_str(&format!(
             "\ntask_panicked: {} panicked {} time(s), last at {}: {} ({restarts})",
-            text(task, "task"),
-            text(task, "panics"),
-            text(task, "at"),
-            text(task, "message"),
+            task.task, task.panics, task.at, task.message,
         ));
     }
     // Listeners that are configured but not serving yet.
-    for waiting in items(&value, "waiting_listeners") {
+    for waiting in &status.waiting_listeners {
         out.push_str(&format!(
             "\nlistener_waiting: {} ({}) not serving since {}: {}",
-            text(waiting, "listener"),
-            text(waiting, "listen"),
-            text(waiting, "since"),
-            text(waiting, "reason"),
+            waiting.listener, waiting.listen, waiting.since, waiting.reason,
         ));
     }
     Ok(Output::Text(out))
@@ -741,11 +723,8 @@ pub async fn status(client: &AdminClient, json: bool) -> Result<Output, CliError
 
 /// The codes of a domain's warnings, comma-separated (`-` for none); `--json` and
 /// `GET /v1/status` carry their messages.
-fn warning_codes(domain: &Value) -> String {
-    let codes: Vec<String> = items(domain, "warnings")
-        .iter()
-        .map(|w| text(w, "code"))
-        .collect();
+fn warning_codes(warnings: &[Warning]) -> String {
+    let codes: Vec<&str> = warnings.iter().map(|w| w.code.as_str()).collect();
     if codes.is_empty() {
         "-".to_owned()
     } else {
@@ -765,27 +744,28 @@ pub async fn jwt_validate(
     audience: &str,
     json: bool,
 ) -> Result<Output, CliError> {
-    let body = json!({ "token": token, "audience": audience });
+    let body = JwtValidateRequest {
+        token: token.to_owned(),
+        audience: audience.to_owned(),
+    };
     let answer = client
         .call(
             Method::POST,
             "/v1/jwt-svid/validate",
-            Some(Body::Json(body)),
+            Some(Body::Json(json!(body))),
         )
         .await?;
-    let value = answer.json.unwrap_or(Value::Null);
+    let svid: JwtSvid = answer.decode()?;
     if json {
-        return Ok(Output::Json(value));
+        return Ok(Output::Json(received(answer)));
     }
-    let row = [
-        "spiffe_id",
-        "trust_domain",
-        "key_id",
-        "algorithm",
-        "expires_at",
-    ]
-    .map(|key| text(&value, key))
-    .to_vec();
+    let row = vec![
+        svid.spiffe_id.to_string(),
+        svid.trust_domain.to_string(),
+        svid.key_id,
+        svid.algorithm,
+        svid.expires_at,
+    ];
     Ok(Output::Text(table(
         &[
             "SPIFFE ID",
@@ -798,83 +778,82 @@ pub async fn jwt_validate(
     )))
 }
 
-fn relationship_output(value: Value, json: bool, verb: &str) -> Output {
+/// A relationship answer: as received with `--json`, else one line per field.
+fn relationship_output(answer: Answer, json: bool, verb: &str) -> Result<Output, CliError> {
+    let r: Relationship = answer.decode()?;
     if json {
-        return Output::Json(value);
+        return Ok(Output::Json(received(answer)));
     }
-    let mut out = format!("{verb}: {}\n", text(&value, "trust_domain"));
-    for key in [
-        "origin",
-        "profile",
-        "endpoint_spiffe_id",
-        "follow_redirects",
-        "allow_revocation",
-        "proxy",
-    ] {
-        if let Some(v) = value.get(key).filter(|v| !v.is_null()) {
-            out.push_str(&format!("  {key}: {}\n", plain(v)));
-        }
+    let mut out = format!("{verb}: {}\n", r.trust_domain);
+    let fields = [
+        ("origin", json!(r.origin)),
+        ("profile", json!(r.profile)),
+        ("endpoint_spiffe_id", json!(r.endpoint_spiffe_id)),
+        ("follow_redirects", json!(r.follow_redirects)),
+        ("allow_revocation", json!(r.allow_revocation)),
+        ("proxy", json!(r.proxy)),
+    ];
+    for (key, value) in fields.iter().filter(|(_, v)| !v.is_null()) {
+        out.push_str(&format!("  {key}: {}\n", plain(value)));
     }
-    for url in items(&value, "urls") {
-        out.push_str(&format!("  url: {}\n", plain(url)));
+    for url in &r.urls {
+        out.push_str(&format!("  url: {url}\n"));
     }
-    let depends_on: Vec<String> = items(&value, "depends_on").iter().map(plain).collect();
-    if value.get("chain_end").is_some() {
-        let path = if depends_on.is_empty() {
-            "-".to_owned()
-        } else {
-            depends_on.join(" -> ")
-        };
+    let path = if r.chain.depends_on.is_empty() {
+        "-".to_owned()
+    } else {
+        let names: Vec<&str> = r.chain.depends_on.iter().map(TrustDomain::as_str).collect();
+        names.join(" -> ")
+    };
+    out.push_str(&format!(
+        "  trust chain: {path} (depth {}, ends {})\n",
+        r.chain.chain_depth,
+        word(&r.chain.chain_end)
+    ));
+    for warning in &r.warnings {
+        out.push_str(&format!("  warning: {warning}\n"));
+    }
+    let status = &r.status;
+    out.push_str(&format!("  state: {}\n", word(&status.state)));
+    if let Some(at) = &status.last_success {
+        out.push_str(&format!("  last_success: {at}\n"));
+    }
+    if let Some(error) = &status.last_error {
+        // Shown as "code: message (at)".
         out.push_str(&format!(
-            "  trust chain: {path} (depth {}, ends {})\n",
-            text(&value, "chain_depth"),
-            text(&value, "chain_end")
+            "  last_error: {} ({})\n",
+            last_error(error),
+            error.at
         ));
     }
-    for warning in items(&value, "warnings") {
-        out.push_str(&format!("  warning: {}\n", plain(warning)));
+    if let Some(at) = &status.next_attempt {
+        out.push_str(&format!("  next_attempt: {at}\n"));
     }
-    if let Some(status) = value.get("status").filter(|s| s.is_object()) {
-        for key in [
-            "state",
-            "last_success",
-            "last_error",
-            "next_attempt",
-            "consecutive_failures",
-        ] {
-            if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
-                // last_error is {at, code, message}: show it as "code: message (at)".
-                let shown = match v.get("at") {
-                    Some(at) if v.get("message").is_some() => {
-                        format!("{} ({})", last_error(v), plain(at))
-                    }
-                    _ => plain(v),
-                };
-                out.push_str(&format!("  {key}: {shown}\n"));
-            }
-        }
-    }
-    Output::Text(out)
+    out.push_str(&format!(
+        "  consecutive_failures: {}\n",
+        status.consecutive_failures
+    ));
+    Ok(Output::Text(out))
 }
 
-/// A `last_error` object as `code: message` (or the message alone, from a gateway
-/// that records no code).
-fn last_error(error: &Value) -> String {
-    match error.get("code").and_then(Value::as_str) {
-        Some(code) => format!("{code}: {}", text(error, "message")),
-        None => text(error, "message"),
+/// A `last_error` as `code: message` (or the message alone, from a gateway that
+/// records no code).
+fn last_error(error: &LastError) -> String {
+    match &error.code {
+        Some(code) => format!("{code}: {}", error.message),
+        None => error.message.clone(),
     }
 }
 
-fn items<'a>(value: &'a Value, key: &str) -> &'a [Value] {
-    value
-        .get(key)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
+/// The answer's JSON as received, for `--json`.
+fn received(answer: Answer) -> Value {
+    answer.json.unwrap_or(Value::Null)
 }
 
-fn text(value: &Value, key: &str) -> String {
-    value.get(key).map_or_else(|| "-".to_owned(), plain)
+/// A value as the tables show it: a string as is, a number or boolean as JSON, none
+/// (`null`) as `-`; enums as the API spells them.
+fn word(value: &impl Serialize) -> String {
+    serde_json::to_value(value).map_or_else(|_| "-".to_owned(), |value| plain(&value))
 }
 
 fn plain(value: &Value) -> String {
@@ -920,16 +899,19 @@ mod tests {
 
     #[test]
     fn status_table_shows_each_domains_warning_codes() {
-        let with = serde_json::json!({"warnings": [
-            {"code": "shared_ca_key", "message": "…"},
-            {"code": "ca_without_trust_domain_id", "message": "…"},
-        ]});
+        let warning = |code: &str| Warning {
+            code: code.to_owned(),
+            message: "…".to_owned(),
+        };
+        let with = [
+            warning("shared_ca_key"),
+            warning("ca_without_trust_domain_id"),
+        ];
         assert_eq!(
             warning_codes(&with),
             "shared_ca_key,ca_without_trust_domain_id"
         );
-        assert_eq!(warning_codes(&serde_json::json!({"warnings": []})), "-");
-        assert_eq!(warning_codes(&serde_json::json!({})), "-");
+        assert_eq!(warning_codes(&[]), "-");
     }
 
     #[test]

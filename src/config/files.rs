@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use spiffe_federation::TrustDomain;
 
 use super::ConfigError;
+use super::value::{self, FromNumber};
 
 /// One `[[sinks.files]]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -44,8 +45,8 @@ impl FilesSinkConfig {
 }
 
 /// Unix permission bits (at most `0o777`) of the files a sink writes.
-#[derive(Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "ModeRepr", into = "u32")]
+#[derive(Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "u32")]
 pub struct FileMode(u32);
 
 impl FileMode {
@@ -92,11 +93,19 @@ impl TryFrom<u32> for FileMode {
     type Error = String;
 
     fn try_from(bits: u32) -> Result<Self, Self::Error> {
-        if bits > 0o777 {
+        Self::from_number(bits.into())
+    }
+}
+
+impl FromNumber for FileMode {
+    const EXPECTING: &'static str = "an octal file mode like 0o644 or \"0644\"";
+
+    fn from_number(number: u64) -> Result<Self, String> {
+        let Some(bits) = u32::try_from(number).ok().filter(|bits| *bits <= 0o777) else {
             return Err(format!(
-                "{bits:o} (octal) has bits beyond 0777 (setuid, setgid or sticky are not for bundle files)"
+                "{number:o} (octal) has bits beyond 0777 (setuid, setgid or sticky are not for bundle files)"
             ));
-        }
+        };
         if bits & 0o400 == 0 {
             return Err(format!("{bits:04o} does not let the owner read the files"));
         }
@@ -110,21 +119,9 @@ impl From<FileMode> for u32 {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ModeRepr {
-    Bits(u32),
-    Text(String),
-}
-
-impl TryFrom<ModeRepr> for FileMode {
-    type Error = String;
-
-    fn try_from(repr: ModeRepr) -> Result<Self, Self::Error> {
-        match repr {
-            ModeRepr::Bits(bits) => Self::try_from(bits),
-            ModeRepr::Text(text) => text.parse(),
-        }
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        value::deserialize(deserializer)
     }
 }
 

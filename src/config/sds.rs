@@ -7,10 +7,12 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use spiffe_federation::TrustDomain;
 
+use crate::config::value::{self, FromNumber};
 use crate::config::{AdminListen, ConfigError, Seconds};
 
 /// The default name of the resource holding every offered domain (SPIRE's
@@ -97,8 +99,8 @@ pub enum SdsListen {
 }
 
 /// Unix permission bits, written `0o660` (a TOML octal integer) or `"0660"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "ModeRepr", into = "u32")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "u32")]
 pub struct SocketMode(u32);
 
 impl SocketMode {
@@ -108,28 +110,33 @@ impl SocketMode {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ModeRepr {
-    Number(u32),
-    Text(String),
+impl FromStr for SocketMode {
+    type Err = String;
+
+    /// Octal digits, e.g. `0660`, `660` or `0o660`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bits = u32::from_str_radix(text.trim_start_matches("0o"), 8)
+            .map_err(|_| format!("{text:?} is not an octal mode such as \"0660\""))?;
+        Self::from_number(bits.into())
+    }
 }
 
-impl TryFrom<ModeRepr> for SocketMode {
-    type Error = String;
+impl FromNumber for SocketMode {
+    const EXPECTING: &'static str = "an octal mode such as 0o660 or \"0660\"";
 
-    fn try_from(value: ModeRepr) -> Result<Self, Self::Error> {
-        let bits = match value {
-            ModeRepr::Number(bits) => bits,
-            ModeRepr::Text(text) => u32::from_str_radix(text.trim_start_matches("0o"), 8)
-                .map_err(|_| format!("{text:?} is not an octal mode such as \"0660\""))?,
-        };
-        if bits > 0o777 {
-            return Err(format!(
-                "{bits:#o} has bits beyond 0o777: write the mode in octal (0o660 or \"0660\")"
-            ));
+    fn from_number(number: u64) -> Result<Self, String> {
+        match u32::try_from(number) {
+            Ok(bits) if bits <= 0o777 => Ok(Self(bits)),
+            _ => Err(format!(
+                "{number:#o} has bits beyond 0o777: write the mode in octal (0o660 or \"0660\")"
+            )),
         }
-        Ok(Self(bits))
+    }
+}
+
+impl<'de> Deserialize<'de> for SocketMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        value::deserialize(deserializer)
     }
 }
 

@@ -131,25 +131,21 @@ impl StorageConfig {
 }
 
 /// A size in bytes, written `1048576`, `"512KiB"`, `"64MiB"` or `"1GiB"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "ByteSizeRepr", into = "u64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(into = "u64")]
 pub struct ByteSize(pub u64);
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ByteSizeRepr {
-    Number(u64),
-    Text(String),
+impl super::value::FromNumber for ByteSize {
+    const EXPECTING: &'static str = "a size like 1048576, \"512KiB\", \"64MiB\" or \"1GiB\"";
+
+    fn from_number(number: u64) -> Result<Self, String> {
+        Ok(Self(number))
+    }
 }
 
-impl TryFrom<ByteSizeRepr> for ByteSize {
-    type Error = String;
-
-    fn try_from(value: ByteSizeRepr) -> Result<Self, Self::Error> {
-        match value {
-            ByteSizeRepr::Number(n) => Ok(Self(n)),
-            ByteSizeRepr::Text(text) => text.parse(),
-        }
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        super::value::deserialize(deserializer)
     }
 }
 

@@ -22,8 +22,9 @@ use tracing::Instrument as _;
 use super::connection::{self, ListenerContext};
 use super::fd::{Budget, BudgetSlot};
 use super::stream::{Peer, PeerKey, Stream};
-use super::{ACCEPT_ERRORS_METRIC, BoxError, Connector, Listener, OPEN_METRIC, REFUSED_METRIC};
+use super::{BoxError, Connector, Listener};
 use crate::shutdown::Shutdown;
+use crate::telemetry::families::{ACCEPT_ERRORS, CONNECTIONS_OPEN, CONNECTIONS_REFUSED};
 
 /// The shortest pause after a failed accept.
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
@@ -74,12 +75,9 @@ pub(crate) async fn run<C, S, B>(
                 continue;
             }
             Err(err) => {
-                context.metrics.inc(
-                    ACCEPT_ERRORS_METRIC,
-                    "Failed accepts (e.g. out of file descriptors), by listener.",
-                    &[("listener", context.name)],
-                    1.0,
-                );
+                context
+                    .metrics
+                    .inc(ACCEPT_ERRORS, &[("listener", context.name)], 1.0);
                 let pause = backoff.failed();
                 if let Some(counts) = accept_errors.note("accept", Instant::now()) {
                     tracing::warn!(
@@ -194,8 +192,7 @@ impl Admission {
 
     fn refuse(&self, reason: &'static str, peer: Option<Peer>) {
         self.metrics.inc(
-            REFUSED_METRIC,
-            "Connections closed at accept because a cap was reached, by listener and reason.",
+            CONNECTIONS_REFUSED,
             &[("listener", self.name), ("reason", reason)],
             1.0,
         );
@@ -222,12 +219,8 @@ impl Admission {
             reason = "a connection count is far below 2^52"
         )]
         let open = open as f64;
-        self.metrics.set(
-            OPEN_METRIC,
-            "Connections open, by listener.",
-            &[("listener", self.name)],
-            open,
-        );
+        self.metrics
+            .set(CONNECTIONS_OPEN, &[("listener", self.name)], open);
     }
 }
 

@@ -40,10 +40,11 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use super::stream::{Peer, Stream};
-use super::{BoxError, CLOSED_METRIC, Connector, Protocols};
+use super::{BoxError, Connector, Protocols};
 use crate::config::net::Limits;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
+use crate::telemetry::families::CONNECTIONS_CLOSED;
 
 /// How long a connection closed gracefully (idle, or at shutdown once its requests
 /// are done) may take to say goodbye before it is dropped.
@@ -333,8 +334,7 @@ impl<C> ListenerContext<C> {
 
     fn closed(&self, reason: &'static str) {
         self.metrics.inc(
-            CLOSED_METRIC,
-            "Connections the gateway closed, by listener and reason.",
+            CONNECTIONS_CLOSED,
             &[("listener", self.name), ("reason", reason)],
             1.0,
         );

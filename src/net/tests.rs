@@ -114,19 +114,25 @@ impl Server {
 
     fn closed(&self, reason: &'static str) -> f64 {
         self.metrics
-            .value(CLOSED_METRIC, &[("listener", "test"), ("reason", reason)])
+            .value(
+                families::CONNECTIONS_CLOSED,
+                &[("listener", "test"), ("reason", reason)],
+            )
             .unwrap_or(0.0)
     }
 
     fn refused(&self, reason: &'static str) -> f64 {
         self.metrics
-            .value(REFUSED_METRIC, &[("listener", "test"), ("reason", reason)])
+            .value(
+                families::CONNECTIONS_REFUSED,
+                &[("listener", "test"), ("reason", reason)],
+            )
             .unwrap_or(0.0)
     }
 
     fn open(&self) -> f64 {
         self.metrics
-            .value(OPEN_METRIC, &[("listener", "test")])
+            .value(families::CONNECTIONS_OPEN, &[("listener", "test")])
             .unwrap_or(-1.0)
     }
 
@@ -381,12 +387,15 @@ async fn the_budget_is_shared_and_given_back() {
     let mut refused = TcpStream::connect(addrs[1]).await.unwrap();
     read_until_closed(&mut refused).await;
     let refusals = &[("listener", "second"), ("reason", "file_descriptors")];
-    assert_eq!(metrics.value(REFUSED_METRIC, refusals), Some(1.0));
+    assert_eq!(
+        metrics.value(families::CONNECTIONS_REFUSED, refusals),
+        Some(1.0)
+    );
     drop(held);
     wait(|| (budget.available() == 1).then_some(())).await;
     let mut served = TcpStream::connect(addrs[1]).await.unwrap();
     assert!(get_h1(&mut served, "/").await.ends_with("ok"));
-    assert_eq!(metrics.value(BUDGET_METRIC, &[]), Some(1.0));
+    assert_eq!(metrics.value(families::CONNECTION_BUDGET, &[]), Some(1.0));
 }
 
 #[tokio::test]

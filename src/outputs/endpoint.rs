@@ -20,7 +20,6 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use spiffe_federation::endpoint::server::{
     ServedBundle, ServerError, ServerTls, https_spiffe_server_config, https_web_server_config,
@@ -32,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::net::tls::{self, RELOAD_INTERVAL};
 use crate::net::{self, Connector, Limits, Net, Peer, Protocols, Stream};
 use crate::supervise::Supervisor;
 use crate::trust::store::{Snapshot, TrustStore};
@@ -41,9 +41,6 @@ use crate::trust::store::{Snapshot, TrustStore};
 /// fetched at start) the changes that arrive within the gap are served together, so
 /// the O(stored domains) rebuild runs at most 50 times a second, not once per change.
 const MIN_REBUILD_GAP: Duration = Duration::from_millis(20);
-
-/// How often certificate files are checked for changes.
-pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +244,7 @@ impl SvidSource {
         EndpointError,
     > {
         match self {
-            Self::Files { svid, key } => load_pair(svid, key),
+            Self::Files { svid, key } => Ok(tls::load_pair(svid, key)?.into_parts()),
             Self::WorkloadApi { socket, svid } => {
                 let current = svid.borrow().clone();
                 let Some(material) = current else {
@@ -323,7 +320,7 @@ impl TlsSource {
                 public_names,
                 public_roots,
             } => {
-                let (chain, key_der, fingerprint) = load_pair(cert, key)?;
+                let (chain, key_der, fingerprint) = tls::load_pair(cert, key)?.into_parts();
                 let tls = https_web_server_config(chain, key_der, public_names, public_roots, now)
                     .map_err(|err| tls_error("cert", cert, err))?;
                 Ok((tls, fingerprint))
@@ -350,35 +347,13 @@ impl TlsSource {
     }
 }
 
-pub(crate) fn load_pair(
-    cert: &PathBuf,
-    key: &PathBuf,
-) -> Result<
-    (
-        Vec<CertificateDer<'static>>,
-        PrivateKeyDer<'static>,
-        Vec<u8>,
-    ),
-    EndpointError,
-> {
-    let load_error = |path: &PathBuf, reason: String| EndpointError::Load {
-        path: path.clone(),
-        reason,
-    };
-    let cert_pem = std::fs::read(cert).map_err(|e| load_error(cert, e.to_string()))?;
-    let key_pem = std::fs::read(key).map_err(|e| load_error(key, e.to_string()))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| load_error(cert, e.to_string()))?;
-    if chain.is_empty() {
-        return Err(load_error(cert, "no CERTIFICATE block".to_owned()));
+impl From<tls::LoadError> for EndpointError {
+    fn from(err: tls::LoadError) -> Self {
+        Self::Load {
+            path: err.path,
+            reason: err.reason,
+        }
     }
-    let key_der =
-        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| load_error(key, e.to_string()))?;
-    let mut fingerprint = cert_pem;
-    fingerprint.extend_from_slice(&key_pem);
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &fingerprint);
-    Ok((chain, key_der, digest.as_ref().to_vec()))
 }
 
 /// A bound listener, not yet accepting.

@@ -77,15 +77,8 @@ pub use crate::config::files::{FileMode, FilesSinkConfig, validate};
 use crate::shutdown::Shutdown;
 use crate::supervise::Supervisor;
 use crate::telemetry::Metrics;
+use crate::telemetry::families::{FILES_SINK_FAILED_FILES, FILES_SINK_UPDATES};
 use crate::trust::store::{Snapshot, TrustStore};
-
-/// Counter of change sets applied to a files sink, by `dir` and `outcome`
-/// (`written`, `failed`).
-pub const UPDATES_METRIC: &str = "fedgw_files_sink_updates_total";
-
-/// Gauge of the files a sink could not write or delete in its last change set, by
-/// `dir`; 0 when every file is in place.
-pub const FAILED_FILES_METRIC: &str = "fedgw_files_sink_failed_files";
 
 /// How long after a failed write the sink tries again, even without a new change.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -276,8 +269,7 @@ impl FilesSink {
             let dir = self.dir.display().to_string();
             let outcome = if failed { "failed" } else { "written" };
             self.metrics.inc(
-                UPDATES_METRIC,
-                "Change sets applied to a files sink directory.",
+                FILES_SINK_UPDATES,
                 &[("dir", dir.as_str()), ("outcome", outcome)],
                 1.0,
             );
@@ -301,12 +293,8 @@ impl FilesSink {
             reason = "a count of files, far below 2^53"
         )]
         let value = count as f64;
-        self.metrics.set(
-            FAILED_FILES_METRIC,
-            "Files a files sink could not write or delete in its last change set.",
-            &[("dir", dir.as_str())],
-            value,
-        );
+        self.metrics
+            .set(FILES_SINK_FAILED_FILES, &[("dir", dir.as_str())], value);
         let report = self
             .failures
             .lock()

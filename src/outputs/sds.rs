@@ -29,6 +29,7 @@ use crate::supervise::Supervisor;
 use crate::telemetry::Metrics;
 use crate::trust::store::TrustStore;
 
+mod gauges;
 pub mod protocol;
 pub mod resources;
 mod service;
@@ -39,7 +40,6 @@ pub use crate::config::sds::{
     DEFAULT_ALL_BUNDLES_NAME, DEFAULT_BUNDLE_NAME, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_STREAMS,
     DEFAULT_SOCKET_MODE, DEFAULT_STALL_TIMEOUT, SdsConfig, SdsListen, SocketMode,
 };
-pub use service::{DROPPED_METRIC, NACKS_METRIC, PUSHES_METRIC, REFUSED_METRIC, STREAMS_METRIC};
 
 use resources::{Catalog, Naming};
 use service::{SdsService, ServiceLimits};
@@ -208,6 +208,8 @@ mod tests {
     use super::*;
     use crate::shutdown::Ended;
     use crate::shutdown::Shutdown;
+    use crate::telemetry::Family;
+    use crate::telemetry::families::{SDS_NACKS, SDS_PUSHES, SDS_STREAMS};
     use crate::trust::policy::testing::{bundle, now, td};
     use crate::trust::policy::{PolicySettings, Source};
 
@@ -299,14 +301,21 @@ mod tests {
             Stream { tx, inbound }
         }
 
-        /// Wait until the counter or gauge `name{variant}` reaches `value`.
-        async fn metric_reaches(&self, name: &str, variant: &'static str, value: f64) {
+        /// Wait until the counter or gauge `family{variant}` reaches `value`.
+        async fn metric_reaches(
+            &self,
+            family: impl Into<Family>,
+            variant: &'static str,
+            value: f64,
+        ) {
+            let family = family.into();
+            let name = family.name;
             let deadline = tokio::time::Instant::now() + DEADLINE;
-            while self.metrics.value(name, &[("variant", variant)]) != Some(value) {
+            while self.metrics.value(family, &[("variant", variant)]) != Some(value) {
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "{name}{{variant={variant}}} stays at {:?}, expected {value}",
-                    self.metrics.value(name, &[("variant", variant)])
+                    self.metrics.value(family, &[("variant", variant)])
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -405,7 +414,7 @@ mod tests {
                 ("spiffe://b.test", &b)
             ])
         );
-        gw.metric_reaches(STREAMS_METRIC, "sotw", 1.0).await;
+        gw.metric_reaches(SDS_STREAMS, "sotw", 1.0).await;
         stream.ack(&names, &first).await;
 
         let b2 = bundle(&td("b.test"), None);
@@ -432,7 +441,7 @@ mod tests {
             entries(&[("ALL/a.test", &a), ("spiffe://a.test", &a)]),
             "b.test leaves ALL and its own resource is no longer sent"
         );
-        gw.metric_reaches(PUSHES_METRIC, "sotw", 3.0).await;
+        gw.metric_reaches(SDS_PUSHES, "sotw", 3.0).await;
         // Shutdown ends open streams instead of waiting for the client.
         assert_eq!(gw.shutdown.shutdown(DEADLINE).await, Ended::Clean);
         assert!(!gw.socket.exists(), "the socket file is removed");
@@ -458,7 +467,7 @@ mod tests {
             details: Vec::new(),
         });
         stream.tx.send(nack).await.unwrap();
-        gw.metric_reaches(NACKS_METRIC, "sotw", 1.0).await;
+        gw.metric_reaches(SDS_NACKS, "sotw", 1.0).await;
 
         let c = bundle(&td("c.test"), None);
         gw.put(&c).await;
@@ -472,7 +481,7 @@ mod tests {
             ])
         );
         drop(stream);
-        gw.metric_reaches(STREAMS_METRIC, "sotw", 0.0).await;
+        gw.metric_reaches(SDS_STREAMS, "sotw", 0.0).await;
     }
 
     #[tokio::test]

@@ -33,8 +33,8 @@ use serde_json::{Map, Value};
 use spiffe_federation::{SpiffeId, TrustDomain};
 use url::Url;
 
-use super::RelationshipSpec;
 use crate::config::{ConfigError, DocumentFormat, ProfileName, ProxyConfig};
+use crate::relationship::{Limits, Relationship, RelationshipSpec};
 
 /// The `apiVersion` of a ClusterFederatedTrustDomain.
 pub const API_VERSION: &str = "spire.spiffe.io/v1alpha1";
@@ -394,8 +394,11 @@ fn object(location: String, map: &Map<String, Value>) -> Result<Cftd, CftdError>
             ConfigError::Invalid { key, reason } => fail(yaml_field(&key), reason),
             other => fail("spec", other.to_string()),
         })?;
-    relationship
-        .resolve(CHECK_MAX_DOCUMENT_BYTES, Duration::from_secs(30))
+    let limits = Limits {
+        max_document_bytes: CHECK_MAX_DOCUMENT_BYTES,
+        fetch_timeout: Duration::from_secs(30),
+    };
+    Relationship::resolve(&relationship.to_entry(), relationship.material(), limits)
         .map_err(|err| fail("spec.trustDomainBundle", err.to_string()))?;
     Ok(Cftd {
         location,

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use spiffe_federation::TrustDomain;
 
-use crate::config::{self, ProfileName};
+use crate::config::ProfileName;
+use crate::relationship::Relationship;
 
 /// How one relationship's endpoint is authenticated, as far as chains go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +34,9 @@ pub enum Link {
 }
 
 impl Link {
-    /// The link of a relationship; `bootstrap` says whether it carries a bootstrap
-    /// bundle (a file in the configuration, content through the API).
-    pub fn of(relationship: &config::Relationship, bootstrap: bool) -> Self {
+    /// The link of a relationship.
+    pub fn of(relationship: &Relationship) -> Self {
+        let bootstrap = relationship.bootstrap.is_some();
         match (&relationship.profile, &relationship.endpoint_spiffe_id) {
             (ProfileName::HttpsSpiffe, Some(id)) => Self::Spiffe {
                 endpoint: id.trust_domain().clone(),

@@ -13,24 +13,23 @@ use spiffe_federation::TrustDomain;
 use super::Origin;
 use super::chain::{self, Chain, Link};
 use crate::config;
+use crate::relationship::Relationship;
 
 /// Every relationship at one moment, as the admin API shows them: in configuration
 /// order, then the API's by trust domain, each with its origin and trust chain.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
-    relationships: Arc<Vec<config::Relationship>>,
+    relationships: Arc<Vec<Relationship>>,
     details: BTreeMap<TrustDomain, Details>,
 }
 
 /// One relationship of a [`Listing`], before its chain is known.
 #[derive(Debug, Clone)]
 pub struct Listed {
-    /// The relationship (for an API one: without file paths).
-    pub relationship: config::Relationship,
+    /// The relationship.
+    pub relationship: Relationship,
     /// Where it comes from.
     pub origin: Origin,
-    /// Whether it carries a bootstrap bundle.
-    pub bootstrap: bool,
 }
 
 /// What a [`Listing`] knows of one relationship besides its fields.
@@ -51,7 +50,7 @@ impl Listing {
         let links: BTreeMap<TrustDomain, Link> = listed
             .iter()
             .map(|l| {
-                let link = Link::of(&l.relationship, l.bootstrap);
+                let link = Link::of(&l.relationship);
                 (l.relationship.trust_domain.clone(), link)
             })
             .collect();
@@ -76,7 +75,7 @@ impl Listing {
     }
 
     /// The relationships, in listing order.
-    pub fn relationships(&self) -> &Arc<Vec<config::Relationship>> {
+    pub fn relationships(&self) -> &Arc<Vec<Relationship>> {
         &self.relationships
     }
 
@@ -86,7 +85,7 @@ impl Listing {
     }
 
     /// Each relationship with its details, in listing order.
-    pub fn entries(&self) -> impl Iterator<Item = (&config::Relationship, &Details)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&Relationship, &Details)> {
         self.relationships
             .iter()
             .filter_map(|rel| Some((rel, self.details.get(&rel.trust_domain)?)))
@@ -103,11 +102,10 @@ pub struct RelationshipsView {
 impl RelationshipsView {
     /// A view holding `relationships`, all from the configuration file (no local
     /// trust domain known, chains warned about beyond the default depth).
-    pub fn new(relationships: Vec<config::Relationship>) -> Self {
+    pub fn new(relationships: Vec<Relationship>) -> Self {
         let listed = relationships
             .into_iter()
             .map(|relationship| Listed {
-                bootstrap: relationship.bootstrap_bundle.is_some(),
                 relationship,
                 origin: Origin::Configuration,
             })
@@ -123,7 +121,7 @@ impl RelationshipsView {
     }
 
     /// The current list; lock-free.
-    pub fn load(&self) -> Arc<Vec<config::Relationship>> {
+    pub fn load(&self) -> Arc<Vec<Relationship>> {
         Arc::clone(self.inner.load().relationships())
     }
 
@@ -138,7 +136,7 @@ impl RelationshipsView {
     }
 
     /// The relationship with `trust_domain`, if there is one.
-    pub fn find(&self, trust_domain: &TrustDomain) -> Option<config::Relationship> {
+    pub fn find(&self, trust_domain: &TrustDomain) -> Option<Relationship> {
         self.load()
             .iter()
             .find(|r| &r.trust_domain == trust_domain)

@@ -1,9 +1,12 @@
 //! Where local trust domains' bundles come from: files, watched for changes.
 //!
 //! Owns reading a local bundle file (SPIFFE JSON or PEM) off the reactor, noticing
-//! that it changed, and handing each new version to a caller-supplied sink (the trust
-//! store's submit). It does not own acceptance (policy) or the served sequence number
-//! (the trust store assigns it when the source has none).
+//! that it changed, and handing each new version to a caller-supplied sink; and that
+//! sink for both local sources (files and the Workload API, [`workload`]):
+//! [`Delivery`] submits each version to the trust store with the domain's refresh
+//! hint and a sequence number, and logs what became of it. It does not own acceptance
+//! (policy) or the served sequence number (the trust store assigns it when the source
+//! has none).
 //!
 //! Change detection polls the file's metadata and content digest at a fixed interval:
 //! it works the same on every filesystem, including Kubernetes ConfigMap volumes whose
@@ -15,9 +18,12 @@ use std::time::Duration;
 
 use spiffe_federation::bundle::{Ignored, IgnoredSummary, Lint};
 use spiffe_federation::{Bundle, BundleError, TrustDomain};
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DocumentFormat;
+use crate::trust::policy::{DocumentFacts, Source};
+use crate::trust::store::{SubmitError, TrustStore};
 
 pub mod workload;
 
@@ -148,6 +154,94 @@ pub enum Event {
     Changed(Box<Loaded>),
     /// The file could not be loaded; the last good version stays in force.
     Failed(LocalSourceError),
+}
+
+/// Which local source a [`Delivery`] serves, for its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A watched file.
+    File,
+    /// A SPIFFE Workload API (a SPIRE agent).
+    WorkloadApi,
+}
+
+/// Where one local domain's bundles go: the trust store, with the configured
+/// refresh hint. Cheap to clone; every event handler of a local source is one.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The trust store.
+    pub trust_store: TrustStore,
+    /// The local trust domain.
+    pub trust_domain: TrustDomain,
+    /// The refresh hint served with it (BUN-6).
+    pub refresh_hint: Duration,
+    /// Where the bundles come from, as stored with each version.
+    pub source: Source,
+    /// Which kind of source, for the log.
+    pub origin: Origin,
+}
+
+impl Delivery {
+    /// Submit one loaded version: the served refresh hint is the configured one
+    /// (BUN-6), and a bundle without a sequence gets one from the persisted counter
+    /// whenever its authorities change (BUN-3, BUN-4), and always above the stored
+    /// bundle's (which a source that sets its own sequence, e.g. SPIRE, may have put
+    /// past the counter); a source that sets its own sequence keeps it. A file whose
+    /// elements were all left out is refused like a fetched one; an empty `keys` list
+    /// in the operator's own file is a deliberate revocation and is accepted (flagged).
+    ///
+    /// # Errors
+    /// [`SubmitError`] when the trust store refuses or cannot store it.
+    pub async fn accept(&self, loaded: Loaded) -> Result<(), SubmitError> {
+        let td = &self.trust_domain;
+        let mut bundle = loaded.bundle;
+        bundle.set_refresh_hint(Some(self.refresh_hint));
+        self.trust_store
+            .number_local(td, &mut bundle)
+            .await
+            .map_err(SubmitError::Store)?;
+        let now = OffsetDateTime::now_utc();
+        let source = self.source.clone();
+        match loaded.elements {
+            Some(elements) => {
+                let document = DocumentFacts {
+                    elements,
+                    allow_revocation: true,
+                };
+                self.trust_store
+                    .submit_document(td, bundle, document, source, now)
+                    .await
+            }
+            None => self.trust_store.submit(td, bundle, source, now).await,
+        }
+        .map(|_| ())
+    }
+
+    /// Handle one event of the source: store a new version, or log why there is
+    /// none (the last good version keeps serving).
+    pub async fn handle(&self, event: Event) {
+        let td = &self.trust_domain;
+        match (event, self.origin) {
+            (Event::Changed(loaded), origin) => match (self.accept(*loaded).await, origin) {
+                (Ok(()), Origin::File) => {}
+                (Ok(()), Origin::WorkloadApi) => {
+                    tracing::info!(trust_domain = %td, "local bundle from the Workload API stored");
+                }
+                (Err(err), Origin::File) => {
+                    tracing::error!(trust_domain = %td, error = %err, "local bundle refused");
+                }
+                (Err(err), Origin::WorkloadApi) => {
+                    tracing::error!(trust_domain = %td, error = %err, "local bundle from the Workload API refused");
+                }
+            },
+            (Event::Failed(err), Origin::File) => {
+                tracing::error!(trust_domain = %td, error = %err, "local bundle unreadable; still serving the last good one");
+            }
+            (Event::Failed(err), Origin::WorkloadApi) => {
+                tracing::error!(trust_domain = %td, error = %err, "local bundle from the Workload API unusable");
+            }
+        }
+    }
 }
 
 /// Decides which load results are worth reporting: a version whose bytes differ from

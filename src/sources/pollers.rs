@@ -35,8 +35,8 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::resolved::Relationship;
 use super::schedule::Schedule;
+use crate::relationship::Relationship;
 use crate::shutdown::Shutdown;
 use crate::supervise::{self, Supervisor};
 use crate::telemetry::Metrics;
@@ -330,7 +330,9 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
     };
     bootstrap(ctx, rel, now).await;
     let snapshot = ctx.trust_store.snapshot();
-    let auth = match ServerAuth::for_profile(&rel.profile, |endpoint_td| {
+    let profile = rel.fetch_profile();
+    let proxy = rel.proxy_setting();
+    let auth = match ServerAuth::for_profile(&profile, |endpoint_td| {
         snapshot.get(endpoint_td).map(|entry| entry.bundle.as_ref())
     }) {
         Ok(auth) => auth,
@@ -354,7 +356,7 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
             url,
             auth,
             limits: &rel.limits,
-            proxy: &rel.proxy,
+            proxy: &proxy,
         };
         // Each attempt starts from the report's empty fetch fields: a mirror's
         // failure must not show the previous mirror's final URL or peer.
@@ -386,7 +388,7 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
         // reason, with the first of each.
         let document = DocumentFacts {
             elements: fetched.parsed.ignored_summary(),
-            allow_revocation: rel.config.allow_revocation,
+            allow_revocation: rel.allow_revocation,
         };
         if document.elements.ignored > 0 {
             tracing::warn!(trust_domain = %td, url = %url.as_url(), ignored = %document.elements, "bundle elements ignored");
@@ -471,7 +473,8 @@ fn log_attempt(report: &PollReport, url: Option<&EndpointUrl>) {
 /// configured bootstrap bundle fills the slot; afterwards it is never used again
 /// (policy refuses a bootstrap over a stored bundle).
 async fn bootstrap(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime) {
-    let (Some(bundle), Some(endpoint_td)) = (&rel.bootstrap, rel.endpoint_trust_domain()) else {
+    let (Some(bundle), Some(endpoint_td)) = (rel.bootstrap_bundle(), rel.endpoint_trust_domain())
+    else {
         return;
     };
     if ctx.trust_store.snapshot().get(endpoint_td).is_some() {
@@ -500,8 +503,7 @@ async fn record(
     let td = &rel.trust_domain;
     let td_label = td.as_str();
     ctx.metrics.inc(
-        "fedgw_fetches_total",
-        "Bundle fetches by trust domain and outcome.",
+        crate::telemetry::families::FETCHES,
         &[("trust_domain", td_label), ("outcome", report.outcome)],
         1.0,
     );
@@ -512,8 +514,7 @@ async fn record(
         )]
         let value = sequence as f64;
         ctx.metrics.set(
-            "fedgw_fetched_sequence",
-            "spiffe_sequence of the last fetched bundle.",
+            crate::telemetry::families::FETCHED_SEQUENCE,
             &[("trust_domain", td_label)],
             value,
         );
@@ -525,8 +526,7 @@ async fn record(
         )]
         let seconds = now.unix_timestamp() as f64;
         ctx.metrics.set(
-            "fedgw_last_success_timestamp_seconds",
-            "Unix time of the last successful fetch.",
+            crate::telemetry::families::LAST_SUCCESS_TIMESTAMP,
             &[("trust_domain", td_label)],
             seconds,
         );
@@ -577,9 +577,14 @@ mod tests {
             "data_dir = \"/nonexistent\"\n[[federation]]\ntrust_domain = \"b.test\"\nurl = \"https://127.0.0.1:1/\"\nprofile = \"https_web\"\n",
         )
         .unwrap();
-        let relationship =
-            Relationship::from_config(&config.federation[0], 1 << 20, Duration::from_secs(2))
-                .unwrap();
+        let relationship = Relationship::from_entry(
+            &config.federation[0],
+            crate::relationship::Limits {
+                max_document_bytes: 1 << 20,
+                fetch_timeout: Duration::from_secs(2),
+            },
+        )
+        .unwrap();
         let pollers = Pollers::new(
             PollerContext {
                 trust_store: trust_store.clone(),
@@ -612,7 +617,10 @@ mod tests {
         assert_eq!(records[0].task, "poller b.test");
         assert_eq!(records[0].message, "injected by a test");
         assert_eq!(
-            metrics.value(crate::supervise::PANICS_METRIC, &[("task", "poller")]),
+            metrics.value(
+                crate::telemetry::families::TASK_PANICS,
+                &[("task", "poller")]
+            ),
             Some(1.0)
         );
         // Restarted after the 1 s backoff: the next poll fails to connect, as it should.

@@ -60,6 +60,7 @@ mod compact;
 mod error;
 mod records;
 mod retention;
+pub mod schema;
 
 use std::fmt;
 use std::fs::File;
@@ -78,7 +79,7 @@ use spiffe_federation::TrustDomain;
 pub use self::error::{Keyspace, StoreError};
 pub use self::records::{
     AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipRecord,
-    RelationshipStatus,
+    RelationshipStatus, StoredRelationship,
 };
 pub use self::retention::{AUDIT_DETAIL_MAX, AUDIT_STRING_MAX, AUDIT_VALUE_MAX};
 use self::retention::{AuditSize, Change};
@@ -93,13 +94,6 @@ use crate::telemetry::Metrics;
 /// How many past versions of each trust domain's bundle `history` keeps by default
 /// (`storage.history_max_versions`).
 pub const HISTORY_DEPTH: usize = DEFAULT_HISTORY_MAX_VERSIONS;
-
-/// Gauge: bytes the database's files take on disk (allocated blocks).
-pub const DISK_BYTES_METRIC: &str = "fedgw_store_disk_bytes";
-/// Gauge: bytes of the records the database holds (keys and values).
-pub const LIVE_BYTES_METRIC: &str = "fedgw_store_live_bytes";
-/// Counter: database rewrites, by outcome (`done`, `failed`).
-pub const COMPACTIONS_METRIC: &str = "fedgw_store_compactions_total";
 
 /// The files are measured again once this many bytes of records were written since
 /// the last measurement (every change of a bundle over 128 KiB; every few dozen of
@@ -254,6 +248,9 @@ impl Store {
         // held by sled's background threads.
         compact::wait_released(&dirs.db)?;
         let trees = Trees::open(&dirs.db, lock)?;
+        if schema::upgrade(&trees.meta, &dirs.db)? {
+            trees.flush()?;
+        }
         let mut freed = Change::default();
         for td in retention::history_domains(&trees.history)? {
             freed += retention::trim_history(&trees.history, &td, &settings)?;
@@ -748,8 +745,7 @@ impl Store {
         drop(guard);
         let outcome = if result.is_ok() { "done" } else { "failed" };
         self.shared.metrics.inc(
-            COMPACTIONS_METRIC,
-            "Rewrites of the database to give back disk space, by outcome.",
+            crate::telemetry::families::STORE_COMPACTIONS,
             &[("outcome", outcome)],
             1.0,
         );
@@ -820,18 +816,12 @@ impl Store {
         };
         #[expect(clippy::cast_precision_loss, reason = "a gauge of bytes")]
         let (disk, live) = (disk as f64, live as f64);
-        self.shared.metrics.set(
-            DISK_BYTES_METRIC,
-            "Bytes the database's files take on disk (allocated blocks), at the last measurement.",
-            &[],
-            disk,
-        );
-        self.shared.metrics.set(
-            LIVE_BYTES_METRIC,
-            "Bytes of the records the database holds (keys and values of every keyspace).",
-            &[],
-            live,
-        );
+        self.shared
+            .metrics
+            .set(crate::telemetry::families::STORE_DISK_BYTES, &[], disk);
+        self.shared
+            .metrics
+            .set(crate::telemetry::families::STORE_LIVE_BYTES, &[], live);
     }
 
     /// Count an appended audit record and drop the oldest entries past the caps.
@@ -1413,7 +1403,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let west = td("west.example");
-        let spec: crate::registry::RelationshipSpec = serde_json::from_value(serde_json::json!({
+        let spec: StoredRelationship = serde_json::from_value(serde_json::json!({
             "trust_domain": "west.example",
             "url": "https://west.example/bundle",
             "profile": "https_web",
@@ -1424,10 +1414,8 @@ mod tests {
             changed_at: 9,
             changed_by: "alice".into(),
         };
-        let audit =
-            |action,
-             old: Option<&crate::registry::RelationshipSpec>,
-             new: Option<&crate::registry::RelationshipSpec>| AuditRecord {
+        let audit = |action, old: Option<&StoredRelationship>, new: Option<&StoredRelationship>| {
+            AuditRecord {
                 at: 9,
                 who: "alice".into(),
                 action,
@@ -1437,7 +1425,8 @@ mod tests {
                 detail: String::new(),
                 old_value: old.map(|s| serde_json::to_value(s).unwrap()),
                 new_value: new.map(|s| serde_json::to_value(s).unwrap()),
-            };
+            }
+        };
         let created = audit(AuditAction::RelationshipCreate, None, Some(&spec));
         assert_eq!(store.put_relationship(&record, &created).unwrap(), 1);
         drop(store);

@@ -51,6 +51,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use crate::telemetry::Metrics;
+use crate::telemetry::families::{BUNDLE_REJECTIONS, BUNDLE_WARNINGS};
 use crate::trust::db::{
     AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipStatus,
     StorageConfig, Store, StoreError,
@@ -65,12 +66,6 @@ pub use self::snapshot::{Entry, Snapshot};
 use self::snapshot::{
     KeyIndex, entry, load_entry, load_warnings, parse_record, update_warnings, whole_seconds,
 };
-
-/// Counter of refused bundles, by trust domain and [`PolicyError::code`].
-pub const REJECTIONS_METRIC: &str = "fedgw_bundle_rejections_total";
-
-/// Counter of warnings on accepted bundles, by trust domain and warning code.
-pub const WARNINGS_METRIC: &str = "fedgw_bundle_warnings_total";
 
 /// What a submission did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -523,8 +518,7 @@ impl TrustStore {
         );
         if let Err(err) = &decision {
             self.inner.metrics.inc(
-                REJECTIONS_METRIC,
-                "Bundles refused by policy, by trust domain and reason.",
+                BUNDLE_REJECTIONS,
                 &[("trust_domain", expected.as_str()), ("reason", err.code())],
                 1.0,
             );
@@ -659,8 +653,7 @@ impl Inner {
             )]
             let by = count as f64;
             self.metrics.inc(
-                WARNINGS_METRIC,
-                "Warnings on accepted bundles, by trust domain and warning.",
+                BUNDLE_WARNINGS,
                 &[("trust_domain", td.as_str()), ("warning", code)],
                 by,
             );
@@ -1059,7 +1052,7 @@ mod tests {
         accept(&store, &bundle(&east, Some(5))).await;
         let count = |reason: &'static str| {
             store.metrics().value(
-                REJECTIONS_METRIC,
+                BUNDLE_REJECTIONS,
                 &[("trust_domain", "east.example"), ("reason", reason)],
             )
         };
@@ -1143,7 +1136,7 @@ mod tests {
         for reason in ["all_elements_ignored", "revocation_refused"] {
             let labels = [("trust_domain", "east.example"), ("reason", reason)];
             assert_eq!(
-                store.metrics().value(REJECTIONS_METRIC, &labels),
+                store.metrics().value(BUNDLE_REJECTIONS, &labels),
                 Some(1.0),
                 "{reason}"
             );
@@ -1184,7 +1177,7 @@ mod tests {
         assert_eq!(codes(&store, &a), ["shared_ca_key"]);
         assert_eq!(codes(&store, &b), ["shared_ca_key"]);
         let counted = store.metrics().value(
-            WARNINGS_METRIC,
+            BUNDLE_WARNINGS,
             &[("trust_domain", "b.example"), ("warning", "shared_ca_key")],
         );
         assert_eq!(counted, Some(1.0));

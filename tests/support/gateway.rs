@@ -10,8 +10,11 @@
 //! peer would) and its log, can be killed with SIGKILL and restarted on the same
 //! `data_dir`, and prints its log when the test fails.
 //!
-//! Synchronisation is by [`wait_until`] / [`wait_for`]: poll a condition with short
-//! sleeps up to a generous deadline. Nothing asserts how long anything took.
+//! Certificates, ports, waiting and the child process come from the test kit
+//! (`fedgw_testkit`): synchronisation is by its `wait_until` / `wait_for` (poll a
+//! condition with short sleeps up to a generous deadline; nothing asserts how long
+//! anything took), and the process is a `fedgw_testkit::Process` named after the trust
+//! domain, whose log is printed when the test fails.
 
 #![allow(
     dead_code,
@@ -20,16 +23,17 @@
 )]
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
-use std::future::Future;
+use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use fedgw::client::admin_client::{AdminClient, AdminTarget};
 use fedgw::dev::pki::{self as dev_pki, DevPkiPaths};
+use fedgw_testkit::process::strip_ansi;
+use fedgw_testkit::{DEADLINE, Process, free_port, wait_for, write_atomically};
 use reqwest::Method;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
@@ -38,66 +42,11 @@ use spiffe_federation::endpoint::{EndpointUrl, FetchLimits, ProxySetting, WebOpt
 use spiffe_federation::{Bundle, SpiffeId, TrustDomain};
 use time::OffsetDateTime;
 
-/// How long any single condition may take to become true. Generous: a slow CI machine
-/// must never fail a correct gateway.
-pub const DEADLINE: Duration = Duration::from_secs(30);
-
-/// How often conditions are re-checked.
-const POLL: Duration = Duration::from_millis(50);
-
 /// How often a start that hit `EADDRINUSE` is retried.
 const START_ATTEMPTS: u32 = 20;
 
 /// The path of the endpoint SPIFFE ID of every test gateway.
 pub const ENDPOINT_PATH: &str = "/fedgw/bundle-endpoint";
-
-/// Poll `condition` until it yields `Some`, with short sleeps, for at most `deadline`.
-///
-/// # Panics
-/// When the deadline passes, naming `what`.
-pub async fn wait_for<T, F, Fut>(deadline: Duration, what: &str, mut condition: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = condition().await {
-            return value;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Poll `condition` until it is true, for at most `deadline`.
-///
-/// # Panics
-/// When the deadline passes, naming `what`.
-pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    wait_for(deadline, what, || {
-        let fut = condition();
-        async move { fut.await.then_some(()) }
-    })
-    .await;
-}
-
-/// A free loopback port: bind `127.0.0.1:0`, read the port, release it. The gateway
-/// binds it later; a start that loses the race is retried.
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The X.509 authorities of a bundle, as a set of DER certificates.
 pub fn authorities(bundle: &Bundle) -> BTreeSet<Vec<u8>> {
@@ -106,16 +55,6 @@ pub fn authorities(bundle: &Bundle) -> BTreeSet<Vec<u8>> {
         .iter()
         .map(|authority| authority.der().to_vec())
         .collect()
-}
-
-/// Write `contents` to `path` atomically: a temporary file in the same directory,
-/// then a rename, so a reader never sees a partial file.
-pub fn write_atomically(path: &Path, contents: &[u8]) {
-    let tmp = path.with_extension("tmp-e2e");
-    let mut file = File::create(&tmp).unwrap();
-    file.write_all(contents).unwrap();
-    file.sync_all().unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// How a relationship reaches a peer built by this harness.
@@ -343,7 +282,8 @@ refresh_hint = "1s"
             config,
             web_port: self.web_port,
             spiffe_port: self.spiffe_port,
-            child: None,
+            process: None,
+            ended: None,
             fetcher: Fetcher::with_system_roots(Vec::new()),
             starts: 0,
             nofile: self.nofile,
@@ -368,7 +308,11 @@ pub struct Gateway {
     config: PathBuf,
     web_port: Option<u16>,
     spiffe_port: Option<u16>,
-    child: Option<Child>,
+    /// The running process.
+    process: Option<Process>,
+    /// The last process killed or exited during startup, kept so that its log (the
+    /// whole file, every incarnation) is printed if the test fails.
+    ended: Option<Process>,
     fetcher: Fetcher,
     starts: u32,
     nofile: Option<u64>,
@@ -392,7 +336,7 @@ impl Gateway {
 
     /// The process ID, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.as_ref().map(Process::pid)
     }
 
     /// The configuration file.
@@ -455,9 +399,9 @@ impl Gateway {
 
     /// SIGKILL the process (like `kill -9`) and reap it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
+        if let Some(process) = self.process.take() {
+            process.kill();
+            self.ended = Some(process);
         }
     }
 
@@ -469,9 +413,7 @@ impl Gateway {
 
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|child| child.try_wait().unwrap().is_none())
+        self.process.as_ref().is_some_and(Process::is_running)
     }
 
     /// The bundle served at `path` as `trust_domain`'s, read over `https_web` when the
@@ -635,6 +577,7 @@ impl Gateway {
                 self.starts
             )
             .unwrap();
+            drop(log);
             let before = std::fs::metadata(&self.log).unwrap().len();
             let mut command = match self.nofile {
                 // `sh` sets the limit, then becomes the gateway (`exec`).
@@ -647,18 +590,18 @@ impl Gateway {
                 }
                 None => Command::new(env!("CARGO_BIN_EXE_fedgw")),
             };
-            let child = command
+            command
                 .arg("serve")
                 .arg("--config")
                 .arg(&self.config)
                 .args(["--log", "info,fedgw=debug"])
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            self.child = Some(child);
+                .env("NO_COLOR", "1");
+            self.ended = None;
+            self.process = Some(Process::spawn(
+                self.trust_domain.as_str(),
+                &mut command,
+                &self.log,
+            ));
             match self.wait_ready().await {
                 Ready::Yes => return,
                 Ready::Exited(status) => {
@@ -666,7 +609,7 @@ impl Gateway {
                     let this_run =
                         String::from_utf8_lossy(&text[usize::try_from(before).unwrap()..])
                             .into_owned();
-                    self.child = None;
+                    self.ended = self.process.take();
                     let in_use = this_run.contains("Address already in use")
                         || this_run.contains("os error 98");
                     assert!(
@@ -683,66 +626,23 @@ impl Gateway {
 
     async fn wait_ready(&mut self) -> Ready {
         let ports: Vec<u16> = self.web_port.into_iter().chain(self.spiffe_port).collect();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return Ready::Exited(status);
+        let process = self.process.as_ref().unwrap();
+        let what = format!("{} to start listening", self.trust_domain);
+        wait_for(DEADLINE, &what, || async {
+            if let Some(status) = process.exit_status() {
+                return Some(Ready::Exited(status));
             }
-            let mut all = true;
             for port in &ports {
                 let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
-                if tokio::net::TcpStream::connect(addr).await.is_err() {
-                    all = false;
-                    break;
-                }
+                tokio::net::TcpStream::connect(addr).await.ok()?;
             }
-            if all {
-                return Ready::Yes;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "{} did not start listening within {DEADLINE:?}",
-                self.trust_domain
-            );
-            tokio::time::sleep(POLL).await;
-        }
+            Some(Ready::Yes)
+        })
+        .await
     }
 }
 
 enum Ready {
     Yes,
     Exited(std::process::ExitStatus),
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "\n----- log of {} ({}) -----\n{}\n----- end of log of {} -----",
-                self.trust_domain,
-                self.log.display(),
-                self.log_text(),
-                self.trust_domain
-            );
-        }
-    }
-}
-
-/// Remove ANSI colour sequences (`ESC [ ... m`), in case the logger colours anyway.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
 }

@@ -7,7 +7,8 @@
 //!
 //! [`run`] runs one short subcommand (`fetch`, `jwt-fetch`, …) and returns its output;
 //! [`ServePeer`] is a long-running `fedgw-peer serve`, started once it printed
-//! `listening ADDR`, killed on drop (its stderr printed if the test is failing).
+//! `listening ADDR`: a `fedgw_testkit::Process` (killed on drop, its stderr printed if
+//! the test is failing).
 
 #![allow(
     dead_code,
@@ -16,13 +17,14 @@
 )]
 
 use std::ffi::OsStr;
+use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ChildStdout, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use fedgw_testkit::Process;
+use tokio::process::Command;
 use tokio::sync::OnceCell;
 
 /// How long one short subcommand may run, and how long `serve` may take to listen.
@@ -130,10 +132,9 @@ where
 /// A running `fedgw-peer serve` (or any subcommand that prints `listening ADDR`).
 pub struct ServePeer {
     addr: SocketAddr,
-    child: Child,
+    process: Process,
     // Held so that the peer's stdout stays open while it runs.
     _stdout: BufReader<ChildStdout>,
-    log: PathBuf,
 }
 
 impl ServePeer {
@@ -152,34 +153,44 @@ impl ServePeer {
             .into_iter()
             .map(|arg| arg.as_ref().to_os_string())
             .collect();
-        let stderr = std::fs::File::create(log).unwrap();
-        let mut child = Command::new(&binary)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()));
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let read = tokio::time::timeout(RUN_DEADLINE, stdout.read_line(&mut line)).await;
+        let mut command = std::process::Command::new(&binary);
+        command.args(&args);
+        let (mut process, stdout) = Process::spawn_piped_stdout("fedgw-peer", &mut command, log);
+        // The first line, read off the runtime; a peer that never writes one is killed
+        // (on drop, when the test fails), which ends the read.
+        let read = tokio::time::timeout(
+            RUN_DEADLINE,
+            tokio::task::spawn_blocking(move || {
+                let mut stdout = BufReader::new(stdout);
+                let mut line = String::new();
+                let read = stdout.read_line(&mut line);
+                (stdout, line, read.map_err(|err| err.to_string()))
+            }),
+        )
+        .await;
+        let (stdout, line, read) = match read {
+            Ok(joined) => joined.unwrap(),
+            Err(_elapsed) => panic!(
+                "fedgw-peer {args:?} printed no line within {RUN_DEADLINE:?}; stderr:\n{}",
+                process.log_text()
+            ),
+        };
         let addr = line
             .trim()
             .strip_prefix("listening ")
             .and_then(|addr| addr.parse().ok());
         let Some(addr) = addr else {
-            let status = child.try_wait().ok().flatten();
             panic!(
-                "fedgw-peer {args:?} did not print `listening ADDR` (read {read:?}, line {line:?}, exit {status:?}); stderr:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
+                "fedgw-peer {args:?} did not print `listening ADDR` (read {read:?}, line {line:?}, exit {:?}); stderr:\n{}",
+                process.exit_status(),
+                process.log_text()
             );
         };
+        process.rename(&format!("fedgw-peer at {addr}"));
         Self {
             addr,
-            child,
+            process,
             _stdout: stdout,
-            log: log.to_owned(),
         }
     }
 
@@ -195,21 +206,6 @@ impl ServePeer {
 
     /// What it wrote on stderr so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ServePeer {
-    fn drop(&mut self) {
-        // SIGKILL now; the child is reaped by tokio in the background.
-        let _killed = self.child.start_kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "\n----- stderr of fedgw-peer at {} ({}) -----\n{}\n----- end -----",
-                self.addr,
-                self.log.display(),
-                self.log_text()
-            );
-        }
+        self.process.log_text()
     }
 }

@@ -11,8 +11,10 @@
 //! API serves that SVID. [`Spire::start_server_only`] stops after the server, for a
 //! test that registers the workload ([`Spire::register_workload`]) and starts the agent
 //! ([`Spire::start_agent`], [`Spire::start_agent_unregistered`]) later, in its own
-//! order. Everything is killed on drop. A missing SPIRE (no Go to build it) fails the
-//! test, naming what to install.
+//! order. The server and the agent are `fedgw_testkit::Process`es (killed on drop;
+//! failures quote the tail of their logs), waits are the kit's `poll_for`, the port the
+//! kit's `free_port`. A missing SPIRE (no Go to build it) fails the test, naming what to
+//! install.
 
 #![allow(
     dead_code,
@@ -20,14 +22,20 @@
     reason = "each test crate uses a different subset"
 )]
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use fedgw_testkit::wait::poll_for;
+use fedgw_testkit::{Process, free_port};
 
 /// How long SPIRE may take to come up or to answer.
 const DEADLINE: Duration = Duration::from_secs(60);
+
+/// How often SPIRE is asked again while it comes up.
+const POLL: Duration = Duration::from_millis(200);
 
 /// The directory holding `spire-server` and `spire-agent`, from `scripts/peers.sh`.
 ///
@@ -68,14 +76,6 @@ pub fn bin_dir() -> PathBuf {
     .clone()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Lifetimes of the deployment.
 #[derive(Debug, Clone)]
 pub struct SpireOptions {
@@ -104,8 +104,8 @@ pub struct Spire {
     pub trust_domain: String,
     dir: PathBuf,
     bin: PathBuf,
-    server: Option<Child>,
-    agent: Option<Child>,
+    server: Option<Process>,
+    agent: Option<Process>,
     agent_starts: u32,
     svid_ttl_seconds: u32,
 }
@@ -301,85 +301,88 @@ plugins {{
     }
 
     async fn start_server(&mut self) {
-        let log = std::fs::File::create(self.dir.join("server/server.log")).unwrap();
-        let child = Command::new(self.bin.join("spire-server"))
+        let mut command = Command::new(self.bin.join("spire-server"));
+        command
             .arg("run")
             .arg("-config")
-            .arg(self.dir.join("server/server.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.server = Some(child);
-        let start = Instant::now();
-        loop {
-            let output = self.try_server_cmd(&["healthcheck"]).await;
-            if output.status.success() {
-                break;
-            }
-            self.assert_alive();
-            assert!(
-                start.elapsed() < DEADLINE,
-                "spire-server not healthy after {DEADLINE:?}:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            .arg(self.dir.join("server/server.conf"));
+        let log = self.dir.join("server/server.log");
+        self.server = Some(Process::spawn("spire-server", &mut command, &log).quiet());
+        poll_for(
+            DEADLINE,
+            POLL,
+            "spire-server to be healthy",
+            || async {
+                let output = self.try_server_cmd(&["healthcheck"]).await;
+                if output.status.success() {
+                    return Some(());
+                }
+                self.assert_alive();
+                None
+            },
+            || self.logs(),
+        )
+        .await;
     }
 
     /// Start (again) the agent with a fresh join token and an empty data directory,
     /// and wait until its Workload API serves the registered SVID.
     pub async fn start_agent(&mut self) {
         self.spawn_agent().await;
-        let start = Instant::now();
-        loop {
-            match self.fetch_svid().await {
-                Ok(id) if id == self.workload_id() => break,
-                Ok(other) => panic!("the agent issued {other}, not {}", self.workload_id()),
-                Err(err) => {
-                    self.assert_alive();
-                    assert!(
-                        start.elapsed() < DEADLINE,
-                        "the agent's Workload API served no SVID within {DEADLINE:?} (last: {err}):\n{}",
-                        self.logs()
-                    );
+        let last = RefCell::new(String::new());
+        poll_for(
+            DEADLINE,
+            POLL,
+            "the agent's Workload API to serve the registered SVID",
+            || async {
+                match self.fetch_svid().await {
+                    Ok(id) if id == self.workload_id() => Some(()),
+                    Ok(other) => panic!("the agent issued {other}, not {}", self.workload_id()),
+                    Err(err) => {
+                        self.assert_alive();
+                        *last.borrow_mut() = err;
+                        None
+                    }
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            },
+            || format!("(last: {})\n{}", last.borrow(), self.logs()),
+        )
+        .await;
     }
 
     /// Start the agent before [`Self::register_workload`], and wait until its Workload
     /// API answers this process, refusing it: no registration entry matches it yet.
     pub async fn start_agent_unregistered(&mut self) {
         self.spawn_agent().await;
-        let start = Instant::now();
-        loop {
-            let answer = match spiffe::WorkloadApiClient::connect_to(self.socket()).await {
-                Ok(client) => client
-                    .fetch_x509_svid()
-                    .await
-                    .map(|svid| svid.spiffe_id().to_string()),
-                Err(err) => Err(err),
-            };
-            match answer {
-                Err(
-                    spiffe::WorkloadApiError::NoIdentityIssued
-                    | spiffe::WorkloadApiError::PermissionDenied(_),
-                ) => break,
-                Ok(id) => panic!("the agent issued {id} before any registration entry"),
-                Err(err) => {
-                    self.assert_alive();
-                    assert!(
-                        start.elapsed() < DEADLINE,
-                        "the agent's Workload API did not answer within {DEADLINE:?} (last: {err}):\n{}",
-                        self.logs()
-                    );
+        let last = RefCell::new(String::new());
+        poll_for(
+            DEADLINE,
+            POLL,
+            "the agent's Workload API to answer (refusing this process)",
+            || async {
+                let answer = match spiffe::WorkloadApiClient::connect_to(self.socket()).await {
+                    Ok(client) => client
+                        .fetch_x509_svid()
+                        .await
+                        .map(|svid| svid.spiffe_id().to_string()),
+                    Err(err) => Err(err),
+                };
+                match answer {
+                    Err(
+                        spiffe::WorkloadApiError::NoIdentityIssued
+                        | spiffe::WorkloadApiError::PermissionDenied(_),
+                    ) => Some(()),
+                    Ok(id) => panic!("the agent issued {id} before any registration entry"),
+                    Err(err) => {
+                        self.assert_alive();
+                        *last.borrow_mut() = err.to_string();
+                        None
+                    }
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            },
+            || format!("(last: {})\n{}", last.borrow(), self.logs()),
+        )
+        .await;
     }
 
     /// Start the agent process with a fresh join token and an empty data directory.
@@ -409,23 +412,17 @@ plugins {{
         std::fs::create_dir_all(&data).unwrap();
         let _ = std::fs::remove_file(self.dir.join("agent/api.sock"));
         self.agent_starts += 1;
-        let log = std::fs::File::create(
-            self.dir
-                .join(format!("agent/agent-{}.log", self.agent_starts)),
-        )
-        .unwrap();
-        let child = Command::new(self.bin.join("spire-agent"))
+        let log = self
+            .dir
+            .join(format!("agent/agent-{}.log", self.agent_starts));
+        let mut command = Command::new(self.bin.join("spire-agent"));
+        command
             .arg("run")
             .arg("-config")
             .arg(self.dir.join("agent/agent.conf"))
             .arg("-joinToken")
-            .arg(&token)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.agent = Some(child);
+            .arg(&token);
+        self.agent = Some(Process::spawn("spire-agent", &mut command, &log).quiet());
     }
 
     /// The SPIFFE ID of the SVID the agent serves this process now.
@@ -445,22 +442,16 @@ plugins {{
 
     /// Kill the agent (SIGKILL) and wait for it.
     pub fn kill_agent(&mut self) {
-        if let Some(mut child) = self.agent.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(agent) = self.agent.take() {
+            agent.kill();
         }
     }
 
-    fn assert_alive(&mut self) {
+    fn assert_alive(&self) {
         let mut exited = None;
-        for (name, child) in [
-            ("spire-server", &mut self.server),
-            ("spire-agent", &mut self.agent),
-        ] {
-            if let Some(child) = child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                exited = Some(format!("{name} exited ({status})"));
+        for process in [&self.server, &self.agent].into_iter().flatten() {
+            if let Some(status) = process.exit_status() {
+                exited = Some(format!("{} exited ({status})", process.name()));
             }
         }
         if let Some(exited) = exited {
@@ -490,14 +481,9 @@ plugins {{
 
 impl Drop for Spire {
     fn drop(&mut self) {
-        for child in [self.agent.take(), self.server.take()]
-            .into_iter()
-            .flatten()
-        {
-            let mut child = child;
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // The agent first, then its server (each is killed as it is dropped).
+        drop(self.agent.take());
+        drop(self.server.take());
     }
 }
 

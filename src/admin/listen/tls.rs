@@ -40,8 +40,8 @@ use super::ListenError;
 use crate::admin::AdminState;
 use crate::admin::auth::{Access, TlsAccess};
 use crate::config::AdminTls;
+use crate::net::tls::{RELOAD_INTERVAL, load_pair};
 use crate::net::{self, Connector, Limits, Net, Peer, Protocols, Stream};
-use crate::outputs::endpoint::{RELOAD_INTERVAL, load_pair};
 use crate::trust::store::TrustStore;
 
 /// A bound TLS admin listener, not yet accepting.
@@ -184,7 +184,7 @@ async fn load_identity(
             key: key_path.clone(),
             reason: format!("loading interrupted: {err}"),
         })?;
-    let (chain, key, fingerprint) = loaded.map_err(ListenError::TlsFiles)?;
+    let (chain, key, fingerprint) = loaded.map_err(ListenError::TlsFiles)?.into_parts();
     let certified =
         CertifiedKey::from_der(chain, key, &provider).map_err(|err| ListenError::TlsKey {
             key: key_path,

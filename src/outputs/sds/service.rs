@@ -4,7 +4,7 @@
 //! Owns routing the three methods (`StreamSecrets` and `DeltaSecrets` become
 //! [`super::stream`] streams; `FetchSecrets` is answered once), the gRPC framing
 //! around them (request checks, decoding under a size limit, trailers), the cap on
-//! open streams, and the stream metrics. What it logs of a request is clipped and
+//! open streams (counted by [`super::gauges`]). What it logs of a request is clipped and
 //! rate-limited ([`crate::telemetry::log_guard`]): a client controls NACK details, nonces and
 //! resource names. A stream ends when the client goes away, on a request that cannot
 //! be served (wrong type URL: `INVALID_ARGUMENT`; undecodable frame: a non-OK
@@ -15,9 +15,9 @@ use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf as _, Bytes};
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -28,25 +28,16 @@ use tonic::server::NamedService;
 use tonic::{Code, Status};
 use tracing::Instrument as _;
 
-use super::protocol::{Delta, ProtocolError, Received, Sotw};
+use super::gauges::{Gauges, OpenStream, Variant};
+use super::protocol::{Delta, Sotw};
 use super::resources::Catalog;
 use super::stream::{self, Conversation, StreamLimits};
 use super::wire::Frames;
 use crate::net::ConnectionHandle;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
-use crate::telemetry::log_guard::{Clip, ClipList, RateLimit};
-
-/// Open streams, by variant.
-pub const STREAMS_METRIC: &str = "fedgw_sds_streams";
-/// Responses sent, by variant.
-pub const PUSHES_METRIC: &str = "fedgw_sds_pushes_total";
-/// Responses the client rejected, by variant.
-pub const NACKS_METRIC: &str = "fedgw_sds_nacks_total";
-/// Streams refused at the start, by reason (`limit`).
-pub const REFUSED_METRIC: &str = "fedgw_sds_streams_refused_total";
-/// Streams ended by the server, by variant and reason (`stalled`, `malformed`).
-pub const DROPPED_METRIC: &str = "fedgw_sds_streams_dropped_total";
+use crate::telemetry::families::SDS_STREAMS_REFUSED;
+use crate::telemetry::log_guard::{Clip, RateLimit};
 
 /// The gRPC service name.
 const SERVICE: &str = "envoy.service.secret.v3.SecretDiscoveryService";
@@ -77,167 +68,6 @@ pub(crate) struct SdsService {
     shutdown: Shutdown,
     gauges: Arc<Gauges>,
     limits: ServiceLimits,
-}
-
-/// The stream metrics and the client-caused warnings, shared by every stream.
-#[derive(Debug)]
-pub(crate) struct Gauges {
-    metrics: Metrics,
-    sotw: AtomicI64,
-    delta: AtomicI64,
-    open: AtomicUsize,
-    nack_log: RateLimit,
-    request_log: RateLimit,
-    drop_log: RateLimit,
-}
-
-/// The two streaming methods.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Variant {
-    Sotw,
-    Delta,
-}
-
-impl Variant {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Sotw => "sotw",
-            Self::Delta => "delta",
-        }
-    }
-}
-
-impl Gauges {
-    fn add(&self, variant: Variant, by: i64) {
-        let counter = match variant {
-            Variant::Sotw => &self.sotw,
-            Variant::Delta => &self.delta,
-        };
-        let now = counter.fetch_add(by, Ordering::SeqCst) + by;
-        self.metrics.set(
-            STREAMS_METRIC,
-            "Open SDS streams.",
-            &[("variant", variant.label())],
-            now as f64,
-        );
-    }
-
-    fn count(&self, name: &'static str, help: &'static str, variant: Variant) {
-        self.metrics
-            .inc(name, help, &[("variant", variant.label())], 1.0);
-    }
-
-    /// Log what a request says besides its step: a NACK (counted; logged at a
-    /// bounded rate, its client-supplied text clipped) or a stale nonce.
-    pub(crate) fn note(&self, variant: Variant, received: &Received) {
-        if let Some(nack) = &received.nack {
-            self.count(
-                NACKS_METRIC,
-                "SDS responses rejected by the client.",
-                variant,
-            );
-            if let Some(held_back) = self.nack_log.check(Instant::now()) {
-                tracing::warn!(
-                    variant = variant.label(),
-                    nonce = %Clip::with_max(&nack.nonce, 40),
-                    version = %Clip::with_max(&nack.version_info, 40),
-                    error = %Clip::new(&nack.message),
-                    similar_warnings_held_back = held_back,
-                    "SDS client rejected a response (NACK); it keeps its previous secrets"
-                );
-            }
-        }
-        if received.stale {
-            tracing::debug!("SDS request with a stale nonce ignored");
-        }
-    }
-
-    /// A stream ended by the server for `reason`.
-    pub(crate) fn dropped(&self, variant: Variant, reason: &'static str) {
-        self.metrics.inc(
-            DROPPED_METRIC,
-            "SDS streams ended by the server: stalled (the client stopped reading) or malformed (an undecodable request).",
-            &[("variant", variant.label()), ("reason", reason)],
-            1.0,
-        );
-        if reason == "stalled"
-            && let Some(held_back) = self.drop_log.check(Instant::now())
-        {
-            tracing::info!(
-                variant = variant.label(),
-                similar_messages_held_back = held_back,
-                "SDS client stopped reading; its connection was closed"
-            );
-        }
-    }
-
-    /// A request the conversation refused (the stream ends).
-    pub(crate) fn refused_request(&self, variant: Variant, err: &ProtocolError) {
-        if let Some(held_back) = self.request_log.check(Instant::now()) {
-            tracing::warn!(
-                variant = variant.label(),
-                error = %Clip::new(&err.to_string()),
-                similar_warnings_held_back = held_back,
-                "SDS request refused"
-            );
-        }
-    }
-
-    /// A request frame that could not be decoded (the stream ends with its status).
-    pub(crate) fn malformed(&self, variant: Variant, status: &Status) {
-        if let Some(held_back) = self.request_log.check(Instant::now()) {
-            tracing::warn!(
-                variant = variant.label(),
-                code = status.code().description(),
-                error = %Clip::new(status.message()),
-                similar_warnings_held_back = held_back,
-                "SDS request could not be decoded; the stream ends"
-            );
-        }
-    }
-
-    /// Names asked for that are not offered (yet).
-    pub(crate) fn not_offered(&self, missing: &[&String]) {
-        tracing::debug!(
-            missing = %ClipList::new(missing),
-            "SDS names not offered (yet); sent when they are"
-        );
-    }
-}
-
-/// Counts a stream as open while alive.
-#[derive(Debug)]
-pub(crate) struct OpenStream {
-    gauges: Arc<Gauges>,
-    variant: Variant,
-}
-
-impl OpenStream {
-    /// Count a new stream, unless `max` are open already.
-    fn new(gauges: &Arc<Gauges>, variant: Variant, max: usize) -> Option<Self> {
-        if gauges.open.fetch_add(1, Ordering::SeqCst) >= max {
-            gauges.open.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        gauges.add(variant, 1);
-        Some(Self {
-            gauges: Arc::clone(gauges),
-            variant,
-        })
-    }
-
-    /// A response was handed to the HTTP layer.
-    pub(crate) fn pushed(&self) {
-        self.gauges
-            .count(PUSHES_METRIC, "SDS responses sent.", self.variant);
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.gauges.open.fetch_sub(1, Ordering::SeqCst);
-        self.gauges.add(self.variant, -1);
-    }
 }
 
 impl SdsService {
@@ -300,12 +130,9 @@ impl SdsService {
         B::Error: Into<tonic::codegen::StdError>,
     {
         let Some(open) = OpenStream::new(&self.gauges, C::VARIANT, self.limits.max_streams) else {
-            self.gauges.metrics.inc(
-                REFUSED_METRIC,
-                "SDS streams refused at the start.",
-                &[("reason", "limit")],
-                1.0,
-            );
+            self.gauges
+                .metrics
+                .inc(SDS_STREAMS_REFUSED, &[("reason", "limit")], 1.0);
             return Status::resource_exhausted(format!(
                 "too many SDS streams (sinks.sds.max_streams = {})",
                 self.limits.max_streams

@@ -31,9 +31,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, Streaming};
 
+use super::gauges::{Gauges, OpenStream, Variant};
 use super::protocol::{Delta, ProtocolError, Received, Sotw, Step};
 use super::resources::Catalog;
-use super::service::{Gauges, OpenStream, Variant};
 use super::wire::Frames;
 use crate::net::ConnectionHandle;
 use crate::telemetry::log_guard::{Clip, ClipList};

@@ -110,6 +110,19 @@ pub enum StoreError {
         /// The stored length.
         len: usize,
     },
+    /// The database was written by a newer fedgw, in a layout this one does not
+    /// know; it is left untouched.
+    #[error(
+        "the store at {path} has schema version {found}, newer than the {known} this fedgw knows; run the fedgw that wrote it, or a newer one"
+    )]
+    SchemaTooNew {
+        /// The database directory.
+        path: PathBuf,
+        /// The version found.
+        found: u64,
+        /// The newest version this build knows.
+        known: u64,
+    },
     /// A counter reached `u64::MAX`.
     #[error("store counter {key:?} cannot grow past {}", u64::MAX)]
     CounterExhausted {

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 use spiffe_federation::TrustDomain;
 
-use crate::registry::RelationshipSpec;
+use url::Url;
+
+use crate::config::{DocumentFormat, ProfileName, ProxyConfig};
 use crate::trust::policy::Source;
 
 /// A stored bundle version (POLL-3: kept under the trust domain it belongs to).
@@ -118,11 +120,55 @@ pub struct AuditRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelationshipRecord {
     /// The relationship as the API accepted it (file contents inline).
-    pub relationship: RelationshipSpec,
+    pub relationship: StoredRelationship,
     /// When it was created or last replaced, Unix seconds.
     pub changed_at: i64,
     /// Who created or last replaced it.
     pub changed_by: String,
+}
+
+/// A relationship's fields as stored (schema version 1): the admin API body's JSON
+/// shape when the keyspace was introduced. The store keeps its own type so that the
+/// API can change without changing what is on disk; a change of this shape needs a
+/// new schema version and a migration ([`super::schema`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredRelationship {
+    /// The foreign trust domain.
+    pub trust_domain: TrustDomain,
+    /// The bundle endpoint URL, when one was given as `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Url>,
+    /// The endpoint URLs, when given as the list `urls`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<Url>,
+    /// The endpoint profile.
+    pub profile: ProfileName,
+    /// `https_spiffe`: the endpoint server's SPIFFE ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_spiffe_id: Option<spiffe_federation::SpiffeId>,
+    /// `https_spiffe`: the bootstrap bundle document, inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_bundle: Option<String>,
+    /// Format of `bootstrap_bundle`.
+    #[serde(default)]
+    pub bootstrap_format: DocumentFormat,
+    /// `https_web`: extra PEM CA roots, inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_ca_roots_pem: Option<String>,
+    /// Follow HTTP redirects.
+    #[serde(default = "yes")]
+    pub follow_redirects: bool,
+    /// `env`, `off`, or a proxy URL.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// Accept a fetched empty `keys` list.
+    #[serde(default)]
+    pub allow_revocation: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The caller's part of the audit entry a change writes.

@@ -1,22 +1,22 @@
-//! A federation relationship as the admin API receives it, which is also how it is
-//! stored: the configuration's `[[federation]]` fields, with file paths replaced by
-//! the files' content (`bootstrap_bundle`, `extra_ca_roots_pem`), so the gateway
-//! never reads the caller's filesystem.
+//! A federation relationship as the admin API receives it: the configuration's
+//! `[[federation]]` fields, with file paths replaced by the files' content
+//! (`bootstrap_bundle`, `extra_ca_roots_pem`), so the gateway never reads the
+//! caller's filesystem. ClusterFederatedTrustDomain documents are read into it too.
 //!
 //! Owns the body's shape and its mapping onto the configuration's checks
-//! ([`config::validate_relationship_with`]) and the poller's resolving
-//! ([`Relationship::resolve`]). It does not own the registry's rules (which
-//! relationship may be created, replaced or deleted).
+//! ([`config::validate_relationship_with`]) and onto a
+//! [`Relationship`](super::Relationship) ([`super::Relationship::from_body`]). It
+//! does not own the registry's rules (which relationship may be created, replaced or
+//! deleted) or how the store keeps it (its own record type, of the same JSON shape).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use spiffe_federation::{SpiffeId, TrustDomain};
 use url::Url;
 
+use super::{Material, MaterialSource};
 use crate::config::{self, Attached, ConfigError, DocumentFormat, ProfileName, ProxyConfig};
-use crate::sources::resolved::{Material, MaterialSource, Relationship, RelationshipError};
 
 /// The body of `POST /v1/federation-relationships` and `PUT …/{td}`: nothing is
 /// inferred, every field is the caller's (SEC-1). Unknown fields are refused, naming
@@ -73,8 +73,8 @@ fn yes() -> bool {
 impl RelationshipSpec {
     /// The configuration form: the same fields, with no file paths (the content is in
     /// [`RelationshipSpec::material`]).
-    pub fn to_config(&self) -> config::Relationship {
-        config::Relationship {
+    pub fn to_entry(&self) -> config::FederationEntry {
+        config::FederationEntry {
             trust_domain: self.trust_domain.clone(),
             url: self.url.clone(),
             urls: self.urls.clone(),
@@ -115,24 +115,7 @@ impl RelationshipSpec {
                 .as_ref()
                 .map(|_| "extra_ca_roots_pem"),
         };
-        config::validate_relationship_with(&self.to_config(), "", locals, attached)
-    }
-
-    /// The form the poller uses: the inline content parsed. Does not block.
-    ///
-    /// # Errors
-    /// [`RelationshipError`] naming the field whose content is unusable.
-    pub fn resolve(
-        &self,
-        max_document_bytes: usize,
-        fetch_timeout: Duration,
-    ) -> Result<Relationship, RelationshipError> {
-        Relationship::resolve(
-            &self.to_config(),
-            self.material(),
-            max_document_bytes,
-            fetch_timeout,
-        )
+        config::validate_relationship_with(&self.to_entry(), "", locals, attached)
     }
 }
 
@@ -140,7 +123,21 @@ impl RelationshipSpec {
 mod tests {
     use serde_json::json;
 
+    use std::time::Duration;
+
     use super::*;
+    use crate::relationship::{Limits, Relationship, RelationshipError};
+
+    fn limits(max_document_bytes: usize) -> Limits {
+        Limits {
+            max_document_bytes,
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn resolve(spec: &RelationshipSpec, max: usize) -> Result<Relationship, RelationshipError> {
+        Relationship::resolve(&spec.to_entry(), spec.material(), limits(max))
+    }
 
     fn spec(value: serde_json::Value) -> RelationshipSpec {
         serde_json::from_value(value).unwrap()
@@ -163,7 +160,7 @@ mod tests {
             !web.allow_revocation,
             "revocations are refused unless allowed"
         );
-        assert!(!web.to_config().allow_revocation);
+        assert!(!web.to_entry().allow_revocation);
         assert_eq!(web.proxy, ProxyConfig::Environment);
         assert_eq!(web.bootstrap_format, DocumentFormat::Spiffe);
         assert!(web.validate(&BTreeSet::new()).is_ok());
@@ -238,7 +235,7 @@ mod tests {
                 "endpoint_spiffe_id": "spiffe://anchor.example/ep",
                 "bootstrap_bundle": document
             }));
-            let err = rel.resolve(1024, Duration::from_secs(5)).unwrap_err();
+            let err = resolve(&rel, 1024).unwrap_err();
             assert!(
                 matches!(
                     err,
@@ -263,20 +260,17 @@ mod tests {
             "endpoint_spiffe_id": "spiffe://anchor.example/ep",
             "bootstrap_bundle": one_ca_document("anchor.example")
         }));
-        let resolved = rel.resolve(64 * 1024, Duration::from_secs(5)).unwrap();
-        let bootstrap = resolved.bootstrap.unwrap();
+        let resolved = resolve(&rel, 64 * 1024).unwrap();
+        let bootstrap = resolved.bootstrap_bundle().unwrap();
         assert_eq!(bootstrap.trust_domain().as_str(), "anchor.example");
         assert_eq!(bootstrap.x509_authorities().len(), 1);
-        assert!(
-            rel.resolve(4, Duration::from_secs(5)).is_err(),
-            "size limit"
-        );
+        assert!(resolve(&rel, 4).is_err(), "size limit");
 
         let bad_roots = spec(json!({
             "trust_domain": "w.example", "url": "https://w.example/", "profile": "https_web",
             "extra_ca_roots_pem": "not pem"
         }));
-        let err = bad_roots.resolve(1024, Duration::from_secs(5)).unwrap_err();
+        let err = resolve(&bad_roots, 1024).unwrap_err();
         assert!(
             matches!(
                 &err,

@@ -16,10 +16,10 @@ use spiffe_federation::TrustDomain;
 use url::Url;
 
 use crate::app::{self, GatewayError, Running};
-use crate::config::{DocumentFormat, ProfileName, ProxyConfig, Relationship as RelationshipConfig};
+use crate::config::{DocumentFormat, FederationEntry, ProfileName, ProxyConfig};
 use crate::dev::defaults::{self, DefaultGateway, DefaultsError};
 use crate::dev::pki::DevPkiPaths;
-use crate::sources::resolved::{Relationship, RelationshipError};
+use crate::relationship::{Limits, Relationship, RelationshipError};
 use crate::trust::policy::Source;
 
 /// Why the demo could not run.
@@ -125,7 +125,13 @@ pub async fn start(
             }
             let config = relationship(peer, (i + j) % 2 == 0)?;
             let resolved = tokio::task::spawn_blocking(move || {
-                Relationship::from_config(&config, 1024 * 1024, Duration::from_secs(10))
+                Relationship::from_entry(
+                    &config,
+                    Limits {
+                        max_document_bytes: 1024 * 1024,
+                        fetch_timeout: Duration::from_secs(10),
+                    },
+                )
             })
             .await
             .map_err(|_| DemoError::Interrupted("resolving relationships"))??;
@@ -136,13 +142,13 @@ pub async fn start(
 }
 
 /// The relationship a gateway forms with `peer`: `https_web` or `https_spiffe`.
-fn relationship(peer: &DemoGateway, web: bool) -> Result<RelationshipConfig, DemoError> {
+fn relationship(peer: &DemoGateway, web: bool) -> Result<FederationEntry, DemoError> {
     let url = |addr: SocketAddr, host: &str| {
         Url::parse(&format!("https://{host}:{}/", addr.port()))
             .map_err(|_| DemoError::Interrupted("building a URL"))
     };
     Ok(if web {
-        RelationshipConfig {
+        FederationEntry {
             trust_domain: peer.trust_domain.clone(),
             url: Some(url(peer.web_addr, "localhost")?),
             urls: Vec::new(),
@@ -156,7 +162,7 @@ fn relationship(peer: &DemoGateway, web: bool) -> Result<RelationshipConfig, Dem
             allow_revocation: false,
         }
     } else {
-        RelationshipConfig {
+        FederationEntry {
             trust_domain: peer.trust_domain.clone(),
             url: Some(url(peer.spiffe_addr, "127.0.0.1")?),
             urls: Vec::new(),
