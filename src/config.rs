@@ -31,6 +31,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use spiffe_federation::endpoint::{EndpointUrl, ProxySetting, UrlError};
 use spiffe_federation::{SpiffeId, TrustDomain};
 use url::Url;
 
@@ -470,7 +471,7 @@ pub struct FederationEntry {
     pub follow_redirects: bool,
     /// `env` (HTTPS_PROXY/NO_PROXY, the default), `off`, or a proxy URL (EXT-5).
     #[serde(default)]
-    pub proxy: ProxyConfig,
+    pub proxy: ProxySetting,
     /// Accept a fetched bundle with an empty `keys` list, which revokes every key of
     /// the trust domain (TDB §4.1.3). Off by default: such a document is refused with
     /// `revocation_refused` and the last good bundle stays.
@@ -480,19 +481,6 @@ pub struct FederationEntry {
 
 fn yes() -> bool {
     true
-}
-
-/// Proxy choice for one relationship.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum ProxyConfig {
-    /// Honour `HTTPS_PROXY` and `NO_PROXY`.
-    #[default]
-    Environment,
-    /// Connect directly.
-    Off,
-    /// Use this proxy.
-    Url(Url),
 }
 
 /// A duration in whole seconds, written `300`, `"300s"`, `"5m"`, `"1h"` or `"1d"`.
@@ -596,31 +584,6 @@ impl From<AdminListen> for String {
         match value {
             AdminListen::Unix(path) => format!("unix:{}", path.display()),
             AdminListen::Tcp(addr) => addr.to_string(),
-        }
-    }
-}
-
-impl TryFrom<String> for ProxyConfig {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        match value.as_str() {
-            "env" => Ok(Self::Environment),
-            "off" => Ok(Self::Off),
-            // The text is not repeated: a proxy URL may carry a password.
-            other => crate::config::urls::proxy_url(other)
-                .map(Self::Url)
-                .map_err(|err| format!("not \"env\", \"off\" or a proxy URL: {err}")),
-        }
-    }
-}
-
-impl From<ProxyConfig> for String {
-    fn from(value: ProxyConfig) -> Self {
-        match value {
-            ProxyConfig::Environment => "env".to_owned(),
-            ProxyConfig::Off => "off".to_owned(),
-            ProxyConfig::Url(url) => url.to_string(),
         }
     }
 }
@@ -1017,22 +980,18 @@ pub fn validate_relationship_with(
     Ok(())
 }
 
-/// SPIFFE Federation §5.2.1.1, §5.2.2.1: `https`, no userinfo, a host.
+/// SPIFFE Federation §5.2.1.1, §5.2.2.1: the rules are [`EndpointUrl::from_url`]'s;
+/// this only words its refusal with the URL (`… must use https (found "http")`). The
+/// URL is shown only for a rule checked after userinfo, so never with a password.
 fn check_endpoint_url(url: &Url) -> Result<(), String> {
-    if url.scheme() != "https" {
-        return Err(format!("{url} must use https (found {:?})", url.scheme()));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        // Not repeated: it may hold a password.
-        return Err("the URL must not include userinfo (a user name or password)".to_owned());
-    }
-    if url.host().is_none() {
-        return Err(format!("{url} has no host"));
-    }
-    if url.fragment().is_some() {
-        return Err(format!("{url} must not have a fragment"));
-    }
-    Ok(())
+    EndpointUrl::from_url(url.clone())
+        .map(drop)
+        .map_err(|err| match err {
+            UrlError::NotHttps { scheme } => format!("{url} must use https (found {scheme:?})"),
+            UrlError::NoHost => format!("{url} has no host"),
+            UrlError::Fragment => format!("{url} must not have a fragment"),
+            other => other.to_string(),
+        })
 }
 
 /// `[admin.watch]`: bounds of the watch API.
@@ -1516,14 +1475,14 @@ mod tests {
         };
         assert_eq!(
             Config::from_toml(&rel("off")).unwrap().federation[0].proxy,
-            ProxyConfig::Off
+            ProxySetting::Off
         );
         assert!(matches!(
             Config::from_toml(&rel("http://proxy:3128"))
                 .unwrap()
                 .federation[0]
                 .proxy,
-            ProxyConfig::Url(_)
+            ProxySetting::Url(_)
         ));
         assert!(syntax(&rel("sometimes")).contains("sometimes"));
     }

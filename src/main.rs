@@ -22,11 +22,12 @@ use fedgw::client::cli::args::{
 use fedgw::client::cli::exit::{Exit, UsageError, describe, looks_like_pem};
 use fedgw::client::cli::{self, CliError, Output, RelationshipArgs, RelationshipBody, operands};
 use fedgw::client::validate::{self, Format, ValidateError};
-use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig};
+use fedgw::config::{Config, DocumentFormat, ProfileName};
 use fedgw::outputs::files::FilesSinkConfig;
 use fedgw::shutdown::Shutdown;
 use fedgw::telemetry::LogFormat;
 use spiffe_federation::TrustDomain;
+use spiffe_federation::endpoint::{EndpointUrl, ProxySetting};
 use url::Url;
 
 /// The allocator. glibc's malloc keeps what many short-lived connections freed in its
@@ -367,12 +368,12 @@ fn relationship(flags: RelationshipFlags) -> anyhow::Result<RelationshipBody> {
     let urls = flags
         .urls
         .iter()
-        .map(|raw| fedgw::config::urls::endpoint_url(raw))
+        .map(|raw| EndpointUrl::parse(raw).map(Url::from))
         .collect::<Result<Vec<Url>, _>>()
         .map_err(|err| UsageError::new(format!("--bundle-endpoint-url: {err}")))?;
     let proxy = flags
         .proxy
-        .map(ProxyConfig::try_from)
+        .map(ProxySetting::try_from)
         .transpose()
         .map_err(|err| UsageError::new(format!("--proxy: {err}")))?;
     Ok(RelationshipBody::Args(RelationshipArgs {

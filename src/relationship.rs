@@ -32,7 +32,7 @@ use spiffe_federation::{Bundle, BundleError, SpiffeId, TrustDomain};
 use url::Url;
 
 pub use self::body::RelationshipSpec;
-use crate::config::{self, ConfigError, DocumentFormat, ProfileName, ProxyConfig};
+use crate::config::{self, ConfigError, DocumentFormat, ProfileName};
 
 /// Why a configured relationship cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -197,8 +197,8 @@ pub struct Relationship {
     pub extra_roots: Option<Given<Vec<CertificateDer<'static>>>>,
     /// Follow HTTP redirects (at most 3 hops, never remembered; SEC-4).
     pub follow_redirects: bool,
-    /// Proxy choice (EXT-5).
-    pub proxy: ProxyConfig,
+    /// Proxy choice (EXT-5), as the fetcher takes it.
+    pub proxy: ProxySetting,
     /// Accept a fetched empty `keys` list (a revocation).
     pub allow_revocation: bool,
     /// Size, time and redirect limits of a fetch.
@@ -367,15 +367,6 @@ impl Relationship {
                 }
                 Profile::HttpsWeb(options)
             }
-        }
-    }
-
-    /// The proxy choice, as the fetcher takes it.
-    pub fn proxy_setting(&self) -> ProxySetting {
-        match &self.proxy {
-            ProxyConfig::Environment => ProxySetting::FromEnvironment,
-            ProxyConfig::Off => ProxySetting::Off,
-            ProxyConfig::Url(url) => ProxySetting::Url(url.clone()),
         }
     }
 

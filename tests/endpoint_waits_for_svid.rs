@@ -80,7 +80,7 @@ async fn wait_for_log(gateway: &Gateway, deadline: Duration, what: &str, needles
     .await;
 }
 
-/// The bind retry in `app::start_inner`, end to end.
+/// The bind retry in `outputs::endpoint::start` (`bind_when_ready`), end to end.
 ///
 /// The SPIRE domain's local bundle is pushed through the admin API (`source = { admin
 /// = true }`) rather than streamed from the same agent: with both from the agent, its

@@ -46,7 +46,7 @@ use fedgw::admin::api::{
 use fedgw::admin::listen::BoundAddr;
 use fedgw::admin::{self, ROUTES};
 use fedgw::app::Running;
-use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig, Scope};
+use fedgw::config::{Config, DocumentFormat, ProfileName, Scope};
 use fedgw::digest::sha256_hex;
 use fedgw::shutdown::Ended;
 use fedgw_testkit::{Answer, BundleServer, DEADLINE, TestCa, wait_for};
@@ -54,6 +54,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use spiffe_federation::bundle::{EcCurve, JwtAuthority, PublicKey};
+use spiffe_federation::endpoint::ProxySetting;
 use spiffe_federation::{Bundle, TrustDomain};
 use tempfile::TempDir;
 use time::OffsetDateTime;
@@ -699,7 +700,7 @@ fn relationship(full: bool) -> Relationship {
         profile: ProfileName::HttpsSpiffe,
         endpoint_spiffe_id: full.then(|| "spiffe://b.example/bundle-endpoint".parse().unwrap()),
         follow_redirects: true,
-        proxy: ProxyConfig::Off,
+        proxy: ProxySetting::Off,
         allow_revocation: false,
         chain: TrustChain {
             depends_on: vec![td("c.example")],

@@ -24,13 +24,14 @@ use fedgw::admin::listen::BoundAddr;
 use fedgw::app::{GatewayError, Running};
 use fedgw::client::admin_client::{AdminClient, AdminTarget, Answer as Reply, Body, ClientError};
 use fedgw::client::cli;
-use fedgw::config::{Config, DocumentFormat, ProfileName, ProxyConfig};
+use fedgw::config::{Config, DocumentFormat, ProfileName};
 use fedgw::digest::sha256_hex;
 use fedgw::shutdown::Ended;
 use fedgw::trust::db::{AuditAction, AuditRecord, RelationshipRecord, StoreError};
 use fedgw_testkit::{Answer, BundleServer, DEADLINE, TestCa, wait_for, wait_until};
 use reqwest::Method;
 use serde_json::{Value, json};
+use spiffe_federation::endpoint::ProxySetting;
 use spiffe_federation::{Bundle, TrustDomain};
 use tempfile::TempDir;
 
@@ -1026,7 +1027,7 @@ async fn fed_4_cli_verbs_create_update_show_and_delete() {
         bootstrap_format: Some(DocumentFormat::Spiffe),
         extra_ca_roots: None,
         follow_redirects: true,
-        proxy: Some(ProxyConfig::Off),
+        proxy: Some(ProxySetting::Off),
         allow_revocation: false,
     };
     let out = cli::federation_create(&gw.client, &cli::RelationshipBody::Args(args), false)

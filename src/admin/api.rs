@@ -24,10 +24,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use spiffe_federation::endpoint::ProxySetting;
 use spiffe_federation::{SpiffeId, TrustDomain};
 use url::Url;
 
-use crate::config::{ProfileName, ProxyConfig};
+use crate::config::ProfileName;
 pub use crate::registry::RelationshipSpec;
 
 // ---- Errors -----------------------------------------------------------------------
@@ -492,7 +493,7 @@ pub struct Relationship {
     /// Whether redirects are followed.
     pub follow_redirects: bool,
     /// `env`, `off` or a proxy URL.
-    pub proxy: ProxyConfig,
+    pub proxy: ProxySetting,
     /// Whether a fetched empty `keys` list (a revocation) is accepted.
     pub allow_revocation: bool,
     /// The trust chain, as members of this object.

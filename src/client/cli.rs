@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
+use spiffe_federation::endpoint::ProxySetting;
 use spiffe_federation::{SpiffeId, TrustDomain};
 use url::Url;
 
@@ -20,7 +21,7 @@ use crate::admin::api::{
     RefreshReport, Relationship, RelationshipList, Status, Warning,
 };
 use crate::client::admin_client::{AdminClient, Answer, Body, ClientError};
-use crate::config::{DocumentFormat, ProfileName, ProxyConfig};
+use crate::config::{DocumentFormat, ProfileName};
 use crate::registry::cftd::Cftd;
 
 pub mod args;
@@ -112,7 +113,7 @@ pub struct RelationshipArgs {
     /// Whether redirects are followed (`--no-follow-redirects` turns them off).
     pub follow_redirects: bool,
     /// `--proxy`: `env`, `off` or a proxy URL; the gateway's default when absent.
-    pub proxy: Option<ProxyConfig>,
+    pub proxy: Option<ProxySetting>,
     /// Accept a fetched empty `keys` list, a revocation (`--allow-revocation`).
     pub allow_revocation: bool,
 }
@@ -937,7 +938,7 @@ mod tests {
             bootstrap_format: None,
             extra_ca_roots: Some(roots),
             follow_redirects: false,
-            proxy: Some(ProxyConfig::Off),
+            proxy: Some(ProxySetting::Off),
             allow_revocation: true,
         };
         let body = args.to_json().await.unwrap();

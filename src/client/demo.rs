@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use spiffe_federation::TrustDomain;
+use spiffe_federation::endpoint::ProxySetting;
 use url::Url;
 
 use crate::app::{self, GatewayError, Running};
-use crate::config::{DocumentFormat, FederationEntry, ProfileName, ProxyConfig};
+use crate::config::{DocumentFormat, FederationEntry, ProfileName};
 use crate::dev::defaults::{self, DefaultGateway, DefaultsError};
 use crate::dev::pki::DevPkiPaths;
 use crate::relationship::{Limits, Relationship, RelationshipError};
@@ -158,7 +159,7 @@ fn relationship(peer: &DemoGateway, web: bool) -> Result<FederationEntry, DemoEr
             bootstrap_format: DocumentFormat::Spiffe,
             extra_ca_roots: Some(peer.pki.web_ca_cert.clone()),
             follow_redirects: true,
-            proxy: ProxyConfig::Off,
+            proxy: ProxySetting::Off,
             allow_revocation: false,
         }
     } else {
@@ -172,7 +173,7 @@ fn relationship(peer: &DemoGateway, web: bool) -> Result<FederationEntry, DemoEr
             bootstrap_format: DocumentFormat::Spiffe,
             extra_ca_roots: None,
             follow_redirects: true,
-            proxy: ProxyConfig::Off,
+            proxy: ProxySetting::Off,
             allow_revocation: false,
         }
     })

@@ -31,6 +31,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+mod start;
+
+pub use self::start::{Started, start};
 use crate::net::tls::{self, RELOAD_INTERVAL};
 use crate::net::{self, Connector, Limits, Net, Peer, Protocols, Stream};
 use crate::supervise::Supervisor;
@@ -83,6 +86,26 @@ pub enum EndpointError {
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
+    },
+    /// A name in `public_names` is neither a DNS name nor an IP address.
+    #[error("endpoint.https_web.public_names: {name:?} is not a DNS name or IP address")]
+    PublicName {
+        /// The name.
+        name: String,
+    },
+    /// The `https_spiffe` Workload API cannot be used, naming the configuration key.
+    #[error("{key}: {reason}")]
+    WorkloadApi {
+        /// The configuration key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A blocking startup step was interrupted.
+    #[error("startup interrupted: {step}")]
+    Interrupted {
+        /// The step.
+        step: &'static str,
     },
 }
 

@@ -30,10 +30,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use spiffe_federation::endpoint::{EndpointUrl, ProxySetting};
 use spiffe_federation::{SpiffeId, TrustDomain};
 use url::Url;
 
-use crate::config::{ConfigError, DocumentFormat, ProfileName, ProxyConfig};
+use crate::config::{ConfigError, DocumentFormat, ProfileName};
 use crate::relationship::{Limits, Relationship, RelationshipSpec};
 
 /// The `apiVersion` of a ClusterFederatedTrustDomain.
@@ -307,7 +308,11 @@ fn object(location: String, map: &Map<String, Value>) -> Result<Cftd, CftdError>
             .map_err(|(f, p)| fail(&f, p))?;
     // Checked on its text and never repeated (it may carry a password).
     let url: Url = required_string(spec, "bundleEndpointURL")
-        .and_then(|raw| crate::config::urls::endpoint_url(raw).map_err(|err| err.to_string()))
+        .and_then(|raw| {
+            EndpointUrl::parse(raw)
+                .map(Url::from)
+                .map_err(|err| err.to_string())
+        })
         .map_err(|problem| fail("spec.bundleEndpointURL", problem))?;
     let profile_map = match spec.get("bundleEndpointProfile") {
         Some(Value::Object(p)) => p,
@@ -383,7 +388,7 @@ fn object(location: String, map: &Map<String, Value>) -> Result<Cftd, CftdError>
         bootstrap_format: DocumentFormat::Spiffe,
         extra_ca_roots_pem: None,
         follow_redirects: true,
-        proxy: ProxyConfig::default(),
+        proxy: ProxySetting::default(),
         // The ClusterFederatedTrustDomain schema has no such field: an object's
         // relationship keeps the default (revocations refused).
         allow_revocation: false,
@@ -575,7 +580,7 @@ status: {{}}
         assert_eq!(partner.spec.endpoint_spiffe_id, None);
         assert_eq!(partner.spec.bootstrap_bundle, None);
         assert!(partner.spec.follow_redirects);
-        assert_eq!(partner.spec.proxy, ProxyConfig::Environment);
+        assert_eq!(partner.spec.proxy, ProxySetting::FromEnvironment);
     }
 
     #[test]

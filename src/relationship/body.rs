@@ -12,11 +12,12 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+use spiffe_federation::endpoint::ProxySetting;
 use spiffe_federation::{SpiffeId, TrustDomain};
 use url::Url;
 
 use super::{Material, MaterialSource};
-use crate::config::{self, Attached, ConfigError, DocumentFormat, ProfileName, ProxyConfig};
+use crate::config::{self, Attached, ConfigError, DocumentFormat, ProfileName};
 
 /// The body of `POST /v1/federation-relationships` and `PUT …/{td}`: nothing is
 /// inferred, every field is the caller's (SEC-1). Unknown fields are refused, naming
@@ -60,7 +61,7 @@ pub struct RelationshipSpec {
     pub follow_redirects: bool,
     /// `env` (the default), `off`, or a proxy URL (EXT-5).
     #[serde(default)]
-    pub proxy: ProxyConfig,
+    pub proxy: ProxySetting,
     /// Accept a fetched empty `keys` list (a revocation); off by default.
     #[serde(default)]
     pub allow_revocation: bool,
@@ -161,7 +162,7 @@ mod tests {
             "revocations are refused unless allowed"
         );
         assert!(!web.to_entry().allow_revocation);
-        assert_eq!(web.proxy, ProxyConfig::Environment);
+        assert_eq!(web.proxy, ProxySetting::FromEnvironment);
         assert_eq!(web.bootstrap_format, DocumentFormat::Spiffe);
         assert!(web.validate(&BTreeSet::new()).is_ok());
         let missing = spec(json!({"trust_domain": "w.example", "profile": "https_web"}));

@@ -331,7 +331,6 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
     bootstrap(ctx, rel, now).await;
     let snapshot = ctx.trust_store.snapshot();
     let profile = rel.fetch_profile();
-    let proxy = rel.proxy_setting();
     let auth = match ServerAuth::for_profile(&profile, |endpoint_td| {
         snapshot.get(endpoint_td).map(|entry| entry.bundle.as_ref())
     }) {
@@ -356,7 +355,7 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
             url,
             auth,
             limits: &rel.limits,
-            proxy: &proxy,
+            proxy: &rel.proxy,
         };
         // Each attempt starts from the report's empty fetch fields: a mirror's
         // failure must not show the previous mirror's final URL or peer.

@@ -24,6 +24,10 @@ use tokio_util::sync::CancellationToken;
 use super::{ChangeFilter, Event, Loaded, LocalSourceError};
 use crate::config::DocumentFormat;
 
+/// How long a starting gateway waits for a Workload API's first answer (a bundle, an
+/// SVID, or a failure) before it goes on; a failure is retried in the background.
+pub const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(15);
+
 /// The first retry after a failure; doubled on each further failure.
 pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts.

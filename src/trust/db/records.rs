@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 use spiffe_federation::TrustDomain;
+use spiffe_federation::endpoint::ProxySetting;
 
 use url::Url;
 
-use crate::config::{DocumentFormat, ProfileName, ProxyConfig};
+use crate::config::{DocumentFormat, ProfileName};
 use crate::trust::policy::Source;
 
 /// A stored bundle version (POLL-3: kept under the trust domain it belongs to).
@@ -161,7 +162,7 @@ pub struct StoredRelationship {
     pub follow_redirects: bool,
     /// `env`, `off`, or a proxy URL.
     #[serde(default)]
-    pub proxy: ProxyConfig,
+    pub proxy: ProxySetting,
     /// Accept a fetched empty `keys` list.
     #[serde(default)]
     pub allow_revocation: bool,
