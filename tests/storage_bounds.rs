@@ -13,7 +13,9 @@
 
 use fedgw::telemetry::Metrics;
 use fedgw::telemetry::families::{STORE_DISK_BYTES, STORE_LIVE_BYTES};
-use fedgw::trust::db::{AuditAction, AuditNote, NewBundle, StorageConfig, Store, StoreUsage};
+use fedgw::trust::db::{
+    AuditAction, AuditNote, Database, NewBundle, StorageConfig, Store, StoreUsage,
+};
 use fedgw::trust::policy::{PolicySettings, Source};
 use fedgw::trust::store::TrustStore;
 use fedgw_testkit::TestCa;
@@ -93,7 +95,7 @@ fn documents(template: &Bundle) -> impl Fn(u64) -> Vec<u8> + use<> {
     }
 }
 
-fn usage(store: &Store) -> StoreUsage {
+fn usage(store: &dyn Database) -> StoreUsage {
     store.usage().unwrap()
 }
 
@@ -176,7 +178,7 @@ fn disk_bytes_stay_bounded_over_500_changes_of_a_1_mib_bundle() {
         &trust_store.snapshot().get(&td).unwrap().json[..],
         &document(CHANGES)[..]
     );
-    let after = usage(trust_store.store());
+    let after = usage(trust_store.store().as_ref());
     assert!(
         after.disk_bytes <= end.disk_bytes + 64 * 1024,
         "the restart grew the files: {end:?} → {after:?}"

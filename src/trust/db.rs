@@ -1,4 +1,5 @@
-//! Durable storage: the sled 0.34 database behind the trust store.
+//! Durable storage: the [`Database`] the trust store writes through, and [`Store`],
+//! its implementation on an embedded sled 0.34 database.
 //!
 //! Owns the on-disk layout (keyspaces, key encodings, serde_json record codecs),
 //! durability, and how much is kept. Every call that changes something commits its
@@ -204,6 +205,506 @@ impl Trees {
     }
 }
 
+/// The durable storage under the trust store: what it keeps and the one way each
+/// change is written (in one transaction, flushed before the call returns, with its
+/// audit record). The trust store holds it as `Arc<dyn Database>` and is its only
+/// writer of bundles; the registry writes relationships through it. Every method
+/// blocks: call it from a blocking thread. [`Store`] is the implementation on an
+/// embedded sled database.
+pub trait Database: fmt::Debug + Send + Sync + 'static {
+    /// The global revision: bumped by every accepted change and removal. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if `meta` cannot be read.
+    fn revision(&self) -> Result<u64, StoreError>;
+
+    /// The current bundle of `trust_domain`. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be read or decoded.
+    fn bundle(&self, trust_domain: &TrustDomain) -> Result<Option<BundleRecord>, StoreError>;
+
+    /// Every current bundle, ordered by trust domain. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first record that cannot be read or decoded.
+    fn bundles(&self) -> Result<Vec<BundleRecord>, StoreError>;
+
+    /// Store `new` as the current bundle of its trust domain under the next global
+    /// revision, add it to `history` (trimmed to `history_max_versions` and
+    /// `history_max_bytes_per_domain`, the newest kept), append an audit entry, and
+    /// flush. Blocks. Call [`Store::maintain`] once the change is published.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; nothing is changed unless the transaction committed, and an
+    /// error from the flush means the change may not survive a crash.
+    fn put_bundle(&self, new: NewBundle, note: AuditNote) -> Result<BundleRecord, StoreError>;
+
+    /// Remove the current bundle and the status of `trust_domain` (POLL-4), keeping its
+    /// history and the audit log, and flush. Returns the new global revision if a
+    /// bundle was removed. Blocks. Call [`Store::maintain`] once it is published.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; nothing is changed unless the transaction committed.
+    fn remove_bundle(
+        &self,
+        trust_domain: &TrustDomain,
+        note: AuditNote,
+        at: i64,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// The stored versions of `trust_domain`, newest first. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first record that cannot be read or decoded.
+    fn history(&self, trust_domain: &TrustDomain) -> Result<Vec<BundleRecord>, StoreError>;
+
+    /// The version of `trust_domain` accepted at `revision`, if still kept. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be read or decoded.
+    fn history_entry(
+        &self,
+        trust_domain: &TrustDomain,
+        revision: u64,
+    ) -> Result<Option<BundleRecord>, StoreError>;
+
+    /// The fetch status of every relationship. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first key or record that is malformed.
+    fn statuses(&self) -> Result<Vec<(TrustDomain, RelationshipStatus)>, StoreError>;
+
+    /// Replace the fetch status of `trust_domain`, and flush. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be written or flushed.
+    fn put_status(
+        &self,
+        trust_domain: &TrustDomain,
+        status: &RelationshipStatus,
+    ) -> Result<(), StoreError>;
+
+    /// Append `record` to the audit log (cut to the audit bounds), and flush; returns
+    /// its sequence number. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be written or flushed.
+    fn append_audit(&self, record: &AuditRecord) -> Result<u64, StoreError>;
+
+    /// Up to `limit` audit entries with a sequence number above `after`, oldest first.
+    /// Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first entry that cannot be read or decoded.
+    fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError>;
+
+    /// The next `spiffe_sequence` to serve for local domain `trust_domain`: a persisted
+    /// counter that only grows, even across removal and re-creation (BUN-4). Flushes
+    /// before returning. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the counter cannot be updated or flushed.
+    fn next_local_sequence(&self, trust_domain: &TrustDomain) -> Result<u64, StoreError>;
+
+    /// Every federation relationship created through the admin API, ordered by trust
+    /// domain. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first record that cannot be read or decoded.
+    fn relationships(&self) -> Result<Vec<RelationshipRecord>, StoreError>;
+
+    /// Store `record` as the relationship of its trust domain (created or replaced)
+    /// and append `audit`, in one transaction, then flush; returns the audit entry's
+    /// sequence number. Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; nothing is changed unless the transaction committed.
+    fn put_relationship(
+        &self,
+        record: &RelationshipRecord,
+        audit: &AuditRecord,
+    ) -> Result<u64, StoreError>;
+
+    /// Remove the relationship with `trust_domain` and append `audit`, in one
+    /// transaction, then flush; returns whether one was stored (nothing is written
+    /// when none was). Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; nothing is changed unless the transaction committed.
+    fn remove_relationship(
+        &self,
+        trust_domain: &TrustDomain,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+
+    /// What the database takes on disk now and the live bytes it holds; also sets the
+    /// `fedgw_store_disk_bytes` and `fedgw_store_live_bytes` gauges. Blocks.
+    ///
+    /// # Errors
+    /// [`StoreError::Filesystem`] if the files cannot be measured.
+    fn usage(&self) -> Result<StoreUsage, StoreError>;
+
+    /// Measure the files when enough was written since the last measurement, and
+    /// rewrite the database when its waste is past the `[storage]` threshold. Called
+    /// after each change is published (the change is already durable): failures are
+    /// logged and counted, never returned. Blocks, for the length of a rewrite when
+    /// one is due (other store calls wait for it; readers of the trust store's
+    /// snapshot do not).
+    fn maintain(&self);
+}
+
+impl Database for Store {
+    fn revision(&self) -> Result<u64, StoreError> {
+        self.with_trees(|trees| {
+            let value = trees
+                .meta
+                .get(REVISION_KEY)
+                .map_err(storage(Keyspace::Meta, None))?;
+            value.map_or(Ok(0), |v| decode_counter(REVISION_KEY, &v))
+        })
+    }
+
+    fn bundle(&self, trust_domain: &TrustDomain) -> Result<Option<BundleRecord>, StoreError> {
+        let key = trust_domain.as_str().as_bytes();
+        self.with_trees(|trees| {
+            let value = trees
+                .bundles
+                .get(key)
+                .map_err(storage(Keyspace::Bundles, Some(trust_domain)))?;
+            value
+                .map(|v| decode(Keyspace::Bundles, key, &v))
+                .transpose()
+        })
+    }
+
+    fn bundles(&self) -> Result<Vec<BundleRecord>, StoreError> {
+        self.with_trees(|trees| {
+            trees
+                .bundles
+                .iter()
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Bundles, None))?;
+                    decode(Keyspace::Bundles, &key, &value)
+                })
+                .collect()
+        })
+    }
+
+    fn put_bundle(&self, new: NewBundle, note: AuditNote) -> Result<BundleRecord, StoreError> {
+        let td = new.trust_domain.clone();
+        let key = td.as_str().as_bytes();
+        let digest = sha256_hex(&new.document);
+        let (record, change) = self.with_trees(|trees| {
+            let result = (&trees.bundles, &trees.history, &trees.audit, &trees.meta).transaction(
+                |(bundles, history, audit, meta)| {
+                    let old_digest = match bundles.get(key)? {
+                        // Only the digest: skipping the document is cheaper than copying it.
+                        Some(old) => {
+                            Some(abort(decode::<DigestOf>(Keyspace::Bundles, key, &old))?.digest)
+                        }
+                        None => None,
+                    };
+                    let revision = bump(meta, REVISION_KEY)?;
+                    let record = BundleRecord {
+                        trust_domain: new.trust_domain.clone(),
+                        document: new.document.clone(),
+                        source: new.source.clone(),
+                        accepted_at: new.accepted_at,
+                        digest: digest.clone(),
+                        sequence: new.sequence,
+                        revision,
+                    };
+                    let value = abort(encode(Keyspace::Bundles, key, &record))?;
+                    let old = bundles.insert(key, value.as_slice())?;
+                    let mut change = Change::set(key, value.len(), old.as_ref());
+                    let history_key = history_key(&td, revision);
+                    let old = history.insert(history_key.as_slice(), value.as_slice())?;
+                    change += Change::set(&history_key, value.len(), old.as_ref());
+                    let entry = AuditRecord {
+                        at: new.accepted_at,
+                        who: note.who.clone(),
+                        action: note.action,
+                        trust_domain: Some(td.clone()),
+                        old_digest,
+                        new_digest: Some(digest.clone()),
+                        detail: note.detail.clone(),
+                        old_value: None,
+                        new_value: None,
+                    };
+                    let (_, audited) = append_audit_in(audit, meta, &entry)?;
+                    Ok((record, change, audited))
+                },
+            );
+            let (record, mut change, audited) = finish(result, Keyspace::Bundles, Some(&td))?;
+            change += retention::trim_history(&trees.history, &td, &self.shared.settings)?;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok((record, change))
+        })?;
+        self.account(change);
+        Ok(record)
+    }
+
+    fn remove_bundle(
+        &self,
+        trust_domain: &TrustDomain,
+        note: AuditNote,
+        at: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = trust_domain.as_str().as_bytes();
+        let (revision, change) = self.with_trees(|trees| {
+            let result = (&trees.bundles, &trees.status, &trees.audit, &trees.meta).transaction(
+                |(bundles, status, audit, meta)| {
+                    let old_status = status.remove(key)?;
+                    let had_status = old_status.is_some();
+                    let mut change = Change::removed(key, old_status.as_ref());
+                    let Some(old) = bundles.remove(key)? else {
+                        return Ok((None, had_status, change, Change::default()));
+                    };
+                    change += Change::removed(key, Some(&old));
+                    let old = abort(decode::<BundleRecord>(Keyspace::Bundles, key, &old))?;
+                    let revision = bump(meta, REVISION_KEY)?;
+                    let entry = AuditRecord {
+                        at,
+                        who: note.who.clone(),
+                        action: note.action,
+                        trust_domain: Some(trust_domain.clone()),
+                        old_digest: Some(old.digest),
+                        new_digest: None,
+                        detail: note.detail.clone(),
+                        old_value: None,
+                        new_value: None,
+                    };
+                    let (_, audited) = append_audit_in(audit, meta, &entry)?;
+                    Ok((Some(revision), had_status, change, audited))
+                },
+            );
+            let (revision, had_status, mut change, audited) =
+                finish(result, Keyspace::Bundles, Some(trust_domain))?;
+            if revision.is_some() {
+                change += self.trim_audit(trees, audited)?;
+            }
+            if revision.is_some() || had_status {
+                trees.flush()?;
+            }
+            Ok((revision, change))
+        })?;
+        self.account(change);
+        Ok(revision)
+    }
+
+    fn history(&self, trust_domain: &TrustDomain) -> Result<Vec<BundleRecord>, StoreError> {
+        self.with_trees(|trees| {
+            trees
+                .history
+                .scan_prefix(history_prefix(trust_domain))
+                .rev()
+                .map(|item| {
+                    let (key, value) =
+                        item.map_err(storage(Keyspace::History, Some(trust_domain)))?;
+                    decode(Keyspace::History, &key, &value)
+                })
+                .collect()
+        })
+    }
+
+    fn history_entry(
+        &self,
+        trust_domain: &TrustDomain,
+        revision: u64,
+    ) -> Result<Option<BundleRecord>, StoreError> {
+        let key = history_key(trust_domain, revision);
+        self.with_trees(|trees| {
+            let value = trees
+                .history
+                .get(&key)
+                .map_err(storage(Keyspace::History, Some(trust_domain)))?;
+            value
+                .map(|v| decode(Keyspace::History, &key, &v))
+                .transpose()
+        })
+    }
+
+    fn statuses(&self) -> Result<Vec<(TrustDomain, RelationshipStatus)>, StoreError> {
+        self.with_trees(|trees| {
+            trees
+                .status
+                .iter()
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Status, None))?;
+                    let td = std::str::from_utf8(&key)
+                        .ok()
+                        .and_then(|name| TrustDomain::new(name).ok())
+                        .ok_or_else(|| StoreError::InvalidKey {
+                            keyspace: Keyspace::Status,
+                            key: describe_key(Keyspace::Status, &key),
+                            problem: "not a trust domain name",
+                        })?;
+                    Ok((td, decode(Keyspace::Status, &key, &value)?))
+                })
+                .collect()
+        })
+    }
+
+    fn put_status(
+        &self,
+        trust_domain: &TrustDomain,
+        status: &RelationshipStatus,
+    ) -> Result<(), StoreError> {
+        let key = trust_domain.as_str().as_bytes();
+        let value = encode(Keyspace::Status, key, status)?;
+        let len = value.len();
+        let old = self.with_trees(|trees| {
+            let old = trees
+                .status
+                .insert(key, value)
+                .map_err(storage(Keyspace::Status, Some(trust_domain)))?;
+            trees.flush()?;
+            Ok(old)
+        })?;
+        self.account(Change::set(key, len, old.as_ref()));
+        Ok(())
+    }
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<u64, StoreError> {
+        let (seq, change) = self.with_trees(|trees| {
+            let result = (&trees.audit, &trees.meta)
+                .transaction(|(audit, meta)| append_audit_in(audit, meta, record));
+            let (seq, audited) = finish(result, Keyspace::Audit, record.trust_domain.as_ref())?;
+            let mut change = audited;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok((seq, change))
+        })?;
+        self.account(change);
+        self.maintain();
+        Ok(seq)
+    }
+
+    fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.with_trees(|trees| {
+            trees
+                .audit
+                .range(start.to_be_bytes()..)
+                .take(limit)
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Audit, None))?;
+                    let seq = u64_from_key(&key).ok_or_else(|| StoreError::InvalidKey {
+                        keyspace: Keyspace::Audit,
+                        key: describe_key(Keyspace::Audit, &key),
+                        problem: "not an 8-byte sequence number",
+                    })?;
+                    Ok((seq, decode(Keyspace::Audit, &key, &value)?))
+                })
+                .collect()
+        })
+    }
+
+    fn next_local_sequence(&self, trust_domain: &TrustDomain) -> Result<u64, StoreError> {
+        let key = [LOCAL_SEQUENCE_PREFIX, trust_domain.as_str().as_bytes()].concat();
+        self.with_trees(|trees| {
+            let result = trees.meta.transaction(|meta| bump(meta, &key));
+            let next = finish(result, Keyspace::Meta, Some(trust_domain))?;
+            trees.flush()?;
+            Ok(next)
+        })
+    }
+
+    fn relationships(&self) -> Result<Vec<RelationshipRecord>, StoreError> {
+        self.with_trees(|trees| {
+            trees
+                .relationships
+                .iter()
+                .map(|item| {
+                    let (key, value) = item.map_err(storage(Keyspace::Relationships, None))?;
+                    decode(Keyspace::Relationships, &key, &value)
+                })
+                .collect()
+        })
+    }
+
+    fn put_relationship(
+        &self,
+        record: &RelationshipRecord,
+        audit: &AuditRecord,
+    ) -> Result<u64, StoreError> {
+        let td = &record.relationship.trust_domain;
+        let key = td.as_str().as_bytes();
+        let value = encode(Keyspace::Relationships, key, record)?;
+        let (seq, change) = self.with_trees(|trees| {
+            let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
+                |(relationships, audit_tree, meta)| {
+                    let old = relationships.insert(key, value.as_slice())?;
+                    let (seq, audited) = append_audit_in(audit_tree, meta, audit)?;
+                    Ok((seq, Change::set(key, value.len(), old.as_ref()), audited))
+                },
+            );
+            let (seq, mut change, audited) = finish(result, Keyspace::Relationships, Some(td))?;
+            change += audited;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok((seq, change))
+        })?;
+        self.account(change);
+        self.maintain();
+        Ok(seq)
+    }
+
+    fn remove_relationship(
+        &self,
+        trust_domain: &TrustDomain,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let key = trust_domain.as_str().as_bytes();
+        let removed = self.with_trees(|trees| {
+            let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
+                |(relationships, audit_tree, meta)| {
+                    let Some(old) = relationships.remove(key)? else {
+                        return Ok(None);
+                    };
+                    let (_, audited) = append_audit_in(audit_tree, meta, audit)?;
+                    Ok(Some((Change::removed(key, Some(&old)), audited)))
+                },
+            );
+            let removed = finish(result, Keyspace::Relationships, Some(trust_domain))?;
+            let Some((mut change, audited)) = removed else {
+                return Ok(None);
+            };
+            change += audited;
+            change += self.trim_audit(trees, audited)?;
+            trees.flush()?;
+            Ok(Some(change))
+        })?;
+        let Some(change) = removed else {
+            return Ok(false);
+        };
+        self.account(change);
+        self.maintain();
+        Ok(true)
+    }
+
+    fn usage(&self) -> Result<StoreUsage, StoreError> {
+        self.measure()?;
+        let books = self.books();
+        Ok(StoreUsage {
+            disk_bytes: books.disk,
+            apparent_bytes: books.apparent,
+            live_bytes: books.live,
+            compactions: books.compactions,
+        })
+    }
+
+    fn maintain(&self) {
+        if let Err(err) = self.try_maintain() {
+            tracing::warn!(error = %err, "store maintenance failed; the database keeps its current files");
+        }
+    }
+}
+
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
@@ -284,445 +785,6 @@ impl Store {
             tracing::warn!(error = %err, "the store could not be rewritten at start; it keeps its current files");
         }
         Ok(store)
-    }
-
-    /// The global revision: bumped by every accepted change and removal. Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`] if `meta` cannot be read.
-    pub fn revision(&self) -> Result<u64, StoreError> {
-        self.with_trees(|trees| {
-            let value = trees
-                .meta
-                .get(REVISION_KEY)
-                .map_err(storage(Keyspace::Meta, None))?;
-            value.map_or(Ok(0), |v| decode_counter(REVISION_KEY, &v))
-        })
-    }
-
-    /// The current bundle of `trust_domain`. Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`] if it cannot be read or decoded.
-    pub fn bundle(&self, trust_domain: &TrustDomain) -> Result<Option<BundleRecord>, StoreError> {
-        let key = trust_domain.as_str().as_bytes();
-        self.with_trees(|trees| {
-            let value = trees
-                .bundles
-                .get(key)
-                .map_err(storage(Keyspace::Bundles, Some(trust_domain)))?;
-            value
-                .map(|v| decode(Keyspace::Bundles, key, &v))
-                .transpose()
-        })
-    }
-
-    /// Every current bundle, ordered by trust domain. Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`] naming the first record that cannot be read or decoded.
-    pub fn bundles(&self) -> Result<Vec<BundleRecord>, StoreError> {
-        self.with_trees(|trees| {
-            trees
-                .bundles
-                .iter()
-                .map(|item| {
-                    let (key, value) = item.map_err(storage(Keyspace::Bundles, None))?;
-                    decode(Keyspace::Bundles, &key, &value)
-                })
-                .collect()
-        })
-    }
-
-    /// Store `new` as the current bundle of its trust domain under the next global
-    /// revision, add it to `history` (trimmed to `history_max_versions` and
-    /// `history_max_bytes_per_domain`, the newest kept), append an audit entry, and
-    /// flush. Blocks. Call [`Store::maintain`] once the change is published.
-    ///
-    /// # Errors
-    /// A [`StoreError`]; nothing is changed unless the transaction committed, and an
-    /// error from the flush means the change may not survive a crash.
-    pub fn put_bundle(&self, new: NewBundle, note: AuditNote) -> Result<BundleRecord, StoreError> {
-        let td = new.trust_domain.clone();
-        let key = td.as_str().as_bytes();
-        let digest = sha256_hex(&new.document);
-        let (record, change) = self.with_trees(|trees| {
-            let result = (&trees.bundles, &trees.history, &trees.audit, &trees.meta).transaction(
-                |(bundles, history, audit, meta)| {
-                    let old_digest = match bundles.get(key)? {
-                        // Only the digest: skipping the document is cheaper than copying it.
-                        Some(old) => {
-                            Some(abort(decode::<DigestOf>(Keyspace::Bundles, key, &old))?.digest)
-                        }
-                        None => None,
-                    };
-                    let revision = bump(meta, REVISION_KEY)?;
-                    let record = BundleRecord {
-                        trust_domain: new.trust_domain.clone(),
-                        document: new.document.clone(),
-                        source: new.source.clone(),
-                        accepted_at: new.accepted_at,
-                        digest: digest.clone(),
-                        sequence: new.sequence,
-                        revision,
-                    };
-                    let value = abort(encode(Keyspace::Bundles, key, &record))?;
-                    let old = bundles.insert(key, value.as_slice())?;
-                    let mut change = Change::set(key, value.len(), old.as_ref());
-                    let history_key = history_key(&td, revision);
-                    let old = history.insert(history_key.as_slice(), value.as_slice())?;
-                    change += Change::set(&history_key, value.len(), old.as_ref());
-                    let entry = AuditRecord {
-                        at: new.accepted_at,
-                        who: note.who.clone(),
-                        action: note.action,
-                        trust_domain: Some(td.clone()),
-                        old_digest,
-                        new_digest: Some(digest.clone()),
-                        detail: note.detail.clone(),
-                        old_value: None,
-                        new_value: None,
-                    };
-                    let (_, audited) = append_audit_in(audit, meta, &entry)?;
-                    Ok((record, change, audited))
-                },
-            );
-            let (record, mut change, audited) = finish(result, Keyspace::Bundles, Some(&td))?;
-            change += retention::trim_history(&trees.history, &td, &self.shared.settings)?;
-            change += self.trim_audit(trees, audited)?;
-            trees.flush()?;
-            Ok((record, change))
-        })?;
-        self.account(change);
-        Ok(record)
-    }
-
-    /// Remove the current bundle and the status of `trust_domain` (POLL-4), keeping its
-    /// history and the audit log, and flush. Returns the new global revision if a
-    /// bundle was removed. Blocks. Call [`Store::maintain`] once it is published.
-    ///
-    /// # Errors
-    /// A [`StoreError`]; nothing is changed unless the transaction committed.
-    pub fn remove_bundle(
-        &self,
-        trust_domain: &TrustDomain,
-        note: AuditNote,
-        at: i64,
-    ) -> Result<Option<u64>, StoreError> {
-        let key = trust_domain.as_str().as_bytes();
-        let (revision, change) = self.with_trees(|trees| {
-            let result = (&trees.bundles, &trees.status, &trees.audit, &trees.meta).transaction(
-                |(bundles, status, audit, meta)| {
-                    let old_status = status.remove(key)?;
-                    let had_status = old_status.is_some();
-                    let mut change = Change::removed(key, old_status.as_ref());
-                    let Some(old) = bundles.remove(key)? else {
-                        return Ok((None, had_status, change, Change::default()));
-                    };
-                    change += Change::removed(key, Some(&old));
-                    let old = abort(decode::<BundleRecord>(Keyspace::Bundles, key, &old))?;
-                    let revision = bump(meta, REVISION_KEY)?;
-                    let entry = AuditRecord {
-                        at,
-                        who: note.who.clone(),
-                        action: note.action,
-                        trust_domain: Some(trust_domain.clone()),
-                        old_digest: Some(old.digest),
-                        new_digest: None,
-                        detail: note.detail.clone(),
-                        old_value: None,
-                        new_value: None,
-                    };
-                    let (_, audited) = append_audit_in(audit, meta, &entry)?;
-                    Ok((Some(revision), had_status, change, audited))
-                },
-            );
-            let (revision, had_status, mut change, audited) =
-                finish(result, Keyspace::Bundles, Some(trust_domain))?;
-            if revision.is_some() {
-                change += self.trim_audit(trees, audited)?;
-            }
-            if revision.is_some() || had_status {
-                trees.flush()?;
-            }
-            Ok((revision, change))
-        })?;
-        self.account(change);
-        Ok(revision)
-    }
-
-    /// The stored versions of `trust_domain`, newest first. Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`] naming the first record that cannot be read or decoded.
-    pub fn history(&self, trust_domain: &TrustDomain) -> Result<Vec<BundleRecord>, StoreError> {
-        self.with_trees(|trees| {
-            trees
-                .history
-                .scan_prefix(history_prefix(trust_domain))
-                .rev()
-                .map(|item| {
-                    let (key, value) =
-                        item.map_err(storage(Keyspace::History, Some(trust_domain)))?;
-                    decode(Keyspace::History, &key, &value)
-                })
-                .collect()
-        })
-    }
-
-    /// The version of `trust_domain` accepted at `revision`, if still kept. Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`] if it cannot be read or decoded.
-    pub fn history_entry(
-        &self,
-        trust_domain: &TrustDomain,
-        revision: u64,
-    ) -> Result<Option<BundleRecord>, StoreError> {
-        let key = history_key(trust_domain, revision);
-        self.with_trees(|trees| {
-            let value = trees
-                .history
-                .get(&key)
-                .map_err(storage(Keyspace::History, Some(trust_domain)))?;
-            value
-                .map(|v| decode(Keyspace::History, &key, &v))
-                .transpose()
-        })
-    }
-
-    /// The fetch status of every relationship. Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`] naming the first key or record that is malformed.
-    pub fn statuses(&self) -> Result<Vec<(TrustDomain, RelationshipStatus)>, StoreError> {
-        self.with_trees(|trees| {
-            trees
-                .status
-                .iter()
-                .map(|item| {
-                    let (key, value) = item.map_err(storage(Keyspace::Status, None))?;
-                    let td = std::str::from_utf8(&key)
-                        .ok()
-                        .and_then(|name| TrustDomain::new(name).ok())
-                        .ok_or_else(|| StoreError::InvalidKey {
-                            keyspace: Keyspace::Status,
-                            key: describe_key(Keyspace::Status, &key),
-                            problem: "not a trust domain name",
-                        })?;
-                    Ok((td, decode(Keyspace::Status, &key, &value)?))
-                })
-                .collect()
-        })
-    }
-
-    /// Replace the fetch status of `trust_domain`, and flush. Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`] if it cannot be written or flushed.
-    pub fn put_status(
-        &self,
-        trust_domain: &TrustDomain,
-        status: &RelationshipStatus,
-    ) -> Result<(), StoreError> {
-        let key = trust_domain.as_str().as_bytes();
-        let value = encode(Keyspace::Status, key, status)?;
-        let len = value.len();
-        let old = self.with_trees(|trees| {
-            let old = trees
-                .status
-                .insert(key, value)
-                .map_err(storage(Keyspace::Status, Some(trust_domain)))?;
-            trees.flush()?;
-            Ok(old)
-        })?;
-        self.account(Change::set(key, len, old.as_ref()));
-        Ok(())
-    }
-
-    /// Append `record` to the audit log (cut to the audit bounds), and flush; returns
-    /// its sequence number. Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`] if it cannot be written or flushed.
-    pub fn append_audit(&self, record: &AuditRecord) -> Result<u64, StoreError> {
-        let (seq, change) = self.with_trees(|trees| {
-            let result = (&trees.audit, &trees.meta)
-                .transaction(|(audit, meta)| append_audit_in(audit, meta, record));
-            let (seq, audited) = finish(result, Keyspace::Audit, record.trust_domain.as_ref())?;
-            let mut change = audited;
-            change += self.trim_audit(trees, audited)?;
-            trees.flush()?;
-            Ok((seq, change))
-        })?;
-        self.account(change);
-        self.maintain();
-        Ok(seq)
-    }
-
-    /// Up to `limit` audit entries with a sequence number above `after`, oldest first.
-    /// Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`] naming the first entry that cannot be read or decoded.
-    pub fn audit_log(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
-        let Some(start) = after.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        self.with_trees(|trees| {
-            trees
-                .audit
-                .range(start.to_be_bytes()..)
-                .take(limit)
-                .map(|item| {
-                    let (key, value) = item.map_err(storage(Keyspace::Audit, None))?;
-                    let seq = u64_from_key(&key).ok_or_else(|| StoreError::InvalidKey {
-                        keyspace: Keyspace::Audit,
-                        key: describe_key(Keyspace::Audit, &key),
-                        problem: "not an 8-byte sequence number",
-                    })?;
-                    Ok((seq, decode(Keyspace::Audit, &key, &value)?))
-                })
-                .collect()
-        })
-    }
-
-    /// The next `spiffe_sequence` to serve for local domain `trust_domain`: a persisted
-    /// counter that only grows, even across removal and re-creation (BUN-4). Flushes
-    /// before returning. Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`] if the counter cannot be updated or flushed.
-    pub fn next_local_sequence(&self, trust_domain: &TrustDomain) -> Result<u64, StoreError> {
-        let key = [LOCAL_SEQUENCE_PREFIX, trust_domain.as_str().as_bytes()].concat();
-        self.with_trees(|trees| {
-            let result = trees.meta.transaction(|meta| bump(meta, &key));
-            let next = finish(result, Keyspace::Meta, Some(trust_domain))?;
-            trees.flush()?;
-            Ok(next)
-        })
-    }
-
-    /// Every federation relationship created through the admin API, ordered by trust
-    /// domain. Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`] naming the first record that cannot be read or decoded.
-    pub fn relationships(&self) -> Result<Vec<RelationshipRecord>, StoreError> {
-        self.with_trees(|trees| {
-            trees
-                .relationships
-                .iter()
-                .map(|item| {
-                    let (key, value) = item.map_err(storage(Keyspace::Relationships, None))?;
-                    decode(Keyspace::Relationships, &key, &value)
-                })
-                .collect()
-        })
-    }
-
-    /// Store `record` as the relationship of its trust domain (created or replaced)
-    /// and append `audit`, in one transaction, then flush; returns the audit entry's
-    /// sequence number. Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`]; nothing is changed unless the transaction committed.
-    pub fn put_relationship(
-        &self,
-        record: &RelationshipRecord,
-        audit: &AuditRecord,
-    ) -> Result<u64, StoreError> {
-        let td = &record.relationship.trust_domain;
-        let key = td.as_str().as_bytes();
-        let value = encode(Keyspace::Relationships, key, record)?;
-        let (seq, change) = self.with_trees(|trees| {
-            let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
-                |(relationships, audit_tree, meta)| {
-                    let old = relationships.insert(key, value.as_slice())?;
-                    let (seq, audited) = append_audit_in(audit_tree, meta, audit)?;
-                    Ok((seq, Change::set(key, value.len(), old.as_ref()), audited))
-                },
-            );
-            let (seq, mut change, audited) = finish(result, Keyspace::Relationships, Some(td))?;
-            change += audited;
-            change += self.trim_audit(trees, audited)?;
-            trees.flush()?;
-            Ok((seq, change))
-        })?;
-        self.account(change);
-        self.maintain();
-        Ok(seq)
-    }
-
-    /// Remove the relationship with `trust_domain` and append `audit`, in one
-    /// transaction, then flush; returns whether one was stored (nothing is written
-    /// when none was). Blocks.
-    ///
-    /// # Errors
-    /// A [`StoreError`]; nothing is changed unless the transaction committed.
-    pub fn remove_relationship(
-        &self,
-        trust_domain: &TrustDomain,
-        audit: &AuditRecord,
-    ) -> Result<bool, StoreError> {
-        let key = trust_domain.as_str().as_bytes();
-        let removed = self.with_trees(|trees| {
-            let result = (&trees.relationships, &trees.audit, &trees.meta).transaction(
-                |(relationships, audit_tree, meta)| {
-                    let Some(old) = relationships.remove(key)? else {
-                        return Ok(None);
-                    };
-                    let (_, audited) = append_audit_in(audit_tree, meta, audit)?;
-                    Ok(Some((Change::removed(key, Some(&old)), audited)))
-                },
-            );
-            let removed = finish(result, Keyspace::Relationships, Some(trust_domain))?;
-            let Some((mut change, audited)) = removed else {
-                return Ok(None);
-            };
-            change += audited;
-            change += self.trim_audit(trees, audited)?;
-            trees.flush()?;
-            Ok(Some(change))
-        })?;
-        let Some(change) = removed else {
-            return Ok(false);
-        };
-        self.account(change);
-        self.maintain();
-        Ok(true)
-    }
-
-    /// What the database takes on disk now and the live bytes it holds; also sets the
-    /// `fedgw_store_disk_bytes` and `fedgw_store_live_bytes` gauges. Blocks.
-    ///
-    /// # Errors
-    /// [`StoreError::Filesystem`] if the files cannot be measured.
-    pub fn usage(&self) -> Result<StoreUsage, StoreError> {
-        self.measure()?;
-        let books = self.books();
-        Ok(StoreUsage {
-            disk_bytes: books.disk,
-            apparent_bytes: books.apparent,
-            live_bytes: books.live,
-            compactions: books.compactions,
-        })
-    }
-
-    /// Measure the files when enough was written since the last measurement, and
-    /// rewrite the database when its waste is past the `[storage]` threshold. Called
-    /// after each change is published (the change is already durable): failures are
-    /// logged and counted, never returned. Blocks, for the length of a rewrite when
-    /// one is due (other store calls wait for it; readers of the trust store's
-    /// snapshot do not).
-    pub fn maintain(&self) {
-        if let Err(err) = self.try_maintain() {
-            tracing::warn!(error = %err, "store maintenance failed; the database keeps its current files");
-        }
     }
 
     /// Rewrite the database now (see [`compact`]). Blocks every other store call

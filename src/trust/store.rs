@@ -53,8 +53,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use crate::telemetry::Metrics;
 use crate::telemetry::families::{BUNDLE_REJECTIONS, BUNDLE_WARNINGS};
 use crate::trust::db::{
-    AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipStatus,
-    StorageConfig, Store, StoreError,
+    AuditAction, AuditNote, AuditRecord, BundleRecord, Database, LastError, NewBundle,
+    RelationshipStatus, StorageConfig, Store, StoreError,
 };
 use crate::trust::policy::{
     self, Current, Decision, DocumentFacts, PolicyError, PolicySettings, Source, Warning,
@@ -109,7 +109,7 @@ pub struct TrustStore {
 }
 
 struct Inner {
-    store: Store,
+    store: Arc<dyn Database>,
     settings: PolicySettings,
     metrics: Metrics,
     snapshot: ArcSwap<Snapshot>,
@@ -161,6 +161,7 @@ impl TrustStore {
             let mut key_index = KeyIndex::default();
             load_warnings(&mut domains, &mut key_index);
             let statuses = store.statuses()?.into_iter().collect();
+            let store: Arc<dyn Database> = Arc::new(store);
             Ok((store, Snapshot { revision, domains }, key_index, statuses))
         })
         .await?;
@@ -488,7 +489,7 @@ impl TrustStore {
 
     /// The database, for records that are not bundles (the relationship registry's
     /// keyspace). Its calls block: run them with `spawn_blocking`.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &Arc<dyn Database> {
         &self.inner.store
     }
 

@@ -541,7 +541,7 @@ mod tests {
     use super::*;
     use crate::telemetry::Metrics;
     use crate::trust::db::{
-        AuditAction, AuditNote, NewBundle, RelationshipStatus, StorageConfig, Store,
+        AuditAction, AuditNote, Database as _, NewBundle, RelationshipStatus, StorageConfig, Store,
     };
     use crate::trust::policy::Source;
     use crate::trust::policy::testing::td;
