@@ -249,7 +249,9 @@ async fn demo(args: &DemoArgs, base: &std::path::Path) -> anyhow::Result<()> {
     println!("federation converged: every gateway holds every other domain's bundle");
     if !args.once {
         println!("running; press Ctrl-C to stop");
-        let _ = tokio::signal::ctrl_c().await;
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%err, "cannot wait for Ctrl-C; stopping the demo now");
+        }
     }
     fedgw::client::demo::stop(gateways).await;
     Ok(())

@@ -99,7 +99,11 @@ async fn terminate_signal() {
 
 #[cfg(not(unix))]
 async fn terminate_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+    // Without a handler there is nothing to wait for: the gateway then stops only
+    // when its task is cancelled.
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 #[cfg(test)]

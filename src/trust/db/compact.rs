@@ -256,7 +256,9 @@ fn swap(dirs: &Dirs, new_lock: File) -> Result<Trees, StoreError> {
         Ok(trees) => Ok(trees),
         Err(err) => {
             // Put the copy aside (discarded later) and the old database back.
-            let _ = wait_released(&dirs.db);
+            // Best effort: if sled still holds the copy, the rename below fails and the
+            // copy stays where it is, to be discarded at the next start.
+            let _released = wait_released(&dirs.db);
             if rename(&dirs.db, &dirs.compacted).is_ok() {
                 restore_old(dirs);
             }
