@@ -38,7 +38,7 @@
 //!
 //! ```
 //! use fedgw::trust::policy::Source;
-//! use fedgw::trust::db::{AuditAction, AuditNote, NewBundle, Store};
+//! use fedgw::trust::db::{AuditAction, AuditNote, Database as _, NewBundle, Store};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let store = Store::open(&dir.path().join("db"))?; // blocking: async code uses spawn_blocking
