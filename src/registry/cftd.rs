@@ -15,7 +15,7 @@
 //! Strict: an unknown `apiVersion` or `kind`, an unknown field at the top level, in
 //! `spec` or in `spec.bundleEndpointProfile`, a missing or mistyped field, or a
 //! relationship the configuration's rules refuse
-//! ([`RelationshipSpec::validate`], [`RelationshipSpec::resolve`]) is an error naming
+//! ([`RelationshipSpec::validate`], [`Relationship::resolve`]) is an error naming
 //! the document, its `metadata.name`, the field and the problem. `metadata` beyond
 //! `name` (labels, annotations, …) and `status` are ignored, so the output of
 //! `kubectl get clusterfederatedtrustdomain -o yaml` is accepted, as are `List` and

@@ -7,8 +7,8 @@
 //! never waiting longer than the clamped hint itself; spread polls with jitter. Time
 //! and randomness are inputs, so every rule is tested without a clock.
 //!
-//! The per-relationship task loop is in [`manager`]; the relationship's resolved form
-//! in [`relationship`].
+//! The per-relationship task loop is in [`super::pollers`]; the relationship it polls
+//! is a [`crate::relationship::Relationship`].
 
 use std::time::Duration;
 

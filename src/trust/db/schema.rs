@@ -6,7 +6,7 @@
 //! version 1 layout and is stamped as such; one stamped with a version newer than
 //! [`CURRENT`] is refused and left untouched, so an older fedgw never misreads (or
 //! rewrites) what a newer one wrote. It does not own the record shapes
-//! ([`super::records`]).
+//! (`records.rs`).
 //!
 //! Versions:
 //!
