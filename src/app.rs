@@ -26,16 +26,16 @@ use crate::registry::{
     Parts as RegistryParts, Registry, RegistryError, Settings as RegistrySettings,
 };
 use crate::shutdown::{Ended, Shutdown};
-use crate::sources::local::workload::{self, BundleFollower, WorkloadHealth};
-use crate::sources::local::{self, Delivery, LocalSourceError};
+use crate::sources::local;
+use crate::sources::local::workload::WorkloadHealth;
 use crate::sources::pollers::{PollerContext, Pollers};
 use crate::sources::schedule::Schedule;
 use crate::supervise::{Supervisor, TaskHealth};
 use crate::telemetry::Metrics;
 use crate::trust::data_dir::{DataDir, DataDirError};
 use crate::trust::db::StoreError;
-use crate::trust::policy::{PolicySettings, Source};
-use crate::trust::store::{SubmitError, TrustStore};
+use crate::trust::policy::PolicySettings;
+use crate::trust::store::TrustStore;
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,17 +47,10 @@ pub enum GatewayError {
     /// The trust store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A local bundle could not be loaded at startup.
+    /// A local bundle could not be loaded, was refused, or its Workload API cannot be
+    /// used.
     #[error(transparent)]
-    Local(#[from] LocalSourceError),
-    /// A local bundle was refused.
-    #[error("local bundle of {trust_domain} refused: {source}")]
-    LocalRefused {
-        /// The local trust domain.
-        trust_domain: TrustDomain,
-        /// Why.
-        source: SubmitError,
-    },
+    Local(#[from] local::StartError),
     /// A bundle endpoint listener could not start.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
@@ -77,14 +70,6 @@ pub enum GatewayError {
     /// The open-file limit leaves no room for connections.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
-    /// A Workload API source could not be set up, naming the configuration key.
-    #[error("{key}: {reason}")]
-    WorkloadApi {
-        /// The configuration key.
-        key: String,
-        /// Why.
-        reason: String,
-    },
     /// A blocking startup step was interrupted.
     #[error("startup interrupted: {step}")]
     Interrupted {
@@ -222,68 +207,10 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
 
     // Local bundles: loaded before the listeners, which serve them and (https_spiffe)
     // verify their own SVID against them.
-    let mut locals = Vec::new();
-    let mut workload_health = BTreeMap::new();
-    for (index, local) in config.local.iter().enumerate() {
-        let path = config.local_path(index).unwrap_or_else(|| "/".to_owned());
-        locals.push((local.trust_domain.clone(), path));
-        let max = config.policy.max_document_bytes;
-        let (file, format) = match &local.source {
-            LocalSource::File { file, format } => (file, *format),
-            LocalSource::Admin { .. } => continue,
-            LocalSource::WorkloadApi {
-                workload_api_socket,
-            } => {
-                let health = follow_workload_api(
-                    &trust_store,
-                    &supervisor,
-                    local,
-                    index,
-                    workload_api_socket,
-                    max,
-                )
-                .await?;
-                workload_health.insert(local.trust_domain.clone(), health);
-                continue;
-            }
-        };
-        let loaded = local::load(file, format, &local.trust_domain, max).await?;
-        let delivery = Delivery {
-            trust_store: trust_store.clone(),
-            trust_domain: local.trust_domain.clone(),
-            refresh_hint: local.refresh_hint.duration(),
-            source: Source::LocalFile { path: file.clone() },
-            origin: local::Origin::File,
-        };
-        delivery
-            .accept(loaded)
-            .await
-            .map_err(|source| GatewayError::LocalRefused {
-                trust_domain: local.trust_domain.clone(),
-                source,
-            })?;
-        let on_event = move |event| {
-            let delivery = delivery.clone();
-            async move { delivery.handle(event).await }
-        };
-        // Supervised: a panic restarts the watch, which reads the file afresh.
-        let (file, td, cancel) = (file.clone(), local.trust_domain.clone(), shutdown.token());
-        supervisor.spawn(
-            format!("local bundle file {td}"),
-            cancel.clone(),
-            move || {
-                local::watch(
-                    file.clone(),
-                    format,
-                    td.clone(),
-                    max,
-                    local::DEFAULT_CHECK_INTERVAL,
-                    cancel.clone(),
-                    on_event.clone(),
-                )
-            },
-        );
-    }
+    let local::Started {
+        locals,
+        workload_health,
+    } = local::start(config, &trust_store, &supervisor).await?;
 
     // Sinks start after the local bundles, so their first write already holds them.
     for files in &config.sinks.files {
@@ -469,60 +396,6 @@ async fn start_admin(
     let router = crate::admin::router(state);
     shutdown.spawn(bound.serve(router, limits, net.clone()));
     Ok(addr)
-}
-
-/// Start following the Workload API of local domain `local` (the `index`th), and
-/// wait for its first answer, so that a reachable agent's bundle is stored before the
-/// listeners bind. An unreachable agent does not stop the start: the stored bundle,
-/// if any, keeps serving, and the status shows the failure.
-async fn follow_workload_api(
-    trust_store: &TrustStore,
-    supervisor: &Supervisor,
-    local: &crate::config::LocalDomain,
-    index: usize,
-    socket: &str,
-    max_bytes: usize,
-) -> Result<WorkloadHealth, GatewayError> {
-    let endpoint =
-        spiffe::transport::Endpoint::parse(socket).map_err(|err| GatewayError::WorkloadApi {
-            key: format!("local[{index}].source.workload_api_socket"),
-            reason: format!("{socket:?}: {err}"),
-        })?;
-    let health = WorkloadHealth::new(socket);
-    let follower = BundleFollower {
-        socket: socket.to_owned(),
-        endpoint,
-        trust_domain: local.trust_domain.clone(),
-        max_bytes,
-        health: health.clone(),
-    };
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-    let first = Arc::new(std::sync::Mutex::new(Some(first_tx)));
-    let delivery = Delivery {
-        trust_store: trust_store.clone(),
-        trust_domain: local.trust_domain.clone(),
-        refresh_hint: local.refresh_hint.duration(),
-        source: Source::WorkloadApi {
-            socket: socket.to_owned(),
-        },
-        origin: local::Origin::WorkloadApi,
-    };
-    let cancel = supervisor.shutdown().token();
-    let token = cancel.clone();
-    supervisor.spawn(
-        format!("workload API source of {}", local.trust_domain),
-        cancel,
-        move || {
-            let first = first.lock().ok().and_then(|mut first| first.take());
-            let delivery = delivery.clone();
-            follower.clone().run(token.clone(), first, move |event| {
-                let delivery = delivery.clone();
-                async move { delivery.handle(event).await }
-            })
-        },
-    );
-    let _answered = tokio::time::timeout(workload::FIRST_ANSWER_WAIT, first_rx).await;
-    Ok(health)
 }
 
 /// Run a gateway until SIGINT or SIGTERM, then shut down gracefully.

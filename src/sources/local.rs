@@ -25,7 +25,10 @@ use crate::config::DocumentFormat;
 use crate::trust::policy::{DocumentFacts, Source};
 use crate::trust::store::{SubmitError, TrustStore};
 
+mod start;
 pub mod workload;
+
+pub use self::start::{StartError, Started, start};
 
 /// How often a watched file is checked.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
