@@ -28,6 +28,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
 
+# One build per run: incremental compilation data would only take disk space (several
+# GB across clippy, the test build and the feature checks) and is never reused.
+export CARGO_INCREMENTAL=0
+
 logs=$(mktemp -d "${TMPDIR:-/tmp}/fedgw-test.XXXXXX")
 # Every runner's counting lines, totalled at the end.
 results="$logs/results"

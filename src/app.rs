@@ -18,10 +18,10 @@ use spiffe_federation::endpoint::client::Fetcher;
 use crate::admin::auth::Access;
 use crate::admin::listen::{BoundAddr, ListenError};
 use crate::admin::{AdminState, LocalDomainInfo, RelationshipsView};
-use crate::config::{AdminListen, Config, LocalSource};
+use crate::config::{AdminListen, LocalSource};
 use crate::net::{Kind, Net};
 use crate::outputs::endpoint::EndpointError;
-use crate::outputs::files::FilesError;
+use crate::outputs::{SinkError, SinkParts};
 use crate::registry::{
     Parts as RegistryParts, Registry, RegistryError, Settings as RegistrySettings,
 };
@@ -36,6 +36,9 @@ use crate::trust::data_dir::{DataDir, DataDirError};
 use crate::trust::db::StoreError;
 use crate::trust::policy::PolicySettings;
 use crate::trust::store::TrustStore;
+
+mod config;
+pub use self::config::Config;
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +64,10 @@ pub enum GatewayError {
     /// The admin API could not listen.
     #[error("admin API: {0}")]
     Admin(#[from] ListenError),
-    /// The Envoy SDS server could not listen.
+    /// A sink could not start: the Envoy SDS server could not listen, a
+    /// `[[sinks.files]]` directory could not be opened or written.
     #[error(transparent)]
-    Sds(#[from] crate::outputs::sds::SdsError),
-    /// A `[[sinks.files]]` directory could not be opened or written at startup.
-    #[error(transparent)]
-    FilesSink(#[from] FilesError),
+    Sink(#[from] SinkError),
     /// The open-file limit leaves no room for connections.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
@@ -210,13 +211,14 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
     let local::Started {
         locals,
         workload_health,
-    } = local::start(config, &trust_store, &supervisor).await?;
+    } = local::start(
+        &config.local,
+        config.policy.max_document_bytes,
+        &trust_store,
+        &supervisor,
+    )
+    .await?;
 
-    // Sinks start after the local bundles, so their first write already holds them.
-    for files in &config.sinks.files {
-        crate::outputs::files::start(files, trust_store.clone(), metrics.clone(), &supervisor)
-            .await?;
-    }
     let endpoints = crate::outputs::endpoint::start(
         &config.endpoint,
         locals.clone(),
@@ -277,22 +279,26 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
             "configuration: no [[local]] trust domain and no federation relationship (none in [[federation]] or relationship_files, none created through the admin API): this gateway serves and fetches nothing until one is added, e.g. with `fedgw federation create`"
         );
     }
-    let sds_addr = match &config.sinks.sds {
-        Some(sds) => {
-            let locals = config.local.iter().map(|local| &local.trust_domain);
-            let sds = crate::outputs::sds::start(
-                sds,
-                &config.data_dir,
-                locals,
-                &trust_store,
-                &metrics,
-                &net,
-                &supervisor,
-            );
-            Some(sds.await?)
-        }
-        None => None,
-    };
+    // Sinks start after the local bundles and the relationships, so their first write
+    // already holds them.
+    let local_domains: Vec<TrustDomain> = config
+        .local
+        .iter()
+        .map(|local| local.trust_domain.clone())
+        .collect();
+    let sinks = crate::outputs::start_sinks(
+        &config.sinks,
+        SinkParts {
+            data_dir: &config.data_dir,
+            locals: &local_domains,
+            trust_store: &trust_store,
+            metrics: &metrics,
+            net: &net,
+            supervisor: &supervisor,
+        },
+    )
+    .await?;
+    let sds_addr = sinks.sds_addr;
     let admin_addr = start_admin(
         config,
         &workload_health,

@@ -1,6 +1,7 @@
 //! Everything an operator runs besides a gateway: the admin API client, the CLI's
-//! verbs and their rendering, the node agent, offline bundle validation, and
-//! `fedgw demo` (gateways started in one process and shown).
+//! verbs and their rendering, the node agent, offline bundle validation, the embedded
+//! default configuration of `fedgw serve` with no `--config`, and `fedgw demo`
+//! (gateways started in one process and shown).
 //!
 //! Owns nothing a gateway runs; it reaches a gateway through the admin API, or, for
 //! the demo, starts gateways through [`crate::app`] like `fedgw serve` does.
@@ -8,5 +9,6 @@
 pub mod admin_client;
 pub mod agent;
 pub mod cli;
+pub mod defaults;
 pub mod demo;
 pub mod validate;

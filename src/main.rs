@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use fedgw::app::Config;
 use fedgw::client::admin_client::{AdminClient, AdminTarget, ClientError, ClientTls};
 use fedgw::client::cli::args::{
     AdminArgs, AdminCommand, AdminConnection, AgentArgs, BundleCommand, Cli, Command, DemoArgs,
@@ -22,7 +23,7 @@ use fedgw::client::cli::args::{
 use fedgw::client::cli::exit::{Exit, UsageError, describe, looks_like_pem};
 use fedgw::client::cli::{self, CliError, Output, RelationshipArgs, RelationshipBody, operands};
 use fedgw::client::validate::{self, Format, ValidateError};
-use fedgw::config::{Config, DocumentFormat, ProfileName};
+use fedgw::config::{DocumentFormat, ProfileName};
 use fedgw::outputs::files::FilesSinkConfig;
 use fedgw::shutdown::Shutdown;
 use fedgw::telemetry::LogFormat;
@@ -124,17 +125,17 @@ fn run_serve(args: ServeArgs) -> ExitCode {
 async fn serve_embedded(args: &ServeArgs) -> anyhow::Result<()> {
     let data_dir = fedgw::app::acquire_data_dir(&args.data_dir).await?;
     let dir = args.data_dir.clone();
-    let gateway = fedgw::dev::defaults::DefaultGateway {
+    let gateway = fedgw::client::defaults::DefaultGateway {
         trust_domain: args.trust_domain.clone(),
         web_listen: args.web_listen,
         spiffe_listen: args.spiffe_listen,
     };
-    let timing = fedgw::dev::defaults::DevTiming {
+    let timing = fedgw::client::defaults::DevTiming {
         refresh_hint: args.refresh_hint,
         min_refresh: args.min_refresh,
     };
     let prepared = tokio::task::spawn_blocking(move || {
-        fedgw::dev::defaults::embedded_with(&dir, &gateway, timing)
+        fedgw::client::defaults::embedded_with(&dir, &gateway, timing)
     })
     .await;
     let config = match prepared {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fedgw::config::Config;
+use fedgw::app::Config;
 use fedgw::outputs::files::{FilesSink, FilesSinkConfig, MAP_FILE, Published, State};
 use fedgw::shutdown::{Ended, Shutdown};
 use fedgw::telemetry::Metrics;

@@ -16,7 +16,8 @@ mod demo;
 use std::path::{Path, PathBuf};
 
 use demo::{CallError, DOMAINS, Openssl, Options};
-use fedgw::config::{AdminListen, Config};
+use fedgw::app::Config;
+use fedgw::config::AdminListen;
 use rustls::AlertDescription;
 use spiffe_federation::verify::VerifyError;
 use spiffe_federation::{ClientAuthError, SpiffeId};

@@ -45,8 +45,9 @@ use fedgw::admin::api::{
 };
 use fedgw::admin::listen::BoundAddr;
 use fedgw::admin::{self, ROUTES};
+use fedgw::app::Config;
 use fedgw::app::Running;
-use fedgw::config::{Config, DocumentFormat, ProfileName, Scope};
+use fedgw::config::{DocumentFormat, ProfileName, Scope};
 use fedgw::digest::sha256_hex;
 use fedgw::shutdown::Ended;
 use fedgw_testkit::{Answer, BundleServer, DEADLINE, TestCa, wait_for};

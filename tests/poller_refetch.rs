@@ -116,7 +116,7 @@ async fn fetches_in_flight_are_capped_by_max_concurrent_fetches() {
                 "[[federation]]\ntrust_domain = \"d{n}.test\"\nurl = \"https://127.0.0.1:{port}/d{n}\"\nprofile = \"https_web\"\nproxy = \"off\"\n"
             ));
         }
-        let config = fedgw::config::Config::from_toml(&toml).unwrap();
+        let config = fedgw::app::Config::from_toml(&toml).unwrap();
         let running = fedgw::app::start(&config).await.unwrap();
         // Every relationship is due at start: wait for the connections expected (as
         // many as there are slots), then a second more for any beyond them.

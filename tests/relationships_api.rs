@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fedgw::admin::listen::BoundAddr;
+use fedgw::app::Config;
 use fedgw::app::{GatewayError, Running};
 use fedgw::client::admin_client::{AdminClient, AdminTarget, Answer as Reply, Body, ClientError};
 use fedgw::client::cli;
-use fedgw::config::{Config, DocumentFormat, ProfileName};
+use fedgw::config::{DocumentFormat, ProfileName};
 use fedgw::digest::sha256_hex;
 use fedgw::shutdown::Ended;
 use fedgw::trust::db::{AuditAction, AuditRecord, RelationshipRecord, StoreError};

@@ -18,7 +18,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use fedgw::config::{AdminListen, Config, LocalSource, ProfileName};
+use fedgw::app::Config;
+use fedgw::config::{AdminListen, LocalSource, ProfileName};
 use fedgw::registry::cftd;
 
 const CLUSTERS: [&str; 3] = ["east", "west", "north"];

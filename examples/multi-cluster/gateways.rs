@@ -17,8 +17,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use fedgw::app::Config;
 use fedgw::client::admin_client::{AdminClient, AdminTarget};
-use fedgw::config::Config;
 use fedgw::dev::pki::{self as dev_pki, DevPkiPaths};
 use reqwest::Method;
 use spiffe_federation::{SpiffeId, TrustDomain};

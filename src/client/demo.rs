@@ -17,8 +17,8 @@ use spiffe_federation::endpoint::ProxySetting;
 use url::Url;
 
 use crate::app::{self, GatewayError, Running};
+use crate::client::defaults::{self, DefaultGateway, DefaultsError};
 use crate::config::{DocumentFormat, FederationEntry, ProfileName};
-use crate::dev::defaults::{self, DefaultGateway, DefaultsError};
 use crate::dev::pki::DevPkiPaths;
 use crate::relationship::{Limits, Relationship, RelationshipError};
 use crate::trust::policy::Source;

@@ -422,48 +422,6 @@ mod tests {
         assert!(toml::from_str::<LimitsConfig>("header_timout = 1").is_err());
     }
 
-    /// The tables sit under their listeners in a whole configuration, and a bad value
-    /// is refused with its full key.
-    #[test]
-    fn tables_of_a_whole_configuration_name_their_key() {
-        use crate::config::Config;
-        let base = "data_dir = \"/x\"\n[endpoint.https_web]\nlisten = \"127.0.0.1:0\"\ncert = \"/c\"\nkey = \"/k\"\n";
-        let config = Config::from_toml(&format!(
-            "{base}[endpoint.https_web.limits]\nheader_timeout = 3\n[admin.limits]\nmax_request_bytes = 1024\n[net]\nreserved_file_descriptors = 64\n"
-        ))
-        .unwrap();
-        let web = config.endpoint.https_web.as_ref().unwrap();
-        assert_eq!(
-            web.limits.resolve(Kind::BundleEndpoint).header_timeout,
-            Duration::from_secs(3)
-        );
-        assert_eq!(config.admin.limits.body_limits().max_request_bytes, 1024);
-        assert_eq!(config.net.reserved_file_descriptors, 64);
-        for (text, key) in [
-            (
-                "[endpoint.https_web.limits]\nidle_timeout = 0\n",
-                "endpoint.https_web.limits.idle_timeout",
-            ),
-            (
-                "[admin.limits]\nrequest_timeout = 5\n",
-                "admin.limits.request_timeout",
-            ),
-            (
-                "[sinks.sds]\n[sinks.sds.limits]\nmax_connections = 0\n",
-                "sinks.sds.limits.max_connections",
-            ),
-            (
-                "[net]\nreserved_file_descriptors = 1\n",
-                "net.reserved_file_descriptors",
-            ),
-        ] {
-            match Config::from_toml(&format!("{base}{text}")) {
-                Err(ConfigError::Invalid { key: found, .. }) => assert_eq!(found, key),
-                other => panic!("{text}: expected Invalid, got {other:?}"),
-            }
-        }
-    }
-
     #[test]
     fn reserve_has_a_floor() {
         let config: NetConfig = toml::from_str("reserved_file_descriptors = 8").unwrap();

@@ -53,6 +53,7 @@
 //! # }
 //! ```
 
+mod config;
 mod failures;
 mod hook;
 mod names;
@@ -67,13 +68,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use spiffe_federation::{Bundle, TrustDomain};
 
+pub use self::config::{FileMode, FilesSinkConfig, validate};
 pub use self::failures::REPEAT_AFTER;
 use self::failures::{FailureLog, Report};
 pub use self::hook::HOOK_TIMEOUT;
 pub use self::names::{INDEX_FILE, MAP_FILE, NAME_MAX};
 pub use self::writer::MANIFEST_FILE;
 use self::writer::Writer;
-pub use crate::config::files::{FileMode, FilesSinkConfig, validate};
 use crate::shutdown::Shutdown;
 use crate::supervise::Supervisor;
 use crate::telemetry::Metrics;

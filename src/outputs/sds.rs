@@ -29,6 +29,7 @@ use crate::supervise::Supervisor;
 use crate::telemetry::Metrics;
 use crate::trust::store::TrustStore;
 
+mod config;
 mod gauges;
 pub mod protocol;
 pub mod resources;
@@ -36,7 +37,7 @@ mod service;
 mod stream;
 pub mod wire;
 
-pub use crate::config::sds::{
+pub use self::config::{
     DEFAULT_ALL_BUNDLES_NAME, DEFAULT_BUNDLE_NAME, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_STREAMS,
     DEFAULT_SOCKET_MODE, DEFAULT_STALL_TIMEOUT, SdsConfig, SdsListen, SocketMode,
 };

@@ -572,12 +572,12 @@ mod tests {
         let metrics = Metrics::new();
         let shutdown = Shutdown::new();
         let supervisor = Supervisor::new(shutdown.clone(), TaskHealth::new(), metrics.clone());
-        let config = crate::config::Config::from_toml(
-            "data_dir = \"/nonexistent\"\n[[federation]]\ntrust_domain = \"b.test\"\nurl = \"https://127.0.0.1:1/\"\nprofile = \"https_web\"\n",
+        let entry: crate::config::FederationEntry = toml::from_str(
+            "trust_domain = \"b.test\"\nurl = \"https://127.0.0.1:1/\"\nprofile = \"https_web\"\n",
         )
         .unwrap();
         let relationship = Relationship::from_entry(
-            &config.federation[0],
+            &entry,
             crate::relationship::Limits {
                 max_document_bytes: 1 << 20,
                 fetch_timeout: Duration::from_secs(2),
@@ -588,7 +588,9 @@ mod tests {
             PollerContext {
                 trust_store: trust_store.clone(),
                 fetcher: Fetcher::new(),
-                schedule: crate::sources::schedule::Schedule::from(&config.polling),
+                schedule: crate::sources::schedule::Schedule::from(
+                    &crate::config::PollingConfig::default(),
+                ),
                 metrics: metrics.clone(),
                 fetch_slots: Arc::new(tokio::sync::Semaphore::new(4)),
                 supervisor: supervisor.clone(),

@@ -13,8 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fedgw::app::Config;
 use fedgw::app::Running;
-use fedgw::config::Config;
 use fedgw::dev::pki as dev_pki;
 use fedgw::trust::policy::Source;
 use spiffe_federation::bundle::X509Authority;

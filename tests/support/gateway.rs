@@ -268,7 +268,7 @@ refresh_hint = "1s"
     pub async fn start(self) -> Gateway {
         let toml = self.config_toml();
         // The same validation the binary does: a broken test config fails here, clearly.
-        if let Err(err) = fedgw::config::Config::from_toml(&toml) {
+        if let Err(err) = fedgw::app::Config::from_toml(&toml) {
             panic!("generated configuration refused: {err}\n{toml}");
         }
         let config = self.dir.join("fedgw.toml");

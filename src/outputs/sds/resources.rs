@@ -28,7 +28,7 @@ use envoy_types::util::pack_any;
 use prost::Message as _;
 use spiffe_federation::{Bundle, TrustDomain};
 
-use crate::config::sds::SdsConfig;
+use super::SdsConfig;
 use crate::trust::store::Snapshot;
 
 /// The type URL of every resource served: Envoy's `Secret`.

@@ -14,7 +14,7 @@ use spiffe_federation::TrustDomain;
 
 use super::workload::{BundleFollower, FIRST_ANSWER_WAIT, WorkloadHealth};
 use super::{Delivery, LocalSourceError, Origin};
-use crate::config::{Config, LocalSource};
+use crate::config::{LocalDomain, LocalSource};
 use crate::supervise::Supervisor;
 use crate::trust::policy::Source;
 use crate::trust::store::{SubmitError, TrustStore};
@@ -53,21 +53,23 @@ pub struct Started {
     pub workload_health: BTreeMap<TrustDomain, WorkloadHealth>,
 }
 
-/// Start the sources of every `[[local]]` domain of `config`.
+/// Start the sources of the `[[local]]` domains, in configuration order; a bundle
+/// document may be at most `max_document_bytes` (`policy.max_document_bytes`).
 ///
 /// # Errors
 /// [`StartError`] naming the domain, file or key at fault.
 pub async fn start(
-    config: &Config,
+    domains: &[LocalDomain],
+    max_document_bytes: usize,
     trust_store: &TrustStore,
     supervisor: &Supervisor,
 ) -> Result<Started, StartError> {
     let mut locals = Vec::new();
     let mut workload_health = BTreeMap::new();
-    for (index, local) in config.local.iter().enumerate() {
-        let path = config.local_path(index).unwrap_or_else(|| "/".to_owned());
+    for (index, local) in domains.iter().enumerate() {
+        let path = local.served_path(index);
         locals.push((local.trust_domain.clone(), path));
-        let max = config.policy.max_document_bytes;
+        let max = max_document_bytes;
         let (file, format) = match &local.source {
             LocalSource::File { file, format } => (file, *format),
             LocalSource::Admin { .. } => continue,
@@ -141,7 +143,7 @@ pub async fn start(
 async fn follow_workload_api(
     trust_store: &TrustStore,
     supervisor: &Supervisor,
-    local: &crate::config::LocalDomain,
+    local: &LocalDomain,
     index: usize,
     socket: &str,
     max_bytes: usize,

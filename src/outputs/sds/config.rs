@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use spiffe_federation::TrustDomain;
 
+use crate::config::net::Kind;
 use crate::config::value::{self, FromNumber};
 use crate::config::{AdminListen, ConfigError, Seconds};
 
@@ -204,6 +205,7 @@ impl SdsConfig {
             key: format!("sinks.sds.{key}"),
             reason,
         };
+        self.limits.validate("sinks.sds.limits", Kind::Sds)?;
         if self.socket_mode.is_some() && matches!(self.listen(data_dir), SdsListen::Tcp(_)) {
             return Err(invalid(
                 "socket_mode",
@@ -360,33 +362,6 @@ mod tests {
         assert_eq!(
             invalid_key("trust_domains = [\"a.test\"]\ndefault_trust_domain = \"b.test\""),
             "sinks.sds.default_trust_domain"
-        );
-    }
-
-    #[test]
-    fn the_gateway_config_checks_sinks_sds() {
-        use crate::config::Config;
-        let config = Config::from_toml("data_dir = \"/d\"\n[sinks.sds]\n").unwrap();
-        let sds = config.sinks.sds.unwrap();
-        assert_eq!(
-            sds.listen(&config.data_dir),
-            SdsListen::Unix("/d/sds.sock".into())
-        );
-        assert!(
-            Config::from_toml("data_dir = \"/d\"")
-                .unwrap()
-                .sinks
-                .sds
-                .is_none()
-        );
-        let bad = "data_dir = \"/d\"\n[sinks.sds]\nall_bundles_name = \"\"";
-        assert!(matches!(
-            Config::from_toml(bad),
-            Err(ConfigError::Invalid { key, .. }) if key == "sinks.sds.all_bundles_name"
-        ));
-        let unknown = Config::from_toml("data_dir = \"/d\"\n[sinks.sds]\nnames = 1");
-        assert!(
-            matches!(unknown, Err(ConfigError::Syntax { message }) if message.contains("names"))
         );
     }
 

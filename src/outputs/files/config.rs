@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use spiffe_federation::TrustDomain;
 
-use super::ConfigError;
-use super::value::{self, FromNumber};
+use crate::config::ConfigError;
+use crate::config::value::{self, FromNumber};
 
 /// One `[[sinks.files]]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

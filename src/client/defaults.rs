@@ -11,7 +11,8 @@ use std::path::Path;
 use spiffe_federation::{SpiffeId, TrustDomain};
 use time::OffsetDateTime;
 
-use crate::config::{Config, ConfigError, Seconds};
+use crate::app::Config;
+use crate::config::{ConfigError, Seconds};
 use crate::dev::pki::{self, DevPkiError, DevPkiPaths};
 
 /// Why the embedded default could not be prepared.
