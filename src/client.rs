@@ -11,4 +11,5 @@ pub mod agent;
 pub mod cli;
 pub mod defaults;
 pub mod demo;
+pub mod store_copy;
 pub mod validate;

@@ -19,6 +19,7 @@ use fedgw::client::admin_client::{AdminClient, AdminTarget, ClientError, ClientT
 use fedgw::client::cli::args::{
     AdminArgs, AdminCommand, AdminConnection, AgentArgs, BundleCommand, Cli, Command, DemoArgs,
     FederationCommand, FormatArg, JwtCommand, ProfileArg, RelationshipFlags, ServeArgs,
+    StoreCommand, StoreCopyArgs,
 };
 use fedgw::client::cli::exit::{Exit, UsageError, describe, looks_like_pem};
 use fedgw::client::cli::{self, CliError, Output, RelationshipArgs, RelationshipBody, operands};
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => run_demo(args),
         Command::Admin(AdminCommand::HashToken) => hash_token(),
         Command::Agent(args) => run_agent(args),
+        Command::Store(StoreCommand::Copy(args)) => store_copy(&args),
         other => run_admin_verb(other),
     }
 }
@@ -256,6 +258,41 @@ async fn demo(args: &DemoArgs, base: &std::path::Path) -> anyhow::Result<()> {
     }
     fedgw::client::demo::stop(gateways).await;
     Ok(())
+}
+
+/// `fedgw store copy`: exit 0 when the copy was read back equal, 1 otherwise.
+fn store_copy(args: &StoreCopyArgs) -> ExitCode {
+    use fedgw::client::store_copy::{PostgresAccess, copy};
+    use fedgw::config::storage::PostgresTls;
+    let access = PostgresAccess {
+        password_file: args.password_file.clone(),
+        password_env: args.password_env.clone(),
+        ca_file: args.ca_file.clone(),
+        tls: if args.tls == "disable" {
+            PostgresTls::Disable
+        } else {
+            PostgresTls::VerifyFull
+        },
+    };
+    match copy(&args.from, &args.to, &access) {
+        Ok(report) => {
+            println!(
+                "copied {} -> {}: revision {}, {} bundles, {} history versions, {} audit entries, {} relationships; read back and verified",
+                args.from,
+                args.to,
+                report.revision,
+                report.bundles,
+                report.history,
+                report.audit,
+                report.relationships
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {}", describe(&err));
+            Exit::Failure.into()
+        }
+    }
 }
 
 fn hash_token() -> ExitCode {
@@ -491,7 +528,8 @@ async fn admin_verb(command: Command) -> anyhow::Result<Output> {
         | Command::Serve(_)
         | Command::Demo(_)
         | Command::Admin(_)
-        | Command::Agent(_) => {
+        | Command::Agent(_)
+        | Command::Store(_) => {
             anyhow::bail!("not an admin API verb")
         }
     };

@@ -65,17 +65,27 @@ impl Drop for Serving {
 }
 
 async fn serve(data_dir: &Path) -> Serving {
-    let log = data_dir.with_extension("log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_fedgw"))
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args([
+    serve_with(
+        data_dir,
+        &[
+            "serve",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
             "--web-listen",
             "127.0.0.1:0",
             "--spiffe-listen",
             "127.0.0.1:0",
-        ])
+        ],
+    )
+    .await
+}
+
+/// `fedgw serve` with `args`, whose admin socket is `data_dir/admin.sock`.
+async fn serve_with(data_dir: &Path, args: &[&str]) -> Serving {
+    let log = data_dir.with_extension("log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_fedgw"))
+        .args(args)
         .env_remove("FEDGW_LOG")
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
@@ -196,4 +206,116 @@ async fn a_data_directory_written_before_schema_versions_opens_and_serves_the_sa
     let then = std::fs::read(expected.join("other.example.json")).unwrap();
     assert_eq!(served, then);
     drop(serving);
+}
+
+/// The acceptance test of `fedgw store copy`: the same fixture, copied from its sled
+/// directory into a real PostgreSQL database (over TCP, TLS verified, password from a
+/// file), then served by a gateway whose `[storage]` is that database and whose data
+/// directory is new: every answer is the one the sled gateway gave.
+#[tokio::test]
+async fn a_sled_data_directory_copied_to_postgres_serves_the_same_bytes() {
+    let server = fedgw_testkit::postgres::Postgres::shared().unwrap_or_else(|err| panic!("{err}"));
+    let database = server.create_database().unwrap();
+    let url = server.url(&database);
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("pg-password");
+    std::fs::write(&password_file, server.password()).unwrap();
+    let sled_dir = dir.path().join("sled");
+    copy_fixture(&sled_dir);
+
+    let copy = |from: &str, to: &str| {
+        Command::new(env!("CARGO_BIN_EXE_fedgw"))
+            .args([
+                "store",
+                "copy",
+                "--from",
+                from,
+                "--to",
+                to,
+                "--password-file",
+            ])
+            .arg(&password_file)
+            .arg("--ca-file")
+            .arg(server.ca_file())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let from = format!("sled:{}", sled_dir.display());
+    let out = copy(&from, &url);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fedgw store copy: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("revision 5"), "{stdout}");
+    assert!(stdout.contains("read back and verified"), "{stdout}");
+
+    // A second copy into the same database is refused; nothing is changed.
+    let out = copy(&from, &url);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not empty"), "{stderr}");
+
+    // A gateway on PostgreSQL, with a new data directory.
+    let data_dir = dir.path().join("pg-gateway");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let config = dir.path().join("fedgw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data_dir:?}\n\n[[local]]\ntrust_domain = \"dev.fedgw.localhost\"\nsource = {{ admin = true }}\n\n[storage]\nbackend = \"postgres\"\n\n[storage.postgres]\nurl = {url:?}\npassword_file = {password:?}\nca_file = {ca:?}\n",
+            data_dir = data_dir.display().to_string(),
+            password = password_file.display().to_string(),
+            ca = server.ca_file().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let serving = serve_with(&data_dir, &["serve", "--config", config.to_str().unwrap()]).await;
+    let admin = data_dir.join("admin.sock");
+    let expected = fixture().join("expected");
+    for td in ["other.example", "remote.example"] {
+        let served = stdout_of(&admin, &["bundle", "show", td]);
+        let then = std::fs::read(expected.join(format!("{td}.json"))).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&served),
+            String::from_utf8_lossy(&then),
+            "{td}"
+        );
+    }
+    let history = json_of(&admin, &["bundle", "history", "other.example", "--json"]);
+    let then: Value = serde_json::from_slice(
+        &std::fs::read(expected.join("other.example.history.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(history, then);
+    let listed = json_of(&admin, &["federation", "list", "--json"]);
+    let then: Value =
+        serde_json::from_slice(&std::fs::read(expected.join("relationships.json")).unwrap())
+            .unwrap();
+    let settle = |list: &Value| -> Vec<Value> {
+        list["relationships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(settled)
+            .collect()
+    };
+    assert_eq!(settle(&listed), settle(&then));
+    assert!(
+        !data_dir.join("db").exists(),
+        "the gateway kept nothing in a sled database of its own"
+    );
+    drop(serving);
+
+    // And back: the PostgreSQL state copies into a new sled directory.
+    let back = dir.path().join("back");
+    let out = copy(&url, &format!("sled:{}", back.display()));
+    assert!(
+        out.status.success(),
+        "copy back: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(back.join("db").is_dir());
 }

@@ -1,4 +1,6 @@
-//! `[storage]`: how much the store keeps and when it rewrites its database.
+//! `[storage]`: where the state lives (`backend`: the embedded sled database, or a
+//! shared PostgreSQL database in `[storage.postgres]`), how much the store keeps, and
+//! when it rewrites its sled database.
 //!
 //! Owns the schema, its defaults and its checks (pure: nothing is opened here). What
 //! the caps mean on disk is worked out in `docs/operations.md` ("What a domain can
@@ -10,6 +12,13 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
+
+mod postgres;
+
+pub use self::postgres::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT, MAX_POOL_SIZE,
+    PostgresConfig, PostgresTls,
+};
 
 /// Default of `storage.history_max_versions`.
 pub const DEFAULT_HISTORY_MAX_VERSIONS: usize = 20;
@@ -38,6 +47,11 @@ const GIB: u64 = 1024 * MIB;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Where the state lives: `"sled"` (default: a database in the data directory,
+    /// for one gateway) or `"postgres"` (`[storage.postgres]`, shared by replicas).
+    pub backend: StorageBackend,
+    /// The shared database; required with `backend = "postgres"`, refused otherwise.
+    pub postgres: Option<PostgresConfig>,
     /// Most versions of one trust domain's bundle kept in `history`, the current one
     /// included (default 20).
     pub history_max_versions: usize,
@@ -58,6 +72,8 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
+            backend: StorageBackend::default(),
+            postgres: None,
             history_max_versions: DEFAULT_HISTORY_MAX_VERSIONS,
             history_max_bytes_per_domain: DEFAULT_HISTORY_MAX_BYTES,
             audit_max_entries: DEFAULT_AUDIT_MAX_ENTRIES,
@@ -78,6 +94,23 @@ impl StorageConfig {
             key: format!("storage.{key}"),
             reason,
         };
+        match (self.backend, &self.postgres) {
+            (StorageBackend::Postgres, Some(postgres)) => postgres.validate()?,
+            (StorageBackend::Postgres, None) => {
+                return Err(invalid(
+                    "postgres.url",
+                    "is required with backend = \"postgres\" (a [storage.postgres] table)".into(),
+                ));
+            }
+            (StorageBackend::Sled, Some(_)) => {
+                return Err(invalid(
+                    "postgres",
+                    "is set but backend is \"sled\": set storage.backend = \"postgres\" to use it"
+                        .into(),
+                ));
+            }
+            (StorageBackend::Sled, None) => {}
+        }
         if self.history_max_versions == 0 {
             return Err(invalid(
                 "history_max_versions",
@@ -128,6 +161,17 @@ impl StorageConfig {
         live.saturating_mul(u64::from(self.compact_waste_ratio))
             .max(self.compact_min_waste_bytes.0)
     }
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// An embedded sled database in the data directory.
+    #[default]
+    Sled,
+    /// A PostgreSQL database shared by every replica.
+    Postgres,
 }
 
 /// A size in bytes, written `1048576`, `"512KiB"`, `"64MiB"` or `"1GiB"`.

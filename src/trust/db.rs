@@ -58,7 +58,11 @@
 //! ```
 
 mod compact;
+#[cfg(test)]
+mod conformance;
+pub mod dump;
 mod error;
+pub mod postgres;
 mod records;
 mod retention;
 pub mod schema;
@@ -77,6 +81,7 @@ use sled::transaction::{
 use sled::{Db, Transactional as _, Tree};
 use spiffe_federation::TrustDomain;
 
+pub use self::dump::{CopyReport, Dump, copy};
 pub use self::error::{Keyspace, StoreError};
 pub use self::records::{
     AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipRecord,
@@ -344,6 +349,20 @@ pub trait Database: fmt::Debug + Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Filesystem`] if the files cannot be measured.
     fn usage(&self) -> Result<StoreUsage, StoreError>;
+
+    /// Everything the store keeps ([`Dump`]), read in one pass. Blocks; for
+    /// `fedgw store copy`, not for a serving gateway.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first record that cannot be read or decoded.
+    fn export(&self) -> Result<Dump, StoreError>;
+
+    /// Write `dump` into this store, which must be new (nothing stored, revision 0),
+    /// as one transaction, and make it durable. Blocks.
+    ///
+    /// # Errors
+    /// [`StoreError::NotEmpty`] (nothing written), or a [`StoreError`].
+    fn import(&self, dump: &Dump) -> Result<(), StoreError>;
 
     /// Measure the files when enough was written since the last measurement, and
     /// rewrite the database when its waste is past the `[storage]` threshold. Called
@@ -695,6 +714,109 @@ impl Database for Store {
             apparent_bytes: books.apparent,
             live_bytes: books.live,
             compactions: books.compactions,
+        })
+    }
+
+    fn export(&self) -> Result<Dump, StoreError> {
+        let mut dump = Dump {
+            revision: self.revision()?,
+            bundles: self.bundles()?,
+            statuses: self.statuses()?,
+            audit: self.audit_log(0, usize::MAX)?,
+            relationships: self.relationships()?,
+            ..Dump::default()
+        };
+        self.with_trees(|trees| {
+            dump.audit_seq = match trees
+                .meta
+                .get(AUDIT_SEQ_KEY)
+                .map_err(storage(Keyspace::Meta, None))?
+            {
+                Some(value) => decode_counter(AUDIT_SEQ_KEY, &value)?,
+                None => 0,
+            };
+            for item in trees.history.iter() {
+                let (key, value) = item.map_err(storage(Keyspace::History, None))?;
+                dump.history.push(decode(Keyspace::History, &key, &value)?);
+            }
+            for item in trees.meta.scan_prefix(LOCAL_SEQUENCE_PREFIX) {
+                let (key, value) = item.map_err(storage(Keyspace::Meta, None))?;
+                let name = std::str::from_utf8(&key[LOCAL_SEQUENCE_PREFIX.len()..]).ok();
+                let td = name
+                    .and_then(|name| TrustDomain::new(name).ok())
+                    .ok_or_else(|| StoreError::InvalidKey {
+                        keyspace: Keyspace::Meta,
+                        key: describe_key(Keyspace::Meta, &key),
+                        problem: "not a trust domain name after local_sequence",
+                    })?;
+                dump.local_sequences
+                    .push((td, decode_counter(&key, &value)?));
+            }
+            Ok(())
+        })?;
+        Ok(dump)
+    }
+
+    fn import(&self, dump: &Dump) -> Result<(), StoreError> {
+        if let Some(what) = self.export()?.what() {
+            return Err(StoreError::NotEmpty { what });
+        }
+        self.with_trees(|trees| {
+            let result = (
+                &trees.bundles,
+                &trees.history,
+                &trees.status,
+                &trees.audit,
+                &trees.meta,
+                &trees.relationships,
+            )
+                .transaction(
+                    |(bundles, history, status, audit, meta, relationships)| {
+                        for record in &dump.bundles {
+                            let key = record.trust_domain.as_str().as_bytes();
+                            bundles.insert(key, abort(encode(Keyspace::Bundles, key, record))?)?;
+                        }
+                        for record in &dump.history {
+                            let key = history_key(&record.trust_domain, record.revision);
+                            history.insert(
+                                key.as_slice(),
+                                abort(encode(Keyspace::History, &key, record))?,
+                            )?;
+                        }
+                        for (td, record) in &dump.statuses {
+                            let key = td.as_str().as_bytes();
+                            status.insert(key, abort(encode(Keyspace::Status, key, record))?)?;
+                        }
+                        for (seq, record) in &dump.audit {
+                            let key = seq.to_be_bytes();
+                            audit
+                                .insert(&key[..], abort(encode(Keyspace::Audit, &key, record))?)?;
+                        }
+                        for record in &dump.relationships {
+                            let key = record.relationship.trust_domain.as_str().as_bytes();
+                            relationships.insert(
+                                key,
+                                abort(encode(Keyspace::Relationships, key, record))?,
+                            )?;
+                        }
+                        for (td, value) in &dump.local_sequences {
+                            let key = [LOCAL_SEQUENCE_PREFIX, td.as_str().as_bytes()].concat();
+                            meta.insert(key, &value.to_be_bytes()[..])?;
+                        }
+                        meta.insert(REVISION_KEY, &dump.revision.to_be_bytes()[..])?;
+                        meta.insert(AUDIT_SEQ_KEY, &dump.audit_seq.to_be_bytes()[..])?;
+                        Ok(())
+                    },
+                );
+            finish(result, Keyspace::Bundles, None)?;
+            trees.flush()?;
+            // Recount what is kept, as an open does.
+            let live = retention::live_bytes(&trees.db)?;
+            let audit = retention::audit_size(&trees.audit)?;
+            let mut books = self.books();
+            books.live = live;
+            books.audit = audit;
+            Ok(())
         })
     }
 
@@ -1135,281 +1257,6 @@ mod tests {
     }
 
     #[test]
-    fn put_get_remove() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let east = td("east.example");
-        assert_eq!(store.bundle(&east).unwrap(), None);
-
-        let record = store
-            .put_bundle(new_bundle("east.example", 1), note())
-            .unwrap();
-        assert_eq!(record.revision, 1);
-        assert_eq!(
-            record.digest,
-            crate::digest::sha256_hex(br#"{"keys":[],"spiffe_sequence":1}"#)
-        );
-        assert_eq!(store.bundle(&east).unwrap(), Some(record.clone()));
-        assert_eq!(store.bundles().unwrap(), vec![record.clone()]);
-
-        let status = RelationshipStatus {
-            last_success: Some(5),
-            ..RelationshipStatus::default()
-        };
-        store.put_status(&east, &status).unwrap();
-        assert_eq!(store.statuses().unwrap(), vec![(east.clone(), status)]);
-
-        assert_eq!(store.remove_bundle(&east, note(), 10).unwrap(), Some(2));
-        assert_eq!(store.bundle(&east).unwrap(), None);
-        assert!(
-            store.statuses().unwrap().is_empty(),
-            "POLL-4: status goes too"
-        );
-        assert_eq!(
-            store.history(&east).unwrap(),
-            vec![record],
-            "history is kept"
-        );
-        assert_eq!(store.remove_bundle(&east, note(), 11).unwrap(), None);
-        assert_eq!(
-            store.revision().unwrap(),
-            2,
-            "removing nothing is no change"
-        );
-    }
-
-    fn open_with(dir: &tempfile::TempDir, settings: StorageConfig) -> Store {
-        Store::open_with(&dir.path().join("db"), settings, Metrics::new()).unwrap()
-    }
-
-    /// A bundle of `name` whose document is `len` bytes long.
-    fn sized_bundle(name: &str, sequence: u64, len: usize) -> NewBundle {
-        let mut new = new_bundle(name, sequence);
-        let head = format!(r#"{{"keys":[],"spiffe_sequence":{sequence},"x":""#);
-        let filler = "a".repeat(len - head.len() - 2);
-        new.document = format!("{head}{filler}\"}}").into_bytes();
-        assert_eq!(new.document.len(), len);
-        new
-    }
-
-    fn sequences(store: &Store, name: &str) -> Vec<u64> {
-        let history = store.history(&td(name)).unwrap();
-        history.iter().filter_map(|r| r.sequence).collect()
-    }
-
-    #[test]
-    fn history_keeps_at_most_the_configured_count_and_bytes_and_always_the_newest() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = StorageConfig {
-            history_max_versions: 4,
-            history_max_bytes_per_domain: ByteSize(5000),
-            ..StorageConfig::default()
-        };
-        let store = open_with(&dir, settings.clone());
-        // Records of about 1.2 KB: the count rules.
-        for sequence in 1..=6 {
-            store
-                .put_bundle(sized_bundle("east.example", sequence, 1000), note())
-                .unwrap();
-        }
-        assert_eq!(sequences(&store, "east.example"), [6, 5, 4, 3]);
-        // Records of about 2.2 KB: the bytes rule, counted from the newest.
-        for sequence in 7..=9 {
-            store
-                .put_bundle(sized_bundle("east.example", sequence, 2000), note())
-                .unwrap();
-        }
-        assert_eq!(sequences(&store, "east.example"), [9, 8]);
-        // One version larger than the cap alone: it stays, the others go.
-        store
-            .put_bundle(sized_bundle("east.example", 10, 8000), note())
-            .unwrap();
-        assert_eq!(sequences(&store, "east.example"), [10]);
-        assert_eq!(
-            store.bundle(&td("east.example")).unwrap().unwrap().sequence,
-            Some(10)
-        );
-        // Other domains are counted on their own.
-        store
-            .put_bundle(sized_bundle("west.example", 1, 1000), note())
-            .unwrap();
-        assert_eq!(sequences(&store, "west.example"), [1]);
-        drop(store);
-
-        // Lower caps apply to every domain when the store opens.
-        let store = open_with(
-            &dir,
-            StorageConfig {
-                history_max_versions: 1,
-                ..settings
-            },
-        );
-        assert_eq!(sequences(&store, "east.example"), [10]);
-        store
-            .put_bundle(sized_bundle("west.example", 2, 1000), note())
-            .unwrap();
-        assert_eq!(sequences(&store, "west.example"), [2]);
-    }
-
-    #[test]
-    fn audit_log_keeps_the_newest_entries_within_its_caps() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = StorageConfig {
-            audit_max_entries: 10,
-            ..StorageConfig::default()
-        };
-        let store = open_with(&dir, settings.clone());
-        for sequence in 1..=25 {
-            store
-                .put_bundle(new_bundle("east.example", sequence), note())
-                .unwrap();
-        }
-        let seqs: Vec<u64> = store
-            .audit_log(0, 100)
-            .unwrap()
-            .iter()
-            .map(|(seq, _)| *seq)
-            .collect();
-        assert_eq!(seqs, (16..=25).collect::<Vec<_>>());
-
-        // Bytes: records of about 1.2 KB (a detail cut to 1 KiB) under a 64 KiB cap.
-        let long = AuditRecord {
-            at: 1,
-            who: "bob".into(),
-            action: AuditAction::RelationshipUpdate,
-            trust_domain: None,
-            old_digest: None,
-            new_digest: None,
-            detail: "d".repeat(100_000),
-            old_value: None,
-            new_value: None,
-        };
-        drop(store);
-        let store = open_with(
-            &dir,
-            StorageConfig {
-                audit_max_entries: 1000,
-                audit_max_bytes: MIN_AUDIT_MAX_BYTES,
-                ..settings
-            },
-        );
-        for _ in 0..100 {
-            store.append_audit(&long).unwrap();
-        }
-        let log = store.audit_log(0, 1000).unwrap();
-        let bytes: usize = log
-            .iter()
-            .map(|(_, r)| 8 + serde_json::to_vec(r).unwrap().len())
-            .sum();
-        assert!(bytes as u64 <= MIN_AUDIT_MAX_BYTES.0, "{bytes}");
-        assert!(log.len() > 40 && log.len() < 60, "{}", log.len());
-        assert_eq!(log.last().unwrap().0, 125, "the newest is kept");
-        let detail = &log[0].1.detail;
-        assert!(detail.ends_with("… (100000 bytes)"), "{}", &detail[1000..]);
-        assert!(detail.len() <= AUDIT_DETAIL_MAX + 32);
-    }
-
-    #[test]
-    fn history_keeps_the_newest_twenty() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        for sequence in 1..=25 {
-            store
-                .put_bundle(new_bundle("east.example", sequence), note())
-                .unwrap();
-        }
-        // Another domain whose name extends this one must not share its history.
-        store
-            .put_bundle(new_bundle("east.example.org", 1), note())
-            .unwrap();
-
-        let history = store.history(&td("east.example")).unwrap();
-        let sequences: Vec<_> = history.iter().filter_map(|r| r.sequence).collect();
-        assert_eq!(sequences, (6..=25).rev().collect::<Vec<_>>());
-        assert_eq!(store.history_entry(&td("east.example"), 5).unwrap(), None);
-        assert_eq!(
-            store.history_entry(&td("east.example"), 25).unwrap(),
-            Some(history[0].clone())
-        );
-        assert_eq!(store.history(&td("east.example.org")).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn revision_is_monotonic_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        store
-            .put_bundle(new_bundle("east.example", 1), note())
-            .unwrap();
-        store
-            .put_bundle(new_bundle("west.example", 1), note())
-            .unwrap();
-        assert_eq!(store.revision().unwrap(), 2);
-        drop(store);
-
-        let store = open(&dir);
-        assert_eq!(store.revision().unwrap(), 2);
-        let record = store
-            .put_bundle(new_bundle("east.example", 2), note())
-            .unwrap();
-        assert_eq!(record.revision, 3);
-        assert_eq!(store.bundles().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn bun_4_local_sequence_only_grows_across_removal_and_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let local = td("local.example");
-        assert_eq!(store.next_local_sequence(&local).unwrap(), 1);
-        assert_eq!(store.next_local_sequence(&local).unwrap(), 2);
-        assert_eq!(store.next_local_sequence(&td("other.example")).unwrap(), 1);
-        store
-            .put_bundle(new_bundle("local.example", 2), note())
-            .unwrap();
-        store.remove_bundle(&local, note(), 0).unwrap();
-        drop(store);
-        let store = open(&dir);
-        assert_eq!(store.next_local_sequence(&local).unwrap(), 3);
-    }
-
-    #[test]
-    fn audit_appends_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        store
-            .put_bundle(new_bundle("east.example", 1), note())
-            .unwrap();
-        store
-            .put_bundle(new_bundle("east.example", 2), note())
-            .unwrap();
-        let manual = AuditRecord {
-            at: 7,
-            who: "bob".into(),
-            action: AuditAction::Rollback,
-            trust_domain: None,
-            old_digest: None,
-            new_digest: None,
-            detail: "note".into(),
-            old_value: None,
-            new_value: Some(serde_json::json!({"trust_domain": "east.example"})),
-        };
-        assert_eq!(store.append_audit(&manual).unwrap(), 3);
-
-        let log = store.audit_log(0, 100).unwrap();
-        assert_eq!(
-            log.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
-            [1, 2, 3]
-        );
-        assert_eq!(log[0].1.old_digest, None);
-        assert_eq!(log[1].1.old_digest, log[0].1.new_digest, "chain of digests");
-        assert_eq!(log[2].1, manual);
-        assert_eq!(store.audit_log(2, 100).unwrap().len(), 1);
-        assert_eq!(store.audit_log(0, 1).unwrap().len(), 1);
-        assert!(store.audit_log(u64::MAX, 1).unwrap().is_empty());
-    }
-
-    #[test]
     fn corrupted_record_is_a_named_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
@@ -1458,59 +1305,6 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn relationships_are_stored_with_their_audit_entry_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let west = td("west.example");
-        let spec: StoredRelationship = serde_json::from_value(serde_json::json!({
-            "trust_domain": "west.example",
-            "url": "https://west.example/bundle",
-            "profile": "https_web",
-        }))
-        .unwrap();
-        let record = RelationshipRecord {
-            relationship: spec.clone(),
-            changed_at: 9,
-            changed_by: "alice".into(),
-        };
-        let audit = |action, old: Option<&StoredRelationship>, new: Option<&StoredRelationship>| {
-            AuditRecord {
-                at: 9,
-                who: "alice".into(),
-                action,
-                trust_domain: Some(west.clone()),
-                old_digest: None,
-                new_digest: None,
-                detail: String::new(),
-                old_value: old.map(|s| serde_json::to_value(s).unwrap()),
-                new_value: new.map(|s| serde_json::to_value(s).unwrap()),
-            }
-        };
-        let created = audit(AuditAction::RelationshipCreate, None, Some(&spec));
-        assert_eq!(store.put_relationship(&record, &created).unwrap(), 1);
-        drop(store);
-
-        let store = open(&dir);
-        assert_eq!(store.relationships().unwrap(), vec![record]);
-        let deleted = audit(AuditAction::RelationshipDelete, Some(&spec), None);
-        assert!(store.remove_relationship(&west, &deleted).unwrap());
-        assert!(store.relationships().unwrap().is_empty());
-        assert!(
-            !store.remove_relationship(&west, &deleted).unwrap(),
-            "removing nothing writes no audit entry"
-        );
-        let log = store.audit_log(0, 10).unwrap();
-        assert_eq!(log.len(), 2);
-        assert_eq!(log[0].1, created);
-        assert_eq!(log[1].1, deleted);
-        assert_eq!(
-            store.revision().unwrap(),
-            0,
-            "relationships are not bundles"
-        );
     }
 
     #[test]

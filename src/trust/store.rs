@@ -50,8 +50,10 @@ use spiffe_federation::{Bundle, TrustDomain};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
+use crate::config::storage::StorageBackend;
 use crate::telemetry::Metrics;
 use crate::telemetry::families::{BUNDLE_REJECTIONS, BUNDLE_WARNINGS};
+use crate::trust::db::postgres::PgStore;
 use crate::trust::db::{
     AuditAction, AuditNote, AuditRecord, BundleRecord, Database, LastError, NewBundle,
     RelationshipStatus, StorageConfig, Store, StoreError,
@@ -135,8 +137,9 @@ impl TrustStore {
         Self::open_with(path, settings, StorageConfig::default()).await
     }
 
-    /// Open the database in directory `path` (bounded and rewritten as `storage`
-    /// says) and load every stored bundle into the first snapshot before returning,
+    /// Open the database `storage` selects (its `backend`: a sled database in
+    /// directory `path`, bounded and rewritten as `storage` says, or the shared
+    /// PostgreSQL database of `[storage.postgres]`) and load every stored bundle into the first snapshot before returning,
     /// so a restarted gateway serves everything it had before any re-fetch (STO-1).
     ///
     /// # Errors
@@ -151,7 +154,7 @@ impl TrustStore {
         let metrics = Metrics::new();
         let store_metrics = metrics.clone();
         let (store, snapshot, key_index, statuses) = run_blocking("open", move || {
-            let store = Store::open_with(&path, storage, store_metrics)?;
+            let store = open_database(&path, storage, store_metrics)?;
             let revision = store.revision()?;
             let mut domains = store
                 .bundles()?
@@ -161,7 +164,6 @@ impl TrustStore {
             let mut key_index = KeyIndex::default();
             load_warnings(&mut domains, &mut key_index);
             let statuses = store.statuses()?.into_iter().collect();
-            let store: Arc<dyn Database> = Arc::new(store);
             Ok((store, Snapshot { revision, domains }, key_index, statuses))
         })
         .await?;
@@ -678,6 +680,24 @@ impl fmt::Debug for TrustStore {
             .field("revision", &snapshot.revision)
             .field("domains", &snapshot.domains.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The database `storage` selects: sled in directory `path`, or the PostgreSQL
+/// database of `[storage.postgres]`. Blocks.
+fn open_database(
+    path: &Path,
+    storage: StorageConfig,
+    metrics: Metrics,
+) -> Result<Arc<dyn Database>, StoreError> {
+    match (storage.backend, storage.postgres.clone()) {
+        (StorageBackend::Postgres, Some(postgres)) => {
+            Ok(Arc::new(PgStore::open(&postgres, storage, metrics)?))
+        }
+        (StorageBackend::Postgres, None) => Err(StoreError::PostgresSettings {
+            problem: "storage.backend is \"postgres\" but [storage.postgres] is missing".into(),
+        }),
+        (StorageBackend::Sled, _) => Ok(Arc::new(Store::open_with(path, storage, metrics)?)),
     }
 }
 

@@ -13,7 +13,10 @@
 //! - [`process`]: child processes (the `fedgw` binary, a peer) with their output in a
 //!   log file, killed on drop, the log printed when the test fails; and the rule that
 //!   a missing tool fails the test, saying what to install;
-//! - [`fs`]: atomic file replacement, as operators and the gateway's watchers expect.
+//! - [`fs`]: atomic file replacement, as operators and the gateway's watchers expect;
+//! - [`postgres`]: throwaway PostgreSQL servers from Debian's packages (TLS, a
+//!   password, a database per test, stop, restart and `kill -9`), which return errors
+//!   rather than panic.
 //!
 //! Does not own anything that needs fedgw's own types: the gateway harness
 //! (`tests/support/gateway.rs`, which configures and starts real gateways), the
@@ -36,6 +39,7 @@ pub mod bundle_server;
 pub mod ca;
 pub mod fs;
 pub mod net;
+pub mod postgres;
 pub mod process;
 pub mod wait;
 

@@ -13,6 +13,7 @@ use spiffe_federation::{SpiffeId, TrustDomain};
 use super::exit::UsageError;
 use super::operands;
 use crate::client::admin_client::AdminTarget;
+use crate::client::store_copy::StoreLocation;
 use crate::client::validate::Format;
 use crate::config::{DocumentFormat, Seconds};
 use crate::outputs::files::FileMode;
@@ -49,6 +50,41 @@ pub enum Command {
     Jwt(JwtCommand),
     /// Follow a gateway's bundles and keep them as files on this node.
     Agent(AgentArgs),
+    /// The gateway's state store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy a gateway's whole state (bundles, history, statuses, audit log, counters,
+    /// relationships) into a new, empty store and verify it by reading it back:
+    /// sled to PostgreSQL, or back. Stop the gateways that use either store first.
+    Copy(StoreCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreCopyArgs {
+    /// The store to read: `sled:DATA_DIR` (a gateway's data_dir) or
+    /// `postgres://USER@HOST[:PORT]/DATABASE`.
+    #[arg(long)]
+    pub from: StoreLocation,
+    /// The new store to write, named the same way; it must hold nothing.
+    #[arg(long)]
+    pub to: StoreLocation,
+    /// For a PostgreSQL side: a file holding the password.
+    #[arg(long, conflicts_with = "password_env")]
+    pub password_file: Option<PathBuf>,
+    /// For a PostgreSQL side: the environment variable holding the password.
+    #[arg(long)]
+    pub password_env: Option<String>,
+    /// For a PostgreSQL side: PEM file of the CAs that may sign the server's
+    /// certificate (default: the system's roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// For a PostgreSQL side: `verify-full` (default) or `disable` (no TLS).
+    #[arg(long, default_value = "verify-full", value_parser = ["verify-full", "disable"])]
+    pub tls: String,
 }
 
 #[derive(Debug, Args)]

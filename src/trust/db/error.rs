@@ -199,6 +199,60 @@ pub enum StoreError {
         /// The database directory.
         path: PathBuf,
     },
+    /// PostgreSQL refused or failed a statement, or the connection broke during it.
+    #[error("database {operation}{}: {}", for_domain(.trust_domain.as_ref()), chain(.source))]
+    Postgres {
+        /// The store call.
+        operation: &'static str,
+        /// The trust domain concerned, if one.
+        trust_domain: Option<TrustDomain>,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// No connection to PostgreSQL could be had within `storage.postgres.connect_timeout`.
+    #[error("database {operation}: no connection to PostgreSQL: {}", chain(.source))]
+    PostgresPool {
+        /// The store call.
+        operation: &'static str,
+        /// The pool's error.
+        source: deadpool_postgres::PoolError,
+    },
+    /// A store call took longer than `storage.postgres.statement_timeout`.
+    #[error("database {operation}: no answer from PostgreSQL within {seconds} s")]
+    PostgresTimeout {
+        /// The store call.
+        operation: &'static str,
+        /// The timeout, in seconds.
+        seconds: u64,
+    },
+    /// The PostgreSQL schema was written by a newer fedgw; it is left untouched.
+    #[error(
+        "the PostgreSQL store has schema version {found}, newer than the {known} this fedgw knows; run the fedgw that wrote it, or a newer one"
+    )]
+    PostgresSchemaTooNew {
+        /// The version found.
+        found: u64,
+        /// The newest version this build knows.
+        known: u64,
+    },
+    /// The PostgreSQL settings could not be used (password file, CA file, URL).
+    #[error("storage.postgres: {problem}")]
+    PostgresSettings {
+        /// What is wrong, naming the key or file.
+        problem: String,
+    },
+    /// A copy (`fedgw store copy`) into a store that already holds state.
+    #[error("the target store is not empty ({what}); copy only into a new store")]
+    NotEmpty {
+        /// What it holds.
+        what: String,
+    },
+    /// A copy read back from the target differs from what was written.
+    #[error("the copy read back differs from the source: {what}")]
+    CopyMismatch {
+        /// The first difference found.
+        what: String,
+    },
     /// The blocking task running a store call panicked or was cancelled.
     #[error("store task for {operation} did not finish: {source}")]
     Blocking {
@@ -207,6 +261,43 @@ pub enum StoreError {
         /// tokio's error.
         source: tokio::task::JoinError,
     },
+}
+
+impl StoreError {
+    /// Whether the error says the database could not be reached (no connection, no
+    /// answer in time, the connection broke) rather than that a record or a call was
+    /// wrong: the replica then counts the database as away.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::PostgresPool { .. } | Self::PostgresTimeout { .. } => true,
+            Self::Postgres { source, .. } => {
+                source.is_closed()
+                    || source.as_db_error().is_none_or(|db| {
+                        // Class 08: connection exception; 57P01..03: the server is shutting
+                        // down or cannot accept connections now.
+                        let code = db.code().code();
+                        code.starts_with("08") || code.starts_with("57P")
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `err` and its causes, each once: the driver's own text says only "db error" or
+/// "error performing TLS handshake", the server's message and the TLS reason are
+/// its causes.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        let part = next.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        cause = next.source();
+    }
+    text
 }
 
 fn for_domain(trust_domain: Option<&TrustDomain>) -> String {
