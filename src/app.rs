@@ -229,6 +229,12 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
     .await?;
     let (web_addr, spiffe_addr) = (endpoints.web_addr, endpoints.spiffe_addr);
 
+    // With a shared store the replicas share the polling: a poller polls only under
+    // this replica's lease on its domain.
+    let shared = trust_store.store().postgres();
+    let leases = shared
+        .as_ref()
+        .map(|_| crate::sources::leases::Leases::new());
     let pollers = Pollers::new(
         PollerContext {
             trust_store: trust_store.clone(),
@@ -239,6 +245,7 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
                 usize::try_from(config.polling.max_concurrent_fetches).unwrap_or(usize::MAX),
             )),
             supervisor: supervisor.clone(),
+            leases: leases.clone(),
         },
         shutdown.clone(),
     );
@@ -274,6 +281,45 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
         &files,
     )
     .await?;
+    // With a shared store, follow what the other replicas commit, and take part in
+    // the lease rounds over every relationship this replica knows.
+    if let (Some(store), Some(leases)) = (shared, leases) {
+        crate::registry::follow::start(
+            store.clone(),
+            trust_store.clone(),
+            registry.clone(),
+            &supervisor,
+        );
+        let view = registry.view().clone();
+        let wanted: crate::sources::leases::Wanted = Arc::new(move || {
+            let listing = view.listing();
+            let mut configured = Vec::new();
+            let mut api = Vec::new();
+            for (relationship, details) in listing.entries() {
+                let td = relationship.trust_domain.clone();
+                match details.origin {
+                    crate::registry::Origin::Configuration => configured.push(td),
+                    crate::registry::Origin::Api => api.push(td),
+                }
+            }
+            (configured, api)
+        });
+        let lease_time = config
+            .storage
+            .postgres
+            .as_ref()
+            .map_or(crate::config::storage::DEFAULT_LEASE_TIME, |pg| {
+                pg.lease_time
+            });
+        crate::sources::leases::start(
+            leases,
+            store,
+            lease_time.duration(),
+            wanted,
+            metrics.clone(),
+            &supervisor,
+        );
+    }
     if config.local.is_empty() && registry.view().load().is_empty() {
         tracing::warn!(
             "configuration: no [[local]] trust domain and no federation relationship (none in [[federation]] or relationship_files, none created through the admin API): this gateway serves and fetches nothing until one is added, e.g. with `fedgw federation create`"

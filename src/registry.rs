@@ -23,6 +23,7 @@
 
 pub mod cftd;
 pub mod chain;
+pub mod follow;
 mod listing;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -348,6 +349,18 @@ impl Registry {
             .await
     }
 
+    /// Take the relationships other replicas created, replaced or deleted through
+    /// the API in a shared store: start, restart or stop their pollers and publish
+    /// the new listing. Nothing is written (the replica that made the change wrote
+    /// it and its audit record); bundles of deleted ones were removed by it too.
+    ///
+    /// # Errors
+    /// A storage fault reading the relationships; nothing is changed then.
+    pub async fn sync(&self) -> Result<(), RegistryError> {
+        self.change(move |inner| async move { inner.sync().await })
+            .await
+    }
+
     /// Run a change on a task of its own, so that it completes even when the caller
     /// stops waiting (an HTTP client that disconnects).
     async fn change<F, Fut>(&self, change: F) -> Result<(), RegistryError>
@@ -366,6 +379,59 @@ impl Registry {
 }
 
 impl Inner {
+    async fn sync(&self) -> Result<(), RegistryError> {
+        let mut entries = self.entries.lock().await;
+        let store = self.parts.trust_store.store().clone();
+        let stored = blocking("stored relationships", move || store.relationships()).await??;
+        let mut wanted: BTreeMap<TrustDomain, RelationshipSpec> = BTreeMap::new();
+        for record in stored {
+            let spec = body_of(record.relationship);
+            if entries.configured_index(&spec.trust_domain).is_none() {
+                wanted.insert(spec.trust_domain.clone(), spec);
+            }
+        }
+        let mut changed = false;
+        let gone: Vec<TrustDomain> = entries
+            .api
+            .keys()
+            .filter(|td| !wanted.contains_key(*td))
+            .cloned()
+            .collect();
+        for td in gone {
+            self.parts.pollers.stop(&td).await;
+            entries.api.remove(&td);
+            tracing::info!(trust_domain = %td, "relationship deleted on another replica");
+            changed = true;
+        }
+        for (td, spec) in wanted {
+            if entries
+                .api
+                .get(&td)
+                .is_some_and(|known| known.to_body() == spec)
+            {
+                continue;
+            }
+            let relationship = match self.resolve(&spec) {
+                Ok(relationship) => relationship,
+                Err(err) => {
+                    tracing::error!(trust_domain = %td, error = %err, "relationship from another replica not polled");
+                    continue;
+                }
+            };
+            if entries.api.contains_key(&td) {
+                self.parts.pollers.stop(&td).await;
+            }
+            self.parts.pollers.start(relationship.clone());
+            tracing::info!(trust_domain = %td, "relationship created or replaced on another replica");
+            entries.api.insert(td, relationship);
+            changed = true;
+        }
+        if changed {
+            self.publish(&entries);
+        }
+        Ok(())
+    }
+
     async fn create(&self, spec: RelationshipSpec, who: &str) -> Result<(), RegistryError> {
         let mut entries = self.entries.lock().await;
         let td = spec.trust_domain.clone();
@@ -456,7 +522,7 @@ impl Inner {
     }
 
     /// Remove the bundle and status (audited by the trust store), then the
-    /// relationship (audited here).
+    /// relationship (audited here); with a shared store, the relationship first.
     async fn remove(
         &self,
         td: &TrustDomain,
@@ -464,13 +530,26 @@ impl Inner {
         audit: AuditRecord,
     ) -> Result<(), RegistryError> {
         let now = OffsetDateTime::now_utc();
-        self.parts.trust_store.remove(td, who, now).await?;
         let store = self.parts.trust_store.store().clone();
-        let td = td.clone();
-        blocking("delete relationship", move || {
-            store.remove_relationship(&td, &audit)
-        })
-        .await??;
+        let shared = store.postgres().is_some();
+        let remove_relationship = {
+            let td = td.clone();
+            move || {
+                blocking("delete relationship", move || {
+                    store.remove_relationship(&td, &audit)
+                })
+            }
+        };
+        if shared {
+            // Other replicas may be polling it: the relationship (and with it its
+            // lease) goes first, so no replica can fetch it again and a write in
+            // flight is refused, then the bundle.
+            remove_relationship().await??;
+            self.parts.trust_store.remove(td, who, now).await?;
+        } else {
+            self.parts.trust_store.remove(td, who, now).await?;
+            remove_relationship().await??;
+        }
         Ok(())
     }
 

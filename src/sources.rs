@@ -8,6 +8,7 @@
 //! it gets to the trust store ([`crate::trust::store`]), which alone decides and
 //! writes; no source stores or serves anything itself.
 
+pub mod leases;
 pub mod local;
 pub mod pollers;
 pub mod schedule;

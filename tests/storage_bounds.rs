@@ -14,7 +14,7 @@
 use fedgw::telemetry::Metrics;
 use fedgw::telemetry::families::{STORE_DISK_BYTES, STORE_LIVE_BYTES};
 use fedgw::trust::db::{
-    AuditAction, AuditNote, Database, NewBundle, StorageConfig, Store, StoreUsage,
+    AuditAction, AuditNote, Database, Expected, NewBundle, StorageConfig, Store, StoreUsage,
 };
 use fedgw::trust::policy::{PolicySettings, Source};
 use fedgw::trust::store::TrustStore;
@@ -125,6 +125,8 @@ fn disk_bytes_stay_bounded_over_500_changes_of_a_1_mib_bundle() {
             source: operator(),
             accepted_at: 1_700_000_000,
             sequence: Some(BASE + n),
+            expected: Expected::Any,
+            fence: None,
         };
         let note = AuditNote {
             who: "churn-test".into(),

@@ -16,8 +16,8 @@ use crate::config::ConfigError;
 mod postgres;
 
 pub use self::postgres::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT, MAX_POOL_SIZE,
-    PostgresConfig, PostgresTls,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEASE_TIME, DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT,
+    MAX_POOL_SIZE, MIN_LEASE_TIME, PostgresConfig, PostgresTls,
 };
 
 /// Default of `storage.history_max_versions`.

@@ -35,11 +35,13 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::leases::Leases;
 use super::schedule::Schedule;
 use crate::relationship::Relationship;
 use crate::shutdown::Shutdown;
 use crate::supervise::{self, Supervisor};
 use crate::telemetry::Metrics;
+use crate::trust::db::{Fence, StoreError};
 use crate::trust::policy::{DocumentFacts, Source};
 use crate::trust::store::{Outcome, SubmitError, TrustStore};
 
@@ -58,6 +60,9 @@ pub struct PollerContext {
     pub fetch_slots: Arc<tokio::sync::Semaphore>,
     /// Restarts a poller that panicked, and records the panic.
     pub supervisor: Supervisor,
+    /// With a shared store: the polling leases; a poller polls only while this
+    /// replica holds its domain's. `None`: every poller polls.
+    pub leases: Option<Leases>,
 }
 
 /// The result of one poll, as the admin API reports a manual refresh.
@@ -141,6 +146,9 @@ impl Pollers {
             );
         if let Some(previous) = previous {
             previous.cancel.cancel();
+        }
+        if let Some(leases) = &self.ctx.leases {
+            leases.nudge();
         }
     }
 
@@ -243,9 +251,32 @@ async fn run(
 ) {
     let mut failures = 0_u32;
     let mut reply: Option<oneshot::Sender<PollReport>> = None;
+    let mut held = ctx.leases.as_ref().map(Leases::subscribe);
     loop {
+        // Shared polling: without this domain's lease, wait until this replica gets
+        // it (another replica polls it meanwhile). An operator's refresh polls once
+        // anyway, unfenced: the store still judges it against the shared current.
+        let fence = match (&ctx.leases, held.as_mut()) {
+            (Some(leases), Some(watch)) => {
+                watch.mark_seen();
+                let fence = leases.fence(&relationship.trust_domain);
+                if fence.is_none() && reply.is_none() {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = watch.changed() => {}
+                        request = requests.recv() => match request {
+                            Some(request) => reply = Some(request),
+                            None => return,
+                        },
+                    }
+                    continue;
+                }
+                fence
+            }
+            _ => None,
+        };
         let now = OffsetDateTime::now_utc();
-        let mut report = poll_once(ctx, relationship, now).await;
+        let mut report = poll_once(ctx, relationship, now, fence).await;
         let hint = ctx
             .trust_store
             .snapshot()
@@ -284,6 +315,10 @@ async fn run(
 
 const AWAITING_BOOTSTRAP: &str = "awaiting_bootstrap";
 
+/// The error code of a fetch whose write was refused because this replica's lease
+/// on the domain ran out or moved meanwhile.
+pub const LEASE_LOST: &str = "lease_lost";
+
 /// Resolves once a bundle of `trust_domain` is stored; never when `None` (or when the
 /// trust store goes away).
 async fn bundle_stored(trust_store: &TrustStore, trust_domain: Option<&TrustDomain>) {
@@ -304,7 +339,12 @@ async fn bundle_stored(trust_store: &TrustStore, trust_domain: Option<&TrustDoma
 static PANICS_TO_INJECT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// One poll: bootstrap if needed, then each URL in order until one succeeds.
-async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime) -> PollReport {
+async fn poll_once(
+    ctx: &PollerContext,
+    rel: &Relationship,
+    now: OffsetDateTime,
+    fence: Option<Fence>,
+) -> PollReport {
     #[cfg(test)]
     if PANICS_TO_INJECT
         .fetch_update(
@@ -402,7 +442,14 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
         report.sequence = sequence;
         match ctx
             .trust_store
-            .submit_document(td, fetched.parsed.bundle, document, source, now)
+            .submit_fetched(
+                td,
+                fetched.parsed.bundle,
+                document,
+                source,
+                now,
+                fence.clone(),
+            )
             .await
         {
             Ok(outcome) => {
@@ -423,6 +470,14 @@ async fn poll_once(ctx: &PollerContext, rel: &Relationship, now: OffsetDateTime)
                 report.error = Some(err.to_string());
                 report.error_code = Some(err.code());
                 log_attempt(&report, Some(url));
+            }
+            Err(SubmitError::Store(err @ StoreError::Fenced { .. })) => {
+                // The lease ran out or moved while fetching: the new holder polls.
+                report.outcome = "failed";
+                report.error = Some(err.to_string());
+                report.error_code = Some(LEASE_LOST);
+                log_attempt(&report, Some(url));
+                return report;
             }
             Err(err) => {
                 // Fetched but not made durable: logged once, as this attempt's outcome.
@@ -594,6 +649,7 @@ mod tests {
                 metrics: metrics.clone(),
                 fetch_slots: Arc::new(tokio::sync::Semaphore::new(4)),
                 supervisor: supervisor.clone(),
+                leases: None,
             },
             shutdown.clone(),
         );

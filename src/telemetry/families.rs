@@ -208,6 +208,27 @@ families! {
         ["outcome"],
         "Rewrites of the database to give back disk space, by outcome.",
     );
+
+    // Shared polling (storage.backend = "postgres").
+
+    /// Polling leases this replica holds.
+    LEASES_HELD: Gauge(
+        "fedgw_leases_held",
+        [],
+        "Trust domains this replica holds the polling lease of (shared store only).",
+    );
+    /// This replica's fair share of the trust domains to poll.
+    LEASES_SHARE: Gauge(
+        "fedgw_leases_share",
+        [],
+        "This replica's fair share of the trust domains to poll: all of them divided by the replicas alive, rounded up (shared store only).",
+    );
+    /// Replicas seen within one lease time.
+    REPLICAS: Gauge(
+        "fedgw_replicas",
+        [],
+        "Replicas that ran a lease round within one lease time, this one included (shared store only).",
+    );
 }
 
 #[cfg(test)]
@@ -249,7 +270,7 @@ mod tests {
                 assert!(labels.insert(label), "{name}: label {label} twice");
             }
         }
-        assert_eq!(names.len(), 25, "{names:?}");
+        assert_eq!(names.len(), 28, "{names:?}");
     }
 
     /// The `fedgw_…` names in `text`: each run of name characters after `fedgw_`.

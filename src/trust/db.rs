@@ -38,7 +38,7 @@
 //!
 //! ```
 //! use fedgw::trust::policy::Source;
-//! use fedgw::trust::db::{AuditAction, AuditNote, Database as _, NewBundle, Store};
+//! use fedgw::trust::db::{AuditAction, AuditNote, Database as _, Expected, NewBundle, Store};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let store = Store::open(&dir.path().join("db"))?; // blocking: async code uses spawn_blocking
@@ -48,6 +48,8 @@
 //!     source: Source::Operator { who: "alice".into() },
 //!     accepted_at: 1_700_000_000,
 //!     sequence: None,
+//!     expected: Expected::Nothing, // there was no current bundle
+//!     fence: None,
 //! };
 //! let note = AuditNote { who: "alice".into(), action: AuditAction::Accept, detail: String::new() };
 //! let record = store.put_bundle(new, note)?; // committed and flushed
@@ -84,8 +86,8 @@ use spiffe_federation::TrustDomain;
 pub use self::dump::{CopyReport, Dump, copy};
 pub use self::error::{Keyspace, StoreError};
 pub use self::records::{
-    AuditAction, AuditNote, AuditRecord, BundleRecord, LastError, NewBundle, RelationshipRecord,
-    RelationshipStatus, StoredRelationship,
+    AuditAction, AuditNote, AuditRecord, BundleRecord, Changes, Expected, Fence, LastError,
+    NewBundle, RelationshipRecord, RelationshipStatus, StoredRelationship,
 };
 pub use self::retention::{AUDIT_DETAIL_MAX, AUDIT_STRING_MAX, AUDIT_VALUE_MAX};
 use self::retention::{AuditSize, Change};
@@ -350,6 +352,23 @@ pub trait Database: fmt::Debug + Send + Sync + 'static {
     /// [`StoreError::Filesystem`] if the files cannot be measured.
     fn usage(&self) -> Result<StoreUsage, StoreError>;
 
+    /// What other writers changed after `revision`, in one consistent view; `None`
+    /// for a store only this process writes (sled), where there is nothing to follow.
+    /// Blocks.
+    ///
+    /// # Errors
+    /// A [`StoreError`] naming the first record that cannot be read or decoded.
+    fn changes_since(&self, revision: u64) -> Result<Option<Changes>, StoreError> {
+        let _ = revision;
+        Ok(None)
+    }
+
+    /// The shared PostgreSQL store, when this is one: a replica follows what the
+    /// others commit through it ([`PgStore::listen`](postgres::PgStore::listen)).
+    fn postgres(&self) -> Option<postgres::PgStore> {
+        None
+    }
+
     /// Everything the store keeps ([`Dump`]), read in one pass. Blocks; for
     /// `fedgw store copy`, not for a serving gateway.
     ///
@@ -417,13 +436,20 @@ impl Database for Store {
         let (record, change) = self.with_trees(|trees| {
             let result = (&trees.bundles, &trees.history, &trees.audit, &trees.meta).transaction(
                 |(bundles, history, audit, meta)| {
-                    let old_digest = match bundles.get(key)? {
+                    let old = match bundles.get(key)? {
                         // Only the digest: skipping the document is cheaper than copying it.
-                        Some(old) => {
-                            Some(abort(decode::<DigestOf>(Keyspace::Bundles, key, &old))?.digest)
-                        }
+                        Some(old) => Some(abort(decode::<DigestOf>(Keyspace::Bundles, key, &old))?),
                         None => None,
                     };
+                    let found = old.as_ref().map(|old| old.revision);
+                    if !new.expected.holds(found) {
+                        return Err(ConflictableTransactionError::Abort(StoreError::Stale {
+                            trust_domain: td.clone(),
+                            expected: new.expected,
+                            found,
+                        }));
+                    }
+                    let old_digest = old.map(|old| old.digest);
                     let revision = bump(meta, REVISION_KEY)?;
                     let record = BundleRecord {
                         trust_domain: new.trust_domain.clone(),
@@ -1074,6 +1100,7 @@ impl Store {
 #[derive(serde::Deserialize)]
 struct DigestOf {
     digest: String,
+    revision: u64,
 }
 
 fn history_prefix(trust_domain: &TrustDomain) -> Vec<u8> {
@@ -1223,6 +1250,8 @@ mod tests {
             source: operator(),
             accepted_at: 1_700_000_000 + i64::try_from(sequence).unwrap(),
             sequence: Some(sequence),
+            expected: Expected::Any,
+            fence: None,
         }
     }
 

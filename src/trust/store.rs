@@ -55,13 +55,15 @@ use crate::telemetry::Metrics;
 use crate::telemetry::families::{BUNDLE_REJECTIONS, BUNDLE_WARNINGS};
 use crate::trust::db::postgres::PgStore;
 use crate::trust::db::{
-    AuditAction, AuditNote, AuditRecord, BundleRecord, Database, LastError, NewBundle,
-    RelationshipStatus, StorageConfig, Store, StoreError,
+    AuditAction, AuditNote, AuditRecord, BundleRecord, Changes, Database, Expected, Fence,
+    LastError, NewBundle, RelationshipStatus, StorageConfig, Store, StoreError,
 };
 use crate::trust::policy::{
     self, Current, Decision, DocumentFacts, PolicyError, PolicySettings, Source, Warning,
 };
 
+#[cfg(test)]
+mod shared;
 mod snapshot;
 
 pub use self::snapshot::{Entry, Snapshot};
@@ -217,7 +219,7 @@ impl TrustStore {
         source: Source,
         now: OffsetDateTime,
     ) -> Result<Outcome, SubmitError> {
-        self.submit_inner(expected, candidate, None, source, now)
+        self.submit_inner(expected, candidate, None, source, now, None)
             .await
     }
 
@@ -236,7 +238,27 @@ impl TrustStore {
         source: Source,
         now: OffsetDateTime,
     ) -> Result<Outcome, SubmitError> {
-        self.submit_inner(expected, candidate, Some(&document), source, now)
+        self.submit_inner(expected, candidate, Some(&document), source, now, None)
+            .await
+    }
+
+    /// As [`TrustStore::submit_document`], for a bundle a poller fetched under a
+    /// polling lease (shared polling): the write carries `fence`, and the store
+    /// refuses it ([`StoreError::Fenced`]) unless the lease is still this replica's.
+    ///
+    /// # Errors
+    /// As [`TrustStore::submit`], and [`SubmitError::Store`] with
+    /// [`StoreError::Fenced`].
+    pub async fn submit_fetched(
+        &self,
+        expected: &TrustDomain,
+        candidate: Bundle,
+        document: DocumentFacts,
+        source: Source,
+        now: OffsetDateTime,
+        fence: Option<Fence>,
+    ) -> Result<Outcome, SubmitError> {
+        self.submit_inner(expected, candidate, Some(&document), source, now, fence)
             .await
     }
 
@@ -247,21 +269,44 @@ impl TrustStore {
         document: Option<&DocumentFacts>,
         source: Source,
         now: OffsetDateTime,
+        fence: Option<Fence>,
     ) -> Result<Outcome, SubmitError> {
-        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
-        let warnings = match self.evaluate(expected, &candidate, document, &source, now)? {
-            Decision::Accept { warnings } => warnings,
-            Decision::Unchanged => return Ok(Outcome::Unchanged),
-        };
-        let note = AuditNote {
-            who: source.to_string(),
-            action: AuditAction::Accept,
-            detail: describe(&warnings),
-        };
-        let revision = self
-            .commit(guard, candidate, source, now, note, warnings.clone())
-            .await?;
-        Ok(Outcome::Accepted { revision, warnings })
+        let mut attempt = 0;
+        loop {
+            let guard = Arc::clone(&self.inner.writer).lock_owned().await;
+            let warnings = match self.evaluate(expected, &candidate, document, &source, now)? {
+                Decision::Accept { warnings } => warnings,
+                Decision::Unchanged => return Ok(Outcome::Unchanged),
+            };
+            let note = AuditNote {
+                who: source.to_string(),
+                action: AuditAction::Accept,
+                detail: describe(&warnings),
+            };
+            let committed = self
+                .commit(
+                    guard,
+                    Change {
+                        bundle: candidate.clone(),
+                        source: source.clone(),
+                        now,
+                        note,
+                        fence: fence.clone(),
+                    },
+                    warnings.clone(),
+                )
+                .await;
+            match committed {
+                Ok(revision) => return Ok(Outcome::Accepted { revision, warnings }),
+                // Another replica changed this domain since the snapshot policy read:
+                // take its change, then judge again (it may be a regression now).
+                Err(StoreError::Stale { .. }) if attempt < STALE_RETRIES => {
+                    attempt += 1;
+                    self.catch_up().await?;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 
     /// Stop trusting `trust_domain` (POLL-4): delete its current bundle and status,
@@ -286,12 +331,17 @@ impl TrustStore {
         };
         run_blocking("remove", move || {
             let _writer = guard;
+            let previous = inner.snapshot.load().revision;
             let revision = inner.store.remove_bundle(&td, note, now.unix_timestamp())?;
             inner.replace_statuses(|statuses| {
                 statuses.remove(&td);
             });
             if let Some(revision) = revision {
-                inner.publish(revision, &td, None);
+                if revision == previous.saturating_add(1) {
+                    inner.publish(revision, &td, None);
+                } else {
+                    inner.catch_up_now();
+                }
                 tracing::info!(trust_domain = %td, revision, "bundle removed");
             }
             inner.store.maintain();
@@ -357,7 +407,17 @@ impl TrustStore {
             detail,
         };
         let new_revision = self
-            .commit(guard, bundle, source, now, note, warnings.clone())
+            .commit(
+                guard,
+                Change {
+                    bundle,
+                    source,
+                    now,
+                    note,
+                    fence: None,
+                },
+                warnings.clone(),
+            )
             .await?;
         Ok(Outcome::Accepted {
             revision: new_revision,
@@ -489,6 +549,43 @@ impl TrustStore {
         Ok(())
     }
 
+    /// Take what other replicas committed to a shared store since this snapshot's
+    /// revision, and publish it as one new snapshot (never moving backwards). Nothing
+    /// to do for a store only this process writes. Returns the revision served.
+    ///
+    /// # Errors
+    /// A [`StoreError`] (the database is away, a record does not parse); the snapshot
+    /// is then unchanged and keeps serving.
+    pub async fn catch_up(&self) -> Result<u64, StoreError> {
+        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
+        let inner = Arc::clone(&self.inner);
+        run_blocking("catch up", move || {
+            let _writer = guard;
+            let since = inner.snapshot.load().revision;
+            if let Some(changes) = inner.store.changes_since(since)? {
+                inner.apply(changes)?;
+            }
+            Ok(inner.snapshot.load().revision)
+        })
+        .await
+    }
+
+    /// Read every fetch status again from the store (with a shared store, the
+    /// replica that polls a domain is the one that records its status).
+    ///
+    /// # Errors
+    /// A [`StoreError`]; the statuses served are then unchanged.
+    pub async fn reload_statuses(&self) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking("reload statuses", move || {
+            let statuses: imbl::OrdMap<TrustDomain, RelationshipStatus> =
+                inner.store.statuses()?.into_iter().collect();
+            inner.statuses.store(Arc::new(statuses));
+            Ok(())
+        })
+        .await
+    }
+
     /// The database, for records that are not bundles (the relationship registry's
     /// keyspace). Its calls block: run them with `spawn_blocking`.
     pub fn store(&self) -> &Arc<dyn Database> {
@@ -534,24 +631,34 @@ impl TrustStore {
     async fn commit(
         &self,
         guard: OwnedMutexGuard<()>,
-        bundle: Bundle,
-        source: Source,
-        now: OffsetDateTime,
-        note: AuditNote,
+        change: Change,
         policy_warnings: Vec<Warning>,
     ) -> Result<u64, StoreError> {
         let inner = Arc::clone(&self.inner);
+        let Change {
+            bundle,
+            source,
+            now,
+            note,
+            fence,
+        } = change;
         run_blocking("submit", move || {
             let _writer = guard;
             let td = bundle.trust_domain().clone();
             // Checked before writing so nothing can fail between durable and published.
             let accepted_at = whole_seconds(&td, now.unix_timestamp())?;
+            let previous = inner.snapshot.load_full();
+            let expected = previous.get(&td).map_or(Expected::Nothing, |entry| {
+                Expected::Revision(entry.revision)
+            });
             let new = NewBundle {
                 trust_domain: td.clone(),
                 document: bundle.to_json(),
                 source,
                 accepted_at: now.unix_timestamp(),
                 sequence: bundle.sequence(),
+                expected,
+                fence,
             };
             let record = inner.store.put_bundle(new, note)?;
             let revision = record.revision;
@@ -563,8 +670,14 @@ impl TrustStore {
                 digest = %record.digest,
                 "bundle accepted"
             );
-            let entry = entry(Arc::new(bundle), record, accepted_at);
-            inner.publish(revision, &td, Some(entry));
+            if revision == previous.revision.saturating_add(1) {
+                let entry = entry(Arc::new(bundle), record, accepted_at);
+                inner.publish(revision, &td, Some(entry));
+            } else {
+                // Other replicas wrote in between: take their changes with this one, in
+                // order, so the snapshot never skips a revision.
+                inner.catch_up_now();
+            }
             inner.report_warnings(&td, &policy_warnings);
             // Published first: a rewrite, when one is due, delays the next change only.
             inner.store.maintain();
@@ -622,6 +735,69 @@ impl Inner {
         self.snapshot
             .store(Arc::new(Snapshot { revision, domains }));
         self.feed.send_replace(revision);
+    }
+
+    /// Publish `changes` from a shared store as one snapshot at their revision.
+    /// Every record is parsed before anything is swapped, so a record that does not
+    /// parse leaves the snapshot as it was. Only the writer calls this.
+    fn apply(&self, changes: Changes) -> Result<(), StoreError> {
+        let previous = self.snapshot.load_full();
+        if changes.revision <= previous.revision {
+            return Ok(());
+        }
+        let accepted = changes
+            .accepted
+            .into_iter()
+            .map(|record| Ok((record.trust_domain.clone(), Arc::new(load_entry(record)?))))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut domains = previous.domains.clone();
+        {
+            let mut index = self
+                .key_index
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (td, entry) in accepted {
+                let old = domains.insert(td.clone(), entry);
+                update_warnings(&td, old.as_ref(), &mut domains, &mut index);
+            }
+            for td in &changes.removed {
+                if let Some(old) = domains.remove(td) {
+                    update_warnings(td, Some(&old), &mut domains, &mut index);
+                }
+            }
+        }
+        if !changes.removed.is_empty() {
+            self.replace_statuses(|statuses| {
+                for td in &changes.removed {
+                    statuses.remove(td);
+                }
+            });
+        }
+        tracing::debug!(
+            from = previous.revision,
+            to = changes.revision,
+            "caught up with the shared store"
+        );
+        self.snapshot.store(Arc::new(Snapshot {
+            revision: changes.revision,
+            domains,
+        }));
+        self.feed.send_replace(changes.revision);
+        Ok(())
+    }
+
+    /// Catch up right after this replica's own write landed past other replicas'
+    /// (its revision is not the next one). The write is durable already: if the
+    /// catch-up fails, the follower's next one publishes it.
+    fn catch_up_now(&self) {
+        let since = self.snapshot.load().revision;
+        let caught = self
+            .store
+            .changes_since(since)
+            .and_then(|changes| changes.map_or(Ok(()), |changes| self.apply(changes)));
+        if let Err(err) = caught {
+            tracing::warn!(error = %err, "could not read the other replicas' changes after a write; the next catch-up publishes it");
+        }
     }
 
     /// Log and count what is odd about the bundle just accepted for `td`: the
@@ -700,6 +876,19 @@ fn open_database(
         (StorageBackend::Sled, _) => Ok(Arc::new(Store::open_with(path, storage, metrics)?)),
     }
 }
+
+/// One accepted bundle on its way to the store.
+struct Change {
+    bundle: Bundle,
+    source: Source,
+    now: OffsetDateTime,
+    note: AuditNote,
+    fence: Option<Fence>,
+}
+
+/// How many times a submission is judged again after another replica changed its
+/// domain first.
+const STALE_RETRIES: u32 = 3;
 
 /// Run a store call on the blocking pool.
 async fn run_blocking<T: Send + 'static>(

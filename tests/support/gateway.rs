@@ -109,6 +109,13 @@ impl GatewayBuilder {
         }
     }
 
+    /// Use another gateway's development PKI: a replica of it (the same local bundle
+    /// file, the same endpoint certificates).
+    pub fn with_pki(mut self, pki: DevPkiPaths) -> Self {
+        self.pki = pki;
+        self
+    }
+
     /// Run the process with this open-file limit (soft and hard), as `ulimit -n`.
     pub fn nofile(mut self, limit: u64) -> Self {
         self.nofile = Some(limit);

@@ -21,6 +21,10 @@ pub const MAX_POOL_SIZE: u32 = 128;
 pub const DEFAULT_CONNECT_TIMEOUT: Seconds = Seconds(5);
 /// Default of `storage.postgres.statement_timeout`.
 pub const DEFAULT_STATEMENT_TIMEOUT: Seconds = Seconds(10);
+/// Default of `storage.postgres.lease_time`.
+pub const DEFAULT_LEASE_TIME: Seconds = Seconds(15);
+/// Shortest `storage.postgres.lease_time`.
+pub const MIN_LEASE_TIME: Seconds = Seconds(3);
 
 /// The `[storage.postgres]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -57,6 +61,12 @@ pub struct PostgresConfig {
     /// database as away.
     #[serde(default = "default_statement_timeout")]
     pub statement_timeout: Seconds,
+    /// How long a replica's lease on polling a trust domain lasts unless renewed
+    /// (default 15 s): a replica that dies or loses the database stops polling its
+    /// domains within it, and the others take them over right after. Renewed every
+    /// third of it.
+    #[serde(default = "default_lease_time")]
+    pub lease_time: Seconds,
 }
 
 fn default_pool_size() -> u32 {
@@ -69,6 +79,10 @@ fn default_connect_timeout() -> Seconds {
 
 fn default_statement_timeout() -> Seconds {
     DEFAULT_STATEMENT_TIMEOUT
+}
+
+fn default_lease_time() -> Seconds {
+    DEFAULT_LEASE_TIME
 }
 
 /// `storage.postgres.tls`.
@@ -94,6 +108,7 @@ impl PostgresConfig {
             pool_size: DEFAULT_POOL_SIZE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            lease_time: DEFAULT_LEASE_TIME,
         }
     }
 
@@ -160,6 +175,12 @@ impl PostgresConfig {
             return Err(invalid(
                 "pool_size",
                 format!("must be between 1 and {MAX_POOL_SIZE}"),
+            ));
+        }
+        if self.lease_time < MIN_LEASE_TIME {
+            return Err(invalid(
+                "lease_time",
+                format!("must be at least {} seconds", MIN_LEASE_TIME.0),
             ));
         }
         for (key, value) in [

@@ -593,6 +593,8 @@ mod tests {
                 },
                 accepted_at: 1_700_000_000,
                 sequence: Some(n),
+                expected: crate::trust::db::Expected::Any,
+                fence: None,
             };
             store.put_bundle(new, note()).unwrap();
         }

@@ -131,6 +131,8 @@ fn new_bundle(name: &str, sequence: u64) -> NewBundle {
         source: operator(),
         accepted_at: 1_700_000_000 + i64::try_from(sequence).unwrap(),
         sequence: Some(sequence),
+        expected: Expected::Any,
+        fence: None,
     }
 }
 

@@ -199,6 +199,28 @@ pub enum StoreError {
         /// The database directory.
         path: PathBuf,
     },
+    /// The current bundle is no longer the one a new bundle was judged against:
+    /// another replica changed it. Nothing was written; judge again against it.
+    #[error("{trust_domain}: the stored bundle changed ({}) since this one was judged against {}; nothing was written", describe_found(*.found), describe_expected(*.expected))]
+    Stale {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// What it was judged against.
+        expected: super::Expected,
+        /// The revision of the current bundle found (`None`: none).
+        found: Option<u64>,
+    },
+    /// A fetched bundle's write carried a lease this replica no longer holds (it
+    /// expired, was taken over, or its relationship was deleted): nothing was written.
+    #[error(
+        "{trust_domain}: this replica's polling lease (token {token}) is no longer current; nothing was written"
+    )]
+    Fenced {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// The token the write carried.
+        token: u64,
+    },
     /// PostgreSQL refused or failed a statement, or the connection broke during it.
     #[error("database {operation}{}: {}", for_domain(.trust_domain.as_ref()), chain(.source))]
     Postgres {
@@ -298,6 +320,21 @@ fn chain(err: &dyn std::error::Error) -> String {
         cause = next.source();
     }
     text
+}
+
+fn describe_found(found: Option<u64>) -> String {
+    found.map_or_else(
+        || "now none".to_owned(),
+        |revision| format!("now at revision {revision}"),
+    )
+}
+
+fn describe_expected(expected: super::Expected) -> String {
+    match expected {
+        super::Expected::Any => "any".to_owned(),
+        super::Expected::Nothing => "no bundle".to_owned(),
+        super::Expected::Revision(revision) => format!("revision {revision}"),
+    }
 }
 
 fn for_domain(trust_domain: Option<&TrustDomain>) -> String {

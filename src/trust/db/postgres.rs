@@ -18,9 +18,10 @@
 //! Schema and migrations: [`schema`]. Connections, TLS and passwords: `connect`.
 
 mod connect;
+pub mod leases;
 pub mod schema;
 #[cfg(test)]
-pub(super) mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -29,14 +30,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use deadpool_postgres::{Object, Pool};
 use spiffe_federation::TrustDomain;
 use tokio_postgres::Transaction;
 
 use super::retention::bound_audit;
 use super::{
-    AuditRecord, BundleRecord, Database, DigestOf, Dump, Keyspace, NewBundle, RelationshipRecord,
-    RelationshipStatus, StoreError, StoreUsage, decode, describe_key, encode, history_key,
+    AuditRecord, BundleRecord, Changes, Database, DigestOf, Dump, Fence, Keyspace, NewBundle,
+    RelationshipRecord, RelationshipStatus, StoreError, StoreUsage, decode, describe_key, encode,
+    history_key,
 };
 use crate::config::storage::{PostgresConfig, StorageConfig};
 use crate::digest::sha256_hex;
@@ -46,6 +50,20 @@ use crate::trust::db::AuditNote;
 /// The channel every change of a bundle is announced on, with the new revision as
 /// its payload.
 pub const CHANGES_CHANNEL: &str = "fedgw_changes";
+
+/// The channel every change of a relationship created through the API is announced on.
+pub const RELATIONSHIPS_CHANNEL: &str = "fedgw_relationships";
+
+/// Wake-ups for a replica that follows the others ([`PgStore::listen`]). Each is a
+/// [`Notify`]: any number of announcements between two looks at it count as one.
+#[derive(Debug, Default)]
+pub struct Signals {
+    /// A bundle was accepted or removed somewhere, or the listening connection was
+    /// (re)made and what happened meanwhile is unknown.
+    pub bundles: Notify,
+    /// A relationship created through the API changed somewhere, or as above.
+    pub relationships: Notify,
+}
 
 /// The PostgreSQL store. Cloning is cheap: every clone is the same pool.
 #[derive(Clone)]
@@ -58,6 +76,8 @@ struct Shared {
     /// being dropped.
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
+    /// Dials the listening connection.
+    dialer: connect::Dialer,
     settings: StorageConfig,
     metrics: Metrics,
     timeout: Duration,
@@ -107,7 +127,7 @@ impl PgStore {
                 problem: format!("cannot start the store's runtime: {err}"),
             })?;
         // The pool's timers need a runtime when it is built.
-        let pool = {
+        let (pool, dialer) = {
             let _entered = runtime.enter();
             connect::pool(config)?
         };
@@ -115,6 +135,7 @@ impl PgStore {
             shared: Arc::new(Shared {
                 runtime: Some(runtime),
                 pool,
+                dialer,
                 settings,
                 metrics,
                 timeout: config.statement_timeout.duration(),
@@ -136,6 +157,42 @@ impl PgStore {
     /// The URL of the database (no password).
     pub fn url(&self) -> &str {
         &self.shared.url
+    }
+
+    /// Listen for what any replica commits, waking `signals` for each, until the
+    /// connection ends (`Ok`) or fails. Runs on the caller's runtime and does not
+    /// block. Both signals are woken once listening starts: whatever was committed
+    /// while nobody listened must be caught up.
+    ///
+    /// # Errors
+    /// The connection could not be made or broke.
+    pub async fn listen(&self, signals: &Signals) -> Result<(), StoreError> {
+        let dialer = self.shared.dialer.clone();
+        let limit = self.shared.timeout;
+        let connecting = async {
+            match dialer.tls {
+                Some(tls) => {
+                    let connected = tokio::time::timeout(limit, dialer.driver.connect(tls))
+                        .await
+                        .map_err(|_| ListenError::Timeout)?;
+                    listen_on(connected, signals).await
+                }
+                None => {
+                    let connected =
+                        tokio::time::timeout(limit, dialer.driver.connect(tokio_postgres::NoTls))
+                            .await
+                            .map_err(|_| ListenError::Timeout)?;
+                    listen_on(connected, signals).await
+                }
+            }
+        };
+        connecting.await.map_err(|err| match err {
+            ListenError::Store(err) => err,
+            ListenError::Timeout => StoreError::PostgresTimeout {
+                operation: "listen",
+                seconds: limit.as_secs(),
+            },
+        })
     }
 
     /// Run `call` on the store's runtime, bounded by the statement timeout.
@@ -301,10 +358,22 @@ impl Database for PgStore {
             let tx = client.transaction().await.map_err(pg(op, Some(&td)))?;
             let mut meta = lock_meta(&tx, op).await?;
             let key = td.as_str().as_bytes();
-            let old_digest = current_record(&tx, &td, op)
+            let old = current_record(&tx, &td, op)
                 .await?
-                .map(|old| decode::<DigestOf>(Keyspace::Bundles, key, &old).map(|d| d.digest))
+                .map(|old| decode::<DigestOf>(Keyspace::Bundles, key, &old))
                 .transpose()?;
+            let found = old.as_ref().map(|old| old.revision);
+            if !new.expected.holds(found) {
+                return Err(StoreError::Stale {
+                    trust_domain: td.clone(),
+                    expected: new.expected,
+                    found,
+                });
+            }
+            if let Some(fence) = &new.fence {
+                check_fence(&tx, &td, fence, op).await?;
+            }
+            let old_digest = old.map(|old| old.digest);
             let revision = bump(meta.revision, "revision")?;
             let digest = sha256_hex(&new.document);
             let record = BundleRecord {
@@ -364,8 +433,15 @@ impl Database for PgStore {
             let mut client = self.client(op).await?;
             let tx = client.transaction().await.map_err(pg(op, Some(td)))?;
             let mut meta = lock_meta(&tx, op).await?;
+            // Nobody polls it any more: a lease holder's write in flight is refused.
             tx.execute(
                 "DELETE FROM fedgw_status WHERE trust_domain = $1",
+                &[&td.as_str()],
+            )
+            .await
+            .map_err(pg(op, Some(td)))?;
+            tx.execute(
+                "DELETE FROM fedgw_leases WHERE trust_domain = $1",
                 &[&td.as_str()],
             )
             .await
@@ -595,6 +671,7 @@ impl Database for PgStore {
             .map_err(pg(op, Some(td)))?;
             let seq = self.append_audit_in(&tx, &mut meta, audit).await?;
             write_meta(&tx, &meta, op).await?;
+            notify_relationships(&tx, op).await?;
             tx.commit().await.map_err(pg(op, Some(td)))?;
             Ok(seq)
         })
@@ -621,8 +698,15 @@ impl Database for PgStore {
             if removed == 0 {
                 return Ok(false);
             }
+            tx.execute(
+                "DELETE FROM fedgw_leases WHERE trust_domain = $1",
+                &[&td.as_str()],
+            )
+            .await
+            .map_err(pg(op, Some(td)))?;
             self.append_audit_in(&tx, &mut meta, audit).await?;
             write_meta(&tx, &meta, op).await?;
+            notify_relationships(&tx, op).await?;
             tx.commit().await.map_err(pg(op, Some(td)))?;
             Ok(true)
         })
@@ -807,6 +891,109 @@ impl Database for PgStore {
     }
 
     fn maintain(&self) {}
+
+    fn postgres(&self) -> Option<PgStore> {
+        Some(self.clone())
+    }
+
+    fn changes_since(&self, revision: u64) -> Result<Option<Changes>, StoreError> {
+        let op = "changes";
+        let after = i64::try_from(revision).unwrap_or(i64::MAX);
+        self.block(op, async {
+            let mut client = self.client(op).await?;
+            // One view: every change up to the revision read is in it, none after.
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(pg(op, None))?;
+            let row = tx
+                .query_one("SELECT revision FROM fedgw_meta WHERE id = 1", &[])
+                .await
+                .map_err(pg(op, None))?;
+            let mut changes = Changes {
+                revision: from_db(row.get(0)),
+                accepted: Vec::new(),
+                removed: Vec::new(),
+            };
+            for row in tx
+                .query(
+                    "SELECT trust_domain, record FROM fedgw_bundles WHERE revision > $1 ORDER BY revision",
+                    &[&after],
+                )
+                .await
+                .map_err(pg(op, None))?
+            {
+                let name: &str = row.get(0);
+                match row.get::<_, Option<&[u8]>>(1) {
+                    Some(value) => changes
+                        .accepted
+                        .push(decode(Keyspace::Bundles, name.as_bytes(), value)?),
+                    None => changes.removed.push(TrustDomain::new(name).map_err(|_| {
+                        StoreError::InvalidKey {
+                            keyspace: Keyspace::Bundles,
+                            key: name.to_owned(),
+                            problem: "not a trust domain name",
+                        }
+                    })?),
+                }
+            }
+            tx.commit().await.map_err(pg(op, None))?;
+            Ok(Some(changes))
+        })
+    }
+}
+
+/// Why listening stopped.
+enum ListenError {
+    Store(StoreError),
+    Timeout,
+}
+
+/// Subscribe on a new connection and pass on what arrives until it ends.
+async fn listen_on<S, T>(
+    connected: Result<
+        (tokio_postgres::Client, tokio_postgres::Connection<S, T>),
+        tokio_postgres::Error,
+    >,
+    signals: &Signals,
+) -> Result<(), ListenError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let failed = |err| ListenError::Store(pg("listen", None)(err));
+    let (client, mut connection) = connected.map_err(failed)?;
+    let statement = format!("LISTEN {CHANGES_CHANNEL}; LISTEN {RELATIONSHIPS_CHANNEL}");
+    let subscribe = client.batch_execute(&statement);
+    let mut subscribe = std::pin::pin!(subscribe);
+    let mut listening = false;
+    loop {
+        let message = tokio::select! {
+            done = &mut subscribe, if !listening => {
+                done.map_err(failed)?;
+                listening = true;
+                signals.bundles.notify_one();
+                signals.relationships.notify_one();
+                continue;
+            }
+            message = std::future::poll_fn(|cx| connection.poll_message(cx)) => message,
+        };
+        match message {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(note))) => {
+                if note.channel() == RELATIONSHIPS_CHANNEL {
+                    signals.relationships.notify_one();
+                } else {
+                    signals.bundles.notify_one();
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(failed(err)),
+            None => return Ok(()),
+        }
+    }
 }
 
 /// Lock and read the `fedgw_meta` row.
@@ -849,6 +1036,43 @@ async fn notify(tx: &Transaction<'_>, revision: u64, op: &'static str) -> Result
     )
     .await
     .map_err(pg(op, None))?;
+    Ok(())
+}
+
+/// Refuse the write unless `fence` is the current, unexpired lease on `td`. The
+/// lease row is locked (shared) until the write commits, so a takeover or a removal
+/// waits for it, or it for them.
+async fn check_fence(
+    tx: &Transaction<'_>,
+    td: &TrustDomain,
+    fence: &Fence,
+    op: &'static str,
+) -> Result<(), StoreError> {
+    let token = to_db(fence.token, "lease token")?;
+    let row = tx
+        .query_opt(
+            "SELECT holder = $2 AND token = $3 AND expires_at > now() FROM fedgw_leases
+             WHERE trust_domain = $1 FOR SHARE",
+            &[&td.as_str(), &fence.holder, &token],
+        )
+        .await
+        .map_err(pg(op, Some(td)))?;
+    if row.is_some_and(|row| row.get::<_, bool>(0)) {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced {
+            trust_domain: td.clone(),
+            token: fence.token,
+        })
+    }
+}
+
+/// Announce a change of the relationships on [`RELATIONSHIPS_CHANNEL`] when `tx`
+/// commits.
+async fn notify_relationships(tx: &Transaction<'_>, op: &'static str) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_notify($1, '')", &[&RELATIONSHIPS_CHANNEL])
+        .await
+        .map_err(pg(op, None))?;
     Ok(())
 }
 

@@ -44,6 +44,61 @@ pub struct NewBundle {
     pub accepted_at: i64,
     /// Its `spiffe_sequence`, if any.
     pub sequence: Option<u64>,
+    /// What the stored current bundle must be for the write to go ahead.
+    pub expected: Expected,
+    /// For a fetched bundle with shared polling: the poller's lease, which must still
+    /// be current when the write commits.
+    pub fence: Option<Fence>,
+}
+
+/// A replica's lease on polling one trust domain: the write of a fetched bundle
+/// carries it, and a shared store refuses the write unless this replica still holds
+/// this very lease ([`StoreError::Fenced`](super::StoreError::Fenced)), so a replica
+/// that lost its lease (a pause, a partition) cannot write over its successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The replica's ID.
+    pub holder: String,
+    /// The fencing token: new, and higher, each time a lease is taken.
+    pub token: u64,
+}
+
+/// The current bundle a new one was judged against (by policy, from this replica's
+/// snapshot). With a shared store another replica may have changed it since; the
+/// store then refuses the write ([`StoreError::Stale`](super::StoreError::Stale))
+/// instead of overwriting a change this replica has not seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// No check (an import, a test).
+    Any,
+    /// There was no current bundle.
+    Nothing,
+    /// The current bundle was the one accepted at this revision.
+    Revision(u64),
+}
+
+impl Expected {
+    /// Whether a store whose current bundle is at `found` (`None`: none) meets it.
+    pub fn holds(self, found: Option<u64>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Nothing => found.is_none(),
+            Self::Revision(revision) => found == Some(revision),
+        }
+    }
+}
+
+/// What changed in a shared store after a revision: what a replica applies to catch
+/// up with the others ([`Database::changes_since`](super::Database::changes_since)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The global revision the store is at; everything up to it is included.
+    pub revision: u64,
+    /// The current bundle of each domain accepted after the revision asked for,
+    /// oldest first.
+    pub accepted: Vec<BundleRecord>,
+    /// The domains whose bundle was removed after it (and not accepted since).
+    pub removed: Vec<TrustDomain>,
 }
 
 /// Fetch health of one federation relationship.

@@ -24,11 +24,21 @@ fn settings(problem: String) -> StoreError {
     StoreError::PostgresSettings { problem }
 }
 
-/// The pool `config` describes. Connections are made lazily; nothing is dialled here.
+/// How to dial the server outside the pool (the listening connection).
+#[derive(Clone)]
+pub(super) struct Dialer {
+    /// The driver's settings, password included.
+    pub(super) driver: tokio_postgres::Config,
+    /// TLS, unless `tls = "disable"`.
+    pub(super) tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+/// The pool `config` describes, and how to dial one connection of its own.
+/// Connections are made lazily; nothing is dialled here.
 ///
 /// # Errors
 /// [`StoreError::PostgresSettings`] naming the key or file that cannot be used.
-pub(super) fn pool(config: &PostgresConfig) -> Result<Pool, StoreError> {
+pub(super) fn pool(config: &PostgresConfig) -> Result<(Pool, Dialer), StoreError> {
     let mut driver = config
         .driver_config()
         .map_err(|reason| settings(format!("url: {reason}")))?;
@@ -49,15 +59,26 @@ pub(super) fn pool(config: &PostgresConfig) -> Result<Pool, StoreError> {
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let manager = match config.tls {
+    let (manager, dialer) = match config.tls {
         PostgresTls::Disable => {
             driver.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            Manager::from_config(driver, tokio_postgres::NoTls, manager_config)
+            let dialer = Dialer {
+                driver: driver.clone(),
+                tls: None,
+            };
+            (
+                Manager::from_config(driver, tokio_postgres::NoTls, manager_config),
+                dialer,
+            )
         }
         PostgresTls::VerifyFull => {
             driver.ssl_mode(tokio_postgres::config::SslMode::Require);
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(config)?);
-            Manager::from_config(driver, tls, manager_config)
+            let dialer = Dialer {
+                driver: driver.clone(),
+                tls: Some(tls.clone()),
+            };
+            (Manager::from_config(driver, tls, manager_config), dialer)
         }
     };
     let wait = config.connect_timeout.duration();
@@ -70,6 +91,7 @@ pub(super) fn pool(config: &PostgresConfig) -> Result<Pool, StoreError> {
             recycle: Some(wait),
         })
         .build()
+        .map(|pool| (pool, dialer))
         .map_err(|err| settings(format!("cannot build the connection pool: {err}")))
 }
 

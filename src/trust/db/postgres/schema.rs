@@ -19,6 +19,11 @@
 //! | `fedgw_local_sequences` | `trust_domain` | the next `spiffe_sequence` counter of a local domain |
 //! | `fedgw_relationships` | `trust_domain` | [`RelationshipRecord`](crate::trust::db::RelationshipRecord) |
 //!
+//! Version 2 adds shared polling: `fedgw_replicas` (`id`, `name`, `seen_at`: each
+//! replica's last lease round) and `fedgw_leases` (`trust_domain`, `holder`, `token`
+//! from the sequence `fedgw_lease_tokens`, `expires_at`: who polls which domain until
+//! when; see `leases.rs`).
+//!
 //! Every change of a bundle locks the `fedgw_meta` row first, so revisions commit in
 //! the order they are given out: a replica that has read every bundle up to revision
 //! R and then reads `revision > R` misses nothing.
@@ -28,7 +33,7 @@ use tokio_postgres::Transaction;
 use crate::trust::db::StoreError;
 
 /// The newest schema this build reads and writes.
-pub const CURRENT: u64 = 1;
+pub const CURRENT: u64 = 2;
 
 /// Key of the advisory lock migrations hold (`fedgw` in ASCII).
 const MIGRATION_LOCK: i64 = 0x0066_6564_6777;
@@ -72,6 +77,19 @@ const MIGRATIONS: &[&str] = &[
         trust_domain text COLLATE "C" PRIMARY KEY,
         record bytea NOT NULL
     );"#,
+    // 1 -> 2: shared polling.
+    r#"CREATE TABLE fedgw_replicas (
+        id text PRIMARY KEY,
+        name text NOT NULL,
+        seen_at timestamptz NOT NULL
+    );
+    CREATE TABLE fedgw_leases (
+        trust_domain text COLLATE "C" PRIMARY KEY,
+        holder text NOT NULL,
+        token bigint NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    CREATE SEQUENCE fedgw_lease_tokens;"#,
 ];
 
 /// Bring the database to [`CURRENT`] inside `tx` (the caller commits); returns the

@@ -7,16 +7,16 @@
 use crate::config::storage::{PostgresConfig, PostgresTls};
 
 /// A new, empty database and the `[storage.postgres]` table that reaches it.
-pub(in crate::trust::db) struct TestDatabase {
+pub(crate) struct TestDatabase {
     /// The table.
-    pub(in crate::trust::db) config: PostgresConfig,
+    pub(crate) config: PostgresConfig,
     /// Holds the password file.
     _secrets: tempfile::TempDir,
 }
 
 impl TestDatabase {
     /// Create one; fails the test, saying what to install, when PostgreSQL cannot run.
-    pub(in crate::trust::db) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let server =
             fedgw_testkit::postgres::Postgres::shared().unwrap_or_else(|err| panic!("{err}"));
         let database = server

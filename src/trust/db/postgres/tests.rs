@@ -12,7 +12,7 @@ use fedgw_testkit::postgres::Postgres;
 use super::testing::TestDatabase;
 use super::*;
 use crate::config::storage::{PostgresTls, StorageBackend};
-use crate::trust::db::AuditAction;
+use crate::trust::db::{AuditAction, Expected};
 use crate::trust::policy::Source;
 use crate::trust::policy::testing::td;
 
@@ -25,6 +25,8 @@ fn new_bundle(name: &str, sequence: u64) -> NewBundle {
         },
         accepted_at: 1_700_000_000,
         sequence: Some(sequence),
+        expected: Expected::Any,
+        fence: None,
     }
 }
 
@@ -101,10 +103,14 @@ fn replicas_starting_together_migrate_once() {
     let versions = server
         .psql(
             &database(&backend.config),
-            "SELECT version FROM fedgw_schema",
+            "SELECT count(*) || ' ' || max(version) FROM fedgw_schema",
         )
         .unwrap();
-    assert_eq!(versions.trim(), schema::CURRENT.to_string());
+    assert_eq!(
+        versions.trim(),
+        format!("{} {}", schema::CURRENT, schema::CURRENT),
+        "each migration once"
+    );
 }
 
 #[test]
@@ -362,4 +368,199 @@ fn acknowledged_changes_survive_kill_9_of_the_server() {
     assert_eq!(reopened.as_ref(), acknowledged.last());
     assert_eq!(store.revision().unwrap(), 20);
     assert_eq!(store.history(&td("east.example")).unwrap().len(), 20);
+}
+
+mod leasing {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::trust::db::Fence;
+    use crate::trust::db::postgres::leases::{LeaseGrant, LeaseRound};
+
+    fn domains(n: usize) -> Vec<TrustDomain> {
+        (0..n).map(|i| td(&format!("d{i}.example"))).collect()
+    }
+
+    fn round(replica: &str, lease: Duration, configured: &[TrustDomain]) -> LeaseRound {
+        LeaseRound {
+            replica: replica.to_owned(),
+            name: format!("test/{replica}"),
+            lease,
+            configured: configured.to_vec(),
+            api: Vec::new(),
+        }
+    }
+
+    fn fenced(name: &str, sequence: u64, fence: Fence) -> NewBundle {
+        NewBundle {
+            fence: Some(fence),
+            ..new_bundle(name, sequence)
+        }
+    }
+
+    #[test]
+    fn three_replicas_spread_three_thousand_domains_none_above_forty_percent() {
+        let db = TestDatabase::new();
+        let store = open(&db.config).unwrap();
+        let all = domains(3000);
+        let lease = Duration::from_secs(60);
+        let replicas = ["a", "b", "c"];
+        // Each announces itself first, as replicas starting together do; then rounds
+        // in turn until nothing moves.
+        let mut grants: BTreeMap<&str, LeaseGrant> = BTreeMap::new();
+        for _ in 0..4 {
+            for replica in replicas {
+                grants.insert(
+                    replica,
+                    store.lease_round(&round(replica, lease, &all)).unwrap(),
+                );
+            }
+        }
+        let mut owners: BTreeMap<TrustDomain, &str> = BTreeMap::new();
+        for (replica, grant) in &grants {
+            assert_eq!(grant.replicas, 3);
+            assert_eq!(grant.share, 1000);
+            let share = grant.held.len() as f64 / 3000.0;
+            assert!(share <= 0.40, "{replica} holds {:.0}%", share * 100.0);
+            for td in grant.held.keys() {
+                assert!(
+                    owners.insert(td.clone(), replica).is_none(),
+                    "{td} held twice"
+                );
+            }
+        }
+        assert_eq!(owners.len(), 3000, "every domain has exactly one holder");
+    }
+
+    #[test]
+    fn a_lease_that_runs_out_is_taken_over_with_a_higher_token_and_the_old_one_is_fenced() {
+        let db = TestDatabase::new();
+        let store = open(&db.config).unwrap();
+        let east = vec![td("east.example")];
+        let lease = Duration::from_secs(1);
+        let first = store.lease_round(&round("a", lease, &east)).unwrap();
+        let old_token = first.held[&east[0]];
+        // The holder writes under its lease.
+        store
+            .put_bundle(
+                fenced(
+                    "east.example",
+                    1,
+                    Fence {
+                        holder: "a".into(),
+                        token: old_token,
+                    },
+                ),
+                note(),
+            )
+            .unwrap();
+        // Another replica cannot take it while it is current.
+        let other = store.lease_round(&round("b", lease, &east)).unwrap();
+        assert!(other.held.is_empty());
+        assert!(other.next_expiry.is_some_and(|d| d <= lease));
+        // "a" stops renewing (killed, partitioned); once its lease runs out "b" takes it.
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "waiting for a lease to run out on the database's clock"
+        )]
+        std::thread::sleep(lease + Duration::from_millis(200));
+        let taken = store.lease_round(&round("b", lease, &east)).unwrap();
+        let new_token = taken.held[&east[0]];
+        assert!(new_token > old_token, "{new_token} > {old_token}");
+        // The old holder comes back: its write is refused, nothing changes.
+        let err = store
+            .put_bundle(
+                fenced(
+                    "east.example",
+                    2,
+                    Fence {
+                        holder: "a".into(),
+                        token: old_token,
+                    },
+                ),
+                note(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Fenced { token, .. } if token == old_token),
+            "{err:?}"
+        );
+        assert_eq!(store.bundle(&east[0]).unwrap().unwrap().sequence, Some(1));
+        assert_eq!(store.revision().unwrap(), 1);
+        // Its next round does not get it back while "b" renews.
+        let back = store.lease_round(&round("a", lease, &east)).unwrap();
+        assert!(back.held.is_empty());
+        store
+            .put_bundle(
+                fenced(
+                    "east.example",
+                    2,
+                    Fence {
+                        holder: "b".into(),
+                        token: new_token,
+                    },
+                ),
+                note(),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_deleted_relationship_can_be_neither_leased_nor_written() {
+        let db = TestDatabase::new();
+        let store = open(&db.config).unwrap();
+        let west = td("west.example");
+        let spec: crate::trust::db::StoredRelationship =
+            serde_json::from_value(serde_json::json!({
+                "trust_domain": "west.example",
+                "url": "https://west.example/bundle",
+                "profile": "https_web",
+            }))
+            .unwrap();
+        let record = crate::trust::db::RelationshipRecord {
+            relationship: spec,
+            changed_at: 1,
+            changed_by: "alice".into(),
+        };
+        let audit = AuditRecord {
+            at: 1,
+            who: "alice".into(),
+            action: AuditAction::RelationshipCreate,
+            trust_domain: Some(west.clone()),
+            old_digest: None,
+            new_digest: None,
+            detail: String::new(),
+            old_value: None,
+            new_value: None,
+        };
+        store.put_relationship(&record, &audit).unwrap();
+        let lease = Duration::from_secs(30);
+        let api_round = |replica: &str| LeaseRound {
+            api: vec![west.clone()],
+            ..round(replica, lease, &[])
+        };
+        let grant = store.lease_round(&api_round("a")).unwrap();
+        let token = grant.held[&west];
+        store.remove_relationship(&west, &audit).unwrap();
+        // The holder's write in flight is refused; a replica that has not heard of the
+        // deletion cannot lease it again.
+        let err = store
+            .put_bundle(
+                fenced(
+                    "west.example",
+                    1,
+                    Fence {
+                        holder: "a".into(),
+                        token,
+                    },
+                ),
+                note(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fenced { .. }), "{err:?}");
+        assert!(store.lease_round(&api_round("b")).unwrap().held.is_empty());
+        assert!(store.lease_round(&api_round("a")).unwrap().held.is_empty());
+        assert_eq!(store.bundle(&west).unwrap(), None);
+    }
 }
