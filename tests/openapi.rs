@@ -41,7 +41,8 @@ use fedgw::admin::api::{
     self, BundleEntry, BundleList, BundleQuery, ChainEnd, Change, ChangeOutcome, DeleteQuery,
     DomainState, ErrorCode, ErrorResponse, FetchStatus, History, HistoryEntry, JwtSvid, LastError,
     Origin, RefreshOutcome, RefreshReport, Relationship, RelationshipList, RelationshipSpec, Role,
-    Status, StatusDomain, TaskRecord, TrustChain, WaitingListener, Warning, WatchQuery,
+    Status, StatusDomain, StoreBackend, StoreCondition, StoreState, TaskRecord, TrustChain,
+    WaitingListener, Warning, WatchQuery,
 };
 use fedgw::admin::listen::BoundAddr;
 use fedgw::admin::{self, ROUTES};
@@ -638,6 +639,23 @@ fn status(full: bool) -> Status {
         domains: vec![status_domain(full)],
         tasks: vec![task_record(full)],
         waiting_listeners: vec![waiting_listener()],
+        store: if full {
+            StoreState {
+                backend: StoreBackend::Postgres,
+                state: StoreCondition::Away,
+                since: Some(AT.to_owned()),
+                reason: Some(
+                    "database catch up: no connection to PostgreSQL: connection refused".to_owned(),
+                ),
+            }
+        } else {
+            StoreState {
+                backend: StoreBackend::Sled,
+                state: StoreCondition::Ok,
+                since: None,
+                reason: None,
+            }
+        },
     }
 }
 
@@ -775,6 +793,7 @@ fn answer_types() -> Vec<(&'static str, Value, Value)> {
         both("Status", &status(true), &status(false)),
         both("TaskRecord", &task_record(true), &task_record(false)),
         both("WaitingListener", &waiting_listener(), &waiting_listener()),
+        both("StoreState", &status(true).store, &status(false).store),
         both("BundleEntry", &bundle_entry(true), &bundle_entry(false)),
         both("BundleList", &bundle_list(true), &bundle_list(false)),
         both("Change", &change(), &change()),

@@ -15,7 +15,7 @@
 mod gateway;
 
 use bytes::Bytes;
-use fedgw::client::admin_client::Body;
+use fedgw::client::admin_client::{Body, ClientError};
 use fedgw_testkit::postgres::Postgres;
 use fedgw_testkit::{Answer, BundleServer, DEADLINE, TestCa, wait_for, wait_until};
 use gateway::{Gateway, GatewayBuilder};
@@ -26,7 +26,14 @@ use spiffe_federation::{Bundle, TrustDomain};
 /// `[storage]` for a new database on the shared server; the password file lives in
 /// `dir`.
 fn shared_storage(dir: &std::path::Path) -> String {
-    let server = Postgres::shared().unwrap_or_else(|err| panic!("{err}"));
+    storage_on(
+        Postgres::shared().unwrap_or_else(|err| panic!("{err}")),
+        dir,
+    )
+}
+
+/// `[storage]` for a new database on `server`.
+fn storage_on(server: &Postgres, dir: &std::path::Path) -> String {
     let database = server.create_database().unwrap();
     let password = dir.join("pg-password");
     std::fs::write(&password, server.password()).unwrap();
@@ -281,4 +288,90 @@ async fn one_replica_polls_each_domain_and_another_takes_over_after_kill_9() {
                 .is_some()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_database_away_a_replica_serves_refuses_changes_by_name_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    // A server of its own, to stop.
+    let server = Postgres::start().unwrap_or_else(|err| panic!("{err}"));
+    let storage = storage_on(&server, dir.path());
+    let gw = GatewayBuilder::new(&dir.path().join("r0"), "home.test")
+        .web()
+        .extra_toml(&format!(
+            "{storage}connect_timeout = \"2s\"\nstatement_timeout = \"2s\"\n"
+        ))
+        .start()
+        .await;
+    let put = |td: &'static str| {
+        let gw = &gw;
+        async move {
+            let pem = TestCa::spiffe_named(td, td).cert_pem;
+            gw.admin()
+                .call(
+                    Method::PUT,
+                    &format!("/v1/bundles/{td}"),
+                    Some(Body::Raw {
+                        content_type: "application/x-pem-file",
+                        bytes: pem.into_bytes(),
+                    }),
+                )
+                .await
+                .map(|answer| answer.status)
+        }
+    };
+    assert_eq!(put("before.test").await.unwrap(), 200);
+    let before: TrustDomain = "before.test".parse().unwrap();
+    let served_before = served(&gw, "/relay/before.test", &before).await.unwrap();
+    let status = gw.admin_json("/v1/status").await;
+    assert_eq!(
+        status["store"],
+        json!({"backend": "postgres", "state": "ok", "since": null, "reason": null})
+    );
+
+    server.stop().unwrap();
+    // Changes are refused with the named error; nothing is half-done.
+    match put("during.test").await {
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        }) => {
+            assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+            assert!(message.contains("cannot be reached"), "{message}");
+        }
+        other => panic!("expected 503 store_unavailable, got {other:?}"),
+    }
+    // Status and readiness say so; the bundles keep being served.
+    wait_until(DEADLINE, "the status says the store is away", || async {
+        gw.admin_json("/v1/status").await["store"]["state"] == "away"
+    })
+    .await;
+    let status = gw.admin_json("/v1/status").await;
+    assert!(
+        status["store"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{status}"
+    );
+    let readyz = gw.admin().call(Method::GET, "/readyz", None).await.unwrap();
+    assert_eq!(readyz.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&readyz.body),
+        "ready, degraded: the shared store cannot be reached\n"
+    );
+    assert_eq!(
+        served(&gw, "/relay/before.test", &before).await.as_ref(),
+        Some(&served_before)
+    );
+
+    // Back: the replica catches up on its own, and takes changes again.
+    server.start_again().unwrap();
+    wait_until(DEADLINE, "the status says the store is back", || async {
+        gw.admin_json("/v1/status").await["store"]["state"] == "ok"
+    })
+    .await;
+    assert_eq!(put("after.test").await.unwrap(), 200);
+    let readyz = gw.admin().call(Method::GET, "/readyz", None).await.unwrap();
+    assert_eq!(&readyz.body[..], b"ready\n");
 }

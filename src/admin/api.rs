@@ -164,6 +164,9 @@ error_codes! {
     Internal = "internal",
     /// 503: `admin.watch.max_clients` watch clients are open.
     TooManyWatchers = "too_many_watchers",
+    /// 503: the shared store cannot be reached; nothing was changed, the last
+    /// snapshot keeps serving. Retry once it is back.
+    StoreUnavailable = "store_unavailable",
     /// 503: no relationship registry or poller runs (starting, stopping, or an API
     /// without a gateway).
     Unavailable = "unavailable",
@@ -182,6 +185,10 @@ pub const HEALTHZ: &str = "ok\n";
 
 /// The body of `GET /readyz` once the gateway serves (200, `text/plain`).
 pub const READY: &str = "ready\n";
+
+/// The body of `GET /readyz` while the gateway serves but its shared store cannot be
+/// reached (200: it serves its last snapshot; details in `GET /v1/status`).
+pub const READY_DEGRADED: &str = "ready, degraded: the shared store cannot be reached\n";
 
 /// The body of `GET /readyz` before the gateway serves and while it stops (503).
 pub const NOT_READY: &str = "not ready\n";
@@ -202,6 +209,42 @@ pub struct Status {
     /// Configured listeners not serving yet, each with code `listener_waiting` and
     /// what it waits for; empty once every listener serves.
     pub waiting_listeners: Vec<WaitingListener>,
+    /// The state store.
+    pub store: StoreState,
+}
+
+/// The state store and whether it answers (schema `StoreState`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreState {
+    /// `sled` or `postgres`.
+    pub backend: StoreBackend,
+    /// `ok`, or `away`: the shared store cannot be reached; the last snapshot keeps
+    /// serving and changes are refused with `store_unavailable`.
+    pub state: StoreCondition,
+    /// While away: since when, RFC 3339.
+    pub since: Option<String>,
+    /// While away: the last error that said so.
+    pub reason: Option<String>,
+}
+
+/// Which store (schema `StoreState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// The embedded sled database.
+    Sled,
+    /// A shared PostgreSQL database.
+    Postgres,
+}
+
+/// Whether the store answers (schema `StoreState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreCondition {
+    /// It answers.
+    Ok,
+    /// It cannot be reached.
+    Away,
 }
 
 /// One domain of `GET /v1/status` (schema `StatusDomain`).

@@ -53,6 +53,19 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, ErrorCode::PermissionDenied, message)
     }
 
+    /// A store error: 503 `store_unavailable`, naming the failure, when the shared
+    /// store cannot be reached (nothing was changed); otherwise 500 `internal`.
+    pub fn store(err: &crate::trust::db::StoreError) -> Self {
+        if err.is_unreachable() {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StoreUnavailable,
+                format!("the shared store cannot be reached, nothing was changed: {err}"),
+            );
+        }
+        Self::internal(err)
+    }
+
     /// 500 `internal`: the cause is logged, not returned.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(%cause, "admin API internal error");

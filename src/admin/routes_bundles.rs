@@ -133,7 +133,7 @@ pub(super) async fn put(
             .trust_store
             .number_local(&td, &mut parsed.bundle)
             .await
-            .map_err(|err| ApiError::internal(&err))?;
+            .map_err(|err| ApiError::store(&err))?;
     }
     let source = Source::Operator {
         who: principal.audit_name(),
@@ -181,7 +181,7 @@ pub(super) async fn delete(
         .trust_store
         .remove(&td, &principal.audit_name(), OffsetDateTime::now_utc())
         .await
-        .map_err(|err| ApiError::internal(&err))?;
+        .map_err(|err| ApiError::store(&err))?;
     match removed {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(no_bundle(&td)),
@@ -200,7 +200,7 @@ pub(super) async fn history(
         .trust_store
         .history(&td)
         .await
-        .map_err(|err| ApiError::internal(&err))?;
+        .map_err(|err| ApiError::store(&err))?;
     if records.is_empty() {
         return Err(ApiError::not_found(format!("no stored versions for {td}")));
     }
@@ -408,7 +408,7 @@ fn submit_error(td: &TrustDomain, err: SubmitError) -> ApiError {
         SubmitError::UnknownRevision { revision, .. } => {
             ApiError::not_found(format!("{td}: no stored version at revision {revision}"))
         }
-        other => ApiError::internal(&other),
+        SubmitError::Store(err) => ApiError::store(&err),
     }
 }
 

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AdminState;
-use super::api::{HEALTHZ, NOT_READY, READY};
+use super::api::{HEALTHZ, NOT_READY, READY, READY_DEGRADED};
 use super::error::ApiError;
 use crate::config::Scope;
 
@@ -22,10 +22,16 @@ pub(super) async fn healthz() -> &'static str {
     HEALTHZ
 }
 
-/// `GET /readyz`: 200 once the gateway serves, 503 before (and during shutdown).
+/// `GET /readyz`: 200 once the gateway serves (saying `degraded` while its shared
+/// store cannot be reached: it still serves), 503 before (and during shutdown).
 pub(super) async fn readyz(State(state): State<AdminState>) -> Response {
     if *state.ready.borrow() {
-        (StatusCode::OK, READY).into_response()
+        let body = if state.trust_store.store_away().is_some() {
+            READY_DEGRADED
+        } else {
+            READY
+        };
+        (StatusCode::OK, body).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, NOT_READY).into_response()
     }

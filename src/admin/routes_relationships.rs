@@ -247,6 +247,7 @@ fn registry_error(err: RegistryError) -> ApiError {
         err @ RegistryError::InUse { .. } => {
             ApiError::conflict(ErrorCode::RelationshipInUse, err.to_string())
         }
+        RegistryError::Store(err) => ApiError::store(&err),
         other => ApiError::internal(&other),
     }
 }

@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 
 use super::AdminState;
 use super::api::{
-    DomainState, FetchStatus, LastError, Role, Status, StatusDomain, TaskRecord, WaitingListener,
-    Warning,
+    DomainState, FetchStatus, LastError, Role, Status, StatusDomain, StoreBackend, StoreCondition,
+    StoreState, TaskRecord, WaitingListener, Warning,
 };
 use super::domain_state::{self, ForeignFacts};
 use super::error::ApiError;
@@ -102,6 +102,32 @@ fn status_view(state: &AdminState, now: OffsetDateTime) -> Status {
             .into_iter()
             .map(waiting)
             .collect(),
+        store: store_state(&state.trust_store),
+    }
+}
+
+fn store_state(trust_store: &crate::trust::store::TrustStore) -> StoreState {
+    let backend = if trust_store.store().postgres().is_some() {
+        StoreBackend::Postgres
+    } else {
+        StoreBackend::Sled
+    };
+    match trust_store.store_away() {
+        None => StoreState {
+            backend,
+            state: StoreCondition::Ok,
+            since: None,
+            reason: None,
+        },
+        Some(away) => StoreState {
+            backend,
+            state: StoreCondition::Away,
+            since: away
+                .since
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok(),
+            reason: Some(away.reason),
+        },
     }
 }
 

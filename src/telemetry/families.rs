@@ -211,6 +211,12 @@ families! {
 
     // Shared polling (storage.backend = "postgres").
 
+    /// Whether the shared store answered the last call.
+    STORE_REACHABLE: Gauge(
+        "fedgw_store_reachable",
+        [],
+        "1 while the shared store answers, 0 while it cannot be reached (the last snapshot keeps serving; changes are refused). Always 1 with sled.",
+    );
     /// Polling leases this replica holds.
     LEASES_HELD: Gauge(
         "fedgw_leases_held",
@@ -270,7 +276,7 @@ mod tests {
                 assert!(labels.insert(label), "{name}: label {label} twice");
             }
         }
-        assert_eq!(names.len(), 28, "{names:?}");
+        assert_eq!(names.len(), 29, "{names:?}");
     }
 
     /// The `fedgw_…` names in `text`: each run of name characters after `fedgw_`.

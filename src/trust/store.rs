@@ -124,6 +124,18 @@ struct Inner {
     statuses: ArcSwap<imbl::OrdMap<TrustDomain, RelationshipStatus>>,
     feed: watch::Sender<u64>,
     writer: Arc<Mutex<()>>,
+    /// Set while a shared store cannot be reached (the last call found it away).
+    away: std::sync::Mutex<Option<StoreAway>>,
+}
+
+/// A shared store that cannot be reached: since when, and the last error that said so.
+/// The snapshot keeps serving meanwhile; writes fail with the store's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreAway {
+    /// When a call first found it away.
+    pub since: OffsetDateTime,
+    /// The last such error.
+    pub reason: String,
 }
 
 impl TrustStore {
@@ -154,6 +166,7 @@ impl TrustStore {
     ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_owned();
         let metrics = Metrics::new();
+        metrics.set(crate::telemetry::families::STORE_REACHABLE, &[], 1.0);
         let store_metrics = metrics.clone();
         let (store, snapshot, key_index, statuses) = run_blocking("open", move || {
             let store = open_database(&path, storage, store_metrics)?;
@@ -180,6 +193,7 @@ impl TrustStore {
                 statuses: ArcSwap::from_pointee(statuses),
                 feed,
                 writer: Arc::new(Mutex::new(())),
+                away: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -193,6 +207,15 @@ impl TrustStore {
     /// serves it on the admin API's `/metrics` and records its other series in it.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// `Some` while the shared store cannot be reached (always `None` for sled).
+    pub fn store_away(&self) -> Option<StoreAway> {
+        self.inner
+            .away
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The change feed: the global revision, updated after each durable change.
@@ -559,7 +582,7 @@ impl TrustStore {
     pub async fn catch_up(&self) -> Result<u64, StoreError> {
         let guard = Arc::clone(&self.inner.writer).lock_owned().await;
         let inner = Arc::clone(&self.inner);
-        run_blocking("catch up", move || {
+        let result = run_blocking("catch up", move || {
             let _writer = guard;
             let since = inner.snapshot.load().revision;
             if let Some(changes) = inner.store.changes_since(since)? {
@@ -567,7 +590,9 @@ impl TrustStore {
             }
             Ok(inner.snapshot.load().revision)
         })
-        .await
+        .await;
+        self.inner.observe(&result);
+        result
     }
 
     /// Read every fetch status again from the store (with a shared store, the
@@ -642,7 +667,7 @@ impl TrustStore {
             note,
             fence,
         } = change;
-        run_blocking("submit", move || {
+        let result = run_blocking("submit", move || {
             let _writer = guard;
             let td = bundle.trust_domain().clone();
             // Checked before writing so nothing can fail between durable and published.
@@ -683,7 +708,9 @@ impl TrustStore {
             inner.store.maintain();
             Ok(revision)
         })
-        .await
+        .await;
+        self.inner.observe(&result);
+        result
     }
 
     async fn update_status(
@@ -735,6 +762,39 @@ impl Inner {
         self.snapshot
             .store(Arc::new(Snapshot { revision, domains }));
         self.feed.send_replace(revision);
+    }
+
+    /// Note whether a store call found the store reachable.
+    fn observe<T>(&self, result: &Result<T, StoreError>) {
+        let mut away = self
+            .away
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            Err(err) if err.is_unreachable() => {
+                let reason = err.to_string();
+                match away.as_mut() {
+                    Some(known) => known.reason = reason,
+                    None => {
+                        tracing::warn!(error = %reason, "the shared store cannot be reached; serving the last snapshot, refusing changes");
+                        *away = Some(StoreAway {
+                            since: OffsetDateTime::now_utc(),
+                            reason,
+                        });
+                        self.metrics
+                            .set(crate::telemetry::families::STORE_REACHABLE, &[], 0.0);
+                    }
+                }
+            }
+            Ok(_) => {
+                if let Some(was) = away.take() {
+                    tracing::info!(since = %was.since, "the shared store answers again");
+                    self.metrics
+                        .set(crate::telemetry::families::STORE_REACHABLE, &[], 1.0);
+                }
+            }
+            Err(_) => {}
+        }
     }
 
     /// Publish `changes` from a shared store as one snapshot at their revision.
