@@ -236,8 +236,8 @@ impl Registry {
                 place: format!("federation[{index}]"),
             });
         }
-        let store = parts.trust_store.store().clone();
-        let stored = blocking("stored relationships", move || store.relationships()).await??;
+        // From the database, or from the last-known-good copy while it is away.
+        let stored = parts.trust_store.stored_relationships().await?;
         for found in files {
             let spec = &found.object.spec;
             let td = &spec.trust_domain;

@@ -375,3 +375,71 @@ async fn with_the_database_away_a_replica_serves_refuses_changes_by_name_and_rec
     let readyz = gw.admin().call(Method::GET, "/readyz", None).await.unwrap();
     assert_eq!(&readyz.body[..], b"ready\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_restarted_while_the_database_is_away_serves_its_last_known_good_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Postgres::start().unwrap_or_else(|err| panic!("{err}"));
+    let storage = storage_on(&server, dir.path());
+    let mut gw = GatewayBuilder::new(&dir.path().join("r0"), "home.test")
+        .web()
+        .extra_toml(&format!(
+            "{storage}connect_timeout = \"2s\"\nstatement_timeout = \"2s\"\n"
+        ))
+        .start()
+        .await;
+    let pem = TestCa::spiffe_named("kept.test", "kept").cert_pem;
+    gw.admin()
+        .call(
+            Method::PUT,
+            "/v1/bundles/kept.test",
+            Some(Body::Raw {
+                content_type: "application/x-pem-file",
+                bytes: pem.into_bytes(),
+            }),
+        )
+        .await
+        .unwrap();
+    let kept: TrustDomain = "kept.test".parse().unwrap();
+    let before = served(&gw, "/relay/kept.test", &kept).await.unwrap();
+    let copy = gw.data_dir.join("last-known-good.json");
+    wait_until(
+        DEADLINE,
+        "the last-known-good copy holds the bundle",
+        || async { std::fs::read_to_string(&copy).is_ok_and(|text| text.contains("kept.test")) },
+    )
+    .await;
+
+    server.stop().unwrap();
+    gw.restart().await;
+    assert_eq!(
+        served(&gw, "/relay/kept.test", &kept).await.as_ref(),
+        Some(&before),
+        "served from the copy, byte for byte"
+    );
+    let status = gw.admin_json("/v1/status").await;
+    assert_eq!(status["store"]["state"], "away", "{status}");
+    assert!(gw.log_lines_with(&["last-known-good copy"]) >= 1);
+
+    server.start_again().unwrap();
+    wait_until(
+        DEADLINE,
+        "the replica reaches the database again",
+        || async { gw.admin_json("/v1/status").await["store"]["state"] == "ok" },
+    )
+    .await;
+    let pem = TestCa::spiffe_named("later.test", "later").cert_pem;
+    let answer = gw
+        .admin()
+        .call(
+            Method::PUT,
+            "/v1/bundles/later.test",
+            Some(Body::Raw {
+                content_type: "application/x-pem-file",
+                bytes: pem.into_bytes(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+}

@@ -6,7 +6,9 @@
 //! down is unknown), and every [`CATCH_UP_EVERY`] in any case, so a lost announcement
 //! costs at most that long. Catching up reads by revision from where the snapshot is,
 //! so it never moves backwards and never skips a change. Fetch statuses, written by
-//! whichever replica polls a domain, are read again every [`STATUSES_EVERY`]. It does
+//! whichever replica polls a domain, are read again every [`STATUSES_EVERY`]; the
+//! last-known-good copy in the data directory is written on the timer when the served
+//! revision moved ([`TrustStore::save_last_known_good`]). It does
 //! not own what a change does ([`TrustStore::catch_up`], [`Registry::sync`]).
 
 use std::sync::Arc;
@@ -78,6 +80,14 @@ async fn follow(trust_store: TrustStore, registry: Registry, signals: Arc<Signal
         }
         if bundles && let Err(err) = trust_store.catch_up().await {
             tracing::warn!(error = %err, "cannot read the bundles other replicas changed; serving the last snapshot");
+        }
+        // On the timer only: the copy is for restarts while the database is away, and
+        // need not follow every change.
+        if bundles
+            && relationships
+            && let Err(err) = trust_store.save_last_known_good().await
+        {
+            tracing::warn!(error = %err, "cannot write the last-known-good copy; the previous one stays");
         }
         if reload && let Err(err) = trust_store.reload_statuses().await {
             tracing::warn!(error = %err, "cannot read the fetch statuses");

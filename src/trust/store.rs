@@ -56,12 +56,13 @@ use crate::telemetry::families::{BUNDLE_REJECTIONS, BUNDLE_WARNINGS};
 use crate::trust::db::postgres::PgStore;
 use crate::trust::db::{
     AuditAction, AuditNote, AuditRecord, BundleRecord, Changes, Database, Expected, Fence,
-    LastError, NewBundle, RelationshipStatus, StorageConfig, Store, StoreError,
+    LastError, NewBundle, RelationshipRecord, RelationshipStatus, StorageConfig, Store, StoreError,
 };
 use crate::trust::policy::{
     self, Current, Decision, DocumentFacts, PolicyError, PolicySettings, Source, Warning,
 };
 
+pub mod cache;
 #[cfg(test)]
 mod shared;
 mod snapshot;
@@ -126,6 +127,81 @@ struct Inner {
     writer: Arc<Mutex<()>>,
     /// Set while a shared store cannot be reached (the last call found it away).
     away: std::sync::Mutex<Option<StoreAway>>,
+    /// A shared store's last-known-good copy; `None` with sled.
+    cache: Option<Cache>,
+}
+
+/// Where a replica keeps its last-known-good copy, and what it knows of it.
+struct Cache {
+    /// The data directory.
+    dir: std::path::PathBuf,
+    /// The revision of the last copy written (or started from).
+    saved: std::sync::Mutex<Option<u64>>,
+    /// The relationships of the copy this replica started from, while the database
+    /// was away.
+    relationships: std::sync::Mutex<Option<Vec<RelationshipRecord>>>,
+}
+
+/// What opening a store gives.
+struct Opened {
+    store: Arc<dyn Database>,
+    snapshot: Snapshot,
+    key_index: KeyIndex,
+    statuses: imbl::OrdMap<TrustDomain, RelationshipStatus>,
+    away: Option<StoreAway>,
+    relationships: Option<Vec<RelationshipRecord>>,
+}
+
+/// A shared store that cannot be reached at start: serve the last-known-good copy in
+/// `dir`, if there is one, and reach the database later. Blocks.
+fn from_copy(
+    dir: &Path,
+    storage: StorageConfig,
+    metrics: Metrics,
+    err: StoreError,
+) -> Result<Opened, StoreError> {
+    let Some(copy) = cache::read(dir)? else {
+        return Err(err);
+    };
+    let Some(postgres) = storage.postgres.clone() else {
+        return Err(err);
+    };
+    tracing::warn!(error = %err, revision = copy.revision, bundles = copy.bundles.len(), "the shared store cannot be reached; serving the last-known-good copy until it answers");
+    let store: Arc<dyn Database> = Arc::new(PgStore::new(&postgres, storage, metrics)?);
+    let mut domains = copy
+        .bundles
+        .into_iter()
+        .map(|record| Ok((record.trust_domain.clone(), Arc::new(load_entry(record)?))))
+        .collect::<Result<_, StoreError>>()?;
+    let mut key_index = KeyIndex::default();
+    load_warnings(&mut domains, &mut key_index);
+    Ok(Opened {
+        store,
+        snapshot: Snapshot {
+            revision: copy.revision,
+            domains,
+        },
+        key_index,
+        statuses: copy.statuses.into_iter().collect(),
+        away: Some(StoreAway {
+            since: OffsetDateTime::now_utc(),
+            reason: err.to_string(),
+        }),
+        relationships: Some(copy.relationships),
+    })
+}
+
+/// The stored record of a served entry (what the copy keeps).
+fn record_of(entry: &Entry) -> BundleRecord {
+    BundleRecord {
+        trust_domain: entry.bundle.trust_domain().clone(),
+        document: entry.json.to_vec(),
+        source: entry.source.clone(),
+        accepted_at: entry.accepted_at.unix_timestamp(),
+        digest: entry.digest.clone(),
+        sequence: entry.sequence,
+        revision: entry.revision,
+    }
 }
 
 /// A shared store that cannot be reached: since when, and the last error that said so.
@@ -168,8 +244,18 @@ impl TrustStore {
         let metrics = Metrics::new();
         metrics.set(crate::telemetry::families::STORE_REACHABLE, &[], 1.0);
         let store_metrics = metrics.clone();
-        let (store, snapshot, key_index, statuses) = run_blocking("open", move || {
-            let store = open_database(&path, storage, store_metrics)?;
+        let shared = storage.backend == StorageBackend::Postgres;
+        // A shared store's last-known-good copy lives beside where sled would.
+        let cache_dir = path.parent().map_or_else(|| path.clone(), Path::to_owned);
+        let dir = cache_dir.clone();
+        let opened = run_blocking("open", move || {
+            let store = match open_database(&path, storage.clone(), store_metrics.clone()) {
+                Ok(store) => store,
+                Err(err) if shared && err.is_unreachable() => {
+                    return from_copy(&dir, storage, store_metrics, err);
+                }
+                Err(err) => return Err(err),
+            };
             let revision = store.revision()?;
             let mut domains = store
                 .bundles()?
@@ -179,23 +265,114 @@ impl TrustStore {
             let mut key_index = KeyIndex::default();
             load_warnings(&mut domains, &mut key_index);
             let statuses = store.statuses()?.into_iter().collect();
-            Ok((store, Snapshot { revision, domains }, key_index, statuses))
+            Ok(Opened {
+                store,
+                snapshot: Snapshot { revision, domains },
+                key_index,
+                statuses,
+                away: None,
+                relationships: None,
+            })
         })
         .await?;
-        let (feed, _) = watch::channel(snapshot.revision);
+        if opened.away.is_some() {
+            metrics.set(crate::telemetry::families::STORE_REACHABLE, &[], 0.0);
+        }
+        let (feed, _) = watch::channel(opened.snapshot.revision);
+        let saved = opened.snapshot.revision;
         Ok(Self {
             inner: Arc::new(Inner {
-                store,
+                store: opened.store,
                 settings,
                 metrics,
-                snapshot: ArcSwap::from_pointee(snapshot),
-                key_index: std::sync::Mutex::new(key_index),
-                statuses: ArcSwap::from_pointee(statuses),
+                snapshot: ArcSwap::from_pointee(opened.snapshot),
+                key_index: std::sync::Mutex::new(opened.key_index),
+                statuses: ArcSwap::from_pointee(opened.statuses),
                 feed,
                 writer: Arc::new(Mutex::new(())),
-                away: std::sync::Mutex::new(None),
+                away: std::sync::Mutex::new(opened.away),
+                cache: shared.then(|| Cache {
+                    dir: cache_dir,
+                    saved: std::sync::Mutex::new(opened.relationships.as_ref().map(|_| saved)),
+                    relationships: std::sync::Mutex::new(opened.relationships),
+                }),
             }),
         })
+    }
+
+    /// Write the last-known-good copy of a shared store's state into the data
+    /// directory when the served revision moved since the last copy (or no copy was
+    /// written yet by this process). Nothing to do with sled. The relationships are
+    /// read from the database, so nothing is written while it is away (the last copy
+    /// stays).
+    ///
+    /// # Errors
+    /// A [`StoreError`]: the database is away, or the file cannot be written.
+    pub async fn save_last_known_good(&self) -> Result<(), StoreError> {
+        let Some(cache) = &self.inner.cache else {
+            return Ok(());
+        };
+        let snapshot = self.snapshot();
+        let saved = *cache
+            .saved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if saved == Some(snapshot.revision) {
+            return Ok(());
+        }
+        let inner = Arc::clone(&self.inner);
+        run_blocking("save last-known-good copy", move || {
+            let Some(cache) = &inner.cache else {
+                return Ok(());
+            };
+            let relationships = inner.store.relationships()?;
+            let bundles = snapshot
+                .domains
+                .values()
+                .map(|entry| record_of(entry))
+                .collect();
+            let statuses = inner
+                .statuses
+                .load()
+                .iter()
+                .map(|(td, s)| (td.clone(), s.clone()))
+                .collect();
+            let copy =
+                cache::LastKnownGood::new(snapshot.revision, bundles, relationships, statuses);
+            cache::write(&cache.dir, &copy)?;
+            *cache
+                .saved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snapshot.revision);
+            Ok(())
+        })
+        .await
+    }
+
+    /// The relationships created through the API: from the database, or, while a
+    /// shared store is away, from the last-known-good copy this replica started from.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the database cannot be read and no copy holds them.
+    pub async fn stored_relationships(&self) -> Result<Vec<RelationshipRecord>, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking("stored relationships", move || {
+            match inner.store.relationships() {
+                Ok(relationships) => Ok(relationships),
+                Err(err) if err.is_unreachable() => {
+                    let cached = inner.cache.as_ref().and_then(|cache| {
+                        cache
+                            .relationships
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .clone()
+                    });
+                    cached.ok_or(err)
+                }
+                Err(err) => Err(err),
+            }
+        })
+        .await
     }
 
     /// The current view; lock-free, never waits for a writer.

@@ -83,6 +83,9 @@ struct Shared {
     timeout: Duration,
     /// The URL, for logs and `Debug` (it holds no password).
     url: String,
+    /// Whether the schema was checked and migrated (the first call that reaches the
+    /// server does it).
+    prepared: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Shared {
@@ -118,6 +121,25 @@ impl PgStore {
         settings: StorageConfig,
         metrics: Metrics,
     ) -> Result<Self, StoreError> {
+        let store = Self::new(config, settings, metrics)?;
+        store.block("open", async { Ok(()) })?;
+        tracing::info!(url = %store.shared.url, "PostgreSQL store open");
+        Ok(store)
+    }
+
+    /// The store `config` describes, without reaching the server: the schema is
+    /// checked (and migrated, and history and the audit log trimmed) by the first
+    /// call that reaches it. For a replica that starts while the database is away and
+    /// serves its last-known-good copy meanwhile. Blocks only to start the store's
+    /// runtime.
+    ///
+    /// # Errors
+    /// [`StoreError::PostgresSettings`] for a password or CA file that cannot be used.
+    pub fn new(
+        config: &PostgresConfig,
+        settings: StorageConfig,
+        metrics: Metrics,
+    ) -> Result<Self, StoreError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("fedgw-postgres")
@@ -131,7 +153,7 @@ impl PgStore {
             let _entered = runtime.enter();
             connect::pool(config)?
         };
-        let store = Self {
+        Ok(Self {
             shared: Arc::new(Shared {
                 runtime: Some(runtime),
                 pool,
@@ -140,18 +162,24 @@ impl PgStore {
                 metrics,
                 timeout: config.statement_timeout.duration(),
                 url: config.url.clone(),
+                prepared: std::sync::atomic::AtomicBool::new(false),
             }),
-        };
-        store.block("open", async {
-            let mut client = store.client("open").await?;
-            let tx = client.transaction().await.map_err(pg("open", None))?;
-            schema::upgrade(&tx).await?;
-            store.trim_everything(&tx).await?;
-            tx.commit().await.map_err(pg("open", None))?;
-            Ok(())
-        })?;
-        tracing::info!(url = %store.shared.url, "PostgreSQL store open");
-        Ok(store)
+        })
+    }
+
+    /// Bring the schema to this build's version and trim what is kept, once.
+    async fn prepare(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.shared.prepared.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut client = self.client("open").await?;
+        let tx = client.transaction().await.map_err(pg("open", None))?;
+        schema::upgrade(&tx).await?;
+        self.trim_everything(&tx).await?;
+        tx.commit().await.map_err(pg("open", None))?;
+        self.shared.prepared.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The URL of the database (no password).
@@ -210,7 +238,11 @@ impl PgStore {
             })?;
         let timeout = self.shared.timeout;
         runtime.block_on(async move {
-            tokio::time::timeout(timeout, call)
+            let prepared_then_call = async {
+                self.prepare().await?;
+                call.await
+            };
+            tokio::time::timeout(timeout, prepared_then_call)
                 .await
                 .unwrap_or_else(|_| {
                     Err(StoreError::PostgresTimeout {
