@@ -4,12 +4,14 @@
 #
 #   bench/run.sh                        every benchmark but spire-rotation
 #   bench/run.sh throughput scale       only these (any of: sinks throughput scale disk
-#                                       spire-rotation)
+#                                       replicas spire-rotation)
 #   ROUNDS=1000 bench/run.sh sinks      more rounds for the change -> sinks latency
 #   SCALE_DOMAINS=1000 SCALE_RUNS=1 bench/run.sh scale
 #   SCALE_DEADLINE=300 bench/run.sh scale   wait longer for a first round
 #   DISK_BASELINE=/path/to/older/fedgw bench/run.sh disk   before/after columns
 #   DISK_CHANGES=500 bench/run.sh disk      accepted changes of a 1 MiB bundle
+#   REPLICAS_DOMAINS=1000 bench/run.sh replicas   replicas on PostgreSQL (10000)
+#   REPLICAS_ROUNDS=200 REPLICAS_LEASE_TIMES=3,15 bench/run.sh replicas
 #   bench/run.sh spire-rotation         X.509 CA rotation between real SPIRE servers,
 #                                       federating directly and through fedgw
 #                                       (bench/spire_rotation.sh, about 8 minutes)
@@ -19,6 +21,8 @@
 # nginx and wrk from the distribution (apt-get, with sudo when not root) if missing.
 # spire-rotation also needs Go (scripts/peers.sh builds SPIRE and the go-spiffe
 # workload, cached), which is why it is not in the default set.
+# replicas also needs PostgreSQL's server binaries (Debian's postgresql package, found
+# in /usr/lib/postgresql/*/bin or $PG_BIN_DIR); it starts a throwaway server of its own.
 # Each benchmark replaces its own section of docs/benchmarks.md, between its
 # <!-- name:start/end --> markers, and the machine section is rewritten from this
 # machine.
@@ -40,12 +44,12 @@ open(path, "w").write(doc[: i + len(start)] + "\n" + text.rstrip("\n") + "\n" + 
 PY
 }
 
-if (($# == 0)); then set -- sinks throughput scale disk; fi
+if (($# == 0)); then set -- sinks throughput scale disk replicas; fi
 for b in "$@"; do
     case $b in
-    sinks | throughput | scale | disk | spire-rotation) ;;
+    sinks | throughput | scale | disk | replicas | spire-rotation) ;;
     *)
-        echo "unknown benchmark $b (sinks, throughput, scale, disk, spire-rotation)" >&2
+        echo "unknown benchmark $b (sinks, throughput, scale, disk, replicas, spire-rotation)" >&2
         exit 2
         ;;
     esac
@@ -78,7 +82,8 @@ log "build (release)"
 # Two invocations: the examples pull in dev-dependency features (tokio's test-util),
 # and the fedgw binary measured must be the one `cargo build --release` makes.
 cargo build --release --locked -q --bin fedgw
-cargo build --release --locked -q --example sink_latency --example scale --example disk
+cargo build --release --locked -q --example sink_latency --example scale --example disk \
+    --example replicas
 
 if run sinks; then
     log "change -> sinks latency"
@@ -105,6 +110,14 @@ if run disk; then
     if [[ -n ${DISK_BASELINE:-} ]]; then baseline=(--baseline "$DISK_BASELINE"); fi
     ./target/release/examples/disk --fedgw target/release/fedgw "${baseline[@]}" \
         --changes "${DISK_CHANGES:-500}" --markdown "$doc"
+fi
+
+if run replicas; then
+    log "replicas on PostgreSQL: ${REPLICAS_DOMAINS:-10000} foreign domains over 1 and 3 replicas"
+    ./target/release/examples/replicas --fedgw target/release/fedgw \
+        --domains "${REPLICAS_DOMAINS:-10000}" --rounds "${REPLICAS_ROUNDS:-200}" \
+        --lease-times "${REPLICAS_LEASE_TIMES:-3,15}" --deadline "${REPLICAS_DEADLINE:-300}" \
+        --markdown "$doc"
 fi
 
 if run spire-rotation; then

@@ -7,8 +7,9 @@
 # openssl, curl, shellcheck, kubectl, PostgreSQL) -> formatting, lints and shellcheck
 # -> Python venv (.venv) -> the real peers built from the Go module proxy (SPIRE,
 # go-spiffe programs; cached outside the checkout) -> Rust unit, conformance and
-# end-to-end tests -> the local testbed (run.sh --once and the scenarios) -> the SPIRE
-# testbed (run.sh --once and the scenarios) -> the kind testbed's static checks ->
+# end-to-end tests -> the local testbed (run.sh --once and the scenarios) -> the netns
+# testbed (replicas on PostgreSQL) -> the SPIRE testbed (run.sh --once and the
+# scenarios) -> the kind testbed's static checks ->
 # Python interop tests (in .venv) -> a short fuzz smoke run of each parser (the
 # nightly toolchain and cargo-fuzz are installed if missing) -> the checkout is left
 # as the run found it.
@@ -106,6 +107,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # The shell scripts' lint and the kind overlays' build (testbed/kind/verify.sh).
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+# The netns testbed's namespaces, veths, bridges and routes.
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # The storage tests run a throwaway PostgreSQL server from Debian's packages.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ((${#need[@]})); then
@@ -154,6 +157,7 @@ step "spiffe-federation: core without default features (no reqwest, tokio, jsonw
     federation_features
 step "shellcheck (scripts, testbeds, fuzz, interop, bench)" \
     shellcheck -x scripts/*.sh testbed/local/*.sh testbed/local/scenarios/*.sh testbed/spire/*.sh \
+    testbed/netns/*.sh testbed/netns/scenarios/*.sh \
     federation/fuzz/*.sh tests/interop/run.sh bench/*.sh .ci/run
 
 # --- Python venv ------------------------------------------------------------------
@@ -184,6 +188,16 @@ runner "cargo test --workspace" cargo test --workspace --locked
 heading "local testbed (fedgw processes on loopback)"
 step "testbed/local/run.sh --once (the README's first command)" "$root/testbed/local/run.sh" --once
 runner "testbed/local scenarios" "$root/testbed/local/scenarios.sh"
+
+# --- netns testbed ----------------------------------------------------------------
+# Three fedgw replicas on one PostgreSQL in network namespaces (two datacenters joined
+# by a router): replication, kill -9 take-over, a partition from the database,
+# fencing, a PostgreSQL restart under writes (docs/testbed-netns.md). Skipped, saying
+# why, only where network namespaces cannot be made (not root).
+heading "netns testbed (replicas on PostgreSQL in network namespaces)"
+fedgw_bin="${CARGO_TARGET_DIR:-target}/debug/fedgw"
+[[ $fedgw_bin == /* ]] || fedgw_bin="$root/$fedgw_bin"
+runner "testbed/netns scenarios" env FEDGW="$fedgw_bin" "$root/testbed/netns/scenarios.sh"
 
 # --- SPIRE testbed -----------------------------------------------------------------
 # Real SPIRE servers and agents (scripts/peers.sh built them), a fedgw per trust domain

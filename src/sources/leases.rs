@@ -110,7 +110,7 @@ impl Leases {
         });
     }
 
-    fn lapsed(&self) {
+    fn lapsed(&self, metrics: &Metrics) {
         self.inner.held.send_if_modified(|held| {
             if held.until.is_some_and(|until| Instant::now() >= until) && !held.tokens.is_empty() {
                 held.tokens = Arc::default();
@@ -118,6 +118,9 @@ impl Leases {
             }
             false
         });
+        #[expect(clippy::cast_precision_loss, reason = "a gauge of a count")]
+        let held = self.count() as f64;
+        metrics.set(crate::telemetry::families::LEASES_HELD, &[], held);
     }
 }
 
@@ -215,17 +218,17 @@ async fn rounds(leases: Leases, store: PgStore, lease: Duration, wanted: Wanted,
             }
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "lease round failed; polling stops when the leases held run out");
-                leases.lapsed();
+                leases.lapsed(&metrics);
             }
             Err(err) => {
                 tracing::warn!(error = %err, "lease round task failed");
-                leases.lapsed();
+                leases.lapsed(&metrics);
             }
         }
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
             () = leases.inner.nudge.notified() => {}
         }
-        leases.lapsed();
+        leases.lapsed(&metrics);
     }
 }

@@ -242,14 +242,21 @@ impl PgStore {
                 self.prepare().await?;
                 call.await
             };
-            tokio::time::timeout(timeout, prepared_then_call)
+            let result = tokio::time::timeout(timeout, prepared_then_call)
                 .await
                 .unwrap_or_else(|_| {
                     Err(StoreError::PostgresTimeout {
                         operation,
                         seconds: timeout.as_secs(),
                     })
-                })
+                });
+            if result.as_ref().is_err_and(StoreError::is_unreachable) {
+                // A call that got no answer may have left its connection waiting on
+                // a dead peer, back in the pool: drop every idle one, so the next
+                // call dials afresh instead of queueing behind it.
+                self.shared.pool.retain(|_, _| false);
+            }
+            result
         })
     }
 

@@ -53,6 +53,9 @@ pub(super) fn pool(config: &PostgresConfig) -> Result<(Pool, Dialer), StoreError
         .keepalives_idle(KEEPALIVE_IDLE)
         .keepalives_interval(KEEPALIVE_INTERVAL)
         .keepalives_retries(KEEPALIVE_RETRIES)
+        // Data the server never acknowledges (a cut network) fails the connection
+        // after this long, rather than after the kernel's retransmissions (minutes).
+        .tcp_user_timeout(config.statement_timeout.duration())
         .options(format!(
             "-c statement_timeout={statement_ms} -c idle_in_transaction_session_timeout={statement_ms}"
         ));
