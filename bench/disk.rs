@@ -23,6 +23,9 @@
 //! [--markdown FILE]`: with `--markdown`, the table replaces the section between
 //! `<!-- disk:start -->` and `<!-- disk:end -->`. `DISK_KEEP=1` keeps each run's
 //! directory.
+//!
+//! The process, `/metrics` and Markdown helpers are shared with the other benchmarks,
+//! in `bench/common/`.
 
 #![allow(
     clippy::print_stdout,
@@ -32,9 +35,15 @@
     reason = "a benchmark reports on the terminal, and stops on any failure"
 )]
 
+#[path = "common/markdown.rs"]
+mod markdown;
+#[path = "common/metrics.rs"]
+mod metrics;
+#[path = "common/process.rs"]
+mod process;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -45,7 +54,10 @@ use rcgen::{
 use reqwest::Method;
 use spiffe_federation::bundle::X509Authority;
 use spiffe_federation::{Bundle, TrustDomain};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
+
+use markdown::replace_section;
+use process::spawn;
 
 const TRUST_DOMAIN: &str = "churn.disk.fedgw.test";
 const READY_DEADLINE: Duration = Duration::from_secs(120);
@@ -303,31 +315,9 @@ async fn one_run(
     Ok(rows)
 }
 
-fn spawn(fedgw: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(log)?;
-    let child = Command::new(fedgw)
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("spawn {}", fedgw.display()))?;
-    Ok(child)
-}
-
 async fn stop(child: &mut Child) -> anyhow::Result<()> {
     let pid = child.id().context("fedgw pid")?;
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .await?;
-    if !status.success() {
-        bail!("kill -TERM {pid}: {status}");
-    }
+    process::signal(pid, "TERM").await?;
     child.wait().await?;
     Ok(())
 }
@@ -349,12 +339,8 @@ async fn wait_ready(admin: &AdminClient) -> anyhow::Result<()> {
 
 /// `fedgw_store_live_bytes` from `/metrics`, if the binary has it.
 async fn live_bytes(admin: &AdminClient) -> anyhow::Result<Option<u64>> {
-    let answer = admin.call(Method::GET, "/metrics", None).await?;
-    let text = String::from_utf8(answer.body)?;
-    Ok(text.lines().find_map(|line| {
-        let value = line.strip_prefix("fedgw_store_live_bytes ")?;
-        value.trim().parse::<f64>().ok().map(|v| v as u64)
-    }))
+    let text = metrics::scrape(admin).await?;
+    Ok(metrics::metric(&text, "fedgw_store_live_bytes").map(|v| v as u64))
 }
 
 async fn check_served(admin: &AdminClient, td: &TrustDomain, last: &[u8]) -> anyhow::Result<()> {
@@ -451,26 +437,4 @@ fn markdown(runs: &[(&str, Vec<Row>)], args: &Args, document_len: usize) -> Stri
         }
     }
     out
-}
-
-fn replace_section(path: &Path, name: &str, text: &str) -> anyhow::Result<()> {
-    let doc = std::fs::read_to_string(path)?;
-    let (start, end) = (
-        format!("<!-- {name}:start -->"),
-        format!("<!-- {name}:end -->"),
-    );
-    let i = doc
-        .find(&start)
-        .with_context(|| format!("{start} in {}", path.display()))?;
-    let j = doc
-        .find(&end)
-        .with_context(|| format!("{end} in {}", path.display()))?;
-    let updated = format!(
-        "{}\n{}\n{}",
-        &doc[..i + start.len()],
-        text.trim_end(),
-        &doc[j..]
-    );
-    std::fs::write(path, updated)?;
-    Ok(())
 }

@@ -2,10 +2,10 @@
 //! PostgreSQL database (`[storage] backend = "postgres"`), polling N foreign trust
 //! domains served by a local fixture over real HTTPS on loopback.
 //!
-//! The fixture is the one of `bench/scale.rs` (copied here, that file is unchanged):
-//! one TLS listener in this process serving each domain's bundle at `/d/<index>`, one
-//! CA per domain, a one-hour refresh hint (or one second for the domain a failover
-//! watches), and it counts and timestamps the requests per domain. PostgreSQL is a
+//! The fixture is the one of `bench/scale.rs` (`bench/common/fixture.rs`): one TLS
+//! listener in this process serving each domain's bundle at `/d/<index>`, one CA per
+//! domain, a one-hour refresh hint (or one second for the domain a failover watches),
+//! and here it also records when each domain was last asked for. PostgreSQL is a
 //! throwaway server from Debian's packages (`fedgw_testkit::postgres`), reached over
 //! TCP with TLS (verify-full) and a password file, a fresh database per set-up. Every
 //! replica gets the same generated configuration (one `[[federation]]` per domain)
@@ -33,6 +33,9 @@
 //! [--failovers 3] [--failover-domains 30] [--deadline 300] [--markdown FILE]`: with
 //! `--markdown`, the tables replace the section between `<!-- replicas:start -->` and
 //! `<!-- replicas:end -->`. `REPLICAS_KEEP_LOGS=1` keeps each set-up's directory.
+//!
+//! The fixture, the `/proc` readers, the process and `/metrics` helpers are shared
+//! with the other benchmarks, in `bench/common/`.
 
 #![allow(
     clippy::print_stdout,
@@ -42,34 +45,34 @@
     reason = "a benchmark reports on the terminal, and stops on any failure"
 )]
 
-use std::collections::HashMap;
-use std::convert::Infallible;
+#[path = "common/fixture.rs"]
+mod fixture;
+#[path = "common/markdown.rs"]
+mod markdown;
+#[path = "common/metrics.rs"]
+mod metrics;
+#[path = "common/proc_stats.rs"]
+mod proc_stats;
+#[path = "common/process.rs"]
+mod process;
+
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
 use fedgw::client::admin_client::{AdminClient, AdminTarget, Body};
 use fedgw_testkit::postgres::Postgres;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use reqwest::Method;
-use spiffe_federation::bundle::X509Authority;
-use spiffe_federation::{Bundle, TrustDomain};
-use tokio::process::{Child, Command};
-use tokio_util::sync::CancellationToken;
+use spiffe_federation::TrustDomain;
+use tokio::process::Child;
 
-const SLOW_HINT: Duration = Duration::from_secs(3600);
-const FAST_HINT: Duration = Duration::from_secs(1);
+use fixture::{Domains, Fixture, FixtureOptions, Pki, serve_toml, spiffe_ca};
+use markdown::replace_section;
+use metrics::metric;
+use proc_stats::{cpu_seconds, read_peak_rss_mib};
+use process::signal;
+
 /// How long a propagation or a takeover may take before the benchmark gives up.
 const STEP_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -152,8 +155,8 @@ fn main() -> anyhow::Result<()> {
     let pg = Postgres::shared().map_err(|err| anyhow::anyhow!("{err}"))?;
     let max = args.domains.max(args.failover_domains);
     eprintln!("generating {max} foreign domains' bundles");
-    let pki = Pki::generate()?;
-    let domains = Domains::generate(max)?;
+    let pki = Pki::generate("replicas")?;
+    let domains = Domains::generate(max, "replicas")?;
     let bench = Bench {
         fedgw,
         pg,
@@ -202,180 +205,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The fixture's TLS identity and the CA fedgw trusts it through.
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl Pki {
-    fn generate() -> anyhow::Result<Self> {
-        let ca_key = KeyPair::generate()?;
-        let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-        ca.distinguished_name
-            .push(DnType::CommonName, "fedgw replicas fixture CA");
-        let ca_cert = ca.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate()?;
-        let mut leaf = CertificateParams::new(vec!["localhost".to_owned()])?;
-        leaf.subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        let cert = leaf.signed_by(&key, &issuer)?;
-        Ok(Self {
-            ca_pem: ca_cert.pem(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
-    }
-
-    fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-        use rustls_pki_types::pem::PemObject as _;
-        let chain = rustls_pki_types::CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()?;
-        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())?;
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
-    }
-}
-
-/// A CA certificate with `td`'s SPIFFE ID as URI SAN.
-fn spiffe_ca(td: &str) -> anyhow::Result<rcgen::Certificate> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    params.subject_alt_names = vec![SanType::URI(format!("spiffe://{td}").try_into()?)];
-    Ok(params.self_signed(&key)?)
-}
-
-/// Every foreign domain's name and its bundle: with the one-hour refresh hint, and
-/// with the one-second one.
-struct Domains {
-    names: Vec<TrustDomain>,
-    documents: Vec<[Bytes; 2]>,
-}
-
-impl Domains {
-    fn generate(n: usize) -> anyhow::Result<Self> {
-        let mut names = Vec::with_capacity(n);
-        let mut documents = Vec::with_capacity(n);
-        for i in 0..n {
-            let td = TrustDomain::new(&format!("d{i:05}.replicas.fedgw.test"))?;
-            let cert = spiffe_ca(&td.to_string())?;
-            let authority = X509Authority::from_der(cert.der().to_vec())?;
-            let document = |hint| {
-                let mut bundle = Bundle::new(td.clone());
-                bundle.add_x509_authority(authority.clone());
-                bundle.set_sequence(Some(1));
-                bundle.set_refresh_hint(Some(hint));
-                Bytes::from(bundle.to_json())
-            };
-            documents.push([document(SLOW_HINT), document(FAST_HINT)]);
-            names.push(td);
-        }
-        Ok(Self { names, documents })
-    }
-}
-
-/// The fixture's listener: serves `/d/<i>` for `i < n`; domain `fast` with the
-/// one-second refresh hint. Remembers when each domain was last asked for.
-struct Fixture {
-    addr: SocketAddr,
-    last_request: Arc<Mutex<HashMap<usize, Instant>>>,
-    cancel: CancellationToken,
-}
-
-impl Fixture {
-    async fn start(pki: &Pki, domains: &Domains, n: usize, fast: usize) -> anyhow::Result<Self> {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
-        socket.bind("127.0.0.1:0".parse()?)?;
-        let listener = socket.listen(8192)?;
-        let addr = listener.local_addr()?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config()?);
-        let documents: Arc<Vec<[Bytes; 2]>> = Arc::new(domains.documents[..n].to_vec());
-        let last_request = Arc::new(Mutex::new(HashMap::new()));
-        let fast = Arc::new(AtomicUsize::new(fast));
-        let cancel = CancellationToken::new();
-        let (l, c) = (Arc::clone(&last_request), cancel.clone());
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    () = c.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(pair) => pair,
-                        Err(_) => continue,
-                    },
-                };
-                let acceptor = acceptor.clone();
-                let (documents, l, f, c) = (
-                    Arc::clone(&documents),
-                    Arc::clone(&l),
-                    Arc::clone(&fast),
-                    c.clone(),
-                );
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let service =
-                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                            let index = request
-                                .uri()
-                                .path()
-                                .strip_prefix("/d/")
-                                .and_then(|i| i.parse::<usize>().ok());
-                            let response = match index.and_then(|i| Some((i, documents.get(i)?))) {
-                                Some((i, docs)) => {
-                                    l.lock().unwrap().insert(i, Instant::now());
-                                    let body =
-                                        docs[usize::from(f.load(Ordering::Relaxed) == i)].clone();
-                                    hyper::Response::builder()
-                                        .header("content-type", "application/json")
-                                        .body(Full::new(body))
-                                }
-                                None => hyper::Response::builder()
-                                    .status(404)
-                                    .body(Full::new(Bytes::new())),
-                            };
-                            async move { Ok::<_, Infallible>(response.expect("static response")) }
-                        });
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    tokio::select! {
-                        () = c.cancelled() => {}
-                        _ = builder.serve_connection(TokioIo::new(tls), service) => {}
-                    }
-                });
-            }
-        });
-        Ok(Self {
-            addr,
-            last_request,
-            cancel,
-        })
-    }
-
-    fn last_request(&self, index: usize) -> Option<Instant> {
-        self.last_request.lock().unwrap().get(&index).copied()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
 struct Bench {
     fedgw: PathBuf,
     pg: &'static Postgres,
@@ -395,17 +224,8 @@ struct Replica {
 impl Replica {
     fn spawn(&mut self, fedgw: &Path) -> anyhow::Result<u32> {
         self.starts += 1;
-        let log = std::fs::File::create(self.log_dir.join(format!("fedgw-{}.log", self.starts)))?;
-        let child = Command::new(fedgw)
-            .arg("serve")
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawn {}", fedgw.display()))?;
+        let log = self.log_dir.join(format!("fedgw-{}.log", self.starts));
+        let child = process::spawn(fedgw, &self.config, &log)?;
         let pid = child.id().context("fedgw pid")?;
         self.child = Some(child);
         Ok(pid)
@@ -419,8 +239,7 @@ impl Replica {
     }
 
     async fn metrics(&self) -> anyhow::Result<String> {
-        let answer = self.admin.call(Method::GET, "/metrics", None).await?;
-        Ok(String::from_utf8(answer.body)?)
+        metrics::scrape(&self.admin).await
     }
 }
 
@@ -462,36 +281,26 @@ impl Bench {
         fast: Option<usize>,
     ) -> anyhow::Result<Set> {
         let dir = tempfile::tempdir()?;
-        let fixture =
-            Fixture::start(&self.pki, &self.domains, n, fast.unwrap_or(usize::MAX)).await?;
+        let options = FixtureOptions {
+            fast,
+            record_requests: true,
+        };
+        let fixture = Fixture::start(&self.pki, &self.domains, n, options).await?;
         let pg = self.pg;
         let database = tokio::task::spawn_blocking(move || pg.create_database())
             .await?
             .map_err(|err| anyhow::anyhow!("{err}"))?;
-        let write = |name: &str, text: &str| -> anyhow::Result<PathBuf> {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text)?;
-            Ok(path)
-        };
-        let ca = write("fixture-ca.pem", &self.pki.ca_pem)?;
-        let cert = write("tls.crt", &self.pki.cert_pem)?;
-        let key = write("tls.key", &self.pki.key_pem)?;
-        let password = write("pg-password", self.pg.password())?;
-        let mut shared = format!(
+        let files = self.pki.write_files(dir.path())?;
+        let password = dir.path().join("pg-password");
+        std::fs::write(&password, self.pg.password())?;
+        let shared = format!(
             "\n[polling]\nmin_refresh = \"1s\"\n\n[storage]\nbackend = \"postgres\"\n\n\
              [storage.postgres]\nurl = {url:?}\npassword_file = {password:?}\nca_file = {pg_ca:?}\n\
-             lease_time = \"{lease_secs}s\"\n",
+             lease_time = \"{lease_secs}s\"\n{federation}",
             url = self.pg.url(&database),
             pg_ca = self.pg.ca_file(),
+            federation = fixture.federation_toml(&self.domains, &files.ca),
         );
-        for (i, td) in self.domains.names[..n].iter().enumerate() {
-            write!(
-                shared,
-                "\n[[federation]]\ntrust_domain = \"{td}\"\nurl = \"https://localhost:{port}/d/{i}\"\n\
-                 profile = \"https_web\"\nextra_ca_roots = {ca:?}\nproxy = \"off\"\n",
-                port = fixture.addr.port(),
-            )?;
-        }
         let mut replicas = Vec::new();
         for k in 0..r {
             let own = dir.path().join(format!("r{k}"));
@@ -500,13 +309,7 @@ impl Bench {
                 .local_addr()?
                 .port();
             let socket = own.join("admin.sock");
-            let toml = format!(
-                "data_dir = {data:?}\n\n[admin]\nlisten = \"unix:{admin}\"\n\n\
-                 [endpoint.https_web]\nlisten = \"127.0.0.1:{port}\"\ncert = {cert:?}\n\
-                 key = {key:?}\npublic_names = [\"localhost\"]\n{shared}",
-                data = own.join("data"),
-                admin = socket.display(),
-            );
+            let toml = serve_toml(&own.join("data"), &socket, port, &files) + &shared;
             let config = own.join("fedgw.toml");
             std::fs::write(&config, toml)?;
             replicas.push(Replica {
@@ -601,21 +404,12 @@ struct RoundResult {
     db_mib: f64,
 }
 
-/// The value of an unlabelled series in a `/metrics` text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
-}
-
 /// The sum of `fedgw_fetches_total` for `td`, every outcome.
 fn fetches_of(text: &str, td: &TrustDomain) -> f64 {
-    let label = format!("trust_domain=\"{td}\"");
-    text.lines()
-        .filter(|line| line.starts_with("fedgw_fetches_total{") && line.contains(&label))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    let td = td.to_string();
+    metrics::series(text, "fedgw_fetches_total")
+        .filter(|series| series.label("trust_domain") == Some(td.as_str()))
+        .map(|series| series.value)
         .sum()
 }
 
@@ -739,46 +533,6 @@ async fn failover(bench: &Bench, set: &mut Set, count: usize) -> anyhow::Result<
     Ok(times)
 }
 
-async fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .await?;
-    if !status.success() {
-        bail!("kill -{name} {pid}: {status}");
-    }
-    Ok(())
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(") ").context("/proc/PID/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / clock_ticks())
-}
-
-fn read_peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmHWM")?;
-    Ok(kib / 1024.0)
-}
-
 /// The `q` quantile (nearest rank) of `values`.
 fn quantile(values: &[f64], q: f64) -> f64 {
     let mut sorted = values.to_vec();
@@ -871,26 +625,4 @@ fn markdown(
         }
     }
     out
-}
-
-fn replace_section(path: &Path, name: &str, text: &str) -> anyhow::Result<()> {
-    let doc = std::fs::read_to_string(path)?;
-    let (start, end) = (
-        format!("<!-- {name}:start -->"),
-        format!("<!-- {name}:end -->"),
-    );
-    let i = doc
-        .find(&start)
-        .with_context(|| format!("{start} in {}", path.display()))?;
-    let j = doc
-        .find(&end)
-        .with_context(|| format!("{end} in {}", path.display()))?;
-    let updated = format!(
-        "{}\n{}\n{}",
-        &doc[..i + start.len()],
-        text.trim_end(),
-        &doc[j..]
-    );
-    std::fs::write(path, updated)?;
-    Ok(())
 }

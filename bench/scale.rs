@@ -34,6 +34,9 @@
 //! gives the runs per size (the last count repeats); with `--markdown`, the table
 //! replaces the section between `<!-- scale:start -->` and `<!-- scale:end -->`.
 //! `SCALE_KEEP_LOGS=1` keeps each run's directory (configuration, fedgw's logs).
+//!
+//! The fixture, the `/proc` readers, the process and `/metrics` helpers are shared
+//! with the other benchmarks, in `bench/common/`.
 
 #![allow(
     clippy::print_stdout,
@@ -43,31 +46,32 @@
     reason = "a benchmark reports on the terminal, and stops on any failure"
 )]
 
-use std::convert::Infallible;
+#[path = "common/fixture.rs"]
+mod fixture;
+#[path = "common/markdown.rs"]
+mod markdown;
+#[path = "common/metrics.rs"]
+mod metrics;
+#[path = "common/proc_stats.rs"]
+mod proc_stats;
+#[path = "common/process.rs"]
+mod process;
+
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
 use fedgw::client::admin_client::{AdminClient, AdminTarget};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use reqwest::Method;
-use spiffe_federation::bundle::X509Authority;
-use spiffe_federation::{Bundle, TrustDomain};
-use tokio::process::{Child, Command};
-use tokio_util::sync::CancellationToken;
+use spiffe_federation::TrustDomain;
 
-const REFRESH_HINT: Duration = Duration::from_secs(3600);
+use fixture::{Domains, Fixture, FixtureOptions, Pki, serve_toml};
+use markdown::replace_section;
+use proc_stats::{cpu_seconds, read_peak_rss_mib};
+use process::{signal, spawn};
+
 const RESTART_DEADLINE: Duration = Duration::from_secs(60);
 const REFRESHES_IN_FLIGHT: usize = 64;
 
@@ -133,8 +137,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let max = args.domains.iter().copied().max().unwrap_or(0);
     eprintln!("generating {max} foreign domains' bundles");
-    let pki = Pki::generate()?;
-    let domains = Domains::generate(max)?;
+    let pki = Pki::generate("scale")?;
+    let domains = Domains::generate(max, "scale")?;
     let mut rows = Vec::new();
     for (k, &n) in args.domains.iter().enumerate() {
         // One count for every size, or one per size; the last one repeats.
@@ -155,172 +159,6 @@ fn main() -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
-}
-
-/// The fixture's TLS identity and the CA fedgw trusts it through.
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl Pki {
-    fn generate() -> anyhow::Result<Self> {
-        let ca_key = KeyPair::generate()?;
-        let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-        ca.distinguished_name
-            .push(DnType::CommonName, "fedgw scale fixture CA");
-        let ca_cert = ca.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate()?;
-        let mut leaf = CertificateParams::new(vec!["localhost".to_owned()])?;
-        leaf.subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        let cert = leaf.signed_by(&key, &issuer)?;
-        Ok(Self {
-            ca_pem: ca_cert.pem(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
-    }
-
-    fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-        use rustls_pki_types::pem::PemObject as _;
-        let chain = rustls_pki_types::CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()?;
-        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())?;
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
-    }
-}
-
-/// Every foreign domain's name and its bundle documents: generation 0 (sequence 1) and
-/// generation 1 (sequence 2, the same CA).
-struct Domains {
-    names: Vec<TrustDomain>,
-    documents: Vec<[Bytes; 2]>,
-}
-
-impl Domains {
-    fn generate(n: usize) -> anyhow::Result<Self> {
-        let mut names = Vec::with_capacity(n);
-        let mut documents = Vec::with_capacity(n);
-        for i in 0..n {
-            let td = TrustDomain::new(&format!("d{i:05}.scale.fedgw.test"))?;
-            let key = KeyPair::generate()?;
-            let mut params = CertificateParams::new(Vec::<String>::new())?;
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-            params.subject_alt_names = vec![SanType::URI(format!("spiffe://{td}").try_into()?)];
-            let cert = params.self_signed(&key)?;
-            let authority = X509Authority::from_der(cert.der().to_vec())?;
-            let document = |sequence| {
-                let mut bundle = Bundle::new(td.clone());
-                bundle.add_x509_authority(authority.clone());
-                bundle.set_sequence(Some(sequence));
-                bundle.set_refresh_hint(Some(REFRESH_HINT));
-                Bytes::from(bundle.to_json())
-            };
-            documents.push([document(1), document(2)]);
-            names.push(td);
-        }
-        Ok(Self { names, documents })
-    }
-}
-
-/// The fixture's listener: serves `/d/<i>` for `i < n` from the current generation.
-struct Fixture {
-    addr: SocketAddr,
-    generation: Arc<AtomicUsize>,
-    served: Arc<AtomicUsize>,
-    cancel: CancellationToken,
-}
-
-impl Fixture {
-    async fn start(pki: &Pki, domains: &Domains, n: usize) -> anyhow::Result<Self> {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
-        socket.bind("127.0.0.1:0".parse()?)?;
-        // A deep accept queue: fedgw opens a connection per domain at once.
-        let listener = socket.listen(8192)?;
-        let addr = listener.local_addr()?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config()?);
-        let documents: Arc<Vec<[Bytes; 2]>> = Arc::new(domains.documents[..n].to_vec());
-        let generation = Arc::new(AtomicUsize::new(0));
-        let served = Arc::new(AtomicUsize::new(0));
-        let cancel = CancellationToken::new();
-        let (g, s, c) = (Arc::clone(&generation), Arc::clone(&served), cancel.clone());
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    () = c.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(pair) => pair,
-                        Err(_) => continue,
-                    },
-                };
-                let acceptor = acceptor.clone();
-                let (documents, g, s, c) = (
-                    Arc::clone(&documents),
-                    Arc::clone(&g),
-                    Arc::clone(&s),
-                    c.clone(),
-                );
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let service =
-                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                            let index = request
-                                .uri()
-                                .path()
-                                .strip_prefix("/d/")
-                                .and_then(|i| i.parse::<usize>().ok());
-                            let response = match index.and_then(|i| documents.get(i)) {
-                                Some(docs) => {
-                                    s.fetch_add(1, Ordering::Relaxed);
-                                    let body = docs[g.load(Ordering::Relaxed).min(1)].clone();
-                                    hyper::Response::builder()
-                                        .header("content-type", "application/json")
-                                        .body(Full::new(body))
-                                }
-                                None => hyper::Response::builder()
-                                    .status(404)
-                                    .body(Full::new(Bytes::new())),
-                            };
-                            async move { Ok::<_, Infallible>(response.expect("static response")) }
-                        });
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    tokio::select! {
-                        () = c.cancelled() => {}
-                        _ = builder.serve_connection(TokioIo::new(tls), service) => {}
-                    }
-                });
-            }
-        });
-        Ok(Self {
-            addr,
-            generation,
-            served,
-            cancel,
-        })
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -347,11 +185,11 @@ async fn one_run(
     deadline: Duration,
 ) -> anyhow::Result<RunResult> {
     let dir = tempfile::tempdir()?;
-    let fixture = Fixture::start(pki, domains, n).await?;
+    let fixture = Fixture::start(pki, domains, n, FixtureOptions::default()).await?;
     let endpoint_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let config = write_config(dir.path(), pki, domains, n, fixture.addr, endpoint_port)?;
+    let config = write_config(dir.path(), pki, domains, &fixture, endpoint_port)?;
     let socket = dir.path().join("admin.sock");
     let admin = AdminClient::new(&AdminTarget::Unix(socket), None)?;
 
@@ -369,7 +207,7 @@ async fn one_run(
 
     // 2. The second round: a new sequence everywhere, every relationship refreshed.
     let second_round = if stored.len() == n {
-        fixture.generation.store(1, Ordering::SeqCst);
+        fixture.set_generation(1);
         let start = Instant::now();
         refresh_all(&admin, &domains.names[..n]).await?;
         let second_round = start.elapsed();
@@ -435,90 +273,37 @@ fn write_config(
     dir: &Path,
     pki: &Pki,
     domains: &Domains,
-    n: usize,
-    fixture: SocketAddr,
+    fixture: &Fixture,
     endpoint_port: u16,
 ) -> anyhow::Result<PathBuf> {
-    let write = |name: &str, text: &str| -> anyhow::Result<PathBuf> {
-        let path = dir.join(name);
-        std::fs::write(&path, text)?;
-        Ok(path)
-    };
-    let ca = write("fixture-ca.pem", &pki.ca_pem)?;
-    let cert = write("tls.crt", &pki.cert_pem)?;
-    let key = write("tls.key", &pki.key_pem)?;
-    let mut toml = format!(
-        "data_dir = {data:?}\n\n[admin]\nlisten = \"unix:{admin}\"\n\n\
-         [endpoint.https_web]\nlisten = \"127.0.0.1:{endpoint_port}\"\ncert = {cert:?}\n\
-         key = {key:?}\npublic_names = [\"localhost\"]\n",
-        data = dir.join("data"),
-        admin = dir.join("admin.sock").display(),
-    );
-    for (i, td) in domains.names[..n].iter().enumerate() {
-        write!(
-            toml,
-            "\n[[federation]]\ntrust_domain = \"{td}\"\nurl = \"https://localhost:{port}/d/{i}\"\n\
-             profile = \"https_web\"\nextra_ca_roots = {ca:?}\nproxy = \"off\"\n",
-            port = fixture.port(),
-        )?;
-    }
-    write("fedgw.toml", &toml)
-}
-
-fn spawn(fedgw: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(log)?;
-    let child = Command::new(fedgw)
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("spawn {}", fedgw.display()))?;
-    Ok(child)
-}
-
-async fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .await?;
-    if !status.success() {
-        bail!("kill -{name} {pid}: {status}");
-    }
-    Ok(())
+    let files = pki.write_files(dir)?;
+    let toml = serve_toml(
+        &dir.join("data"),
+        &dir.join("admin.sock"),
+        endpoint_port,
+        &files,
+    ) + &fixture.federation_toml(domains, &files.ca);
+    let path = dir.join("fedgw.toml");
+    std::fs::write(&path, toml)?;
+    Ok(path)
 }
 
 /// The trust domains with an `accepted` fetch in `fedgw_fetches_total`, sorted, and
 /// how many have a failed one.
 async fn fetch_counts(admin: &AdminClient) -> anyhow::Result<(Vec<TrustDomain>, usize)> {
-    let answer = admin.call(Method::GET, "/metrics", None).await?;
-    let text = String::from_utf8(answer.body)?;
+    let text = metrics::scrape(admin).await?;
     let (mut accepted, mut failed) = (Vec::new(), 0);
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("fedgw_fetches_total{") else {
-            continue;
-        };
-        let value: f64 = rest
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        if value < 1.0 {
+    for series in metrics::series(&text, "fedgw_fetches_total") {
+        if series.value < 1.0 {
             continue;
         }
-        if rest.contains("outcome=\"accepted\"") {
-            let td = rest
-                .split("trust_domain=\"")
-                .nth(1)
-                .and_then(|t| t.split('"').next())
-                .context("trust_domain label")?;
-            accepted.push(TrustDomain::new(td)?);
-        } else if rest.contains("outcome=\"failed\"") {
-            failed += 1;
+        match series.label("outcome") {
+            Some("accepted") => {
+                let td = series.label("trust_domain").context("trust_domain label")?;
+                accepted.push(TrustDomain::new(td)?);
+            }
+            Some("failed") => failed += 1,
+            _ => {}
         }
     }
     accepted.sort();
@@ -540,11 +325,11 @@ async fn wait_all_accepted(
             eprintln!(
                 "  deadline {deadline:?} passed: {} stored, {failed} failed fetches, {} served by the fixture",
                 accepted.len(),
-                fixture.served.load(Ordering::Relaxed)
+                fixture.served()
             );
             return Ok(accepted);
         }
-        let served = fixture.served.load(Ordering::Relaxed);
+        let served = fixture.served();
         if served != last_served.0 {
             last_served = (served, Instant::now());
         }
@@ -659,36 +444,6 @@ async fn check_all_served(
     Ok(())
 }
 
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(") ").context("/proc/PID/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / clock_ticks())
-}
-
-fn read_peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmHWM")?;
-    Ok(kib / 1024.0)
-}
-
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
@@ -757,26 +512,4 @@ fn markdown(rows: &[(usize, Vec<RunResult>)], deadline: Duration) -> String {
         );
     }
     out
-}
-
-fn replace_section(path: &Path, name: &str, text: &str) -> anyhow::Result<()> {
-    let doc = std::fs::read_to_string(path)?;
-    let (start, end) = (
-        format!("<!-- {name}:start -->"),
-        format!("<!-- {name}:end -->"),
-    );
-    let i = doc
-        .find(&start)
-        .with_context(|| format!("{start} in {}", path.display()))?;
-    let j = doc
-        .find(&end)
-        .with_context(|| format!("{end} in {}", path.display()))?;
-    let updated = format!(
-        "{}\n{}\n{}",
-        &doc[..i + start.len()],
-        text.trim_end(),
-        &doc[j..]
-    );
-    std::fs::write(path, updated)?;
-    Ok(())
 }

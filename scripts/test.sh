@@ -157,7 +157,7 @@ step "spiffe-federation: core without default features (no reqwest, tokio, jsonw
     federation_features
 step "shellcheck (scripts, testbeds, fuzz, interop, bench)" \
     shellcheck -x scripts/*.sh testbed/local/*.sh testbed/local/scenarios/*.sh testbed/spire/*.sh \
-    testbed/netns/*.sh testbed/netns/scenarios/*.sh \
+    testbed/netns/*.sh testbed/netns/scenarios/*.sh testbed/lib/*.sh \
     federation/fuzz/*.sh tests/interop/run.sh bench/*.sh .ci/run
 
 # --- Python venv ------------------------------------------------------------------

@@ -14,6 +14,8 @@
 #   TB_LOG=...       fedgw's log filter (default warn,fedgw=info), logs in <dir>/fedgw.log
 
 tb_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=testbed/lib/common.sh
+source "$tb_repo/testbed/lib/common.sh"
 
 # Trust domains, in order; gateway i serves TB_TD[i].
 tb_names=(alpha beta gamma delta epsilon zeta eta theta)
@@ -295,17 +297,11 @@ tb_mesh_missing() {
 # tb_wait SECONDS DESCRIPTION COMMAND...: run COMMAND every 0.25 s until it succeeds;
 # fail naming DESCRIPTION and COMMAND's last output after SECONDS.
 tb_wait() {
-    local seconds=$1 what=$2 deadline out
+    local seconds=$1 what=$2 out
     shift 2
-    deadline=$((SECONDS + seconds))
-    while :; do
-        if out=$("$@" 2>&1); then
-            tb_debug "ok: $what"
-            return 0
-        fi
-        ((SECONDS < deadline)) || tb_fail "$what: not seen within ${seconds}s; last check said: ${out:-nothing}"
-        sleep 0.25
-    done
+    out=$(poll_until "$seconds" 0.25 "$@") ||
+        tb_fail "$what: not seen within ${seconds}s; last check said: ${out:-nothing}"
+    tb_debug "ok: $what"
 }
 
 tb_converged() {

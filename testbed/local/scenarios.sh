@@ -14,6 +14,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=testbed/local/lib.sh
 source "$here/lib.sh"
+# shellcheck source=testbed/lib/scenarios.sh
+source "$here/../lib/scenarios.sh"
 
 names=("$@")
 if ((${#names[@]} == 0)); then
@@ -26,34 +28,6 @@ done
 tb_build
 export FEDGW
 
-start=$(date +%s%N)
-passed=0
-failed=0
-failures=()
-for name in "${names[@]}"; do
-    t0=$(date +%s%N)
-    out=$(mktemp)
-    if "$here/scenarios/$name.sh" >"$out" 2>&1; then
-        status=ok
-        passed=$((passed + 1))
-    else
-        status=FAILED
-        failed=$((failed + 1))
-        failures+=("$name")
-    fi
-    ms=$((($(date +%s%N) - t0) / 1000000))
-    printf 'scenario %-10s %s (%d.%01ds)\n' "$name" "$status" $((ms / 1000)) $((ms % 1000 / 100))
-    if [[ "$status" != ok ]]; then
-        sed 's/^/    /' "$out"
-    fi
-    rm -f "$out"
-done
-
-ms=$((($(date +%s%N) - start) / 1000000))
-elapsed="$((ms / 1000)).$((ms % 1000 / 100))s"
-if ((failed)); then
-    echo "failed: ${failures[*]}"
-    echo "testbed/local: $passed passed, $failed failed in $elapsed"
-    exit 1
-fi
-echo "testbed/local: $passed passed in $elapsed"
+# One scenario: its own script, in its own process.
+tb_run_scenario() { "$here/scenarios/$1.sh"; }
+run_scenarios testbed/local tb_run_scenario "${names[@]}"

@@ -24,6 +24,8 @@
 
 nb_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 nb_repo=$(cd "$nb_here/../.." && pwd)
+# shellcheck source=testbed/lib/common.sh
+source "$nb_repo/testbed/lib/common.sh"
 NB_PYTHON=${NB_PYTHON:-$nb_repo/.venv/bin/python}
 NB_PG_BIN=${NB_PG_BIN:-/usr/lib/postgresql/15/bin}
 # Seconds; the shortest lease fedgw accepts, so that take-overs are quick.
@@ -76,17 +78,11 @@ nb_expect_eq() {
 # nb_wait SECONDS DESCRIPTION COMMAND...: run COMMAND every 0.25 s until it succeeds;
 # fail naming DESCRIPTION and COMMAND's last output after SECONDS.
 nb_wait() {
-    local seconds=$1 what=$2 deadline out
+    local seconds=$1 what=$2 out
     shift 2
-    deadline=$((SECONDS + seconds))
-    while :; do
-        if out=$("$@" 2>&1); then
-            nb_debug "ok: $what"
-            return 0
-        fi
-        ((SECONDS < deadline)) || nb_fail "$what: not seen within ${seconds}s; last check said: ${out:-nothing}"
-        sleep 0.25
-    done
+    out=$(poll_until "$seconds" 0.25 "$@") ||
+        nb_fail "$what: not seen within ${seconds}s; last check said: ${out:-nothing}"
+    nb_debug "ok: $what"
 }
 
 # nb_why_not: why network namespaces cannot be made here (empty if they can).
@@ -308,16 +304,8 @@ nb_psql() {
 
 # --- PKI -----------------------------------------------------------------------------
 
-# nb_ca CERT KEY CN [TD]: a self-signed P-256 CA; with TD, URI SAN spiffe://TD.
-nb_ca() {
-    local cert=$1 key=$2 cn=$3 td=${4:-} uri=()
-    [[ -z "$td" ]] || uri=(-addext "subjectAltName=URI:spiffe://$td")
-    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -keyout "$key" -out "$cert" -days 30 -subj "/CN=$cn" \
-        -addext "basicConstraints=critical,CA:TRUE" \
-        -addext "keyUsage=critical,keyCertSign,cRLSign" \
-        "${uri[@]}" 2>/dev/null || nb_fail "openssl could not make the CA $cert"
-}
+# nb_ca CERT KEY CN [TD]: a self-signed P-256 CA; with TD, URI SAN spiffe://TD (openssl_ca).
+nb_ca() { openssl_ca "$@" || nb_fail "openssl could not make the CA $1"; }
 
 # nb_leaf CERT KEY CA_CERT CA_KEY SAN: a P-256 server certificate issued by CA.
 nb_leaf() {
@@ -663,6 +651,22 @@ nb_revisions_stop() { kill "$NB_REVISIONS" 2>/dev/null || true; wait "$NB_REVISI
 # retransmission backoff (unacknowledged data, e.g. sent into the cut).
 nb_stuck_conns() {
     nb_in "$1" ss -tin dst "${NB_IP[pg]}" 2>/dev/null | grep -c 'backoff:' || true
+}
+
+# nb_heal_converged WHAT DESCRIPTION: heal the cut and wait until the three replicas
+# converged (NETNS_CONVERGE_SECONDS, default 20; DESCRIPTION names the wait), then
+# note, as nb_heal_note does, when WHAT took long. Sets NB_HEALED_AT (nb_now_ms at the
+# heal) and NB_CONVERGE_MS (from the heal to convergence).
+nb_heal_converged() {
+    local stuck_pid
+    nb_heal
+    NB_HEALED_AT=$(nb_now_ms)
+    (sleep 2; nb_stuck_conns r3 >"$NB_WORK/stuck") &
+    stuck_pid=$!
+    nb_wait "${NETNS_CONVERGE_SECONDS:-20}" "$2" nb_converged
+    NB_CONVERGE_MS=$(($(nb_now_ms) - NB_HEALED_AT))
+    wait "$stuck_pid" || true
+    nb_heal_note "$1" "$NB_CONVERGE_MS" "$(cat "$NB_WORK/stuck")"
 }
 
 # nb_heal_note WHAT MS STUCK: a loud note when a replica took longer after the heal

@@ -17,6 +17,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=testbed/netns/lib.sh
 source "$here/lib.sh"
+# shellcheck source=testbed/lib/scenarios.sh
+source "$here/../lib/scenarios.sh"
 
 all=(replicated kill9 partition fencing pg-restart)
 names=("$@")
@@ -37,36 +39,7 @@ fi
 nb_build
 export FEDGW
 
-start=$(date +%s%N)
-passed=0
-failed=0
-failures=()
-for name in "${names[@]}"; do
-    t0=$(date +%s%N)
-    out=$(mktemp)
-    if "$here/scenarios/$name.sh" >"$out" 2>&1; then
-        status=ok
-        passed=$((passed + 1))
-    else
-        status=FAILED
-        failed=$((failed + 1))
-        failures+=("$name")
-    fi
-    ms=$((($(date +%s%N) - t0) / 1000000))
-    printf 'scenario %-10s %s (%d.%01ds)\n' "$name" "$status" $((ms / 1000)) $((ms % 1000 / 100))
-    if [[ "$status" != ok ]]; then
-        sed 's/^/    /' "$out"
-    else
-        grep -E '^(measured|note): ' "$out" | sed 's/^/    /' || true
-    fi
-    rm -f "$out"
-done
-
-ms=$((($(date +%s%N) - start) / 1000000))
-elapsed="$((ms / 1000)).$((ms % 1000 / 100))s"
-if ((failed)); then
-    echo "failed: ${failures[*]}"
-    echo "testbed/netns: $passed passed, $failed failed in $elapsed"
-    exit 1
-fi
-echo "testbed/netns: $passed passed in $elapsed"
+# One scenario: its own script, in its own process; its measurements and notes are
+# repeated under its line.
+nb_run_scenario() { "$here/scenarios/$1.sh"; }
+run_scenarios --show '^(measured|note): ' testbed/netns nb_run_scenario "${names[@]}"

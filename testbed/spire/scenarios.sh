@@ -39,6 +39,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 # shellcheck source=testbed/spire/envoy.sh
 source "$here/envoy.sh"
+# shellcheck source=testbed/lib/scenarios.sh
+source "$here/../lib/scenarios.sh"
 
 all=(mesh jwt x509-rotation jwt-rotation outage kill9 envoy deletion)
 names=("$@")
@@ -368,35 +370,10 @@ sp_refused_quietly() {
 sp_build
 sp_up 3 1
 
-start=$(date +%s%N)
-passed=0
-failed=0
-failures=()
-for name in "${names[@]}"; do
-    t0=$(date +%s%N)
-    out=$SP_WORK/scenario-$name.out
-    if (
-        trap - EXIT
-        "scenario_${name//-/_}"
-    ) >"$out" 2>&1; then
-        status=ok
-        passed=$((passed + 1))
-    else
-        status=FAILED
-        failed=$((failed + 1))
-        failures+=("$name")
-    fi
-    ms=$((($(date +%s%N) - t0) / 1000000))
-    printf 'scenario %-14s %s (%d.%01ds)\n' "$name" "$status" $((ms / 1000)) $((ms % 1000 / 100))
-    [[ "$status" == ok ]] || sed 's/^/    /' "$out"
-done
-
-ms=$((($(date +%s%N) - start) / 1000000))
-elapsed="$((ms / 1000)).$((ms % 1000 / 100))s"
-if ((failed)); then
-    SP_FAILED=1
-    echo "failed: ${failures[*]}"
-    echo "testbed/spire: $passed passed, $failed failed in $elapsed"
-    exit 1
-fi
-echo "testbed/spire: $passed passed in $elapsed"
+# One scenario, in a subshell: its sp_fail ends the scenario, not the testbed (the
+# EXIT trap's cleanup stays with the run; a failed run keeps the work directory).
+sp_run_scenario() (
+    trap - EXIT
+    "scenario_${1//-/_}"
+)
+run_scenarios --width 14 --out-dir "$SP_WORK" testbed/spire sp_run_scenario "${names[@]}"

@@ -37,16 +37,8 @@ tb_metrics() {
 }
 
 # tb_openssl_ca CERT KEY SUBJECT_CN SPIFFE_TD: a self-signed P-256 CA made by openssl;
-# with SPIFFE_TD, it carries the trust domain's SPIFFE ID as URI SAN.
-tb_openssl_ca() {
-    local cert=$1 key=$2 cn=$3 td=${4:-} uri=()
-    [[ -z "$td" ]] || uri=(-addext "subjectAltName=URI:spiffe://$td")
-    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -keyout "$key" -out "$cert" -days 30 -subj "/CN=$cn" \
-        -addext "basicConstraints=critical,CA:TRUE" \
-        -addext "keyUsage=critical,keyCertSign,cRLSign" \
-        "${uri[@]}" 2>/dev/null || tb_fail "openssl could not make the CA $cert"
-}
+# with SPIFFE_TD, it carries the trust domain's SPIFFE ID as URI SAN (openssl_ca).
+tb_openssl_ca() { openssl_ca "$@" || tb_fail "openssl could not make the CA $1"; }
 
 # tb_openssl_leaf CERT KEY CA_CERT CA_KEY SAN: a P-256 leaf (serverAuth, clientAuth)
 # issued by CA with subjectAltName SAN (e.g. URI:spiffe://td/x or IP:127.0.0.1).

@@ -71,18 +71,11 @@ while (($(nb_now_ms) - t0 < cut * 1000)); do sleep 0.5; done
 r3_fetches=$(awk -v ip="${NB_IP[r3]}" -v since="$t0" '$3 == ip && $2 * 1000 >= since' "$peer/access.log" | wc -l)
 
 nb_log "healing the cut (the peer still shows r3 the rogue bundle)"
-nb_heal
-t1=$(nb_now_ms)
-(sleep 2; nb_stuck_conns r3 >"$NB_WORK/stuck") &
-stuck_pid=$!
-nb_wait "${NETNS_CONVERGE_SECONDS:-20}" "all three replicas converged after the heal" nb_converged
-t_conv=$(($(nb_now_ms) - t1))
-wait "$stuck_pid" || true
-nb_heal_note "fencing (${cut}s cut)" "$t_conv" "$(cat "$NB_WORK/stuck")"
+nb_heal_converged "fencing (${cut}s cut)" "all three replicas converged after the heal"
 # A few more lease rounds with the rogue bundle on offer to r3.
 sleep $((NB_LEASE * 2))
 nb_wait 20 "all three replicas converged" nb_converged
-r3_after=$(awk -v ip="${NB_IP[r3]}" -v since="$t1" '$3 == ip && $2 * 1000 >= since' "$peer/access.log" | wc -l)
+r3_after=$(awk -v ip="${NB_IP[r3]}" -v since="$NB_HEALED_AT" '$3 == ip && $2 * 1000 >= since' "$peer/access.log" | wc -l)
 for h in "${NB_REPLICAS[@]}"; do
     body=$(nb_relay "$h" "$NB_PEER_TD") || nb_fail "$h's /relay/$NB_PEER_TD after the heal"
     [[ "$body" != *"$ca3"* ]] || nb_fail "$h serves the rogue CA 3 that only r3 could fetch after losing its lease"
@@ -110,6 +103,6 @@ lost=$((r3_last > t0 ? r3_last - t0 : 0))
 ((lost <= NB_LEASE * 1000 + 2500)) ||
     nb_fail "r3 still polled the peer $(nb_secs "$lost") after it was cut off the database (lease_time ${NB_LEASE}s)"
 grep -c 'lease_lost' "$NB_WORK/r3/fedgw.log" >"$NB_WORK/r3-lease-lost" || true
-nb_measure "dc1 ($successor) took the lease $(nb_secs "$t_take") after the cut, served sequence 2 after $(nb_secs "$t_seq2"); r3 served sequence $r3_during meanwhile; r3 polled the peer $r3_fetches times during the ${cut}s cut (last $(nb_secs "$lost") after it) and $r3_after times after the heal; converged $(nb_secs "$t_conv") after the heal; lease_lost lines in r3's log: $(cat "$NB_WORK/r3-lease-lost"); r3's own fedgw_leases_held once dc1 held the lease: $r3_gauge"
+nb_measure "dc1 ($successor) took the lease $(nb_secs "$t_take") after the cut, served sequence 2 after $(nb_secs "$t_seq2"); r3 served sequence $r3_during meanwhile; r3 polled the peer $r3_fetches times during the ${cut}s cut (last $(nb_secs "$lost") after it) and $r3_after times after the heal; converged $(nb_secs "$NB_CONVERGE_MS") after the heal; lease_lost lines in r3's log: $(cat "$NB_WORK/r3-lease-lost"); r3's own fedgw_leases_held once dc1 held the lease: $r3_gauge"
 nb_measure "client alternating between replicas: $total reads, per-replica regressions 0, cross-replica inversions $n_all${all_first:+ (first: $all_first)}; revisions: $total_rev reads, never backwards"
 nb_log "PASS fencing"
