@@ -68,6 +68,8 @@ pub mod postgres;
 mod records;
 mod retention;
 pub mod schema;
+#[cfg(test)]
+mod testing;
 
 use std::fmt;
 use std::fs::File;
@@ -466,17 +468,8 @@ impl Database for Store {
                     let history_key = history_key(&td, revision);
                     let old = history.insert(history_key.as_slice(), value.as_slice())?;
                     change += Change::set(&history_key, value.len(), old.as_ref());
-                    let entry = AuditRecord {
-                        at: new.accepted_at,
-                        who: note.who.clone(),
-                        action: note.action,
-                        trust_domain: Some(td.clone()),
-                        old_digest,
-                        new_digest: Some(digest.clone()),
-                        detail: note.detail.clone(),
-                        old_value: None,
-                        new_value: None,
-                    };
+                    let entry =
+                        note.bundle_change(new.accepted_at, &td, old_digest, Some(digest.clone()));
                     let (_, audited) = append_audit_in(audit, meta, &entry)?;
                     Ok((record, change, audited))
                 },
@@ -510,17 +503,7 @@ impl Database for Store {
                     change += Change::removed(key, Some(&old));
                     let old = abort(decode::<BundleRecord>(Keyspace::Bundles, key, &old))?;
                     let revision = bump(meta, REVISION_KEY)?;
-                    let entry = AuditRecord {
-                        at,
-                        who: note.who.clone(),
-                        action: note.action,
-                        trust_domain: Some(trust_domain.clone()),
-                        old_digest: Some(old.digest),
-                        new_digest: None,
-                        detail: note.detail.clone(),
-                        old_value: None,
-                        new_value: None,
-                    };
+                    let entry = note.bundle_change(at, trust_domain, Some(old.digest), None);
                     let (_, audited) = append_audit_in(audit, meta, &entry)?;
                     Ok((Some(revision), had_status, change, audited))
                 },
@@ -1232,36 +1215,9 @@ fn append_audit_in(
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{new_bundle, note};
     use super::*;
-    use crate::trust::policy::Source;
     use crate::trust::policy::testing::td;
-
-    fn operator() -> Source {
-        Source::Operator {
-            who: "alice".into(),
-        }
-    }
-
-    fn new_bundle(name: &str, sequence: u64) -> NewBundle {
-        let document = format!(r#"{{"keys":[],"spiffe_sequence":{sequence}}}"#).into_bytes();
-        NewBundle {
-            trust_domain: td(name),
-            document,
-            source: operator(),
-            accepted_at: 1_700_000_000 + i64::try_from(sequence).unwrap(),
-            sequence: Some(sequence),
-            expected: Expected::Any,
-            fence: None,
-        }
-    }
-
-    fn note() -> AuditNote {
-        AuditNote {
-            who: "alice".into(),
-            action: AuditAction::Accept,
-            detail: String::new(),
-        }
-    }
 
     /// Open the store in `dir`. A reopen right after `drop` can find sled's file lock
     /// still held for a moment by its background flusher (in-process only; a restarted

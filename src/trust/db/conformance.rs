@@ -7,9 +7,9 @@
 
 use super::postgres::PgStore;
 use super::postgres::testing::TestDatabase;
+use super::testing::{new_bundle, note};
 use super::*;
 use crate::config::storage::StorageBackend;
-use crate::trust::policy::Source;
 use crate::trust::policy::testing::td;
 
 /// A store that can be opened, and opened again over the same state.
@@ -116,33 +116,6 @@ conformance!(
     audit_appends_in_order,
     relationships_are_stored_with_their_audit_entry_and_survive_reopen,
 );
-
-fn operator() -> Source {
-    Source::Operator {
-        who: "alice".into(),
-    }
-}
-
-fn new_bundle(name: &str, sequence: u64) -> NewBundle {
-    let document = format!(r#"{{"keys":[],"spiffe_sequence":{sequence}}}"#).into_bytes();
-    NewBundle {
-        trust_domain: td(name),
-        document,
-        source: operator(),
-        accepted_at: 1_700_000_000 + i64::try_from(sequence).unwrap(),
-        sequence: Some(sequence),
-        expected: Expected::Any,
-        fence: None,
-    }
-}
-
-fn note() -> AuditNote {
-    AuditNote {
-        who: "alice".into(),
-        action: AuditAction::Accept,
-        detail: String::new(),
-    }
-}
 
 fn put_get_remove(backend: &dyn Backend) {
     let store = backend.open();

@@ -320,6 +320,26 @@ impl PgStore {
         Ok(seq)
     }
 
+    /// Every record `sql` selects as `(trust_domain, record)` rows, decoded as
+    /// `keyspace`'s records.
+    fn keyed_records<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &'static str,
+        keyspace: Keyspace,
+        sql: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.block(op, async {
+            let client = self.client(op).await?;
+            let rows = client.query(sql, &[]).await.map_err(pg(op, None))?;
+            rows.iter()
+                .map(|row| {
+                    let key: &str = row.get(0);
+                    decode(keyspace, key.as_bytes(), row.get(1))
+                })
+                .collect()
+        })
+    }
+
     fn publish_gauges(&self, usage: &StoreUsage) {
         #[expect(clippy::cast_precision_loss, reason = "a gauge of bytes")]
         let (disk, live) = (usage.disk_bytes as f64, usage.live_bytes as f64);
@@ -369,24 +389,11 @@ impl Database for PgStore {
     }
 
     fn bundles(&self) -> Result<Vec<BundleRecord>, StoreError> {
-        let op = "bundles";
-        self.block(op, async {
-            let client = self.client(op).await?;
-            let rows = client
-                .query(
-                    "SELECT trust_domain, record FROM fedgw_bundles WHERE record IS NOT NULL ORDER BY trust_domain",
-                    &[],
-                )
-                .await
-                .map_err(pg(op, None))?;
-            rows.iter()
-                .map(|row| {
-                    let key: &str = row.get(0);
-                    let value: &[u8] = row.get(1);
-                    decode(Keyspace::Bundles, key.as_bytes(), value)
-                })
-                .collect()
-        })
+        self.keyed_records(
+            "bundles",
+            Keyspace::Bundles,
+            "SELECT trust_domain, record FROM fedgw_bundles WHERE record IS NOT NULL ORDER BY trust_domain",
+        )
     }
 
     fn put_bundle(&self, new: NewBundle, note: AuditNote) -> Result<BundleRecord, StoreError> {
@@ -441,17 +448,7 @@ impl Database for PgStore {
             .map_err(pg(op, Some(&td)))?;
             trim_history(&tx, td.as_str(), &self.shared.settings).await?;
             meta.revision = revision;
-            let entry = AuditRecord {
-                at: new.accepted_at,
-                who: note.who,
-                action: note.action,
-                trust_domain: Some(td.clone()),
-                old_digest,
-                new_digest: Some(digest),
-                detail: note.detail,
-                old_value: None,
-                new_value: None,
-            };
+            let entry = note.bundle_change(new.accepted_at, &td, old_digest, Some(digest));
             self.append_audit_in(&tx, &mut meta, &entry).await?;
             write_meta(&tx, &meta, op).await?;
             notify(&tx, revision, op).await?;
@@ -498,17 +495,7 @@ impl Database for PgStore {
             .await
             .map_err(pg(op, Some(td)))?;
             meta.revision = revision;
-            let entry = AuditRecord {
-                at,
-                who: note.who,
-                action: note.action,
-                trust_domain: Some(td.clone()),
-                old_digest: Some(old.digest),
-                new_digest: None,
-                detail: note.detail,
-                old_value: None,
-                new_value: None,
-            };
+            let entry = note.bundle_change(at, td, Some(old.digest), None);
             self.append_audit_in(&tx, &mut meta, &entry).await?;
             write_meta(&tx, &meta, op).await?;
             notify(&tx, revision, op).await?;
@@ -670,23 +657,11 @@ impl Database for PgStore {
     }
 
     fn relationships(&self) -> Result<Vec<RelationshipRecord>, StoreError> {
-        let op = "relationships";
-        self.block(op, async {
-            let client = self.client(op).await?;
-            let rows = client
-                .query(
-                    "SELECT trust_domain, record FROM fedgw_relationships ORDER BY trust_domain",
-                    &[],
-                )
-                .await
-                .map_err(pg(op, None))?;
-            rows.iter()
-                .map(|row| {
-                    let key: &str = row.get(0);
-                    decode(Keyspace::Relationships, key.as_bytes(), row.get(1))
-                })
-                .collect()
-        })
+        self.keyed_records(
+            "relationships",
+            Keyspace::Relationships,
+            "SELECT trust_domain, record FROM fedgw_relationships ORDER BY trust_domain",
+        )
     }
 
     fn put_relationship(

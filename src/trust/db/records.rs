@@ -254,6 +254,30 @@ mod utf8_document {
     }
 }
 
+impl AuditNote {
+    /// The audit entry of a change of `trust_domain`'s bundle at `at`, from the digest
+    /// it replaced (`None`: there was none) to the new one (`None`: removed).
+    pub fn bundle_change(
+        &self,
+        at: i64,
+        trust_domain: &TrustDomain,
+        old_digest: Option<String>,
+        new_digest: Option<String>,
+    ) -> AuditRecord {
+        AuditRecord {
+            at,
+            who: self.who.clone(),
+            action: self.action,
+            trust_domain: Some(trust_domain.clone()),
+            old_digest,
+            new_digest,
+            detail: self.detail.clone(),
+            old_value: None,
+            new_value: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

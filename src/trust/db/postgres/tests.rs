@@ -12,31 +12,9 @@ use fedgw_testkit::postgres::Postgres;
 use super::testing::TestDatabase;
 use super::*;
 use crate::config::storage::{PostgresTls, StorageBackend};
-use crate::trust::db::{AuditAction, Expected};
-use crate::trust::policy::Source;
+use crate::trust::db::AuditAction;
+use crate::trust::db::testing::{new_bundle, note};
 use crate::trust::policy::testing::td;
-
-fn new_bundle(name: &str, sequence: u64) -> NewBundle {
-    NewBundle {
-        trust_domain: td(name),
-        document: format!(r#"{{"keys":[],"spiffe_sequence":{sequence}}}"#).into_bytes(),
-        source: Source::Operator {
-            who: "alice".into(),
-        },
-        accepted_at: 1_700_000_000,
-        sequence: Some(sequence),
-        expected: Expected::Any,
-        fence: None,
-    }
-}
-
-fn note() -> AuditNote {
-    AuditNote {
-        who: "alice".into(),
-        action: AuditAction::Accept,
-        detail: String::new(),
-    }
-}
 
 fn open(config: &PostgresConfig) -> Result<PgStore, StoreError> {
     let settings = StorageConfig {
