@@ -4,15 +4,14 @@
 #   ./scripts/test.sh            everything (what CI runs, via .ci/run)
 #
 # Steps: system packages (apt, only what is missing: python3 and venv, a C compiler,
-# openssl, curl, shellcheck, kubectl, PostgreSQL) -> formatting, lints and shellcheck
-# -> Python venv (.venv) -> the real peers built from the Go module proxy (SPIRE,
-# go-spiffe programs; cached outside the checkout) -> Rust unit, conformance and
-# end-to-end tests -> the local testbed (run.sh --once and the scenarios) -> the netns
-# testbed (replicas on PostgreSQL) -> the SPIRE testbed (run.sh --once and the
-# scenarios) -> the kind testbed's static checks ->
-# Python interop tests (in .venv) -> a short fuzz smoke run of each parser (the
-# nightly toolchain and cargo-fuzz are installed if missing) -> the checkout is left
-# as the run found it.
+# openssl, curl, shellcheck, kubectl, iproute2, iptables, PostgreSQL) -> formatting,
+# lints and shellcheck -> Python venv (.venv) -> the real peers built from the Go module
+# proxy (SPIRE, go-spiffe programs; cached outside the checkout) -> Rust unit,
+# conformance and end-to-end tests -> the local testbed (run.sh --once and the
+# scenarios) -> the netns testbed (replicas on PostgreSQL) -> the SPIRE testbed (run.sh
+# --once and the scenarios) -> the kind testbed's static checks -> Python interop tests
+# (in .venv) -> a short fuzz smoke run of each parser (the nightly toolchain and
+# cargo-fuzz are installed if missing) -> the checkout is left as the run found it.
 #
 # A tool that is missing and cannot be installed fails the run, naming it; nothing
 # passes by being skipped. Steps other than the test runners print one line each; a
@@ -109,6 +108,8 @@ command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 # The netns testbed's namespaces, veths, bridges and routes.
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# Its Service address (DNAT) and, where the kernel has no netem, the delay's stand-in.
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 # The storage tests run a throwaway PostgreSQL server from Debian's packages.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ((${#need[@]})); then

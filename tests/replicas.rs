@@ -329,7 +329,17 @@ async fn with_the_database_away_a_replica_serves_refuses_changes_by_name_and_rec
         json!({"backend": "postgres", "state": "ok", "since": null, "reason": null})
     );
 
+    wait_until(DEADLINE, "the replica listens for changes", || async {
+        gw.metric("fedgw_store_listening").await == Some(1.0)
+    })
+    .await;
+
     server.stop().unwrap();
+    // It no longer listens (and says so), ...
+    wait_until(DEADLINE, "fedgw_store_listening drops to 0", || async {
+        gw.metric("fedgw_store_listening").await == Some(0.0)
+    })
+    .await;
     // Changes are refused with the named error; nothing is half-done.
     match put("during.test").await {
         Err(ClientError::Api {
@@ -374,6 +384,11 @@ async fn with_the_database_away_a_replica_serves_refuses_changes_by_name_and_rec
     assert_eq!(put("after.test").await.unwrap(), 200);
     let readyz = gw.admin().call(Method::GET, "/readyz", None).await.unwrap();
     assert_eq!(&readyz.body[..], b"ready\n");
+    // ... and listens again without a restart.
+    wait_until(DEADLINE, "the replica listens again", || async {
+        gw.metric("fedgw_store_listening").await == Some(1.0)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -25,8 +25,9 @@ pub const CATCH_UP_EVERY: Duration = Duration::from_secs(5);
 /// How often fetch statuses are read again.
 pub const STATUSES_EVERY: Duration = Duration::from_secs(5);
 
-/// Start following `store` under `supervisor` (two tasks: the listening connection,
-/// and the catching up).
+/// Start following `store` under `supervisor` (three tasks: the listening
+/// connection, catching up with the bundles, and syncing the relationships; the last
+/// two on their own, so that neither waits for the other's round trips).
 pub fn start(store: PgStore, trust_store: TrustStore, registry: Registry, supervisor: &Supervisor) {
     let signals = Arc::new(Signals::default());
     let cancel = supervisor.shutdown().token();
@@ -36,8 +37,16 @@ pub fn start(store: PgStore, trust_store: TrustStore, registry: Registry, superv
             listen(store.clone(), Arc::clone(&signals))
         });
     }
+    {
+        let signals = Arc::clone(&signals);
+        supervisor.spawn(
+            "relationship follower".to_owned(),
+            cancel.clone(),
+            move || follow_relationships(registry.clone(), Arc::clone(&signals)),
+        );
+    }
     supervisor.spawn("store follower".to_owned(), cancel, move || {
-        follow(trust_store.clone(), registry.clone(), Arc::clone(&signals))
+        follow_bundles(trust_store.clone(), Arc::clone(&signals))
     });
 }
 
@@ -62,31 +71,42 @@ async fn listen(store: PgStore, signals: Arc<Signals>) {
     }
 }
 
-/// Catch up on each signal and on a timer.
-async fn follow(trust_store: TrustStore, registry: Registry, signals: Arc<Signals>) {
+/// Sync the API relationships on each announcement and on a timer.
+async fn follow_relationships(registry: Registry, signals: Arc<Signals>) {
+    let mut tick = tokio::time::interval(CATCH_UP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = signals.relationships.notified() => {}
+            _ = tick.tick() => {}
+        }
+        if let Err(err) = registry.sync().await {
+            tracing::warn!(error = %err, "cannot read the relationships other replicas changed");
+        }
+    }
+}
+
+/// Catch up with the bundles on each announcement and on a timer; read the fetch
+/// statuses and write the last-known-good copy on timers of their own.
+async fn follow_bundles(trust_store: TrustStore, signals: Arc<Signals>) {
     let mut tick = tokio::time::interval(CATCH_UP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut statuses = tokio::time::interval(STATUSES_EVERY);
     statuses.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (bundles, relationships, reload) = tokio::select! {
+        let (announced, timer, reload) = tokio::select! {
             () = signals.bundles.notified() => (true, false, false),
-            () = signals.relationships.notified() => (false, true, false),
-            _ = tick.tick() => (true, true, false),
+            _ = tick.tick() => (false, true, false),
             _ = statuses.tick() => (false, false, true),
         };
-        if relationships && let Err(err) = registry.sync().await {
-            tracing::warn!(error = %err, "cannot read the relationships other replicas changed");
-        }
-        if bundles && let Err(err) = trust_store.catch_up().await {
+        if (announced || timer)
+            && let Err(err) = trust_store.catch_up().await
+        {
             tracing::warn!(error = %err, "cannot read the bundles other replicas changed; serving the last snapshot");
         }
         // On the timer only: the copy is for restarts while the database is away, and
         // need not follow every change.
-        if bundles
-            && relationships
-            && let Err(err) = trust_store.save_last_known_good().await
-        {
+        if timer && let Err(err) = trust_store.save_last_known_good().await {
             tracing::warn!(error = %err, "cannot write the last-known-good copy; the previous one stays");
         }
         if reload && let Err(err) = trust_store.reload_statuses().await {

@@ -217,6 +217,12 @@ families! {
         [],
         "1 while the shared store answers, 0 while it cannot be reached (the last snapshot keeps serving; changes are refused). Always 1 with sled.",
     );
+    /// Whether this replica listens for the others' changes.
+    STORE_LISTENING: Gauge(
+        "fedgw_store_listening",
+        [],
+        "1 while this replica listens for what the other replicas commit (PostgreSQL LISTEN), 0 while it reconnects (it then catches up every 5 s only; shared store only).",
+    );
     /// Polling leases this replica holds.
     LEASES_HELD: Gauge(
         "fedgw_leases_held",
@@ -276,7 +282,7 @@ mod tests {
                 assert!(labels.insert(label), "{name}: label {label} twice");
             }
         }
-        assert_eq!(names.len(), 29, "{names:?}");
+        assert_eq!(names.len(), 30, "{names:?}");
     }
 
     /// The `fedgw_…` names in `text`: each run of name characters after `fedgw_`.

@@ -1154,6 +1154,8 @@ mod tests {
     use time::Duration;
 
     use super::*;
+    use crate::config::storage::StorageBackend;
+    use crate::trust::db::postgres::testing::TestDatabase;
     use crate::trust::policy::BundleWarning;
     use crate::trust::policy::testing::{bundle, ca_with_key, now, td, with_sequence};
 
@@ -1172,6 +1174,71 @@ mod tests {
             .unwrap()
     }
 
+    /// Where a test's trust store keeps what it stores: a sled data directory, or a
+    /// fresh database on the test PostgreSQL server (with the data directory that
+    /// holds its last-known-good copy).
+    enum Place {
+        Sled(tempfile::TempDir),
+        Postgres(tempfile::TempDir, TestDatabase),
+    }
+
+    impl Place {
+        fn sled() -> Self {
+            Self::Sled(tempfile::tempdir().unwrap())
+        }
+
+        fn postgres() -> Self {
+            Self::Postgres(tempfile::tempdir().unwrap(), TestDatabase::new())
+        }
+
+        /// A trust store on this place: the first, or one reopened after the last
+        /// was dropped (a restart).
+        async fn open(&self) -> TrustStore {
+            match self {
+                Self::Sled(dir) => open(dir).await,
+                Self::Postgres(dir, db) => {
+                    let storage = StorageConfig {
+                        backend: StorageBackend::Postgres,
+                        postgres: Some(db.config.clone()),
+                        ..StorageConfig::default()
+                    };
+                    TrustStore::open_with(dir.path(), PolicySettings::default(), storage)
+                        .await
+                        .unwrap_or_else(|err| panic!("{err}"))
+                }
+            }
+        }
+    }
+
+    /// Each test body as two tests, `on_sled::<name>` and `on_postgres::<name>`,
+    /// given its [`Place`].
+    macro_rules! on_both_stores {
+        ($($(#[$meta:meta])* async fn $name:ident($place:ident) $body:block)*) => {
+            mod on_sled {
+                use super::*;
+                $(
+                    $(#[$meta])*
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let $place = Place::sled();
+                        $body
+                    }
+                )*
+            }
+            mod on_postgres {
+                use super::*;
+                $(
+                    $(#[$meta])*
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let $place = Place::postgres();
+                        $body
+                    }
+                )*
+            }
+        };
+    }
+
     async fn accept(store: &TrustStore, bundle: &Bundle) -> u64 {
         let outcome = store
             .submit(bundle.trust_domain(), bundle.clone(), fetched(), now())
@@ -1183,553 +1250,525 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn accepted_change_is_visible_in_snapshot_and_feed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let mut feed = store.subscribe();
-        let east = td("east.example");
-        let b = bundle(&east, Some(1));
-
-        let outcome = store
-            .submit(&east, b.clone(), fetched(), now())
-            .await
-            .unwrap();
-        assert_eq!(
-            outcome,
-            Outcome::Accepted {
-                revision: 1,
-                warnings: vec![]
-            }
-        );
-        assert!(feed.has_changed().unwrap());
-        assert_eq!(*feed.borrow_and_update(), 1);
-        let snapshot = store.snapshot();
-        assert_eq!(snapshot.revision, 1);
-        let entry = snapshot.get(&east).unwrap();
-        assert_eq!(*entry.bundle, b);
-        assert_eq!(entry.json, b.to_json());
-        assert_eq!(entry.digest, crate::digest::sha256_hex(&b.to_json()));
-        assert_eq!(entry.sequence, Some(1));
-        assert_eq!(entry.source, fetched());
-        assert_eq!(entry.accepted_at, now());
-    }
-
-    #[tokio::test]
-    async fn sto_2_rejected_regression_leaves_bytes_identical() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let east = td("east.example");
-        accept(&store, &bundle(&east, Some(5))).await;
-        let before = store.snapshot();
-        let feed = store.subscribe();
-
-        let err = store
-            .submit(&east, bundle(&east, Some(4)), fetched(), now())
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            SubmitError::Rejected(PolicyError::SequenceRegression {
-                current: 5,
-                candidate: 4,
-                ..
-            })
-        ));
-        let after = store.snapshot();
-        assert!(Arc::ptr_eq(&before, &after), "snapshot not swapped");
-        assert!(!feed.has_changed().unwrap(), "nothing announced");
-        assert_eq!(
-            store.history(&east).await.unwrap().len(),
-            1,
-            "sled untouched"
-        );
-        drop(store);
-        let reopened = open(&dir).await;
-        assert_eq!(
-            reopened.snapshot().get(&east).unwrap().json,
-            before.get(&east).unwrap().json
-        );
-        assert_eq!(reopened.snapshot().revision, 1);
-    }
-
-    #[tokio::test]
-    async fn fed_7_bundle_of_another_domain_is_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let err = store
-            .submit(
-                &td("east.example"),
-                bundle(&td("west.example"), None),
-                fetched(),
-                now(),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            SubmitError::Rejected(PolicyError::TrustDomainMismatch { .. })
-        ));
-        assert!(store.snapshot().domains.is_empty());
-    }
-
-    #[tokio::test]
-    async fn poll_1_unchanged_bundle_is_not_announced() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let east = td("east.example");
-        let b = bundle(&east, Some(2));
-        accept(&store, &b).await;
-        let feed = store.subscribe();
-        let outcome = store.submit(&east, b, fetched(), now()).await.unwrap();
-        assert_eq!(outcome, Outcome::Unchanged);
-        assert!(!feed.has_changed().unwrap());
-        assert_eq!(store.snapshot().revision, 1);
-    }
-
-    #[tokio::test]
-    async fn sto_1_restart_serves_everything_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        for name in ["a.example", "b.example", "c.example"] {
-            accept(&store, &bundle(&td(name), Some(1))).await;
-        }
-        store
-            .record_fetch_success(&td("a.example"), now(), Some(now() + Duration::minutes(5)))
-            .await
-            .unwrap();
-        let before = store.snapshot();
-        let statuses = store.statuses();
-        drop(store);
-
-        let store = open(&dir).await;
-        let after = store.snapshot();
-        assert_eq!(after.revision, before.revision);
-        assert_eq!(*store.subscribe().borrow(), before.revision);
-        assert_eq!(
-            after.domains.keys().collect::<Vec<_>>(),
-            before.domains.keys().collect::<Vec<_>>()
-        );
-        for (td, entry) in &before.domains {
-            let reloaded = after.get(td).unwrap();
-            assert_eq!(reloaded.bundle, entry.bundle);
-            assert_eq!(reloaded.json, entry.json);
-            assert_eq!(reloaded.digest, entry.digest);
-            assert_eq!(reloaded.source, entry.source);
-            assert_eq!(reloaded.accepted_at, entry.accepted_at);
-            assert_eq!(reloaded.revision, entry.revision);
-        }
-        assert_eq!(store.statuses(), statuses);
-    }
-
-    #[tokio::test]
-    async fn revision_strictly_increases() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let east = td("east.example");
-        let mut last = store.snapshot().revision;
-        for sequence in 1..=5 {
-            let revision = accept(&store, &bundle(&east, Some(sequence))).await;
-            assert!(revision > last, "{revision} after {last}");
-            last = revision;
-        }
-        let removed = store.remove(&east, "alice", now()).await.unwrap().unwrap();
-        assert!(removed > last);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_submits_all_land_with_unique_revisions() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let mut tasks = tokio::task::JoinSet::new();
-        for writer in 0..8 {
-            let store = store.clone();
-            let bundles: Vec<Bundle> = (0..4)
-                .map(|n| bundle(&td(&format!("d{writer}.example")), Some(n + 1)))
-                .collect();
-            tasks.spawn(async move {
-                let mut revisions = Vec::new();
-                for b in bundles {
-                    revisions.push(accept(&store, &b).await);
-                }
-                revisions
-            });
-        }
-        let mut all = Vec::new();
-        while let Some(revisions) = tasks.join_next().await {
-            all.extend(revisions.unwrap());
-        }
-        let unique: BTreeSet<u64> = all.iter().copied().collect();
-        assert_eq!(unique.len(), 32, "every submit got its own revision");
-        assert_eq!(unique, (1..=32).collect());
-        let snapshot = store.snapshot();
-        assert_eq!(snapshot.revision, 32);
-        assert_eq!(snapshot.domains.len(), 8);
-        assert!(snapshot.domains.values().all(|e| e.sequence == Some(4)));
-    }
-
-    #[tokio::test]
-    async fn poll_4_removal_drops_the_domain_and_announces() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let east = td("east.example");
-        let west = td("west.example");
-        accept(&store, &bundle(&east, Some(1))).await;
-        accept(&store, &bundle(&west, Some(1))).await;
-        store
-            .record_fetch_failure(&east, now(), "timeout".into(), "timeout".into(), None)
-            .await
-            .unwrap();
-        let mut feed = store.subscribe();
-
-        let revision = store.remove(&east, "alice", now()).await.unwrap();
-        assert_eq!(revision, Some(3));
-        assert!(feed.has_changed().unwrap());
-        assert_eq!(*feed.borrow_and_update(), 3);
-        let snapshot = store.snapshot();
-        assert!(snapshot.get(&east).is_none());
-        assert!(snapshot.get(&west).is_some());
-        assert!(!store.statuses().contains_key(&east));
-        assert_eq!(store.history(&east).await.unwrap().len(), 1, "history kept");
-        let log = store.audit_log(0, 100).await.unwrap();
-        assert_eq!(log.last().unwrap().1.action, AuditAction::Remove);
-
-        assert_eq!(store.remove(&east, "alice", now()).await.unwrap(), None);
-        assert!(!feed.has_changed().unwrap(), "removing nothing is silent");
-        drop(store);
-        assert!(open(&dir).await.snapshot().get(&east).is_none());
-    }
-
-    #[tokio::test]
-    async fn rollback_reaccepts_a_past_version_as_operator() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let east = td("east.example");
-        let v1 = bundle(&east, Some(1));
-        let v2 = bundle(&east, Some(2));
-        let r1 = accept(&store, &v1).await;
-        accept(&store, &v2).await;
-
-        let outcome = store.rollback(&east, r1, "alice", now()).await.unwrap();
-        assert_eq!(
-            outcome,
-            Outcome::Accepted {
-                revision: 3,
-                warnings: vec![]
-            }
-        );
-        let entry = store.snapshot().get(&east).cloned().unwrap();
-        assert_eq!(*entry.bundle, v1);
-        assert_eq!(
-            entry.source,
-            Source::Operator {
-                who: "alice".into()
-            }
-        );
-        let log = store.audit_log(0, 100).await.unwrap();
-        let (_, last) = log.last().unwrap();
-        assert_eq!(last.action, AuditAction::Rollback);
-        assert_eq!(last.who, "alice");
-        assert_eq!(last.new_digest.as_deref(), Some(entry.digest.as_str()));
-
-        // L-5: the override reset the baseline; the next fetch replaces it.
-        assert_eq!(accept(&store, &with_sequence(&v2, Some(2))).await, 4);
-        assert!(matches!(
-            store.rollback(&east, 99, "alice", now()).await,
-            Err(SubmitError::UnknownRevision { revision: 99, .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn fetch_status_is_persisted_and_readable_lock_free() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let east = td("east.example");
-        let later = now() + Duration::minutes(1);
-        store
-            .record_fetch_failure(
-                &east,
-                now(),
-                "connect".into(),
-                "connection refused".into(),
-                Some(later),
-            )
-            .await
-            .unwrap();
-        let status = store
-            .record_fetch_failure(&east, later, "timeout".into(), "timeout".into(), None)
-            .await
-            .unwrap();
-        assert_eq!(status.consecutive_failures, 2);
-        assert_eq!(status.last_error.as_ref().unwrap().message, "timeout");
-        let status = store
-            .record_fetch_success(&east, later, Some(later))
-            .await
-            .unwrap();
-        assert_eq!(status.consecutive_failures, 0);
-        assert_eq!(status.last_success, Some(later.unix_timestamp()));
-        assert!(
-            status.last_error.is_some(),
-            "last error kept for the operator"
-        );
-        assert_eq!(store.statuses().get(&east), Some(&status));
-        drop(store);
-        assert_eq!(open(&dir).await.statuses().get(&east), Some(&status));
-    }
-
-    #[tokio::test]
-    async fn bun_4_local_sequence_never_resets() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let local = td("local.example");
-        assert_eq!(store.next_local_sequence(&local).await.unwrap(), 1);
-        accept(&store, &bundle(&local, Some(1))).await;
-        store.remove(&local, "alice", now()).await.unwrap();
-        assert_eq!(store.next_local_sequence(&local).await.unwrap(), 2);
-        drop(store);
-        let store = open(&dir).await;
-        assert_eq!(store.next_local_sequence(&local).await.unwrap(), 3);
-    }
-
-    #[tokio::test]
-    async fn sto_2_refusals_are_counted_by_trust_domain_and_reason() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let east = td("east.example");
-        accept(&store, &bundle(&east, Some(5))).await;
-        let count = |reason: &'static str| {
-            store.metrics().value(
-                BUNDLE_REJECTIONS,
-                &[("trust_domain", "east.example"), ("reason", reason)],
-            )
-        };
-        assert_eq!(count("sequence_regression"), None);
-        for _ in 0..2 {
-            store
-                .submit(&east, bundle(&east, Some(4)), fetched(), now())
-                .await
-                .unwrap_err();
-        }
-        let other = bundle(&td("west.example"), Some(9));
-        store
-            .submit(&east, other, fetched(), now())
-            .await
-            .unwrap_err();
-        assert_eq!(count("sequence_regression"), Some(2.0));
-        assert_eq!(count("trust_domain_mismatch"), Some(1.0));
-        let text = store.metrics().render();
-        assert!(
-            text.contains("# TYPE fedgw_bundle_rejections_total counter"),
-            "{text}"
-        );
-    }
-
-    /// A document whose elements were all left out, and an empty `keys` list where
-    /// revocation is not allowed, change nothing (same bytes, same revision, no
-    /// announcement) and are counted under their codes; where revocation is allowed the
-    /// empty list is stored as a revocation.
-    #[tokio::test]
-    async fn all_ignored_and_refused_revocations_leave_the_stored_bundle() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let east = td("east.example");
-        accept(&store, &bundle(&east, Some(5))).await;
-        let before = store.snapshot();
-        let mut feed = store.subscribe();
-        feed.borrow_and_update();
-        let submit = |document: &'static [u8], allow_revocation: bool| {
-            let store = store.clone();
-            let east = east.clone();
-            async move {
-                let parsed = Bundle::parse(&east, document).unwrap();
-                let facts = DocumentFacts {
-                    elements: parsed.ignored_summary(),
-                    allow_revocation,
-                };
-                store
-                    .submit_document(&east, parsed.bundle, facts, fetched(), now())
-                    .await
-            }
-        };
-        let err = submit(br#"{"keys":[{}],"spiffe_sequence":6}"#, true).await;
-        assert!(
-            matches!(
-                err,
-                Err(SubmitError::Rejected(PolicyError::AllElementsIgnored {
-                    stored: true,
-                    ..
-                }))
-            ),
-            "{err:?}"
-        );
-        let err = submit(br#"{"keys":[],"spiffe_sequence":6}"#, false).await;
-        assert!(
-            matches!(
-                err,
-                Err(SubmitError::Rejected(PolicyError::RevocationRefused {
-                    stored: true,
-                    ..
-                }))
-            ),
-            "{err:?}"
-        );
-        let after = store.snapshot();
-        assert_eq!(after.revision, before.revision);
-        assert_eq!(
-            after.get(&east).unwrap().json,
-            before.get(&east).unwrap().json
-        );
-        assert!(!feed.has_changed().unwrap());
-        for reason in ["all_elements_ignored", "revocation_refused"] {
-            let labels = [("trust_domain", "east.example"), ("reason", reason)];
-            assert_eq!(
-                store.metrics().value(BUNDLE_REJECTIONS, &labels),
-                Some(1.0),
-                "{reason}"
-            );
-        }
-
-        let outcome = submit(br#"{"keys":[],"spiffe_sequence":6}"#, true)
-            .await
-            .unwrap();
-        assert!(
-            matches!(&outcome, Outcome::Accepted { warnings, .. } if warnings == &[Warning::Revocation]),
-            "{outcome:?}"
-        );
-        assert!(store.snapshot().get(&east).unwrap().bundle.is_empty());
-    }
-
     fn codes(store: &TrustStore, td: &TrustDomain) -> Vec<&'static str> {
         let snapshot = store.snapshot();
         let entry = snapshot.get(td).unwrap();
         entry.warnings.iter().map(BundleWarning::code).collect()
     }
 
-    #[tokio::test]
-    async fn sec_7_shared_key_is_warned_on_both_entries_logged_and_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let (a, b) = (td("a.example"), td("b.example"));
-        let key = rcgen::KeyPair::generate().unwrap();
-        let year = now() + Duration::days(365);
-        let mut in_a = Bundle::new(a.clone());
-        in_a.add_x509_authority(ca_with_key(&key, Some(&a), year));
-        let mut in_b = Bundle::new(b.clone());
-        in_b.add_x509_authority(ca_with_key(&key, Some(&b), year));
-        accept(&store, &in_a).await;
-        assert!(store.snapshot().get(&a).unwrap().warnings.is_empty());
+    // Every test below runs twice from one body: on a sled directory and on a fresh
+    // PostgreSQL database (`on_sled::…` and `on_postgres::…`).
+    on_both_stores! {
+        async fn accepted_change_is_visible_in_snapshot_and_feed(place) {
+            let store = place.open().await;
+            let mut feed = store.subscribe();
+            let east = td("east.example");
+            let b = bundle(&east, Some(1));
 
-        let outcome = store.submit(&b, in_b, fetched(), now()).await.unwrap();
-        assert!(matches!(outcome, Outcome::Accepted { .. }), "not a refusal");
-        assert_eq!(codes(&store, &a), ["shared_ca_key"]);
-        assert_eq!(codes(&store, &b), ["shared_ca_key"]);
-        let counted = store.metrics().value(
-            BUNDLE_WARNINGS,
-            &[("trust_domain", "b.example"), ("warning", "shared_ca_key")],
-        );
-        assert_eq!(counted, Some(1.0));
-        drop(store);
+            let outcome = store
+                .submit(&east, b.clone(), fetched(), now())
+                .await
+                .unwrap();
+            assert_eq!(
+                outcome,
+                Outcome::Accepted {
+                    revision: 1,
+                    warnings: vec![]
+                }
+            );
+            assert!(feed.has_changed().unwrap());
+            assert_eq!(*feed.borrow_and_update(), 1);
+            let snapshot = store.snapshot();
+            assert_eq!(snapshot.revision, 1);
+            let entry = snapshot.get(&east).unwrap();
+            assert_eq!(*entry.bundle, b);
+            assert_eq!(entry.json, b.to_json());
+            assert_eq!(entry.digest, crate::digest::sha256_hex(&b.to_json()));
+            assert_eq!(entry.sequence, Some(1));
+            assert_eq!(entry.source, fetched());
+            assert_eq!(entry.accepted_at, now());
+        }
 
-        // Recomputed from what is stored: after a restart, and when b goes.
-        let store = open(&dir).await;
-        assert_eq!(codes(&store, &a), ["shared_ca_key"]);
-        store.remove(&b, "alice", now()).await.unwrap();
-        assert!(store.snapshot().get(&a).unwrap().warnings.is_empty());
-    }
+        async fn sto_2_rejected_regression_leaves_bytes_identical(place) {
+            let store = place.open().await;
+            let east = td("east.example");
+            accept(&store, &bundle(&east, Some(5))).await;
+            let before = store.snapshot();
+            let feed = store.subscribe();
 
-    /// Every entry's warnings after each change equal those derived from scratch over
-    /// all stored bundles, although a change re-derives only the domains it touches;
-    /// untouched entries are the same allocation as in the previous snapshot.
-    #[tokio::test]
-    async fn sec_7_warnings_follow_each_change_and_untouched_entries_are_shared() {
-        fn from_scratch(snapshot: &Snapshot) -> BTreeMap<TrustDomain, Vec<BundleWarning>> {
-            policy::bundle_warnings(
+            let err = store
+                .submit(&east, bundle(&east, Some(4)), fetched(), now())
+                .await
+                .unwrap_err();
+            assert!(matches!(
+                err,
+                SubmitError::Rejected(PolicyError::SequenceRegression {
+                    current: 5,
+                    candidate: 4,
+                    ..
+                })
+            ));
+            let after = store.snapshot();
+            assert!(Arc::ptr_eq(&before, &after), "snapshot not swapped");
+            assert!(!feed.has_changed().unwrap(), "nothing announced");
+            assert_eq!(
+                store.history(&east).await.unwrap().len(),
+                1,
+                "sled untouched"
+            );
+            drop(store);
+            let reopened = place.open().await;
+            assert_eq!(
+                reopened.snapshot().get(&east).unwrap().json,
+                before.get(&east).unwrap().json
+            );
+            assert_eq!(reopened.snapshot().revision, 1);
+        }
+
+        async fn fed_7_bundle_of_another_domain_is_rejected(place) {
+            let store = place.open().await;
+            let err = store
+                .submit(
+                    &td("east.example"),
+                    bundle(&td("west.example"), None),
+                    fetched(),
+                    now(),
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(
+                err,
+                SubmitError::Rejected(PolicyError::TrustDomainMismatch { .. })
+            ));
+            assert!(store.snapshot().domains.is_empty());
+        }
+
+        async fn poll_1_unchanged_bundle_is_not_announced(place) {
+            let store = place.open().await;
+            let east = td("east.example");
+            let b = bundle(&east, Some(2));
+            accept(&store, &b).await;
+            let feed = store.subscribe();
+            let outcome = store.submit(&east, b, fetched(), now()).await.unwrap();
+            assert_eq!(outcome, Outcome::Unchanged);
+            assert!(!feed.has_changed().unwrap());
+            assert_eq!(store.snapshot().revision, 1);
+        }
+
+        async fn sto_1_restart_serves_everything_stored(place) {
+            let store = place.open().await;
+            for name in ["a.example", "b.example", "c.example"] {
+                accept(&store, &bundle(&td(name), Some(1))).await;
+            }
+            store
+                .record_fetch_success(&td("a.example"), now(), Some(now() + Duration::minutes(5)))
+                .await
+                .unwrap();
+            let before = store.snapshot();
+            let statuses = store.statuses();
+            drop(store);
+
+            let store = place.open().await;
+            let after = store.snapshot();
+            assert_eq!(after.revision, before.revision);
+            assert_eq!(*store.subscribe().borrow(), before.revision);
+            assert_eq!(
+                after.domains.keys().collect::<Vec<_>>(),
+                before.domains.keys().collect::<Vec<_>>()
+            );
+            for (td, entry) in &before.domains {
+                let reloaded = after.get(td).unwrap();
+                assert_eq!(reloaded.bundle, entry.bundle);
+                assert_eq!(reloaded.json, entry.json);
+                assert_eq!(reloaded.digest, entry.digest);
+                assert_eq!(reloaded.source, entry.source);
+                assert_eq!(reloaded.accepted_at, entry.accepted_at);
+                assert_eq!(reloaded.revision, entry.revision);
+            }
+            assert_eq!(store.statuses(), statuses);
+        }
+
+        async fn revision_strictly_increases(place) {
+            let store = place.open().await;
+            let east = td("east.example");
+            let mut last = store.snapshot().revision;
+            for sequence in 1..=5 {
+                let revision = accept(&store, &bundle(&east, Some(sequence))).await;
+                assert!(revision > last, "{revision} after {last}");
+                last = revision;
+            }
+            let removed = store.remove(&east, "alice", now()).await.unwrap().unwrap();
+            assert!(removed > last);
+        }
+
+        async fn concurrent_submits_all_land_with_unique_revisions(place) {
+            let store = place.open().await;
+            let mut tasks = tokio::task::JoinSet::new();
+            for writer in 0..8 {
+                let store = store.clone();
+                let bundles: Vec<Bundle> = (0..4)
+                    .map(|n| bundle(&td(&format!("d{writer}.example")), Some(n + 1)))
+                    .collect();
+                tasks.spawn(async move {
+                    let mut revisions = Vec::new();
+                    for b in bundles {
+                        revisions.push(accept(&store, &b).await);
+                    }
+                    revisions
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(revisions) = tasks.join_next().await {
+                all.extend(revisions.unwrap());
+            }
+            let unique: BTreeSet<u64> = all.iter().copied().collect();
+            assert_eq!(unique.len(), 32, "every submit got its own revision");
+            assert_eq!(unique, (1..=32).collect());
+            let snapshot = store.snapshot();
+            assert_eq!(snapshot.revision, 32);
+            assert_eq!(snapshot.domains.len(), 8);
+            assert!(snapshot.domains.values().all(|e| e.sequence == Some(4)));
+        }
+
+        async fn poll_4_removal_drops_the_domain_and_announces(place) {
+            let store = place.open().await;
+            let east = td("east.example");
+            let west = td("west.example");
+            accept(&store, &bundle(&east, Some(1))).await;
+            accept(&store, &bundle(&west, Some(1))).await;
+            store
+                .record_fetch_failure(&east, now(), "timeout".into(), "timeout".into(), None)
+                .await
+                .unwrap();
+            let mut feed = store.subscribe();
+
+            let revision = store.remove(&east, "alice", now()).await.unwrap();
+            assert_eq!(revision, Some(3));
+            assert!(feed.has_changed().unwrap());
+            assert_eq!(*feed.borrow_and_update(), 3);
+            let snapshot = store.snapshot();
+            assert!(snapshot.get(&east).is_none());
+            assert!(snapshot.get(&west).is_some());
+            assert!(!store.statuses().contains_key(&east));
+            assert_eq!(store.history(&east).await.unwrap().len(), 1, "history kept");
+            let log = store.audit_log(0, 100).await.unwrap();
+            assert_eq!(log.last().unwrap().1.action, AuditAction::Remove);
+
+            assert_eq!(store.remove(&east, "alice", now()).await.unwrap(), None);
+            assert!(!feed.has_changed().unwrap(), "removing nothing is silent");
+            drop(store);
+            assert!(place.open().await.snapshot().get(&east).is_none());
+        }
+
+        async fn rollback_reaccepts_a_past_version_as_operator(place) {
+            let store = place.open().await;
+            let east = td("east.example");
+            let v1 = bundle(&east, Some(1));
+            let v2 = bundle(&east, Some(2));
+            let r1 = accept(&store, &v1).await;
+            accept(&store, &v2).await;
+
+            let outcome = store.rollback(&east, r1, "alice", now()).await.unwrap();
+            assert_eq!(
+                outcome,
+                Outcome::Accepted {
+                    revision: 3,
+                    warnings: vec![]
+                }
+            );
+            let entry = store.snapshot().get(&east).cloned().unwrap();
+            assert_eq!(*entry.bundle, v1);
+            assert_eq!(
+                entry.source,
+                Source::Operator {
+                    who: "alice".into()
+                }
+            );
+            let log = store.audit_log(0, 100).await.unwrap();
+            let (_, last) = log.last().unwrap();
+            assert_eq!(last.action, AuditAction::Rollback);
+            assert_eq!(last.who, "alice");
+            assert_eq!(last.new_digest.as_deref(), Some(entry.digest.as_str()));
+
+            // L-5: the override reset the baseline; the next fetch replaces it.
+            assert_eq!(accept(&store, &with_sequence(&v2, Some(2))).await, 4);
+            assert!(matches!(
+                store.rollback(&east, 99, "alice", now()).await,
+                Err(SubmitError::UnknownRevision { revision: 99, .. })
+            ));
+        }
+
+        async fn fetch_status_is_persisted_and_readable_lock_free(place) {
+            let store = place.open().await;
+            let east = td("east.example");
+            let later = now() + Duration::minutes(1);
+            store
+                .record_fetch_failure(
+                    &east,
+                    now(),
+                    "connect".into(),
+                    "connection refused".into(),
+                    Some(later),
+                )
+                .await
+                .unwrap();
+            let status = store
+                .record_fetch_failure(&east, later, "timeout".into(), "timeout".into(), None)
+                .await
+                .unwrap();
+            assert_eq!(status.consecutive_failures, 2);
+            assert_eq!(status.last_error.as_ref().unwrap().message, "timeout");
+            let status = store
+                .record_fetch_success(&east, later, Some(later))
+                .await
+                .unwrap();
+            assert_eq!(status.consecutive_failures, 0);
+            assert_eq!(status.last_success, Some(later.unix_timestamp()));
+            assert!(
+                status.last_error.is_some(),
+                "last error kept for the operator"
+            );
+            assert_eq!(store.statuses().get(&east), Some(&status));
+            drop(store);
+            assert_eq!(place.open().await.statuses().get(&east), Some(&status));
+        }
+
+        async fn bun_4_local_sequence_never_resets(place) {
+            let store = place.open().await;
+            let local = td("local.example");
+            assert_eq!(store.next_local_sequence(&local).await.unwrap(), 1);
+            accept(&store, &bundle(&local, Some(1))).await;
+            store.remove(&local, "alice", now()).await.unwrap();
+            assert_eq!(store.next_local_sequence(&local).await.unwrap(), 2);
+            drop(store);
+            let store = place.open().await;
+            assert_eq!(store.next_local_sequence(&local).await.unwrap(), 3);
+        }
+
+        async fn sto_2_refusals_are_counted_by_trust_domain_and_reason(place) {
+            let store = place.open().await;
+            let east = td("east.example");
+            accept(&store, &bundle(&east, Some(5))).await;
+            let count = |reason: &'static str| {
+                store.metrics().value(
+                    BUNDLE_REJECTIONS,
+                    &[("trust_domain", "east.example"), ("reason", reason)],
+                )
+            };
+            assert_eq!(count("sequence_regression"), None);
+            for _ in 0..2 {
+                store
+                    .submit(&east, bundle(&east, Some(4)), fetched(), now())
+                    .await
+                    .unwrap_err();
+            }
+            let other = bundle(&td("west.example"), Some(9));
+            store
+                .submit(&east, other, fetched(), now())
+                .await
+                .unwrap_err();
+            assert_eq!(count("sequence_regression"), Some(2.0));
+            assert_eq!(count("trust_domain_mismatch"), Some(1.0));
+            let text = store.metrics().render();
+            assert!(
+                text.contains("# TYPE fedgw_bundle_rejections_total counter"),
+                "{text}"
+            );
+        }
+
+        /// A document whose elements were all left out, and an empty `keys` list where
+        /// revocation is not allowed, change nothing (same bytes, same revision, no
+        /// announcement) and are counted under their codes; where revocation is allowed the
+        /// empty list is stored as a revocation.
+        async fn all_ignored_and_refused_revocations_leave_the_stored_bundle(place) {
+            let store = place.open().await;
+            let east = td("east.example");
+            accept(&store, &bundle(&east, Some(5))).await;
+            let before = store.snapshot();
+            let mut feed = store.subscribe();
+            feed.borrow_and_update();
+            let submit = |document: &'static [u8], allow_revocation: bool| {
+                let store = store.clone();
+                let east = east.clone();
+                async move {
+                    let parsed = Bundle::parse(&east, document).unwrap();
+                    let facts = DocumentFacts {
+                        elements: parsed.ignored_summary(),
+                        allow_revocation,
+                    };
+                    store
+                        .submit_document(&east, parsed.bundle, facts, fetched(), now())
+                        .await
+                }
+            };
+            let err = submit(br#"{"keys":[{}],"spiffe_sequence":6}"#, true).await;
+            assert!(
+                matches!(
+                    err,
+                    Err(SubmitError::Rejected(PolicyError::AllElementsIgnored {
+                        stored: true,
+                        ..
+                    }))
+                ),
+                "{err:?}"
+            );
+            let err = submit(br#"{"keys":[],"spiffe_sequence":6}"#, false).await;
+            assert!(
+                matches!(
+                    err,
+                    Err(SubmitError::Rejected(PolicyError::RevocationRefused {
+                        stored: true,
+                        ..
+                    }))
+                ),
+                "{err:?}"
+            );
+            let after = store.snapshot();
+            assert_eq!(after.revision, before.revision);
+            assert_eq!(
+                after.get(&east).unwrap().json,
+                before.get(&east).unwrap().json
+            );
+            assert!(!feed.has_changed().unwrap());
+            for reason in ["all_elements_ignored", "revocation_refused"] {
+                let labels = [("trust_domain", "east.example"), ("reason", reason)];
+                assert_eq!(
+                    store.metrics().value(BUNDLE_REJECTIONS, &labels),
+                    Some(1.0),
+                    "{reason}"
+                );
+            }
+
+            let outcome = submit(br#"{"keys":[],"spiffe_sequence":6}"#, true)
+                .await
+                .unwrap();
+            assert!(
+                matches!(&outcome, Outcome::Accepted { warnings, .. } if warnings == &[Warning::Revocation]),
+                "{outcome:?}"
+            );
+            assert!(store.snapshot().get(&east).unwrap().bundle.is_empty());
+        }
+
+        async fn sec_7_shared_key_is_warned_on_both_entries_logged_and_counted(place) {
+            let store = place.open().await;
+            let (a, b) = (td("a.example"), td("b.example"));
+            let key = rcgen::KeyPair::generate().unwrap();
+            let year = now() + Duration::days(365);
+            let mut in_a = Bundle::new(a.clone());
+            in_a.add_x509_authority(ca_with_key(&key, Some(&a), year));
+            let mut in_b = Bundle::new(b.clone());
+            in_b.add_x509_authority(ca_with_key(&key, Some(&b), year));
+            accept(&store, &in_a).await;
+            assert!(store.snapshot().get(&a).unwrap().warnings.is_empty());
+
+            let outcome = store.submit(&b, in_b, fetched(), now()).await.unwrap();
+            assert!(matches!(outcome, Outcome::Accepted { .. }), "not a refusal");
+            assert_eq!(codes(&store, &a), ["shared_ca_key"]);
+            assert_eq!(codes(&store, &b), ["shared_ca_key"]);
+            let counted = store.metrics().value(
+                BUNDLE_WARNINGS,
+                &[("trust_domain", "b.example"), ("warning", "shared_ca_key")],
+            );
+            assert_eq!(counted, Some(1.0));
+            drop(store);
+
+            // Recomputed from what is stored: after a restart, and when b goes.
+            let store = place.open().await;
+            assert_eq!(codes(&store, &a), ["shared_ca_key"]);
+            store.remove(&b, "alice", now()).await.unwrap();
+            assert!(store.snapshot().get(&a).unwrap().warnings.is_empty());
+        }
+
+        /// Every entry's warnings after each change equal those derived from scratch over
+        /// all stored bundles, although a change re-derives only the domains it touches;
+        /// untouched entries are the same allocation as in the previous snapshot.
+        async fn sec_7_warnings_follow_each_change_and_untouched_entries_are_shared(place) {
+            fn from_scratch(snapshot: &Snapshot) -> BTreeMap<TrustDomain, Vec<BundleWarning>> {
+                policy::bundle_warnings(
+                    snapshot
+                        .domains
+                        .iter()
+                        .map(|(td, entry)| (td, entry.bundle.as_ref())),
+                )
+            }
+            fn held(snapshot: &Snapshot) -> BTreeMap<TrustDomain, Vec<BundleWarning>> {
                 snapshot
                     .domains
                     .iter()
-                    .map(|(td, entry)| (td, entry.bundle.as_ref())),
-            )
+                    .map(|(td, entry)| (td.clone(), entry.warnings.clone()))
+                    .collect()
+            }
+            let store = place.open().await;
+            let (a, b, c) = (td("a.example"), td("b.example"), td("c.example"));
+            let key = rcgen::KeyPair::generate().unwrap();
+            let year = now() + Duration::days(365);
+            let shared_with = |td: &TrustDomain, sequence: u64| {
+                let mut bundle = Bundle::new(td.clone());
+                bundle.add_x509_authority(ca_with_key(&key, Some(td), year));
+                bundle.set_sequence(Some(sequence));
+                bundle
+            };
+            let own = |td: &TrustDomain, sequence: u64| {
+                let mut bundle = Bundle::new(td.clone());
+                bundle.add_x509_authority(ca_with_key(
+                    &rcgen::KeyPair::generate().unwrap(),
+                    Some(td),
+                    year,
+                ));
+                bundle.set_sequence(Some(sequence));
+                bundle
+            };
+            accept(&store, &shared_with(&a, 1)).await;
+            accept(&store, &own(&c, 1)).await;
+            accept(&store, &shared_with(&b, 1)).await;
+            let before = store.snapshot();
+            assert_eq!(codes(&store, &a), ["shared_ca_key"]);
+            assert_eq!(codes(&store, &b), ["shared_ca_key"]);
+            assert_eq!(held(&before), from_scratch(&before));
+
+            // b moves to a key of its own: a's warning goes with it; c is untouched.
+            accept(&store, &own(&b, 2)).await;
+            let after = store.snapshot();
+            assert!(codes(&store, &a).is_empty() && codes(&store, &b).is_empty());
+            assert_eq!(held(&after), from_scratch(&after));
+            assert!(Arc::ptr_eq(&before.domains[&c], &after.domains[&c]));
+            assert!(!Arc::ptr_eq(&before.domains[&a], &after.domains[&a]));
+
+            // ... and back; then c joins the shared key: all three warn, twice each.
+            accept(&store, &shared_with(&b, 3)).await;
+            accept(&store, &shared_with(&c, 2)).await;
+            let last = store.snapshot();
+            assert_eq!(held(&last), from_scratch(&last));
+            assert_eq!(codes(&store, &a), ["shared_ca_key", "shared_ca_key"]);
+            store.remove(&a, "alice", now()).await.unwrap();
+            let removed = store.snapshot();
+            assert_eq!(held(&removed), from_scratch(&removed));
+            assert_eq!(codes(&store, &b), ["shared_ca_key"]);
         }
-        fn held(snapshot: &Snapshot) -> BTreeMap<TrustDomain, Vec<BundleWarning>> {
-            snapshot
-                .domains
-                .iter()
-                .map(|(td, entry)| (td.clone(), entry.warnings.clone()))
-                .collect()
+
+        async fn bun_3_local_bundle_without_a_sequence_is_numbered(place) {
+            let store = place.open().await;
+            let local = td("local.example");
+            let mut first = bundle(&local, None);
+            store.number_local(&local, &mut first).await.unwrap();
+            assert_eq!(first.sequence(), Some(1));
+            accept(&store, &first).await;
+            // Same authorities: the same number (no churn); new ones: a higher number.
+            let mut again = with_sequence(&first, None);
+            store.number_local(&local, &mut again).await.unwrap();
+            assert_eq!(again.sequence(), Some(1));
+            let mut changed = bundle(&local, None);
+            store.number_local(&local, &mut changed).await.unwrap();
+            assert_eq!(changed.sequence(), Some(2));
+            // Above a stored sequence the source set itself, and never replacing one.
+            accept(&store, &with_sequence(&changed, Some(100))).await;
+            let mut after = bundle(&local, None);
+            store.number_local(&local, &mut after).await.unwrap();
+            assert_eq!(after.sequence(), Some(101));
+            let mut explicit = bundle(&local, Some(7));
+            store.number_local(&local, &mut explicit).await.unwrap();
+            assert_eq!(explicit.sequence(), Some(7));
         }
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let (a, b, c) = (td("a.example"), td("b.example"), td("c.example"));
-        let key = rcgen::KeyPair::generate().unwrap();
-        let year = now() + Duration::days(365);
-        let shared_with = |td: &TrustDomain, sequence: u64| {
-            let mut bundle = Bundle::new(td.clone());
-            bundle.add_x509_authority(ca_with_key(&key, Some(td), year));
-            bundle.set_sequence(Some(sequence));
-            bundle
-        };
-        let own = |td: &TrustDomain, sequence: u64| {
-            let mut bundle = Bundle::new(td.clone());
-            bundle.add_x509_authority(ca_with_key(
-                &rcgen::KeyPair::generate().unwrap(),
-                Some(td),
-                year,
-            ));
-            bundle.set_sequence(Some(sequence));
-            bundle
-        };
-        accept(&store, &shared_with(&a, 1)).await;
-        accept(&store, &own(&c, 1)).await;
-        accept(&store, &shared_with(&b, 1)).await;
-        let before = store.snapshot();
-        assert_eq!(codes(&store, &a), ["shared_ca_key"]);
-        assert_eq!(codes(&store, &b), ["shared_ca_key"]);
-        assert_eq!(held(&before), from_scratch(&before));
-
-        // b moves to a key of its own: a's warning goes with it; c is untouched.
-        accept(&store, &own(&b, 2)).await;
-        let after = store.snapshot();
-        assert!(codes(&store, &a).is_empty() && codes(&store, &b).is_empty());
-        assert_eq!(held(&after), from_scratch(&after));
-        assert!(Arc::ptr_eq(&before.domains[&c], &after.domains[&c]));
-        assert!(!Arc::ptr_eq(&before.domains[&a], &after.domains[&a]));
-
-        // ... and back; then c joins the shared key: all three warn, twice each.
-        accept(&store, &shared_with(&b, 3)).await;
-        accept(&store, &shared_with(&c, 2)).await;
-        let last = store.snapshot();
-        assert_eq!(held(&last), from_scratch(&last));
-        assert_eq!(codes(&store, &a), ["shared_ca_key", "shared_ca_key"]);
-        store.remove(&a, "alice", now()).await.unwrap();
-        let removed = store.snapshot();
-        assert_eq!(held(&removed), from_scratch(&removed));
-        assert_eq!(codes(&store, &b), ["shared_ca_key"]);
-    }
-
-    #[tokio::test]
-    async fn bun_3_local_bundle_without_a_sequence_is_numbered() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
-        let local = td("local.example");
-        let mut first = bundle(&local, None);
-        store.number_local(&local, &mut first).await.unwrap();
-        assert_eq!(first.sequence(), Some(1));
-        accept(&store, &first).await;
-        // Same authorities: the same number (no churn); new ones: a higher number.
-        let mut again = with_sequence(&first, None);
-        store.number_local(&local, &mut again).await.unwrap();
-        assert_eq!(again.sequence(), Some(1));
-        let mut changed = bundle(&local, None);
-        store.number_local(&local, &mut changed).await.unwrap();
-        assert_eq!(changed.sequence(), Some(2));
-        // Above a stored sequence the source set itself, and never replacing one.
-        accept(&store, &with_sequence(&changed, Some(100))).await;
-        let mut after = bundle(&local, None);
-        store.number_local(&local, &mut after).await.unwrap();
-        assert_eq!(after.sequence(), Some(101));
-        let mut explicit = bundle(&local, Some(7));
-        store.number_local(&local, &mut explicit).await.unwrap();
-        assert_eq!(explicit.sequence(), Some(7));
     }
 
     /// Set only for the child process of `sto_1_acknowledged_changes_survive_abort`.

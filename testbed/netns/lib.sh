@@ -9,9 +9,12 @@
 #   dc1 10.77.1.0/24 (bridge br0 in netns <p>dc1)   dc2 10.77.2.0/24 (bridge br0 in <p>dc2)
 #     pg   10.77.1.10  PostgreSQL                     r3   10.77.2.13  fedgw replica
 #     r1   10.77.1.11  fedgw replica                  peer 10.77.2.20  https_server.py
-#     r2   10.77.1.12  fedgw replica
+#     r2   10.77.1.12  fedgw replica                  ds   10.77.2.30  downstream fedgw
 #     rt   10.77.1.1 (eth1) ---- router netns <p>rt ---- 10.77.2.1 (eth2)
-#          both router links: netem delay 40ms 10ms loss 1%
+#          both router links: netem delay 40ms 10ms loss 1%; where the kernel has no
+#          netem, the same delay by delay.py on an NFQUEUE and the loss by iptables
+#   ds reaches the replicas as one Service address, 10.77.9.9:8443, spread over r1, r2
+#   and r3 connection by connection (iptables DNAT, as kube-proxy does).
 #
 # Environment:
 #   FEDGW              the fedgw binary (default: <repo>/target/debug/fedgw, built if missing)
@@ -34,14 +37,22 @@ NB_WEB_PORT=8443
 NB_PEER_TD=peer.test
 NB_HOME_TD=home.test
 NB_NETEM=(delay 40ms 10ms loss 1%)
-# Set to 0 when the kernel has no netem (or NB_NETEM_OFF=1).
-NB_NETEM_OK=1
-[[ "${NB_NETEM_OFF:-0}" != 1 ]] || NB_NETEM_OK=0
+# The same, for the stand-in: milliseconds of delay and jitter, loss probability.
+NB_DELAY_MS=40
+NB_JITTER_MS=10
+NB_LOSS=0.01
+# How the inter-DC link is impaired: netem, nfqueue (the stand-in) or none (NB_NETEM_OFF=1).
+NB_LINK=netem
+[[ "${NB_NETEM_OFF:-0}" != 1 ]] || NB_LINK=none
+# The smallest round trip across the link that shows the delay is in place (2 x 30 ms).
+NB_MIN_RTT_MS=60
 
 NB_REPLICAS=(r1 r2 r3)
 declare -A NB_IP=([rt1]=10.77.1.1 [rt2]=10.77.2.1 [pg]=10.77.1.10 [r1]=10.77.1.11
-    [r2]=10.77.1.12 [r3]=10.77.2.13 [peer]=10.77.2.20)
-declare -A NB_DC=([pg]=1 [r1]=1 [r2]=1 [r3]=2 [peer]=2)
+    [r2]=10.77.1.12 [r3]=10.77.2.13 [peer]=10.77.2.20 [ds]=10.77.2.30)
+declare -A NB_DC=([pg]=1 [r1]=1 [r2]=1 [r3]=2 [peer]=2 [ds]=2)
+# The replicas' Service address, as the downstream fedgw sees it.
+NB_VIP=10.77.9.9
 # Running fedgw replicas by host name.
 declare -A NB_PID=()
 # Other processes started (killed on exit too).
@@ -108,6 +119,8 @@ nb_need_tools() {
     for tool in curl openssl setpriv; do
         command -v "$tool" >/dev/null || nb_fail "$tool is needed by the netns scenarios"
     done
+    # The Service address's DNAT, and the link's delay and loss where netem is missing.
+    command -v iptables >/dev/null || nb_fail "iptables is needed by the netns scenarios (Debian: apt-get install iptables)"
     for tool in initdb pg_ctl psql; do
         [[ -x "$NB_PG_BIN/$tool" ]] || nb_fail "$NB_PG_BIN/$tool is needed (Debian: apt-get install postgresql-15)"
     done
@@ -161,9 +174,10 @@ nb_init() {
     nb_debug "work directory $NB_WORK, namespaces $NB_PFX*"
 }
 
-# nb_topology: the namespaces, bridges, veth pairs, addresses, routes and netem.
+# nb_topology: the namespaces, bridges, veth pairs, addresses, routes and the
+# inter-DC link's delay and loss (nb_impair), checked by a measured round trip.
 nb_topology() {
-    local dc host ns out
+    local dc host ns
     nb_netns_add rt
     ip netns exec "$(nb_ns rt)" sysctl -qw net.ipv4.ip_forward=1 || nb_fail "cannot enable forwarding in the router"
     for dc in 1 2; do
@@ -176,14 +190,8 @@ nb_topology() {
         ip -n "$ns" link set v-rt master br0 up
         ip -n "$(nb_ns rt)" addr add "${NB_IP[rt$dc]}/24" dev "eth$dc"
         ip -n "$(nb_ns rt)" link set "eth$dc" up
-        if ((NB_NETEM_OK)) && ! out=$(tc -n "$(nb_ns rt)" qdisc add dev "eth$dc" root netem "${NB_NETEM[@]}" 2>&1); then
-            # A kernel without sch_netem (e.g. a minimal VM kernel): run without the
-            # added latency and loss rather than not at all, and say so loudly.
-            NB_NETEM_OK=0
-            nb_note "WARNING: tc netem is not available ($out): the inter-DC link has NO added latency or loss"
-        fi
     done
-    for host in pg r1 r2 r3 peer; do
+    for host in pg r1 r2 r3 peer ds; do
         dc=${NB_DC[$host]}
         nb_netns_add "$host"
         ns=$(nb_ns "$host")
@@ -194,8 +202,66 @@ nb_topology() {
         ip -n "$ns" link set eth0 up
         ip -n "$ns" route add default via "${NB_IP[rt$dc]}"
     done
-    if ((NB_NETEM_OK)); then
-        nb_debug "topology up: ${NB_NS[*]}; inter-DC link: netem ${NB_NETEM[*]}"
+    nb_impair
+    nb_debug "topology up: ${NB_NS[*]}; inter-DC link: $NB_LINK"
+}
+
+# nb_impair: delay and loss on both router links (every packet leaving the router,
+# forwarded or its own, as netem on each link's egress does). With tc netem where the
+# kernel has it; otherwise with the stand-in: iptables drops NB_LOSS of the packets
+# and queues the rest to delay.py, which holds each one NB_DELAY_MS +/- NB_JITTER_MS.
+# Then one round trip across the link is measured (a refused TCP connect from r3 to
+# pg, the least of five) and must be at least NB_MIN_RTT_MS.
+nb_impair() {
+    local dc out rt
+    rt=$(nb_ns rt)
+    [[ "$NB_LINK" != none ]] || {
+        nb_note "WARNING: NB_NETEM_OFF=1: the inter-DC link has NO added latency or loss"
+        return 0
+    }
+    for dc in 1 2; do
+        out=$(tc -n "$rt" qdisc add dev "eth$dc" root netem "${NB_NETEM[@]}" 2>&1) && continue
+        # A kernel without sch_netem (e.g. a minimal VM kernel): the stand-in.
+        NB_LINK=nfqueue
+        nb_debug "tc netem is not available ($out); using delay.py on an NFQUEUE"
+        break
+    done
+    if [[ "$NB_LINK" == nfqueue ]]; then
+        tc -n "$rt" qdisc del dev eth1 root 2>/dev/null || true
+        ip netns exec "$rt" "$NB_PYTHON" "$nb_here/delay.py" 0 "$NB_DELAY_MS" "$NB_JITTER_MS" \
+            "$NB_WORK/delay.stats" 2>>"$NB_WORK/delay.log" &
+        NB_EXTRA_PIDS+=("$!")
+        NB_DELAY_PID=$!
+        sleep 0.3
+        kill -0 "$NB_DELAY_PID" 2>/dev/null || nb_fail "delay.py did not start: $(tail -n 3 "$NB_WORK/delay.log")"
+        for dc in 1 2; do
+            ip netns exec "$rt" iptables -t mangle -A POSTROUTING -o "eth$dc" \
+                -m statistic --mode random --probability "$NB_LOSS" -j DROP ||
+                nb_fail "iptables could not add the inter-DC link's loss"
+            ip netns exec "$rt" iptables -t mangle -A POSTROUTING -o "eth$dc" -j NFQUEUE --queue-num 0 ||
+                nb_fail "iptables could not queue the inter-DC link's packets to delay.py"
+        done
+    fi
+    NB_RTT_MS=$(nb_in r3 "$NB_PYTHON" -c '
+import socket, sys, time
+best = None
+for _ in range(5):
+    t = time.monotonic()
+    try:
+        socket.create_connection((sys.argv[1], 1), timeout=5).close()
+    except ConnectionRefusedError:
+        pass
+    except OSError as e:
+        sys.exit(f"no answer across the link: {e}")
+    ms = (time.monotonic() - t) * 1000
+    best = ms if best is None else min(best, ms)
+print(round(best))' "${NB_IP[pg]}") || nb_fail "cannot measure the inter-DC round trip: $NB_RTT_MS"
+    ((NB_RTT_MS >= NB_MIN_RTT_MS)) ||
+        nb_fail "the inter-DC round trip is ${NB_RTT_MS} ms, below ${NB_MIN_RTT_MS} ms: the link's delay ($NB_LINK) is not in place"
+    if [[ "$NB_LINK" == nfqueue ]]; then
+        nb_note "tc netem is not available ($out); the inter-DC link's delay is delay.py on an NFQUEUE (${NB_DELAY_MS} ms +/- ${NB_JITTER_MS} ms each way) and its ${NB_LOSS} loss iptables' statistic match: round trip ${NB_RTT_MS} ms"
+    else
+        nb_measure "inter-DC round trip ${NB_RTT_MS} ms (netem ${NB_NETEM[*]})"
     fi
 }
 
@@ -215,8 +281,9 @@ nb_heal() {
 # Stop everything this testbed started, delete its namespaces; keep the work
 # directory (and show the logs' last lines) on failure or with NB_KEEP=1.
 nb_cleanup() {
-    local status=$? pid ns host
+    local status=$? pid ns host delay_gone=0
     set +e
+    if [[ -n "${NB_DELAY_PID:-}" ]] && ! kill -0 "$NB_DELAY_PID" 2>/dev/null; then delay_gone=1; fi
     for pid in "${NB_PID[@]}" "${NB_EXTRA_PIDS[@]}"; do
         [[ -z "$pid" ]] || kill -9 "$pid" 2>/dev/null
     done
@@ -246,6 +313,13 @@ nb_cleanup() {
                 grep -v 'outcome="unchanged"' "$NB_WORK/$host/fedgw.log" | tail -n 12 >&2
             fi
         done
+        if [[ -s "$NB_WORK/ds/fedgw.log" ]]; then
+            printf -- '--- last lines of %s/ds/fedgw.log (the downstream fedgw)\n' "$NB_WORK" >&2
+            grep -v 'outcome="unchanged"' "$NB_WORK/ds/fedgw.log" | tail -n 12 >&2
+        fi
+        if ((delay_gone)); then
+            printf -- '--- delay.py (the inter-DC delay) had exited: %s\n' "$(tail -n 3 "$NB_WORK/delay.log")" >&2
+        fi
         if [[ -s "$NB_WORK/pg/postgres.log" ]]; then
             printf -- '--- last lines of %s/pg/postgres.log\n' "$NB_WORK" >&2
             tail -n 6 "$NB_WORK/pg/postgres.log" >&2
@@ -331,14 +405,15 @@ nb_bundle_json() {
     mv "$out.new" "$out"
 }
 
-# nb_pki: the replicas' Web CA and certificate (IP SANs of the three replicas), the
-# local domain's CA and bundle, the peer's Web PKI and its first bundle (sequence 1).
+# nb_pki: the replicas' Web CA and certificate (IP SANs of the three replicas and
+# their Service address), the local domain's CA and bundle, the peer's Web PKI and
+# its first bundle (sequence 1).
 nb_pki() {
     local p="$NB_WORK/pki" s="$NB_WORK/peer"
     mkdir -p "$p" "$s/www"
     nb_ca "$p/web-ca.pem" "$p/web-ca.key" "replicas web CA"
     nb_leaf "$p/web.pem" "$p/web.key" "$p/web-ca.pem" "$p/web-ca.key" \
-        "IP:${NB_IP[r1]},IP:${NB_IP[r2]},IP:${NB_IP[r3]}"
+        "IP:${NB_IP[r1]},IP:${NB_IP[r2]},IP:${NB_IP[r3]},IP:$NB_VIP"
     nb_ca "$p/home-ca.pem" "$p/home-ca.key" "$NB_HOME_TD CA" "$NB_HOME_TD"
     nb_bundle_json "$p/home.json" --sequence 1 "$p/home-ca.pem"
     nb_ca "$s/web-ca.pem" "$s/web-ca.key" "peer web CA"
@@ -401,8 +476,10 @@ url = "postgres://fedgw@${NB_IP[pg]}:5432/fedgw"
 password_file = "$NB_WORK/db-password"
 tls = "disable"
 lease_time = "${NB_LEASE}s"
-connect_timeout = "2s"
-statement_timeout = "2s"
+# Across the inter-DC link (about 80 ms a round trip, 1% loss), a connection takes
+# four round trips and the first call (schema check and trim) about twenty.
+connect_timeout = "3s"
+statement_timeout = "5s"
 EOF
 }
 
@@ -422,7 +499,8 @@ nb_api() {
     curl --noproxy "*" -s --max-time 10 --unix-socket "$(nb_sock "$h")" "$@"
 }
 
-# nb_start HOST: start replica HOST in its namespace, wait until its admin API answers.
+# nb_start HOST: start replica HOST in its namespace, wait until its admin API answers
+# and it listens for what the others commit (fedgw_store_listening 1).
 nb_start() {
     local h=$1 n log="$NB_WORK/$1/fedgw.log"
     [[ -f "$NB_WORK/$h/fedgw.toml" ]] || nb_config "$h"
@@ -433,13 +511,13 @@ nb_start() {
     NB_PID[$h]=$!
     for ((n = 0; n < 300; n++)); do
         kill -0 "${NB_PID[$h]}" 2>/dev/null || nb_fail "replica $h exited at start: $(tail -n 5 "$log")"
-        if [[ -S "$(nb_sock "$h")" ]] && nb_api "$h" -f -o /dev/null http://x/v1/status; then
-            nb_debug "replica $h started (pid ${NB_PID[$h]})"
+        if [[ -S "$(nb_sock "$h")" ]] && [[ "$(nb_metric "$h" fedgw_store_listening 2>/dev/null)" == 1 ]]; then
+            nb_debug "replica $h started (pid ${NB_PID[$h]}) and listens for the others' changes"
             return 0
         fi
         sleep 0.1
     done
-    nb_fail "replica $h did not answer on its admin socket within 30s (log: $log)"
+    nb_fail "replica $h did not answer on its admin socket, listening for changes, within 30s (log: $log)"
 }
 
 # nb_stop HOST [SIGNAL]
@@ -474,6 +552,73 @@ nb_federate() {
         --bundle-endpoint-url "https://${NB_IP[peer]}:8443/bundle.json" \
         --bundle-endpoint-profile https_web --extra-ca-roots "$NB_WORK/peer/web-ca.pem" \
         --proxy off 2>&1) || nb_fail "federation create $NB_PEER_TD through $1 failed: $out"
+}
+
+# --- A downstream fedgw -----------------------------------------------------------------
+
+# nb_downstream_up: a fourth fedgw in ds (dc2), not a replica: its own sled store, one
+# relationship with the peer's domain through the replicas' Service address
+# (https://NB_VIP:8443/relay/peer.test, the replicas' Web CA), and its default sequence
+# policy (a lower spiffe_sequence is refused and counted). The Service address is
+# DNAT in ds's own namespace, every new connection to the next replica in turn (r1,
+# r2, r3; fedgw opens one connection per fetch), so its fetches alternate.
+nb_downstream_up() {
+    local d="$NB_WORK/ds" n
+    mkdir -p "$d"
+    # The first rule takes every 3rd new connection, the second every 2nd of the rest.
+    nb_service_rule -m statistic --mode nth --every 3 --packet 0 -j DNAT --to-destination "${NB_IP[r1]}:$NB_WEB_PORT"
+    nb_service_rule -m statistic --mode nth --every 2 --packet 0 -j DNAT --to-destination "${NB_IP[r2]}:$NB_WEB_PORT"
+    nb_service_rule -j DNAT --to-destination "${NB_IP[r3]}:$NB_WEB_PORT"
+    cat >"$d/fedgw.toml" <<END
+data_dir = "$d/data"
+
+[polling]
+min_refresh = "1s"
+default_refresh = "1s"
+fetch_timeout = "2s"
+
+[[federation]]
+trust_domain = "$NB_PEER_TD"
+url = "https://$NB_VIP:$NB_WEB_PORT/relay/$NB_PEER_TD"
+profile = "https_web"
+extra_ca_roots = "$NB_WORK/pki/web-ca.pem"
+proxy = "off"
+END
+    ip netns exec "$(nb_ns ds)" env NO_COLOR=1 "$FEDGW" serve --config "$d/fedgw.toml" \
+        --log "${NB_LOG:-warn,fedgw=info}" >>"$d/fedgw.log" 2>&1 &
+    NB_EXTRA_PIDS+=("$!")
+    NB_DS_PID=$!
+    for ((n = 0; n < 300; n++)); do
+        kill -0 "$NB_DS_PID" 2>/dev/null || nb_fail "the downstream fedgw exited at start: $(tail -n 5 "$d/fedgw.log")"
+        nb_ds_api -f -o /dev/null http://x/v1/status && return 0
+        sleep 0.1
+    done
+    nb_fail "the downstream fedgw did not answer on its admin socket within 30s"
+}
+
+# nb_service_rule ARGS...: one rule of the Service address, in ds's nat OUTPUT chain.
+nb_service_rule() {
+    nb_in ds iptables -t nat -A OUTPUT -d "$NB_VIP" -p tcp --dport "$NB_WEB_PORT" "$@" ||
+        nb_fail "iptables could not make the replicas' Service address in ds"
+}
+
+# nb_ds_api ARGS...: curl on the downstream fedgw's admin socket.
+nb_ds_api() { curl --noproxy "*" -s --max-time 10 --unix-socket "$NB_WORK/ds/data/admin.sock" "$@"; }
+
+# nb_ds_seq: the spiffe_sequence of the peer's bundle as the downstream fedgw holds it.
+nb_ds_seq() { nb_ds_api -f "http://x/v1/bundles/$NB_PEER_TD" | nb_seq; }
+
+# nb_ds_metric NAME LABEL: the sum of NAME's samples on the downstream fedgw whose
+# labels contain LABEL (0 when there are none).
+nb_ds_metric() {
+    nb_ds_api -f http://x/metrics |
+        awk -v m="$1" -v l="$2" 'index($1, m "{") == 1 && index($1, l) { s += $2 } END { print s + 0 }'
+}
+
+# nb_ds_spread: how many connections ds's Service address sent to r1, r2 and r3
+# ("<r1> <r2> <r3>", the DNAT rules' packet counters: nat sees one packet per connection).
+nb_ds_spread() {
+    nb_in ds iptables -t nat -L OUTPUT -n -v -x | awk '/DNAT/ { printf "%s%s", sep, $1; sep = " " } END { print "" }'
 }
 
 # --- Reading the replicas --------------------------------------------------------------

@@ -207,22 +207,32 @@ fn history_keeps_at_most_the_configured_count_and_bytes_and_always_the_newest(
         Some(10)
     );
     // Other domains are counted on their own.
+    for sequence in 1..=3 {
+        store
+            .put_bundle(sized_bundle("west.example", sequence, 1000), note())
+            .unwrap();
+    }
+    assert_eq!(sequences(&*store, "west.example"), [3, 2, 1]);
     store
-        .put_bundle(sized_bundle("west.example", 1, 1000), note())
+        .put_bundle(sized_bundle("north.example", 1, 1000), note())
         .unwrap();
-    assert_eq!(sequences(&*store, "west.example"), [1]);
+    store
+        .put_bundle(sized_bundle("north.example", 2, 1000), note())
+        .unwrap();
     drop(store);
 
-    // Lower caps apply to every domain when the store opens.
+    // Lower caps apply to every domain when the store opens, before any write.
     let store = backend.open_with(StorageConfig {
         history_max_versions: 1,
         ..settings
     });
     assert_eq!(sequences(&*store, "east.example"), [10]);
+    assert_eq!(sequences(&*store, "west.example"), [3]);
+    assert_eq!(sequences(&*store, "north.example"), [2]);
     store
-        .put_bundle(sized_bundle("west.example", 2, 1000), note())
+        .put_bundle(sized_bundle("west.example", 4, 1000), note())
         .unwrap();
-    assert_eq!(sequences(&*store, "west.example"), [2]);
+    assert_eq!(sequences(&*store, "west.example"), [4]);
 }
 
 fn audit_log_keeps_the_newest_entries_within_its_caps(backend: &dyn Backend) {

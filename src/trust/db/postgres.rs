@@ -32,9 +32,10 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
 use spiffe_federation::TrustDomain;
-use tokio_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 
 use super::retention::bound_audit;
 use super::{
@@ -203,18 +204,21 @@ impl PgStore {
                     let connected = tokio::time::timeout(limit, dialer.driver.connect(tls))
                         .await
                         .map_err(|_| ListenError::Timeout)?;
-                    listen_on(connected, signals).await
+                    listen_on(connected, signals, &self.shared.metrics).await
                 }
                 None => {
                     let connected =
                         tokio::time::timeout(limit, dialer.driver.connect(tokio_postgres::NoTls))
                             .await
                             .map_err(|_| ListenError::Timeout)?;
-                    listen_on(connected, signals).await
+                    listen_on(connected, signals, &self.shared.metrics).await
                 }
             }
         };
-        connecting.await.map_err(|err| match err {
+        let listening = Listening(&self.shared.metrics);
+        let result = connecting.await;
+        drop(listening);
+        result.map_err(|err| match err {
             ListenError::Store(err) => err,
             ListenError::Timeout => StoreError::PostgresTimeout {
                 operation: "listen",
@@ -223,7 +227,8 @@ impl PgStore {
         })
     }
 
-    /// Run `call` on the store's runtime, bounded by the statement timeout.
+    /// Run `call` on the store's runtime, bounded by the statement timeout (after the
+    /// schema check and trim of the first call, bounded on its own).
     fn block<T>(
         &self,
         operation: &'static str,
@@ -238,18 +243,12 @@ impl PgStore {
             })?;
         let timeout = self.shared.timeout;
         runtime.block_on(async move {
-            let prepared_then_call = async {
-                self.prepare().await?;
-                call.await
+            // The first call also checks the schema and trims: a call of its own,
+            // with its own time (it makes more round trips than any other).
+            let result = match within(timeout, "open", self.prepare()).await {
+                Ok(()) => within(timeout, operation, call).await,
+                Err(err) => Err(err),
             };
-            let result = tokio::time::timeout(timeout, prepared_then_call)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(StoreError::PostgresTimeout {
-                        operation,
-                        seconds: timeout.as_secs(),
-                    })
-                });
             if result.as_ref().is_err_and(StoreError::is_unreachable) {
                 // A call that got no answer may have left its connection waiting on
                 // a dead peer, back in the pool: drop every idle one, so the next
@@ -274,7 +273,7 @@ impl PgStore {
         let op = "open";
         let mut meta = lock_meta(tx, op).await?;
         let row = tx
-            .query_one(
+            .cached_query_one(
                 "SELECT count(*), coalesce(sum(8 + octet_length(record)), 0)::bigint FROM fedgw_audit",
                 &[],
             )
@@ -282,14 +281,7 @@ impl PgStore {
             .map_err(pg(op, None))?;
         meta.audit_entries = from_db(row.get(0));
         meta.audit_bytes = from_db(row.get(1));
-        let domains = tx
-            .query("SELECT DISTINCT trust_domain FROM fedgw_history", &[])
-            .await
-            .map_err(pg(op, None))?;
-        for row in domains {
-            let name: String = row.get(0);
-            trim_history(tx, &name, &self.shared.settings).await?;
-        }
+        trim_all_histories(tx, &self.shared.settings).await?;
         trim_audit(tx, &mut meta, &self.shared.settings).await?;
         write_meta(tx, &meta, op).await
     }
@@ -307,7 +299,7 @@ impl PgStore {
         let key = seq.to_be_bytes();
         let value = encode(Keyspace::Audit, &key, bound_audit(record).as_ref())?;
         let len = u64::try_from(value.len()).unwrap_or(u64::MAX);
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO fedgw_audit (seq, record) VALUES ($1, $2)",
             &[&to_db(seq, "audit_seq")?, &value],
         )
@@ -330,7 +322,7 @@ impl PgStore {
     ) -> Result<Vec<T>, StoreError> {
         self.block(op, async {
             let client = self.client(op).await?;
-            let rows = client.query(sql, &[]).await.map_err(pg(op, None))?;
+            let rows = client.cached_query(sql, &[]).await.map_err(pg(op, None))?;
             rows.iter()
                 .map(|row| {
                     let key: &str = row.get(0);
@@ -362,7 +354,7 @@ impl Database for PgStore {
         self.block("revision", async {
             let client = self.client("revision").await?;
             let row = client
-                .query_one("SELECT revision FROM fedgw_meta WHERE id = 1", &[])
+                .cached_query_one("SELECT revision FROM fedgw_meta WHERE id = 1", &[])
                 .await
                 .map_err(pg("revision", None))?;
             Ok(from_db(row.get(0)))
@@ -374,7 +366,7 @@ impl Database for PgStore {
         self.block(op, async {
             let client = self.client(op).await?;
             let row = client
-                .query_opt(
+                .cached_query_opt(
                     "SELECT record FROM fedgw_bundles WHERE trust_domain = $1 AND record IS NOT NULL",
                     &[&trust_domain.as_str()],
                 )
@@ -433,14 +425,14 @@ impl Database for PgStore {
             };
             let value = encode(Keyspace::Bundles, key, &record)?;
             let db_revision = to_db(revision, "revision")?;
-            tx.execute(
+            tx.cached_execute(
                 "INSERT INTO fedgw_bundles (trust_domain, revision, record) VALUES ($1, $2, $3)
                  ON CONFLICT (trust_domain) DO UPDATE SET revision = EXCLUDED.revision, record = EXCLUDED.record",
                 &[&td.as_str(), &db_revision, &value],
             )
             .await
             .map_err(pg(op, Some(&td)))?;
-            tx.execute(
+            tx.cached_execute(
                 "INSERT INTO fedgw_history (trust_domain, revision, record) VALUES ($1, $2, $3)",
                 &[&td.as_str(), &db_revision, &value],
             )
@@ -470,13 +462,13 @@ impl Database for PgStore {
             let tx = client.transaction().await.map_err(pg(op, Some(td)))?;
             let mut meta = lock_meta(&tx, op).await?;
             // Nobody polls it any more: a lease holder's write in flight is refused.
-            tx.execute(
+            tx.cached_execute(
                 "DELETE FROM fedgw_status WHERE trust_domain = $1",
                 &[&td.as_str()],
             )
             .await
             .map_err(pg(op, Some(td)))?;
-            tx.execute(
+            tx.cached_execute(
                 "DELETE FROM fedgw_leases WHERE trust_domain = $1",
                 &[&td.as_str()],
             )
@@ -488,7 +480,7 @@ impl Database for PgStore {
             };
             let old = decode::<DigestOf>(Keyspace::Bundles, td.as_str().as_bytes(), &old)?;
             let revision = bump(meta.revision, "revision")?;
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE fedgw_bundles SET revision = $2, record = NULL WHERE trust_domain = $1",
                 &[&td.as_str(), &to_db(revision, "revision")?],
             )
@@ -509,7 +501,7 @@ impl Database for PgStore {
         self.block(op, async {
             let client = self.client(op).await?;
             let rows = client
-                .query(
+                .cached_query(
                     "SELECT revision, record FROM fedgw_history WHERE trust_domain = $1 ORDER BY revision DESC",
                     &[&trust_domain.as_str()],
                 )
@@ -536,7 +528,7 @@ impl Database for PgStore {
         self.block(op, async {
             let client = self.client(op).await?;
             let row = client
-                .query_opt(
+                .cached_query_opt(
                     "SELECT record FROM fedgw_history WHERE trust_domain = $1 AND revision = $2",
                     &[&trust_domain.as_str(), &db_revision],
                 )
@@ -558,7 +550,7 @@ impl Database for PgStore {
         self.block(op, async {
             let client = self.client(op).await?;
             let rows = client
-                .query(
+                .cached_query(
                     "SELECT trust_domain, record FROM fedgw_status ORDER BY trust_domain",
                     &[],
                 )
@@ -589,7 +581,7 @@ impl Database for PgStore {
         self.block(op, async {
             let client = self.client(op).await?;
             client
-                .execute(
+                .cached_execute(
                     "INSERT INTO fedgw_status (trust_domain, record) VALUES ($1, $2)
                      ON CONFLICT (trust_domain) DO UPDATE SET record = EXCLUDED.record",
                     &[&trust_domain.as_str(), &value],
@@ -621,7 +613,7 @@ impl Database for PgStore {
         self.block(op, async {
             let client = self.client(op).await?;
             let rows = client
-                .query(
+                .cached_query(
                     "SELECT seq, record FROM fedgw_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
                     &[&after, &limit],
                 )
@@ -644,7 +636,7 @@ impl Database for PgStore {
         self.block(op, async {
             let client = self.client(op).await?;
             let row = client
-                .query_one(
+                .cached_query_one(
                     "INSERT INTO fedgw_local_sequences (trust_domain, value) VALUES ($1, 1)
                      ON CONFLICT (trust_domain) DO UPDATE SET value = fedgw_local_sequences.value + 1
                      RETURNING value",
@@ -676,7 +668,7 @@ impl Database for PgStore {
             let mut client = self.client(op).await?;
             let tx = client.transaction().await.map_err(pg(op, Some(td)))?;
             let mut meta = lock_meta(&tx, op).await?;
-            tx.execute(
+            tx.cached_execute(
                 "INSERT INTO fedgw_relationships (trust_domain, record) VALUES ($1, $2)
                  ON CONFLICT (trust_domain) DO UPDATE SET record = EXCLUDED.record",
                 &[&td.as_str(), &value],
@@ -703,7 +695,7 @@ impl Database for PgStore {
             let tx = client.transaction().await.map_err(pg(op, Some(td)))?;
             let mut meta = lock_meta(&tx, op).await?;
             let removed = tx
-                .execute(
+                .cached_execute(
                     "DELETE FROM fedgw_relationships WHERE trust_domain = $1",
                     &[&td.as_str()],
                 )
@@ -712,7 +704,7 @@ impl Database for PgStore {
             if removed == 0 {
                 return Ok(false);
             }
-            tx.execute(
+            tx.cached_execute(
                 "DELETE FROM fedgw_leases WHERE trust_domain = $1",
                 &[&td.as_str()],
             )
@@ -731,7 +723,7 @@ impl Database for PgStore {
         let usage = self.block(op, async {
             let client = self.client(op).await?;
             let row = client
-                .query_one(
+                .cached_query_one(
                     "SELECT pg_database_size(current_database()),
                         (SELECT coalesce(sum(octet_length(trust_domain) + octet_length(record)), 0) FROM fedgw_bundles)
                       + (SELECT coalesce(sum(octet_length(trust_domain) + 9 + octet_length(record)), 0) FROM fedgw_history)
@@ -766,13 +758,13 @@ impl Database for PgStore {
         self.block(op, async {
             let client = self.client(op).await?;
             let row = client
-                .query_one("SELECT revision, audit_seq FROM fedgw_meta WHERE id = 1", &[])
+                .cached_query_one("SELECT revision, audit_seq FROM fedgw_meta WHERE id = 1", &[])
                 .await
                 .map_err(pg(op, None))?;
             dump.revision = from_db(row.get(0));
             dump.audit_seq = from_db(row.get(1));
             for row in client
-                .query(
+                .cached_query(
                     "SELECT trust_domain, revision, record FROM fedgw_history ORDER BY trust_domain, revision",
                     &[],
                 )
@@ -784,7 +776,7 @@ impl Database for PgStore {
                 dump.history.push(decode(Keyspace::History, &key, row.get(2))?);
             }
             for row in client
-                .query("SELECT seq, record FROM fedgw_audit ORDER BY seq", &[])
+                .cached_query("SELECT seq, record FROM fedgw_audit ORDER BY seq", &[])
                 .await
                 .map_err(pg(op, None))?
             {
@@ -792,7 +784,7 @@ impl Database for PgStore {
                 dump.audit.push((seq, decode(Keyspace::Audit, &seq.to_be_bytes(), row.get(1))?));
             }
             for row in client
-                .query(
+                .cached_query(
                     "SELECT trust_domain, value FROM fedgw_local_sequences ORDER BY trust_domain",
                     &[],
                 )
@@ -819,7 +811,7 @@ impl Database for PgStore {
             let tx = client.transaction().await.map_err(pg(op, None))?;
             let mut meta = lock_meta(&tx, op).await?;
             let row = tx
-                .query_one(
+                .cached_query_one(
                     "SELECT (SELECT count(*) FROM fedgw_bundles) + (SELECT count(*) FROM fedgw_history)
                           + (SELECT count(*) FROM fedgw_status) + (SELECT count(*) FROM fedgw_audit)
                           + (SELECT count(*) FROM fedgw_local_sequences) + (SELECT count(*) FROM fedgw_relationships)",
@@ -836,7 +828,7 @@ impl Database for PgStore {
             for record in &dump.bundles {
                 let key = record.trust_domain.as_str();
                 let value = encode(Keyspace::Bundles, key.as_bytes(), record)?;
-                tx.execute(
+                tx.cached_execute(
                     "INSERT INTO fedgw_bundles (trust_domain, revision, record) VALUES ($1, $2, $3)",
                     &[&key, &to_db(record.revision, "revision")?, &value],
                 )
@@ -846,7 +838,7 @@ impl Database for PgStore {
             for record in &dump.history {
                 let key = record.trust_domain.as_str();
                 let value = encode(Keyspace::History, key.as_bytes(), record)?;
-                tx.execute(
+                tx.cached_execute(
                     "INSERT INTO fedgw_history (trust_domain, revision, record) VALUES ($1, $2, $3)",
                     &[&key, &to_db(record.revision, "revision")?, &value],
                 )
@@ -855,7 +847,7 @@ impl Database for PgStore {
             }
             for (td, status) in &dump.statuses {
                 let value = encode(Keyspace::Status, td.as_str().as_bytes(), status)?;
-                tx.execute(
+                tx.cached_execute(
                     "INSERT INTO fedgw_status (trust_domain, record) VALUES ($1, $2)",
                     &[&td.as_str(), &value],
                 )
@@ -870,7 +862,7 @@ impl Database for PgStore {
                 meta.audit_bytes = meta
                     .audit_bytes
                     .saturating_add(8 + u64::try_from(value.len()).unwrap_or(u64::MAX));
-                tx.execute(
+                tx.cached_execute(
                     "INSERT INTO fedgw_audit (seq, record) VALUES ($1, $2)",
                     &[&to_db(*seq, "audit_seq")?, &value],
                 )
@@ -878,7 +870,7 @@ impl Database for PgStore {
                 .map_err(pg(op, None))?;
             }
             for (td, value) in &dump.local_sequences {
-                tx.execute(
+                tx.cached_execute(
                     "INSERT INTO fedgw_local_sequences (trust_domain, value) VALUES ($1, $2)",
                     &[&td.as_str(), &to_db(*value, "local_sequence")?],
                 )
@@ -888,7 +880,7 @@ impl Database for PgStore {
             for record in &dump.relationships {
                 let td = &record.relationship.trust_domain;
                 let value = encode(Keyspace::Relationships, td.as_str().as_bytes(), record)?;
-                tx.execute(
+                tx.cached_execute(
                     "INSERT INTO fedgw_relationships (trust_domain, record) VALUES ($1, $2)",
                     &[&td.as_str(), &value],
                 )
@@ -924,7 +916,7 @@ impl Database for PgStore {
                 .await
                 .map_err(pg(op, None))?;
             let row = tx
-                .query_one("SELECT revision FROM fedgw_meta WHERE id = 1", &[])
+                .cached_query_one("SELECT revision FROM fedgw_meta WHERE id = 1", &[])
                 .await
                 .map_err(pg(op, None))?;
             let mut changes = Changes {
@@ -933,7 +925,7 @@ impl Database for PgStore {
                 removed: Vec::new(),
             };
             for row in tx
-                .query(
+                .cached_query(
                     "SELECT trust_domain, record FROM fedgw_bundles WHERE revision > $1 ORDER BY revision",
                     &[&after],
                 )
@@ -960,6 +952,16 @@ impl Database for PgStore {
     }
 }
 
+/// Sets `fedgw_store_listening` to 0 when listening ends, however it ends.
+struct Listening<'a>(&'a Metrics);
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        self.0
+            .set(crate::telemetry::families::STORE_LISTENING, &[], 0.0);
+    }
+}
+
 /// Why listening stopped.
 enum ListenError {
     Store(StoreError),
@@ -973,6 +975,7 @@ async fn listen_on<S, T>(
         tokio_postgres::Error,
     >,
     signals: &Signals,
+    metrics: &Metrics,
 ) -> Result<(), ListenError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -989,6 +992,7 @@ where
             done = &mut subscribe, if !listening => {
                 done.map_err(failed)?;
                 listening = true;
+                metrics.set(crate::telemetry::families::STORE_LISTENING, &[], 1.0);
                 signals.bundles.notify_one();
                 signals.relationships.notify_one();
                 continue;
@@ -1013,7 +1017,7 @@ where
 /// Lock and read the `fedgw_meta` row.
 async fn lock_meta(tx: &Transaction<'_>, op: &'static str) -> Result<Meta, StoreError> {
     let row = tx
-        .query_one(
+        .cached_query_one(
             "SELECT revision, audit_seq, audit_entries, audit_bytes FROM fedgw_meta WHERE id = 1 FOR UPDATE",
             &[],
         )
@@ -1028,7 +1032,7 @@ async fn lock_meta(tx: &Transaction<'_>, op: &'static str) -> Result<Meta, Store
 }
 
 async fn write_meta(tx: &Transaction<'_>, meta: &Meta, op: &'static str) -> Result<(), StoreError> {
-    tx.execute(
+    tx.cached_execute(
         "UPDATE fedgw_meta SET revision = $1, audit_seq = $2, audit_entries = $3, audit_bytes = $4 WHERE id = 1",
         &[
             &to_db(meta.revision, "revision")?,
@@ -1044,7 +1048,7 @@ async fn write_meta(tx: &Transaction<'_>, meta: &Meta, op: &'static str) -> Resu
 
 /// Announce `revision` on [`CHANGES_CHANNEL`] when `tx` commits.
 async fn notify(tx: &Transaction<'_>, revision: u64, op: &'static str) -> Result<(), StoreError> {
-    tx.execute(
+    tx.cached_execute(
         "SELECT pg_notify($1, $2)",
         &[&CHANGES_CHANNEL, &revision.to_string()],
     )
@@ -1064,7 +1068,7 @@ async fn check_fence(
 ) -> Result<(), StoreError> {
     let token = to_db(fence.token, "lease token")?;
     let row = tx
-        .query_opt(
+        .cached_query_opt(
             "SELECT holder = $2 AND token = $3 AND expires_at > now() FROM fedgw_leases
              WHERE trust_domain = $1 FOR SHARE",
             &[&td.as_str(), &fence.holder, &token],
@@ -1084,7 +1088,7 @@ async fn check_fence(
 /// Announce a change of the relationships on [`RELATIONSHIPS_CHANNEL`] when `tx`
 /// commits.
 async fn notify_relationships(tx: &Transaction<'_>, op: &'static str) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_notify($1, '')", &[&RELATIONSHIPS_CHANNEL])
+    tx.cached_execute("SELECT pg_notify($1, '')", &[&RELATIONSHIPS_CHANNEL])
         .await
         .map_err(pg(op, None))?;
     Ok(())
@@ -1097,7 +1101,7 @@ async fn current_record(
     op: &'static str,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let row = client
-        .query_opt(
+        .cached_query_opt(
             "SELECT record FROM fedgw_bundles WHERE trust_domain = $1",
             &[&td.as_str()],
         )
@@ -1117,7 +1121,7 @@ async fn trim_history(
     let key_len = i64::try_from(trust_domain.len() + 9).unwrap_or(i64::MAX);
     let max_versions = i64::try_from(settings.history_max_versions).unwrap_or(i64::MAX);
     let max_bytes = i64::try_from(settings.history_max_bytes_per_domain.0).unwrap_or(i64::MAX);
-    tx.execute(
+    tx.cached_execute(
         "DELETE FROM fedgw_history h USING (
             SELECT revision,
                    row_number() OVER w AS n,
@@ -1128,6 +1132,93 @@ async fn trim_history(
          WHERE h.trust_domain = $1 AND h.revision = kept.revision
            AND kept.n > 1 AND (kept.n > $3::bigint OR kept.bytes > $4::bigint)",
         &[&trust_domain, &key_len, &max_versions, &max_bytes],
+    )
+    .await
+    .map_err(pg("trim history", None))?;
+    Ok(())
+}
+
+/// Statements prepared once per pooled connection and reused: a call is one round trip
+/// to the server instead of two (prepare, then execute). Across datacenters round
+/// trips are most of a store call's time (a lease round, a bundle change).
+pub(crate) trait Cached: GenericClient {
+    /// `sql`, prepared on this connection the first time.
+    async fn cached(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        self.prepare_cached(sql).await
+    }
+
+    async fn cached_execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        self.execute(&self.cached(sql).await?, params).await
+    }
+
+    async fn cached_query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        self.query(&self.cached(sql).await?, params).await
+    }
+
+    async fn cached_query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        self.query_one(&self.cached(sql).await?, params).await
+    }
+
+    async fn cached_query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        self.query_opt(&self.cached(sql).await?, params).await
+    }
+}
+
+impl<C: GenericClient> Cached for C {}
+
+/// `call`, or [`StoreError::PostgresTimeout`] naming `operation` once `timeout` passed.
+async fn within<T>(
+    timeout: Duration,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::PostgresTimeout {
+                operation,
+                seconds: timeout.as_secs(),
+            })
+        })
+}
+
+/// [`trim_history`] for every domain at once: one statement, whatever the number of
+/// domains (a replica opening a store of thousands of domains from another
+/// datacenter pays one round trip, not one per domain).
+async fn trim_all_histories(
+    tx: &Transaction<'_>,
+    settings: &StorageConfig,
+) -> Result<(), StoreError> {
+    let max_versions = i64::try_from(settings.history_max_versions).unwrap_or(i64::MAX);
+    let max_bytes = i64::try_from(settings.history_max_bytes_per_domain.0).unwrap_or(i64::MAX);
+    tx.cached_execute(
+        "DELETE FROM fedgw_history h USING (
+            SELECT trust_domain, revision,
+                   row_number() OVER w AS n,
+                   (sum(octet_length(record) + octet_length(trust_domain) + 9) OVER w)::bigint AS bytes
+            FROM fedgw_history
+            WINDOW w AS (PARTITION BY trust_domain ORDER BY revision DESC
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+         ) kept
+         WHERE h.trust_domain = kept.trust_domain AND h.revision = kept.revision
+           AND kept.n > 1 AND (kept.n > $1::bigint OR kept.bytes > $2::bigint)",
+        &[&max_versions, &max_bytes],
     )
     .await
     .map_err(pg("trim history", None))?;
@@ -1145,7 +1236,7 @@ async fn trim_audit(
     let max_bytes = settings.audit_max_bytes.0;
     while meta.audit_entries > max_entries || meta.audit_bytes > max_bytes {
         let rows = tx
-            .query(
+            .cached_query(
                 "SELECT seq, 8 + octet_length(record) FROM fedgw_audit ORDER BY seq LIMIT 512",
                 &[],
             )
@@ -1169,7 +1260,7 @@ async fn trim_audit(
             last = Some(row.get::<_, i64>(0));
         }
         if let Some(last) = last {
-            tx.execute("DELETE FROM fedgw_audit WHERE seq <= $1", &[&last])
+            tx.cached_execute("DELETE FROM fedgw_audit WHERE seq <= $1", &[&last])
                 .await
                 .map_err(pg("trim audit", None))?;
         }

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# partition: cut dc2 (r3) off the database for NETNS_CUT_SECONDS (default 60) while a
-# downstream client reads /relay/peer.test alternately from r1, r2 and r3. During the
-# cut every replica keeps serving the same bytes it had, r3's status says store
-# "away", its /readyz says degraded, its admin writes answer 503 store_unavailable,
-# while dc1 keeps taking writes. After the cut all converge (same revision, same
-# bundles) and r3 takes writes again. No read by the client ever saw a lower
-# spiffe_sequence than an earlier read.
+# partition: cut dc2 (r3) off the database for NETNS_CUT_SECONDS (default 60) while
+# two downstream clients read /relay/peer.test alternately from r1, r2 and r3: a
+# downstream fedgw polling the replicas' Service address (its fetches spread over the
+# three by DNAT, its default sequence policy refusing any rollback) and curl reading
+# each replica in turn. During the cut every replica keeps serving the same bytes it
+# had, r3's status says store "away", its /readyz says degraded, its admin writes
+# answer 503 store_unavailable, while dc1 keeps taking writes. After the cut all
+# converge (same revision, same bundles) and r3 takes writes again. The downstream
+# fedgw's rollback check never fired (it followed the peer from sequence 1 to 2 and
+# refused nothing) and no read by curl saw a lower spiffe_sequence than an earlier one.
 set -euo pipefail
 # shellcheck source=testbed/netns/lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -14,12 +17,20 @@ nb_up
 reads="$NB_WORK/reads.log"
 nb_federate r1
 nb_wait 30 "all three replicas serve the same /relay/$NB_PEER_TD" nb_serving_same "$NB_PEER_TD"
-nb_reader_start "$reads"
-# A change while the client reads: sequence 2, both CAs.
+nb_downstream_up
+ds_seq() { [[ "$(nb_ds_seq)" == "$1" ]] || { echo "the downstream holds sequence $(nb_ds_seq)"; return 1; }; }
+nb_wait 20 "the downstream fedgw holds sequence 1 of $NB_PEER_TD" ds_seq 1
+# A change while the downstream fedgw polls: sequence 2, both CAs.
 nb_peer_bundle 2 "$NB_WORK/peer/ca1.pem" "$NB_WORK/peer/ca2.pem"
 want=$(cat "$NB_WORK/peer/www/bundle.json")
 seq2() { nb_serving_same "$NB_PEER_TD" && [[ "$(nb_relay r3 "$NB_PEER_TD" | nb_seq)" == 2 ]]; }
 nb_wait 30 "all three replicas serve sequence 2 of $NB_PEER_TD" seq2
+nb_wait 20 "the downstream fedgw holds sequence 2 of $NB_PEER_TD" ds_seq 2
+# curl reads from here on: a replica serves a change once it has learned of it, so
+# while one crosses the link (a few round trips) a client switching replicas every
+# few milliseconds could see it and then not; the downstream fedgw, polling every
+# second or two, saw the change above.
+nb_reader_start "$reads"
 nb_wait 20 "all three replicas converged before the cut" nb_converged
 before=$(nb_relay r1 "$NB_PEER_TD")
 # The relayed document carries the peer's CAs.
@@ -85,5 +96,16 @@ read -r n total first < <(nb_regressions "$reads")
 errors=$(awk '$3 == "err"' "$reads" | wc -l)
 ((total > 0)) || nb_fail "the downstream client read nothing"
 ((n == 0)) || nb_fail "the client alternating between replicas saw $n sequence regressions in $total reads, first: $first"
-nb_measure "r3 store away $(nb_secs "$t_away") after the cut; r3's refused write answered in $(nb_secs $((t_w)) ); $checks rounds of identical bytes during the ${cut}s cut; converged $(nb_secs "$NB_CONVERGE_MS") after the heal; client: $total reads, $errors failed, 0 regressions"
+# The downstream fedgw: fetched through every replica, refused nothing, holds sequence 2.
+read -r to1 to2 to3 < <(nb_ds_spread)
+for count in "$to1" "$to2" "$to3"; do
+    ((count >= 5)) || nb_fail "the downstream's fetches did not alternate between the replicas (connections to r1 r2 r3: $to1 $to2 $to3)"
+done
+refused=$(nb_ds_metric fedgw_bundle_rejections_total "trust_domain=\"$NB_PEER_TD\"")
+((refused == 0)) ||
+    nb_fail "the downstream fedgw refused $refused fetched bundles of $NB_PEER_TD (sequence_regression: $(nb_ds_metric fedgw_bundle_rejections_total 'reason="sequence_regression"'))"
+nb_expect_eq "the downstream's sequence of $NB_PEER_TD after the cut" 2 "$(nb_ds_seq)"
+ds_ok=$(nb_ds_metric fedgw_fetches_total 'outcome="unchanged"')
+ds_failed=$(nb_ds_metric fedgw_fetches_total 'outcome="failed"')
+nb_measure "r3 store away $(nb_secs "$t_away") after the cut; r3's refused write answered in $(nb_secs $((t_w)) ); $checks rounds of identical bytes during the ${cut}s cut; converged $(nb_secs "$NB_CONVERGE_MS") after the heal; curl: $total reads, $errors failed, 0 regressions; downstream fedgw: connections to r1/r2/r3 $to1/$to2/$to3, $ds_ok unchanged fetches, $ds_failed failed, 0 refused"
 nb_log "PASS partition"

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use spiffe_federation::TrustDomain;
 
-use super::{PgStore, from_db, pg, to_db};
+use super::{Cached as _, PgStore, from_db, pg, to_db};
 use crate::trust::db::StoreError;
 
 /// What a replica asks for in a lease round.
@@ -68,21 +68,21 @@ impl PgStore {
         self.block(op, async {
             let mut client = self.client(op).await?;
             let tx = client.transaction().await.map_err(failed)?;
-            tx.execute(
+            tx.cached_execute(
                 "INSERT INTO fedgw_replicas (id, name, seen_at) VALUES ($1, $2, now())
                  ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, seen_at = now()",
                 &[&round.replica, &round.name],
             )
             .await
             .map_err(failed)?;
-            tx.execute(
+            tx.cached_execute(
                 "DELETE FROM fedgw_replicas WHERE seen_at < now() - make_interval(secs => $1::float8 * 4)",
                 &[&secs],
             )
             .await
             .map_err(failed)?;
             let replicas = from_db(
-                tx.query_one(
+                tx.cached_query_one(
                     "SELECT count(*) FROM fedgw_replicas WHERE seen_at > now() - make_interval(secs => $1::float8)",
                     &[&secs],
                 )
@@ -93,7 +93,7 @@ impl PgStore {
             .max(1);
             // The domains to poll: the configuration's, and the API's that exist.
             let wanted: Vec<String> = tx
-                .query(
+                .cached_query(
                     "SELECT td FROM unnest($1::text[]) AS c(td)
                      UNION
                      SELECT r.trust_domain FROM fedgw_relationships r WHERE r.trust_domain = ANY($2::text[])",
@@ -104,14 +104,14 @@ impl PgStore {
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
-            tx.execute(
+            tx.cached_execute(
                 "DELETE FROM fedgw_leases WHERE holder = $1 AND NOT (trust_domain = ANY($2::text[]))",
                 &[&round.replica, &wanted],
             )
             .await
             .map_err(failed)?;
             let mut held: BTreeMap<String, i64> = tx
-                .query(
+                .cached_query(
                     "UPDATE fedgw_leases SET expires_at = now() + make_interval(secs => $2::float8)
                      WHERE holder = $1 AND expires_at > now() RETURNING trust_domain, token",
                     &[&round.replica, &secs],
@@ -128,7 +128,7 @@ impl PgStore {
                 // Above the fair share (another replica joined): give the rest back.
                 let extra = usize::try_from(holding - share).unwrap_or(usize::MAX);
                 let give_back: Vec<String> = held.keys().rev().take(extra).cloned().collect();
-                tx.execute(
+                tx.cached_execute(
                     "DELETE FROM fedgw_leases WHERE holder = $1 AND trust_domain = ANY($2::text[])",
                     &[&round.replica, &give_back],
                 )
@@ -140,7 +140,7 @@ impl PgStore {
             } else if holding < share {
                 let want = to_db(share - holding, "lease share")?;
                 let taken = tx
-                    .query(
+                    .cached_query(
                         "INSERT INTO fedgw_leases (trust_domain, holder, token, expires_at)
                          SELECT c.td, $1, nextval('fedgw_lease_tokens'), now() + make_interval(secs => $3::float8)
                          FROM (
@@ -162,7 +162,7 @@ impl PgStore {
                 }
             }
             let next_expiry: Option<f64> = tx
-                .query_one(
+                .cached_query_one(
                     "SELECT extract(epoch FROM min(expires_at) - now())::float8 FROM fedgw_leases
                      WHERE holder <> $1 AND expires_at > now()",
                     &[&round.replica],

@@ -28,7 +28,9 @@
 //! the order they are given out: a replica that has read every bundle up to revision
 //! R and then reads `revision > R` misses nothing.
 
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
+
+use super::Cached as _;
 
 use crate::trust::db::StoreError;
 
@@ -103,7 +105,7 @@ pub(super) async fn upgrade(tx: &Transaction<'_>) -> Result<u64, StoreError> {
         trust_domain: None,
         source,
     };
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+    tx.cached_execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(db)?;
     tx.batch_execute(
@@ -115,7 +117,7 @@ pub(super) async fn upgrade(tx: &Transaction<'_>) -> Result<u64, StoreError> {
     .await
     .map_err(db)?;
     let row = tx
-        .query_one("SELECT coalesce(max(version), 0) FROM fedgw_schema", &[])
+        .cached_query_one("SELECT coalesce(max(version), 0) FROM fedgw_schema", &[])
         .await
         .map_err(db)?;
     let found = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
@@ -132,7 +134,7 @@ pub(super) async fn upgrade(tx: &Transaction<'_>) -> Result<u64, StoreError> {
     {
         tx.batch_execute(sql).await.map_err(db)?;
         let to = i64::try_from(from + 1).unwrap_or(i64::MAX);
-        tx.execute("INSERT INTO fedgw_schema (version) VALUES ($1)", &[&to])
+        tx.cached_execute("INSERT INTO fedgw_schema (version) VALUES ($1)", &[&to])
             .await
             .map_err(db)?;
         tracing::info!(version = to, "PostgreSQL store schema migrated");
