@@ -168,12 +168,12 @@ heading "python venv for the interop checks (.venv)"
 step "python venv (.venv, tests/interop/requirements.txt)" "$root/tests/interop/run.sh" --setup-only
 
 # --- real peers -------------------------------------------------------------------
-# SPIRE (spire-server, spire-agent) and the go-spiffe peer programs, built from the Go
-# module proxy at the versions tests/peers/*/go.mod pin, into a cache outside the
-# checkout (~/.cache/fedgw-peers): the first run builds them (about 9 minutes on 2
-# cores), later runs find them. The tests that use them run scripts/peers.sh again
-# and read where the binaries are.
-heading "real peers (scripts/peers.sh: SPIRE and go-spiffe programs, cached)"
+# SPIRE (spire-server, spire-agent), the go-spiffe peer programs, and Kubernetes'
+# kube-apiserver and kubectl with etcd, built from the Go module proxy at the versions
+# tests/peers/*/go.mod pin, into a cache outside the checkout (~/.cache/fedgw-peers):
+# the first run builds them (about 15 minutes on 2 cores), later runs find them. The
+# tests that use them run scripts/peers.sh again and read where the binaries are.
+heading "real peers (scripts/peers.sh: SPIRE, go-spiffe, kube-apiserver and etcd, cached)"
 step "scripts/peers.sh (Go module proxy builds, pinned by go.sum)" "$root/scripts/peers.sh"
 
 # --- Rust tests -------------------------------------------------------------------
