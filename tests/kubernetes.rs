@@ -55,3 +55,78 @@ fn the_test_api_server_serves_cluster_trust_bundles_and_enforces_rbac() {
         "{stderr}"
     );
 }
+
+/// The kind testbed's manifests mean something: each overlay, built by kubectl's own
+/// kustomize, is accepted by the real API server in a server-side dry run (schemas,
+/// strict field validation, admission), as its namespaces' objects, cluster-scoped
+/// objects and all. The namespaces are created for real first: a dry run persists
+/// nothing, so objects in a namespace it would create could not be checked.
+#[test]
+fn the_kind_testbed_overlays_pass_a_server_side_dry_run() {
+    let server = ApiServer::start();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for overlay in ["east", "west", "north"] {
+        let dir = root.join("testbed/kind/overlays").join(overlay);
+        let manifests = server.kubectl_ok(Identity::Admin, &["kustomize", dir.to_str().unwrap()]);
+        let documents: Vec<&str> = manifests
+            .split("\n---\n")
+            .filter(|doc| !doc.trim().is_empty())
+            .collect();
+        assert!(
+            documents.len() > 10,
+            "{overlay}: {} documents",
+            documents.len()
+        );
+        let namespaces: Vec<&str> = documents
+            .iter()
+            .copied()
+            .filter(|doc| doc.lines().any(|line| line == "kind: Namespace"))
+            .collect();
+        assert!(!namespaces.is_empty(), "{overlay}: no Namespace");
+        let out = server.kubectl_stdin(
+            Identity::Admin,
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=fedgw-test",
+                "-f",
+                "-",
+            ],
+            &namespaces.join("\n---\n"),
+        );
+        assert!(
+            out.status.success(),
+            "{overlay}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let out = server.kubectl_stdin(
+            Identity::Admin,
+            &[
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--field-manager=fedgw-test",
+                "-f",
+                "-",
+            ],
+            &manifests,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{overlay}: {stderr}\n{stdout}");
+        let applied = stdout
+            .lines()
+            .filter(|line| line.ends_with("serverside-applied (server dry run)"))
+            .count();
+        assert_eq!(applied, documents.len(), "{overlay}:\n{stdout}");
+        // Every workload the testbed runs is among them.
+        for object in [
+            "deployment.apps/fedgw",
+            "statefulset.apps/spire-server",
+            "daemonset.apps/spire-agent",
+        ] {
+            assert!(stdout.contains(object), "{overlay}: no {object}:\n{stdout}");
+        }
+    }
+}

@@ -4,7 +4,8 @@
 # exists, each overlay builds with `kubectl kustomize` (offline), the scripts pass
 # `bash -n` and shellcheck (both tools are required: a missing one fails, naming the
 # package), and a client-side `kubectl apply --dry-run` runs as well when kubectl can
-# reach an API server (it needs one for discovery; not a check of the test command).
+# reach an API server (it needs one for discovery). The server-side dry run of every
+# overlay against a real API server is tests/kubernetes.rs's.
 # Each overlay has a federation.yaml of ClusterFederatedTrustDomain objects, and the
 # scripts name exactly the overlays' clusters. fedgw is a workload of its cluster's
 # SPIRE, and what has to agree for that does: the agent's socket (agent.conf, the
