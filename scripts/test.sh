@@ -181,7 +181,9 @@ heading "cargo test --workspace"
 # Built first and quietly, so the log holds the tests rather than the compiler's
 # progress.
 step "cargo test --workspace --no-run (build)" cargo test -q --workspace --locked --no-run
-runner "cargo test --workspace" cargo test --workspace --locked
+# --no-fail-fast: a failing test binary does not stop the ones after it, so the totals
+# count every test and a failure never hides another.
+runner "cargo test --workspace" cargo test --workspace --locked --no-fail-fast
 
 # --- local testbed ---------------------------------------------------------------
 # Real fedgw processes on loopback (fedgw is built by now): rotation, outage, rolled-back
