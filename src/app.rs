@@ -71,6 +71,9 @@ pub enum GatewayError {
     /// The open-file limit leaves no room for connections.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    /// `[kubernetes]` could not start (kubeconfig, service account).
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes::KubernetesError),
     /// A blocking startup step was interrupted.
     #[error("startup interrupted: {step}")]
     Interrupted {
@@ -298,7 +301,9 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
             for (relationship, details) in listing.entries() {
                 let td = relationship.trust_domain.clone();
                 match details.origin {
-                    crate::registry::Origin::Configuration => configured.push(td),
+                    // Every replica watches the same ClusterFederatedTrustDomains.
+                    crate::registry::Origin::Configuration
+                    | crate::registry::Origin::Kubernetes => configured.push(td),
                     crate::registry::Origin::Api => api.push(td),
                 }
             }
@@ -345,6 +350,19 @@ async fn start_inner(config: &Config, shutdown: Shutdown) -> Result<Started, Gat
     )
     .await?;
     let sds_addr = sinks.sds_addr;
+    if let Some(kubernetes) = &config.kubernetes {
+        crate::kubernetes::start(
+            kubernetes,
+            crate::kubernetes::KubernetesParts {
+                registry: &registry,
+                trust_store: &trust_store,
+                locals: &local_domains,
+                metrics: &metrics,
+                supervisor: &supervisor,
+            },
+        )
+        .await?;
+    }
     let admin_addr = start_admin(
         config,
         &workload_health,

@@ -58,6 +58,9 @@ pub enum Origin {
     Configuration,
     /// Created through the admin API and kept in the store.
     Api,
+    /// A ClusterFederatedTrustDomain object of the Kubernetes API (`[kubernetes]`):
+    /// read-only through the admin API, changed by editing the object.
+    Kubernetes,
 }
 
 /// Why a relationship change was refused or failed.
@@ -95,6 +98,17 @@ pub enum RegistryError {
         trust_domain: TrustDomain,
         /// Where: `federation[N]`, or a `relationship_files` entry and its document.
         place: String,
+    },
+    /// The relationship is a ClusterFederatedTrustDomain object of the Kubernetes
+    /// API, which the admin API does not change.
+    #[error(
+        "the relationship with {trust_domain} is managed in Kubernetes (ClusterFederatedTrustDomain {name:?}); edit or delete that object"
+    )]
+    ManagedInKubernetes {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+        /// The object's name.
+        name: String,
     },
     /// A replacement names another trust domain than the one it replaces.
     #[error("the body's trust_domain {body} differs from {path} in the path")]
@@ -203,7 +217,30 @@ struct Entries {
     configured: Vec<Configured>,
     /// Created through the API and active (not shadowed by the configuration).
     api: BTreeMap<TrustDomain, Relationship>,
+    /// ClusterFederatedTrustDomain objects of the Kubernetes API, by trust domain.
+    kubernetes: BTreeMap<TrustDomain, Watched>,
 }
+
+/// A relationship of a ClusterFederatedTrustDomain object.
+#[derive(Debug, Clone)]
+struct Watched {
+    relationship: Relationship,
+    /// The object's name.
+    name: String,
+}
+
+/// A ClusterFederatedTrustDomain object as the registry is given it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesObject {
+    /// Its `metadata.name`.
+    pub name: String,
+    /// The relationship it describes.
+    pub spec: RelationshipSpec,
+}
+
+/// What became of each object given to [`Registry::sync_kubernetes`], by name:
+/// polled, or refused and why.
+pub type KubernetesOutcome = BTreeMap<String, Result<(), String>>;
 
 impl Registry {
     /// Resolve and poll the configured relationships (`[[federation]]`, then the
@@ -361,6 +398,32 @@ impl Registry {
             .await
     }
 
+    /// Make the ClusterFederatedTrustDomain relationships exactly `objects` (the
+    /// whole current set): start pollers for new ones, restart changed ones, and stop
+    /// those gone, removing their bundle and status (POLL-4, audited as `who`).
+    /// An object is refused (not polled) when it breaks a rule, names a trust domain
+    /// already federated with by the configuration, the admin API or another object
+    /// (the first by name keeps it), or names a local domain.
+    ///
+    /// # Errors
+    /// A storage fault removing a bundle; the other changes are made.
+    pub async fn sync_kubernetes(
+        &self,
+        objects: Vec<KubernetesObject>,
+        who: String,
+    ) -> Result<KubernetesOutcome, RegistryError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.change(move |inner| async move {
+            let outcome = inner.sync_kubernetes(objects, &who).await;
+            let failed = outcome.1;
+            let _sent = tx.send(outcome.0);
+            failed.map_or(Ok(()), Err)
+        })
+        .await?;
+        rx.await
+            .map_err(|_| RegistryError::Interrupted { step: "change" })
+    }
+
     /// Run a change on a task of its own, so that it completes even when the caller
     /// stops waiting (an HTTP client that disconnects).
     async fn change<F, Fut>(&self, change: F) -> Result<(), RegistryError>
@@ -379,6 +442,98 @@ impl Registry {
 }
 
 impl Inner {
+    /// [`Registry::sync_kubernetes`]: the outcome per object, and the first storage
+    /// fault if any.
+    async fn sync_kubernetes(
+        &self,
+        mut objects: Vec<KubernetesObject>,
+        who: &str,
+    ) -> (KubernetesOutcome, Option<RegistryError>) {
+        let mut entries = self.entries.lock().await;
+        objects.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut outcome = KubernetesOutcome::new();
+        let mut wanted: BTreeMap<TrustDomain, (String, Relationship)> = BTreeMap::new();
+        for object in objects {
+            let td = object.spec.trust_domain.clone();
+            let refused = if let Some(index) = entries.configured_index(&td) {
+                Some(format!(
+                    "{td} is federated with already by the configuration file ({})",
+                    entries.configured[index].place
+                ))
+            } else if entries.api.contains_key(&td) {
+                Some(format!(
+                    "{td} is federated with already by a relationship created through the admin API"
+                ))
+            } else if let Some((first, _)) = wanted.get(&td) {
+                Some(format!(
+                    "{td} is federated with already by ClusterFederatedTrustDomain {first:?}"
+                ))
+            } else {
+                object
+                    .spec
+                    .validate(&self.settings.locals)
+                    .map_err(RegistryError::from)
+                    .and_then(|()| self.resolve(&object.spec))
+                    .map(|relationship| {
+                        wanted.insert(td.clone(), (object.name.clone(), relationship));
+                    })
+                    .err()
+                    .map(|err| err.to_string())
+            };
+            outcome.insert(object.name, refused.map_or(Ok(()), Err));
+        }
+        let mut changed = false;
+        let mut fault = None;
+        let gone: Vec<TrustDomain> = entries
+            .kubernetes
+            .keys()
+            .filter(|td| !wanted.contains_key(*td))
+            .cloned()
+            .collect();
+        for td in gone {
+            // No fetch may land after the bundle is removed: stop and wait first.
+            self.parts.pollers.stop(&td).await;
+            if let Some(watched) = entries.kubernetes.remove(&td) {
+                let by = format!(
+                    "{who} (ClusterFederatedTrustDomain {:?} gone)",
+                    watched.name
+                );
+                let now = OffsetDateTime::now_utc();
+                if let Err(err) = self.parts.trust_store.remove(&td, &by, now).await {
+                    tracing::error!(trust_domain = %td, error = %err, "could not remove the bundle of a deleted ClusterFederatedTrustDomain");
+                    fault.get_or_insert(RegistryError::from(err));
+                }
+                tracing::info!(trust_domain = %td, name = %watched.name, "ClusterFederatedTrustDomain deleted: relationship removed");
+            }
+            changed = true;
+        }
+        for (td, (name, relationship)) in wanted {
+            let known = entries.kubernetes.get(&td);
+            if known.is_some_and(|k| k.relationship.to_body() == relationship.to_body()) {
+                if let Some(k) = entries.kubernetes.get_mut(&td)
+                    && k.name != name
+                {
+                    k.name = name;
+                    changed = true;
+                }
+                continue;
+            }
+            if known.is_some() {
+                self.parts.pollers.stop(&td).await;
+            }
+            self.parts.pollers.start(relationship.clone());
+            tracing::info!(trust_domain = %td, %name, "ClusterFederatedTrustDomain polled");
+            entries
+                .kubernetes
+                .insert(td, Watched { relationship, name });
+            changed = true;
+        }
+        if changed {
+            self.publish(&entries);
+        }
+        (outcome, fault)
+    }
+
     async fn sync(&self) -> Result<(), RegistryError> {
         let mut entries = self.entries.lock().await;
         let store = self.parts.trust_store.store().clone();
@@ -386,7 +541,8 @@ impl Inner {
         let mut wanted: BTreeMap<TrustDomain, RelationshipSpec> = BTreeMap::new();
         for record in stored {
             let spec = body_of(record.relationship);
-            if entries.configured_index(&spec.trust_domain).is_none() {
+            let td = &spec.trust_domain;
+            if entries.configured_index(td).is_none() && !entries.kubernetes.contains_key(td) {
                 wanted.insert(spec.trust_domain.clone(), spec);
             }
         }
@@ -625,6 +781,10 @@ impl Inner {
                 relationship: relationship.clone(),
                 origin: Origin::Api,
             }))
+            .chain(entries.kubernetes.values().map(|watched| Listed {
+                relationship: watched.relationship.clone(),
+                origin: Origin::Kubernetes,
+            }))
             .collect();
         let listing = Listing::new(
             listed,
@@ -643,6 +803,7 @@ impl Inner {
         for (origin, label) in [
             (Origin::Configuration, "configuration"),
             (Origin::Api, "api"),
+            (Origin::Kubernetes, "kubernetes"),
         ] {
             let count = listing
                 .entries()
@@ -675,12 +836,21 @@ impl Entries {
             Some(Origin::Configuration)
         } else if self.api.contains_key(td) {
             Some(Origin::Api)
+        } else if self.kubernetes.contains_key(td) {
+            Some(Origin::Kubernetes)
         } else {
             None
         }
     }
 
+    /// Refuse a change through the admin API to a relationship it does not manage.
     fn refuse_configured(&self, td: &TrustDomain) -> Result<(), RegistryError> {
+        if let Some(watched) = self.kubernetes.get(td) {
+            return Err(RegistryError::ManagedInKubernetes {
+                trust_domain: td.clone(),
+                name: watched.name.clone(),
+            });
+        }
         match self.configured_index(td) {
             Some(index) => Err(RegistryError::ManagedInConfiguration {
                 trust_domain: td.clone(),
@@ -695,6 +865,11 @@ impl Entries {
             .iter()
             .map(|c| &c.relationship)
             .chain(self.api.values())
+            .chain(
+                self.kubernetes
+                    .values()
+                    .map(|watched| &watched.relationship),
+            )
             .map(|relationship| (relationship.trust_domain.clone(), Link::of(relationship)))
             .collect()
     }
@@ -720,6 +895,7 @@ fn describe_origin(origin: Origin) -> &'static str {
     match origin {
         Origin::Configuration => "in the configuration file",
         Origin::Api => "created through the admin API",
+        Origin::Kubernetes => "a ClusterFederatedTrustDomain in Kubernetes",
     }
 }
 

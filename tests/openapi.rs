@@ -1046,10 +1046,10 @@ fn enumerations() -> Vec<(&'static str, Vec<Value>)> {
             ChangeOutcome::Accepted | ChangeOutcome::Unchanged => {}
         }
     }
-    let origins = [Origin::Configuration, Origin::Api];
+    let origins = [Origin::Configuration, Origin::Api, Origin::Kubernetes];
     for origin in origins {
         match origin {
-            Origin::Configuration | Origin::Api => {}
+            Origin::Configuration | Origin::Api | Origin::Kubernetes => {}
         }
     }
     let refreshes = [

@@ -102,6 +102,8 @@ error_codes! {
     AlreadyExists = "already_exists",
     /// 409: the relationship comes from the configuration file.
     ManagedInConfiguration = "managed_in_configuration",
+    /// 409: the relationship is a ClusterFederatedTrustDomain object in Kubernetes.
+    ManagedInKubernetes = "managed_in_kubernetes",
     /// 409: other relationships' endpoints are authenticated by this bundle.
     RelationshipInUse = "relationship_in_use",
     /// 409: a local domain whose bundle comes from a file or a Workload API.
@@ -556,6 +558,8 @@ pub enum Origin {
     Configuration,
     /// Created through the admin API.
     Api,
+    /// A ClusterFederatedTrustDomain object in Kubernetes: read-only through the API.
+    Kubernetes,
 }
 
 /// A relationship's trust chain (SPF-9, SEC-5): members of [`Relationship`].

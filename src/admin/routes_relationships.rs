@@ -163,6 +163,7 @@ fn origin(origin: Origin) -> api::Origin {
     match origin {
         Origin::Configuration => api::Origin::Configuration,
         Origin::Api => api::Origin::Api,
+        Origin::Kubernetes => api::Origin::Kubernetes,
     }
 }
 
@@ -242,6 +243,9 @@ fn registry_error(err: RegistryError) -> ApiError {
         err @ RegistryError::NotFound { .. } => ApiError::not_found(err.to_string()),
         err @ RegistryError::ManagedInConfiguration { .. } => {
             ApiError::conflict(ErrorCode::ManagedInConfiguration, err.to_string())
+        }
+        err @ RegistryError::ManagedInKubernetes { .. } => {
+            ApiError::conflict(ErrorCode::ManagedInKubernetes, err.to_string())
         }
         err @ RegistryError::TrustDomainMismatch { .. } => ApiError::invalid(err.to_string()),
         err @ RegistryError::InUse { .. } => {

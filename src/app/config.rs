@@ -76,6 +76,10 @@ pub struct Config {
     /// What the store keeps and when it rewrites its database (`[storage]`).
     #[serde(default)]
     pub storage: storage::StorageConfig,
+    /// The Kubernetes API (`[kubernetes]`): ClusterFederatedTrustDomains in,
+    /// ClusterTrustBundles, ConfigMaps and statuses out; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<crate::kubernetes::KubernetesConfig>,
 }
 
 impl Config {
@@ -282,6 +286,9 @@ impl Config {
             }
         }
         self.storage.validate()?;
+        if let Some(kubernetes) = &self.kubernetes {
+            kubernetes.validate()?;
+        }
         Ok(())
     }
 }

@@ -198,6 +198,22 @@ pub fn read_files(paths: &[PathBuf]) -> Result<Vec<FileObject>, ConfigError> {
     Ok(out)
 }
 
+/// One ClusterFederatedTrustDomain object as the Kubernetes API returns it (JSON),
+/// under the same rules as a file's; `location` says where it was read, e.g.
+/// `ClusterFederatedTrustDomain "west"`.
+///
+/// # Errors
+/// [`CftdError`] naming the field and the problem.
+pub fn from_object(location: String, value: &Value) -> Result<Cftd, CftdError> {
+    let map = value.as_object().ok_or_else(|| CftdError {
+        location: location.clone(),
+        name: None,
+        field: "(object)".to_owned(),
+        problem: format!("expected a mapping, found {}", kind_of(value)),
+    })?;
+    object(location, map)
+}
+
 /// The objects of one document: itself, or the items of a list.
 fn objects(location: &str, value: &Value) -> Result<Vec<Cftd>, CftdError> {
     let fail = |field: &str, problem: String| CftdError {

@@ -235,6 +235,19 @@ families! {
         [],
         "This replica's fair share of the trust domains to poll: all of them divided by the replicas alive, rounded up (shared store only).",
     );
+    /// Whether this replica holds the Kubernetes writer Lease.
+    KUBERNETES_LEADER: Gauge(
+        "fedgw_kubernetes_leader",
+        [],
+        "1 while this replica holds the Kubernetes Lease and writes ClusterTrustBundles, ConfigMaps and statuses, 0 otherwise ([kubernetes] only).",
+    );
+    /// Writes to the Kubernetes API; `kind` is `cluster_trust_bundle`, `config_map`
+    /// or `status`, `result` is `applied`, `deleted`, `failed` or `refused_unowned`.
+    KUBERNETES_WRITES: Counter(
+        "fedgw_kubernetes_writes_total",
+        ["kind", "result"],
+        "Writes to the Kubernetes API by object kind and result; refused_unowned counts objects left alone because fedgw does not own them.",
+    );
     /// Replicas seen within one lease time.
     REPLICAS: Gauge(
         "fedgw_replicas",
@@ -282,7 +295,7 @@ mod tests {
                 assert!(labels.insert(label), "{name}: label {label} twice");
             }
         }
-        assert_eq!(names.len(), 30, "{names:?}");
+        assert_eq!(names.len(), 32, "{names:?}");
     }
 
     /// The `fedgw_…` names in `text`: each run of name characters after `fedgw_`.
