@@ -130,6 +130,37 @@ fn peer_bin(name: &str) -> PathBuf {
     }
 }
 
+/// The `helm` binary of tests/peers/helm (Helm v4), built by `scripts/peers.sh helm`
+/// when missing.
+pub fn helm() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = root.join("scripts/peers.sh");
+        let output = Command::new(&script)
+            .arg("helm")
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "helm could not be built: `scripts/peers.sh helm` {}.\n\
+             These tests need Go 1.26 or later with the Go module proxy: install Go \
+             (https://go.dev/dl/), then run them again.\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("helm="))
+            .map(|dir| PathBuf::from(dir).join("helm"))
+            .unwrap_or_else(|| panic!("`scripts/peers.sh helm` printed no helm= line:\n{stdout}"))
+    })
+    .clone()
+}
+
 /// A CA and what it issues, in PEM.
 struct Pki {
     ca_pem: String,
