@@ -301,6 +301,10 @@ fn the_rendered_chart_is_accepted_by_the_api_server_and_fedgw() {
             false
         );
         assert_eq!(pod["automountServiceAccountToken"], true);
+        assert_eq!(
+            serde_yaml_ng::to_string(&container["command"]).unwrap(),
+            "- fedgw\n- serve\n- --config\n- /etc/fedgw/fedgw.toml\n"
+        );
     }
 
     // The ServiceMonitor, when asked for, scrapes the admin port with the token.

@@ -56,21 +56,58 @@ fn the_test_api_server_serves_cluster_trust_bundles_and_enforces_rbac() {
     );
 }
 
-/// The kind testbed's manifests mean something: each overlay, built by kubectl's own
-/// kustomize, is accepted by the real API server in a server-side dry run (schemas,
-/// strict field validation, admission), as its namespaces' objects, cluster-scoped
-/// objects and all. The namespaces are created for real first: a dry run persists
-/// nothing, so objects in a namespace it would create could not be checked.
+/// The kind testbed's manifests mean something: each overlay, as up.sh installs it
+/// (SPIRE and the demo built by kubectl's own kustomize, fedgw rendered by the chart
+/// with the overlay's values, the ClusterFederatedTrustDomains of federation.yaml), is
+/// accepted by the real API server in a server-side dry run (schemas, strict field
+/// validation, admission), as its namespaces' objects, cluster-scoped objects and all.
+/// The namespaces and the chart's CRD are created for real first: a dry run persists
+/// nothing, so objects in a namespace it would create, or of a kind it would define,
+/// could not be checked.
 #[test]
 fn the_kind_testbed_overlays_pass_a_server_side_dry_run() {
     let server = ApiServer::start();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let crd = root.join("charts/fedgw/crds/clusterfederatedtrustdomains.yaml");
+    server.kubectl_ok(
+        Identity::Admin,
+        &["apply", "--server-side", "-f", crd.to_str().unwrap()],
+    );
+    server.kubectl_ok(
+        Identity::Admin,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/clusterfederatedtrustdomains.spire.spiffe.io",
+            "--timeout=30s",
+        ],
+    );
     for overlay in ["east", "west", "north"] {
         let dir = root.join("testbed/kind/overlays").join(overlay);
-        let manifests = server.kubectl_ok(Identity::Admin, &["kustomize", dir.to_str().unwrap()]);
+        let built = server.kubectl_ok(Identity::Admin, &["kustomize", dir.to_str().unwrap()]);
+        let chart = std::process::Command::new(kube::helm())
+            .args(["template", "fedgw"])
+            .arg(root.join("charts/fedgw"))
+            .args(["--namespace", "fedgw", "-f"])
+            .arg(dir.join("values.yaml"))
+            .output()
+            .unwrap();
+        assert!(
+            chart.status.success(),
+            "{overlay}: {}",
+            String::from_utf8_lossy(&chart.stderr)
+        );
+        let federation = std::fs::read_to_string(dir.join("federation.yaml")).unwrap();
+        let manifests = format!(
+            "{built}\n---\n{}\n---\n{federation}",
+            String::from_utf8(chart.stdout).unwrap()
+        );
         let documents: Vec<&str> = manifests
             .split("\n---\n")
-            .filter(|doc| !doc.trim().is_empty())
+            .filter(|doc| {
+                doc.lines()
+                    .any(|line| !line.trim().is_empty() && !line.starts_with('#'))
+            })
             .collect();
         assert!(
             documents.len() > 10,
@@ -125,6 +162,9 @@ fn the_kind_testbed_overlays_pass_a_server_side_dry_run() {
             "deployment.apps/fedgw",
             "statefulset.apps/spire-server",
             "daemonset.apps/spire-agent",
+            "clusterrole.rbac.authorization.k8s.io/fedgw",
+            "service/fedgw-spiffe",
+            "clusterfederatedtrustdomain.spire.spiffe.io/",
         ] {
             assert!(stdout.contains(object), "{overlay}: no {object}:\n{stdout}");
         }

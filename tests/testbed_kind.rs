@@ -1,12 +1,13 @@
-//! The kind testbed's gateway configurations (`testbed/kind/overlays/*/fedgw.toml`,
-//! mounted into the fedgw pods from a ConfigMap) load with fedgw's own loader, and
-//! agree with the manifests: the admin socket the exec probes use, the SPIRE agent's
-//! Workload API socket (mounted from the node) as the local source and as the source
-//! of the `https_spiffe` SVID, `relationship_files` naming the mounted
-//! `federation.yaml`. Each overlay's `federation.yaml` is read with fedgw's own
-//! `relationship_files` reader into relationships with exactly the other clusters (a
-//! full mesh); SPIRE server (through its own fedgw's relay, over `https_spiffe`) and
-//! the demo's Envoy federate with the same peers.
+//! The kind testbed's gateway configurations, as the chart renders them for each
+//! cluster (`helm template charts/fedgw -f testbed/kind/overlays/*/values.yaml`),
+//! load with fedgw's own loader and agree with the manifests: the admin socket the
+//! exec probes use, the SPIRE agent's Workload API socket (mounted from the node) as
+//! the local source and as the source of the `https_spiffe` SVID, `[kubernetes]`
+//! watching the ClusterFederatedTrustDomains, two replicas. Each overlay's
+//! `federation.yaml` is read with fedgw's own ClusterFederatedTrustDomain reader into
+//! relationships with exactly the other clusters (a full mesh); SPIRE server (through
+//! its own fedgw's relay, over `https_spiffe`) and the demo's Envoy federate with the
+//! same peers.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,6 +22,9 @@ use std::path::Path;
 use fedgw::app::Config;
 use fedgw::config::{AdminListen, LocalSource, ProfileName};
 use fedgw::registry::cftd;
+
+#[path = "support/kube.rs"]
+mod kube;
 
 const CLUSTERS: [&str; 3] = ["east", "west", "north"];
 
@@ -49,16 +53,52 @@ fn the_overlays_are_the_three_clusters() {
     );
 }
 
+/// What the chart renders for `me` (`helm template charts/fedgw -f
+/// overlays/<me>/values.yaml`, Helm built by `scripts/peers.sh helm`): the
+/// configuration, loaded with fedgw's loader, and the Deployment.
+fn rendered(me: &str) -> (Config, String, serde_yaml_ng::Value) {
+    use serde::Deserialize as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let values = kind_dir().join("overlays").join(me).join("values.yaml");
+    let out = std::process::Command::new(kube::helm())
+        .args(["template", "fedgw"])
+        .arg(root.join("charts/fedgw"))
+        .args(["--namespace", "fedgw", "-f"])
+        .arg(&values)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{me}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml_ng::Value::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{me}: no {kind} {name}"))
+            .clone()
+    };
+    let toml = find("ConfigMap", "fedgw-config")["data"]["fedgw.toml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let config = Config::from_toml(&toml).unwrap_or_else(|err| panic!("{me}: {err}\n{toml}"));
+    (config, toml, find("Deployment", "fedgw"))
+}
+
 #[test]
 fn testbed_kind_fedgw_configs_load() {
-    let kind = kind_dir();
-    let deployment = read(&kind.join("base/deployment.yaml"));
     for me in CLUSTERS {
-        let path = kind.join("overlays").join(me).join("fedgw.toml");
-        let text = read(&path);
-        let config =
-            Config::from_toml(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-        assert_eq!(config.local.len(), 1, "{}", path.display());
+        let (config, text, deployment) = rendered(me);
+        let pod = &deployment["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let yaml = serde_yaml_ng::to_string(&deployment).unwrap();
+        assert_eq!(config.local.len(), 1, "{me}");
         assert_eq!(
             config.local[0].trust_domain.as_str(),
             format!("{me}.kind.test")
@@ -66,76 +106,69 @@ fn testbed_kind_fedgw_configs_load() {
         match config.admin_listen() {
             AdminListen::Unix(socket) => {
                 let probe = format!("unix:{}", socket.display());
-                assert!(deployment.contains(&probe), "probes must use {probe}");
+                assert!(yaml.contains(&probe), "{me}: probes must use {probe}");
             }
-            other => panic!(
-                "{}: admin must be a unix socket, got {other:?}",
-                path.display()
-            ),
+            other => panic!("{me}: admin must be a unix socket, got {other:?}"),
         }
         assert_eq!(
             config.local[0].source,
             LocalSource::WorkloadApi {
                 workload_api_socket: AGENT_SOCKET.to_owned()
             },
-            "{}: the local bundle comes from the SPIRE agent",
-            path.display()
+            "{me}: the local bundle comes from the SPIRE agent"
         );
         let spiffe = config
             .endpoint
             .https_spiffe
             .as_ref()
-            .unwrap_or_else(|| panic!("{}: no [endpoint.https_spiffe]", path.display()));
+            .unwrap_or_else(|| panic!("{me}: no [endpoint.https_spiffe]"));
         assert_eq!(
             spiffe.workload_api_socket.as_deref(),
             Some(AGENT_SOCKET),
-            "{}: the https_spiffe SVID comes from the SPIRE agent",
-            path.display()
+            "{me}: the https_spiffe SVID comes from the SPIRE agent"
         );
         assert_eq!(
             spiffe.endpoint_spiffe_id.to_string(),
             format!("spiffe://{me}.kind.test/ns/fedgw/sa/fedgw"),
-            "{}: register.sh's entry",
-            path.display()
+            "{me}: register.sh's entry"
         );
         assert!(
-            deployment.contains("mountPath: /run/spire/agent-sockets, readOnly: true}"),
-            "the agent's socket directory is mounted at /run/spire/agent-sockets"
+            container["volumeMounts"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountPath"] == "/run/spire/agent-sockets" && m["readOnly"] == true),
+            "{me}: the agent's socket directory is mounted at /run/spire/agent-sockets"
         );
-        assert!(
-            config.federation.is_empty(),
-            "{}: the relationships are in federation.yaml",
-            path.display()
-        );
-        assert_eq!(
-            config.relationship_files,
-            [Path::new("/etc/fedgw/federation.yaml")],
-            "{}",
-            path.display()
-        );
-        assert!(
-            deployment.contains("{name: config, mountPath: /etc/fedgw, readOnly: true}"),
-            "ConfigMap fedgw-config is mounted at /etc/fedgw"
-        );
+        // The relationships are the cluster's ClusterFederatedTrustDomains (applied
+        // from federation.yaml), watched through [kubernetes].
+        assert!(config.federation.is_empty() && config.relationship_files.is_empty());
+        let kubernetes = config.kubernetes.as_ref().expect("[kubernetes]");
+        assert!(kubernetes.relationships && kubernetes.status);
+        assert!(kubernetes.cluster_trust_bundles.is_some());
+        assert_eq!(kubernetes.lease.namespace, "fedgw");
+        assert_eq!(deployment["spec"]["replicas"], 2, "{me}: two replicas");
         assert!(
             text.contains(&format!("\"fedgw.{me}.kind.test\"")),
-            "{}: the peers reach it by this name",
-            path.display()
+            "{me}: the peers reach it by this name"
+        );
+        assert!(
+            container["env"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "SSL_CERT_FILE" && e["value"] == "/etc/fedgw-tls/ca.crt"),
+            "{me}: the testbed CA is fedgw's trust store for https_web"
         );
     }
 }
 
-/// Each federation.yaml, read by the reader `relationship_files` uses (the local
-/// copy of what is mounted at /etc/fedgw/federation.yaml): one https_web
-/// relationship with each other cluster's gateway.
+/// Each federation.yaml, read by fedgw's ClusterFederatedTrustDomain reader (the
+/// objects up.sh applies and fedgw watches): one https_web relationship with each
+/// other cluster's gateway.
 #[test]
 fn testbed_kind_federation_yaml_is_a_full_mesh() {
     let kind = kind_dir();
-    let deployment = read(&kind.join("base/deployment.yaml"));
-    assert!(
-        deployment.contains("{name: SSL_CERT_FILE, value: /etc/fedgw-tls/ca.crt}"),
-        "the testbed CA is fedgw's trust store for https_web"
-    );
     let register = read(&kind.join("register.sh"));
     assert!(
         register.contains("clusters=(east west north)"),
@@ -171,11 +204,6 @@ fn testbed_kind_federation_yaml_is_a_full_mesh() {
             );
             assert!(object.notes.is_empty(), "{:?}", object.notes);
         }
-        let kustomization = read(&overlay.join("kustomization.yaml"));
-        assert!(
-            kustomization.contains("- federation.yaml"),
-            "{me}: federation.yaml is in ConfigMap fedgw-config"
-        );
         // SPIRE server takes each peer's bundle from this cluster's fedgw relay, over
         // https_spiffe with fedgw's own SPIFFE ID.
         let server = read(&overlay.join("server.conf"));

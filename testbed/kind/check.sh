@@ -14,6 +14,21 @@ for c in east west north; do
     echo "== $c: fedgw relationships and status"
     kubectl --context "$ctx" -n fedgw exec deploy/fedgw -- fedgw federation list --admin unix:/var/lib/fedgw/admin.sock
     kubectl --context "$ctx" -n fedgw exec deploy/fedgw -- fedgw status --admin unix:/var/lib/fedgw/admin.sock
+    # What the Lease holder wrote: each relationship's status, each peer's bundle.
+    kubectl --context "$ctx" get clusterfederatedtrustdomains
+    kubectl --context "$ctx" -n fedgw get lease fedgw-writer
+    for other in east west north; do
+        [[ "$other" == "$c" ]] && continue
+        ready="$(kubectl --context "$ctx" get clusterfederatedtrustdomain "$other" \
+            -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')"
+        if [[ "$ready" != "True" ]]; then
+            echo "FAILED: $c: ClusterFederatedTrustDomain $other is not Ready ($ready)" >&2
+            fail=1
+        fi
+    done
+    # ClusterTrustBundles need Kubernetes 1.37 (or the certificates.k8s.io/v1beta1
+    # feature gates before it): listed when the cluster serves them.
+    kubectl --context "$ctx" get clustertrustbundles -l app.kubernetes.io/managed-by=fedgw || true
     echo "== $c -> $peer over mTLS"
     got=""
     for _ in $(seq 30); do

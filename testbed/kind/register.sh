@@ -33,7 +33,7 @@ for c in "${clusters[@]}"; do
     ensure_entry "$c" "$node_id" -node \
         -selector "k8s_psat:cluster:fedgw-$c" \
         -selector "k8s_psat:agent_ns:spire" -selector "k8s_psat:agent_sa:spire-agent"
-    # The ID is endpoint_spiffe_id in overlays/<c>/fedgw.toml and in server.conf.
+    # The ID is endpoints.httpsSpiffe.endpointSpiffeId in overlays/<c>/values.yaml and in server.conf.
     ensure_entry "$c" "spiffe://$td/ns/fedgw/sa/fedgw" -parentID "$node_id" \
         -selector k8s:ns:fedgw -selector k8s:sa:fedgw
 done

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Create three kind clusters (fedgw-east, fedgw-west, fedgw-north), build and load the
-# fedgw image, deploy SPIRE, fedgw and the demo workload in each, and wire the clusters
-# together in a full mesh through the kind docker network: each fedgw polls the two
-# others (overlays/*/federation.yaml, ClusterFederatedTrustDomain objects that fedgw
-# reads through relationship_files) and each SPIRE server federates with its own
-# fedgw's relay. fedgw is a workload of its cluster's SPIRE: register.sh gives it its
-# entry, then waits for the peers' bundles in SPIRE before the demo's entry. Needs
-# docker, kind, kubectl and openssl.
+# fedgw image, deploy SPIRE and the demo workload (kustomize overlays) and fedgw (the
+# Helm chart, charts/fedgw, with overlays/<c>/values.yaml) in each, and wire the
+# clusters together in a full mesh through the kind docker network: each fedgw polls
+# the two others (overlays/*/federation.yaml, ClusterFederatedTrustDomain objects that
+# fedgw watches, writing their status and a ClusterTrustBundle per peer domain) and
+# each SPIRE server federates with its own fedgw's relay. fedgw is a workload of its
+# cluster's SPIRE: register.sh gives it its entry, then waits for the peers' bundles in
+# SPIRE before the demo's entry. Needs docker, kind, kubectl and openssl, and helm (on
+# the PATH, or built by scripts/peers.sh helm, which needs Go).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,6 +21,11 @@ mkdir -p "$work"
 for tool in docker kind kubectl openssl; do
     command -v "$tool" >/dev/null || { echo "up.sh: $tool is required" >&2; exit 1; }
 done
+if command -v helm >/dev/null; then
+    helm=helm
+else
+    helm="$("$root/scripts/peers.sh" helm | sed -n 's/^helm=//p')/helm"
+fi
 
 log() { printf '\n== %s\n' "$*"; }
 
@@ -63,7 +70,7 @@ for c in "${clusters[@]}"; do
         [[ "$peer" == "$c" ]] && continue
         aliases+=("{\"ip\":\"$(node_ip "$peer")\",\"hostnames\":[\"fedgw.$peer.kind.test\",\"demo.$peer.kind.test\"]}")
     done
-    host_aliases="$(IFS=,; echo "${aliases[*]}")"
+    host_aliases="[$(IFS=,; echo "${aliases[*]}")]"
     log "deploy $c (peers: $host_aliases)"
     kubectl --context "$ctx" apply -f "$here/base/namespace.yaml" -f "$here/spire/namespace.yaml"
     kubectl --context "$ctx" create namespace demo --dry-run=client -o yaml | kubectl --context "$ctx" apply -f -
@@ -71,11 +78,13 @@ for c in "${clusters[@]}"; do
         --from-file=tls.crt="$work/$c.crt" --from-file=tls.key="$work/$c.key" \
         --from-file=ca.crt="$work/ca.crt" --dry-run=client -o yaml | kubectl --context "$ctx" apply -f -
     kubectl --context "$ctx" apply -k "$here/overlays/$c"
-    for d in fedgw/fedgw demo/demo; do
-        ns="${d%/*}"; name="${d#*/}"
-        kubectl --context "$ctx" -n "$ns" patch deployment "$name" --type merge -p \
-            "{\"spec\":{\"template\":{\"spec\":{\"hostAliases\":[$host_aliases]}}}}"
-    done
+    "$helm" --kube-context "$ctx" upgrade --install fedgw "$root/charts/fedgw" \
+        --namespace fedgw -f "$here/overlays/$c/values.yaml" \
+        --set-json "hostAliases=$host_aliases"
+    # The relationships, once the chart has installed their CRD.
+    kubectl --context "$ctx" apply -f "$here/overlays/$c/federation.yaml"
+    kubectl --context "$ctx" -n demo patch deployment demo --type merge -p \
+        "{\"spec\":{\"template\":{\"spec\":{\"hostAliases\":$host_aliases}}}}"
 done
 
 for c in "${clusters[@]}"; do
@@ -87,9 +96,10 @@ for c in "${clusters[@]}"; do
     # entry: until then fedgw status shows the local domain failing ("no
     # registration entry matches this process") and the https_spiffe port is closed.
     kubectl --context "$ctx" -n fedgw rollout status deployment/fedgw --timeout 300s
-    # The relationships read from federation.yaml (origin configuration).
+    # The relationships of federation.yaml (origin kubernetes), and their status.
     kubectl --context "$ctx" -n fedgw exec deploy/fedgw -- \
         fedgw federation list --admin unix:/var/lib/fedgw/admin.sock
+    kubectl --context "$ctx" get clusterfederatedtrustdomains
 done
 
 "$here/register.sh"
