@@ -133,6 +133,7 @@ pub async fn start(
         locals: parts.locals.to_vec(),
         metrics: parts.metrics.clone(),
         request_timeout,
+        warned: std::sync::Mutex::default(),
     });
     parts
         .supervisor
@@ -164,9 +165,11 @@ async fn client(config: &KubernetesConfig) -> Result<Client, KubernetesError> {
                 .await
                 .map_err(|err| fail(err.to_string()))?
         }
-        None => {
-            kube::Config::incluster().map_err(|err| KubernetesError::InCluster(err.to_string()))?
-        }
+        // Reads the service account's token and CA files: off the reactor.
+        None => tokio::task::spawn_blocking(kube::Config::incluster)
+            .await
+            .map_err(|_| KubernetesError::InCluster("interrupted".to_owned()))?
+            .map_err(|err| KubernetesError::InCluster(err.to_string()))?,
     };
     kube_config.connect_timeout = Some(config.request_timeout.duration());
     Client::try_from(kube_config).map_err(|err| KubernetesError::Client(err.to_string()))

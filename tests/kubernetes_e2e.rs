@@ -514,3 +514,37 @@ async fn killing_the_lease_holder_hands_writing_over() {
         "handover took {handover:?}; lease 3 s, retry 0.5 s"
     );
 }
+
+/// `[kubernetes]` that cannot be used stops the gateway at start, saying why: no
+/// kubeconfig outside a pod, a kubeconfig that does not exist.
+#[test]
+fn an_unusable_kubernetes_table_stops_the_start_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    for (table, expected) in [
+        ("[kubernetes]\n", "not running in a pod"),
+        (
+            "[kubernetes]\nkubeconfig = \"/nonexistent/kubeconfig\"\n",
+            "kubernetes.kubeconfig /nonexistent/kubeconfig",
+        ),
+    ] {
+        let config = dir.path().join("fedgw.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n{table}",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_fedgw"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{table}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{table}: {stderr}");
+    }
+}

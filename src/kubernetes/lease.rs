@@ -60,9 +60,15 @@ impl Settings {
         // Valid until then without a successful renewal.
         let mut held_until: Option<Instant> = None;
         let mut observed: Option<Observed> = None;
+        // Failing rounds are logged at warn level once a minute.
+        let mut warned: Option<Instant> = None;
         loop {
             let started = Instant::now();
-            let wait = match self.round(&mut observed).await {
+            let result = self.round(&mut observed).await;
+            if result.is_ok() && warned.take().is_some() {
+                tracing::info!(lease = %self.name, "Kubernetes lease rounds succeed again");
+            }
+            let wait = match result {
                 Ok(Round::Held) => {
                     held_until = Some(started + self.duration * 2 / 3);
                     renew_every
@@ -72,7 +78,12 @@ impl Settings {
                     wait.min(retry_every).max(Duration::from_millis(50))
                 }
                 Err(err) => {
-                    tracing::warn!(lease = %self.name, error = %err, "Kubernetes lease round failed");
+                    if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                        tracing::warn!(lease = %self.name, error = %err, "Kubernetes lease round failed; retrying (repeats are logged at debug level for a minute)");
+                        warned = Some(Instant::now());
+                    } else {
+                        tracing::debug!(lease = %self.name, error = %err, "Kubernetes lease round failed");
+                    }
                     retry_every
                 }
             };

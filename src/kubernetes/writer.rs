@@ -37,6 +37,8 @@ use crate::trust::store::TrustStore;
 const TICK: Duration = Duration::from_secs(2);
 /// How often the owned ClusterTrustBundles are listed again.
 const RESYNC: Duration = Duration::from_secs(60);
+/// How often one failing operation is logged at warn level.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The writer's parts.
 pub(crate) struct Writer {
@@ -46,6 +48,8 @@ pub(crate) struct Writer {
     pub(crate) locals: Vec<TrustDomain>,
     pub(crate) metrics: Metrics,
     pub(crate) request_timeout: Duration,
+    /// When each failing operation was last logged at warn level.
+    pub(crate) warned: std::sync::Mutex<BTreeMap<String, Instant>>,
 }
 
 /// What this replica wrote since it was elected.
@@ -167,7 +171,10 @@ impl Writer {
             match self.list_owned(&api, signer).await {
                 Ok(owned) => written.bundles = Some(owned),
                 Err(err) => {
-                    tracing::warn!(error = %err, "listing ClusterTrustBundles failed; retrying");
+                    self.failed(
+                        "list ClusterTrustBundles",
+                        &format!("listing ClusterTrustBundles failed: {err}"),
+                    );
                     self.count("cluster_trust_bundle", "failed");
                     return;
                 }
@@ -195,7 +202,10 @@ impl Writer {
                     }
                     Ok(_) => {}
                     Err(err) => {
-                        tracing::warn!(name = %name, error = %err, "reading a ClusterTrustBundle failed; retrying");
+                        self.failed(
+                            &format!("read {name}"),
+                            &format!("reading ClusterTrustBundle {name} failed: {err}"),
+                        );
                         self.count("cluster_trust_bundle", "failed");
                         continue;
                     }
@@ -222,7 +232,10 @@ impl Writer {
                     );
                 }
                 Err(err) => {
-                    tracing::warn!(name = %name, error = %err, "writing a ClusterTrustBundle failed; retrying");
+                    self.failed(
+                        &format!("write {name}"),
+                        &format!("writing ClusterTrustBundle {name} failed: {err}"),
+                    );
                     self.count("cluster_trust_bundle", "failed");
                 }
             }
@@ -254,7 +267,10 @@ impl Writer {
                     owned.remove(&name);
                 }
                 Err(err) => {
-                    tracing::warn!(name = %name, error = %err, "deleting a ClusterTrustBundle failed; retrying");
+                    self.failed(
+                        &format!("delete {name}"),
+                        &format!("deleting ClusterTrustBundle {name} failed: {err}"),
+                    );
                     self.count("cluster_trust_bundle", "failed");
                 }
             }
@@ -307,7 +323,10 @@ impl Writer {
             }
             Ok(_) => {}
             Err(err) => {
-                tracing::warn!(config_map = %shown, error = %err, "reading a ConfigMap failed; retrying");
+                self.failed(
+                    &format!("read {shown}"),
+                    &format!("reading ConfigMap {shown} failed: {err}"),
+                );
                 self.count("config_map", "failed");
                 return;
             }
@@ -327,7 +346,10 @@ impl Writer {
                 written.maps.insert(id, pem);
             }
             Err(err) => {
-                tracing::warn!(config_map = %shown, error = %err, "writing a ConfigMap failed; retrying");
+                self.failed(
+                    &format!("write {shown}"),
+                    &format!("writing ConfigMap {shown} failed: {err}"),
+                );
                 self.count("config_map", "failed");
             }
         }
@@ -378,10 +400,39 @@ impl Writer {
                 Ok(_) => self.count("status", "applied"),
                 Err(err) if status_code(&err) == Some(404) => {}
                 Err(err) => {
-                    tracing::warn!(name = %name, error = %err, "writing a ClusterFederatedTrustDomain's status failed; retrying");
+                    self.failed(
+                        &format!("status {name}"),
+                        &format!(
+                            "writing the status of ClusterFederatedTrustDomain {name} failed: {err}"
+                        ),
+                    );
                     self.count("status", "failed");
                 }
             }
+        }
+    }
+
+    /// Log a failed write: at warn level once a minute per operation (they are retried
+    /// every two seconds), at debug level in between.
+    fn failed(&self, operation: &str, message: &str) {
+        let now = Instant::now();
+        let loud = {
+            let mut last = self
+                .warned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let loud = last
+                .get(operation)
+                .is_none_or(|at| now.duration_since(*at) >= WARN_EVERY);
+            if loud {
+                last.insert(operation.to_owned(), now);
+            }
+            loud
+        };
+        if loud {
+            tracing::warn!("{message}; retrying (repeats are logged at debug level for a minute)");
+        } else {
+            tracing::debug!("{message}; retrying");
         }
     }
 
