@@ -1200,7 +1200,10 @@ async fn within<T>(
 
 /// [`trim_history`] for every domain at once: one statement, whatever the number of
 /// domains (a replica opening a store of thousands of domains from another
-/// datacenter pays one round trip, not one per domain).
+/// datacenter pays one round trip, not one per domain). Kept apart from
+/// [`trim_history`] on purpose: one prepared statement with an optional domain
+/// (`$1 IS NULL OR trust_domain = $1`) gets a generic plan after a few runs that
+/// cannot use the per-domain index, and every bundle change would scan all history.
 async fn trim_all_histories(
     tx: &Transaction<'_>,
     settings: &StorageConfig,
