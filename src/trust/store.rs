@@ -1154,7 +1154,6 @@ mod tests {
     use time::Duration;
 
     use super::*;
-    use crate::config::storage::StorageBackend;
     use crate::trust::db::postgres::testing::TestDatabase;
     use crate::trust::policy::BundleWarning;
     use crate::trust::policy::testing::{bundle, ca_with_key, now, td, with_sequence};
@@ -1196,16 +1195,7 @@ mod tests {
         async fn open(&self) -> TrustStore {
             match self {
                 Self::Sled(dir) => open(dir).await,
-                Self::Postgres(dir, db) => {
-                    let storage = StorageConfig {
-                        backend: StorageBackend::Postgres,
-                        postgres: Some(db.config.clone()),
-                        ..StorageConfig::default()
-                    };
-                    TrustStore::open_with(dir.path(), PolicySettings::default(), storage)
-                        .await
-                        .unwrap_or_else(|err| panic!("{err}"))
-                }
+                Self::Postgres(dir, db) => db.trust_store(dir.path()).await,
             }
         }
     }

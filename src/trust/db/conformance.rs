@@ -9,7 +9,6 @@ use super::postgres::PgStore;
 use super::postgres::testing::TestDatabase;
 use super::testing::{new_bundle, note};
 use super::*;
-use crate::config::storage::StorageBackend;
 use crate::trust::policy::testing::td;
 
 /// A store that can be opened, and opened again over the same state.
@@ -72,11 +71,7 @@ impl PgBackend {
 
 impl Backend for PgBackend {
     fn open_with(&self, settings: StorageConfig) -> Box<dyn Database> {
-        let settings = StorageConfig {
-            backend: StorageBackend::Postgres,
-            postgres: Some(self.0.config.clone()),
-            ..settings
-        };
+        let settings = self.0.storage_with(settings);
         Box::new(
             PgStore::open(&self.0.config, settings, Metrics::new())
                 .unwrap_or_else(|err| panic!("{err}")),

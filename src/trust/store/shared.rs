@@ -5,20 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
 use super::*;
-use crate::config::storage::StorageBackend;
 use crate::trust::db::postgres::testing::TestDatabase;
 use crate::trust::policy::testing::{bundle, now, td};
 
 async fn replica(db: &TestDatabase) -> TrustStore {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = StorageConfig {
-        backend: StorageBackend::Postgres,
-        postgres: Some(db.config.clone()),
-        ..StorageConfig::default()
-    };
-    TrustStore::open_with(dir.path(), PolicySettings::default(), storage)
-        .await
-        .unwrap_or_else(|err| panic!("{err}"))
+    db.trust_store(tempfile::tempdir().unwrap().path()).await
 }
 
 fn fetched() -> Source {

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
-use crate::config::storage::{PostgresConfig, PostgresTls};
+use crate::config::storage::{PostgresConfig, PostgresTls, StorageBackend, StorageConfig};
 
 /// A new, empty database and the `[storage.postgres]` table that reaches it.
 pub(crate) struct TestDatabase {
@@ -35,5 +35,28 @@ impl TestDatabase {
             config,
             _secrets: secrets,
         }
+    }
+
+    /// `settings` with this database as the store (`backend = "postgres"`).
+    pub(crate) fn storage_with(&self, settings: StorageConfig) -> StorageConfig {
+        StorageConfig {
+            backend: StorageBackend::Postgres,
+            postgres: Some(self.config.clone()),
+            ..settings
+        }
+    }
+
+    /// A trust store on this database, its last-known-good copy in `dir`: one replica.
+    pub(crate) async fn trust_store(
+        &self,
+        dir: &std::path::Path,
+    ) -> crate::trust::store::TrustStore {
+        crate::trust::store::TrustStore::open_with(
+            dir,
+            crate::trust::policy::PolicySettings::default(),
+            self.storage_with(StorageConfig::default()),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{err}"))
     }
 }
