@@ -143,26 +143,73 @@ impl TestCa {
 
     /// A server certificate for `localhost` and `127.0.0.1` signed by this CA.
     pub fn localhost_server(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        let (not_before, not_after) = default_validity();
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "e2e bundle server");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = not_before;
-        params.not_after = not_after;
-        params.subject_alt_names = vec![
-            SanType::DnsName("localhost".try_into().unwrap()),
-            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        ];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert, key) = self.leaf(
+            "e2e bundle server",
+            &[],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            vec![
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ],
+        );
         (
             vec![cert.der().clone()],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         )
+    }
+
+    /// [`TestCa::localhost_server`] named `common_name`, as PEM: `(certificate, key)`.
+    pub fn localhost_server_pem(&self, common_name: &str) -> (String, String) {
+        let (cert, key) = self.leaf(
+            common_name,
+            &[],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            vec![
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ],
+        );
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A client certificate for `common_name` with these organizations (a
+    /// Kubernetes user and its groups), as PEM: `(certificate, key)`.
+    pub fn client_pem(&self, common_name: &str, organizations: &[String]) -> (String, String) {
+        let (cert, key) = self.leaf(
+            common_name,
+            organizations,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            Vec::new(),
+        );
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A leaf for `common_name` (with `organizations`), valid an hour ago to 30 days
+    /// ahead, for `usage`, with `names`.
+    fn leaf(
+        &self,
+        common_name: &str,
+        organizations: &[String],
+        usage: ExtendedKeyUsagePurpose,
+        names: Vec<SanType>,
+    ) -> (rcgen::Certificate, KeyPair) {
+        let (not_before, not_after) = default_validity();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        for organization in organizations {
+            dn.push(DnType::OrganizationName, organization.as_str());
+        }
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.subject_alt_names = names;
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert, key)
     }
 
     /// An X509-SVID for `spiffe://<td><path>` (X509-SVID §4: URI SAN, not a CA,

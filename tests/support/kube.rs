@@ -26,11 +26,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use fedgw_testkit::Process;
+use fedgw_testkit::TestCa;
 use fedgw_testkit::net::free_port;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::KeyPair;
 
 /// How long building the peers may take (a first build compiles kube-apiserver).
 const BUILD_DEADLINE: Duration = Duration::from_secs(3600);
@@ -161,43 +159,6 @@ pub fn helm() -> PathBuf {
     .clone()
 }
 
-/// A CA and what it issues, in PEM.
-struct Pki {
-    ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name("fedgw test cluster CA", &[]);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            ca_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf: `(certificate PEM, key PEM)`.
-    fn issue(&self, params: CertificateParams) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn name(common_name: &str, organizations: &[String]) -> DistinguishedName {
-    let mut dn = DistinguishedName::new();
-    for organization in organizations {
-        dn.push(DnType::OrganizationName, organization.as_str());
-    }
-    dn.push(DnType::CommonName, common_name);
-    dn
-}
-
 /// A running etcd and kube-apiserver; both are killed on drop.
 pub struct ApiServer {
     url: String,
@@ -229,15 +190,9 @@ impl ApiServer {
         let dir = tempfile::tempdir().unwrap();
         let path = |file: &str| dir.path().join(file);
 
-        let pki = Pki::new();
-        std::fs::write(path("ca.pem"), &pki.ca_pem).unwrap();
-        let mut server = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        server.distinguished_name = name("kube-apiserver", &[]);
-        server
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let (cert, key) = pki.issue(server);
+        let ca = TestCa::web("fedgw test cluster");
+        std::fs::write(path("ca.pem"), &ca.cert_pem).unwrap();
+        let (cert, key) = ca.localhost_server_pem("kube-apiserver");
         std::fs::write(path("apiserver.pem"), cert).unwrap();
         std::fs::write(path("apiserver.key"), key).unwrap();
         // The service-account token signing key (the API server wants one even
@@ -303,10 +258,7 @@ impl ApiServer {
 
         for identity in [Identity::Admin, Identity::Fedgw, Identity::Stranger] {
             let (common_name, groups) = identity.subject();
-            let mut params = CertificateParams::default();
-            params.distinguished_name = name(&common_name, &groups);
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            let (cert, key) = pki.issue(params);
+            let (cert, key) = ca.client_pem(&common_name, &groups);
             let stem = identity.file_stem();
             std::fs::write(path(&format!("{stem}.pem")), cert).unwrap();
             std::fs::write(path(&format!("{stem}.key")), key).unwrap();
