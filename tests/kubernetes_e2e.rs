@@ -467,6 +467,12 @@ async fn killing_the_lease_holder_hands_writing_over() {
     let server = tokio::task::block_in_place(cluster);
     let dir = tempfile::tempdir().unwrap();
     let west = Peer::start("west.test").await;
+    // The ConfigMap fedgw is configured to write exists already, made by someone
+    // else: fedgw leaves it alone.
+    apply(
+        &server,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fedgw-bundle\n  namespace: spire\ndata:\n  bundle.crt: hand-made\n",
+    );
     let a = start_fedgw(&server, dir.path(), "replica-a");
     let holder = || {
         get(&server, &["-n", "fedgw-system", "lease", "fedgw-writer"])
@@ -508,6 +514,15 @@ async fn killing_the_lease_holder_hands_writing_over() {
     })
     .await;
     assert!(b.process.log_text().contains("ClusterTrustBundle written"));
+    let map = get(&server, &["-n", "spire", "configmap", "fedgw-bundle"]).unwrap();
+    assert_eq!(
+        map["data"]["bundle.crt"], "hand-made",
+        "an unowned ConfigMap is never written"
+    );
+    assert!(
+        b.metric("fedgw_kubernetes_writes_total{kind=\"config_map\",result=\"refused_unowned\"}")
+            .is_some_and(|n| n >= 1.0)
+    );
     eprintln!("handover after {handover:?}");
     assert!(
         handover <= Duration::from_millis(3_500) + Duration::from_secs(1),
