@@ -103,11 +103,13 @@ pub async fn start(
     {
         let leader_tx = leader_tx.clone();
         let cancel_run = cancel.clone();
-        parts
-            .supervisor
-            .spawn("kubernetes lease".to_owned(), cancel.clone(), move || {
-                lease::run(Arc::clone(&election), leader_tx.clone(), cancel_run.clone())
-            });
+        // Not stopped from outside: when the gateway stops, the election ends itself
+        // after giving the lease up (bounded), so the next replica takes over at once.
+        parts.supervisor.spawn(
+            "kubernetes lease".to_owned(),
+            tokio_util::sync::CancellationToken::new(),
+            move || lease::run(Arc::clone(&election), leader_tx.clone(), cancel_run.clone()),
+        );
     }
 
     let (objects_tx, objects) = watch::channel(Arc::new(relationships::Objects::default()));

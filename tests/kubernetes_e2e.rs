@@ -528,6 +528,38 @@ async fn killing_the_lease_holder_hands_writing_over() {
         handover <= Duration::from_millis(3_500) + Duration::from_secs(1),
         "handover took {handover:?}; lease 3 s, retry 0.5 s"
     );
+
+    // A holder that stops gracefully gives the lease up: the next replica takes over
+    // within one retry (0.5 s), not the lease's 3 s.
+    let c = start_fedgw(&server, dir.path(), "replica-c");
+    wait_for(DEADLINE, "replica-c runs", || async {
+        (c.metric("fedgw_kubernetes_leader") == Some(0.0)).then_some(())
+    })
+    .await;
+    let term = Command::new("kill")
+        .args(["-TERM", &b.process.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let stopped = Instant::now();
+    wait_for(DEADLINE, "replica-c holds the lease", || async {
+        (holder().as_deref() == Some("replica-c")).then_some(())
+    })
+    .await;
+    let graceful = stopped.elapsed();
+    eprintln!("graceful handover after {graceful:?}");
+    tokio::task::block_in_place(|| b.process.wait());
+    assert!(
+        b.process
+            .log_text()
+            .contains("gave the Kubernetes lease up"),
+        "{}",
+        b.process.log_text()
+    );
+    assert!(
+        graceful < Duration::from_millis(2_500),
+        "graceful handover took {graceful:?}"
+    );
 }
 
 /// `[kubernetes]` that cannot be used stops the gateway at start, saying why: no

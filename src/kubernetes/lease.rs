@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::{Metrics, families};
 
+/// The longest a stopping replica spends giving the lease up.
+const RELEASE_WITHIN: Duration = Duration::from_secs(3);
+
 /// One replica's part in the election.
 #[derive(Debug)]
 pub(crate) struct Settings {
@@ -101,7 +104,12 @@ impl Settings {
         }
         if *leader.borrow() {
             self.announce(&leader, false);
-            if let Err(err) = self.release().await {
+            let released = tokio::time::timeout(RELEASE_WITHIN, self.release()).await;
+            if let Some(err) = match released {
+                Ok(Ok(())) => None,
+                Ok(Err(err)) => Some(err.to_string()),
+                Err(_) => Some(format!("no answer within {} s", RELEASE_WITHIN.as_secs())),
+            } {
                 tracing::warn!(lease = %self.name, error = %err, "could not give the Kubernetes lease up; the next replica takes it over when it expires");
             }
         }

@@ -76,6 +76,8 @@ pub(crate) async fn run(
     mut objects: watch::Receiver<Arc<Objects>>,
 ) {
     let mut feed = writer.trust_store.subscribe();
+    // Without the watch (`relationships = false`) nothing ever sends objects.
+    let mut watching = true;
     loop {
         while !*leader.borrow_and_update() {
             if leader.changed().await.is_err() {
@@ -96,7 +98,7 @@ pub(crate) async fn run(
             tokio::select! {
                 changed = leader.changed() => if changed.is_err() { return },
                 changed = feed.changed() => if changed.is_err() { return },
-                _ = objects.changed() => {}
+                changed = objects.changed(), if watching => watching = changed.is_ok(),
                 () = tokio::time::sleep(TICK) => {}
             }
         }
