@@ -83,6 +83,16 @@ relationships:
   federation:
     - trustDomain: north.example
       url: https://bundle.north.example/
+sinks:
+  sds:
+    enabled: true
+    trustDomains: [west.example]
+  files:
+    - dir: /var/run/fedgw-bundles
+extraVolumes:
+  - {name: bundles, emptyDir: {}}
+extraVolumeMounts:
+  - {name: bundles, mountPath: /var/run/fedgw-bundles}
 kubernetes:
   lease:
     duration: 20s
@@ -275,6 +285,13 @@ fn the_rendered_chart_is_accepted_by_the_api_server_and_fedgw() {
             );
             assert!(config.storage.postgres.is_some());
             assert_eq!(config.polling.min_refresh.0, 30);
+            let sds = config.sinks.sds.as_ref().expect("[sinks.sds]");
+            assert_eq!(sds.trust_domains.as_ref().unwrap().len(), 1);
+            assert_eq!(config.sinks.files.len(), 1);
+            assert!(
+                docs.iter()
+                    .any(|d| kind(d) == "Service" && d["metadata"]["name"] == "fedgw-sds")
+            );
             // One Role per namespace of ConfigMaps, naming exactly its ConfigMaps.
             let roles: Vec<_> = docs
                 .iter()
