@@ -595,3 +595,74 @@ fn an_unusable_kubernetes_table_stops_the_start_naming_the_problem() {
         assert!(stderr.contains(expected), "{table}: {stderr}");
     }
 }
+
+/// Nothing changes, nothing is written: with a bundle that is not due again for
+/// minutes, the status written once stays as it is (the API server keeps it exactly
+/// as written, so the comparison every 2 s finds no difference), and so do the
+/// ClusterTrustBundle and the ConfigMap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_domain_causes_no_writes() {
+    let server = tokio::task::block_in_place(cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let west = Peer::start("west.test").await;
+    let mut bundle = Bundle::new(west.td.clone());
+    bundle.add_x509_authority(west.ca.authority());
+    bundle.set_sequence(Some(1));
+    bundle.set_refresh_hint(Some(Duration::from_secs(3600)));
+    west.server
+        .set(Answer::Fixed(Bytes::from(bundle.to_json())));
+    let fedgw = start_fedgw(&server, dir.path(), "replica-a");
+    apply(&server, &west.cftd("west"));
+    wait_for(DEADLINE, "west's status", || async {
+        get(&server, &["clusterfederatedtrustdomain", "west"]).filter(|c| {
+            condition(c, "Ready") == Some(("True".into(), "BundleServed".into()))
+                && c["status"]["sequence"] == 1
+        })
+    })
+    .await;
+    let writes = |kind: &str| {
+        fedgw
+            .metric(&format!(
+                "fedgw_kubernetes_writes_total{{kind=\"{kind}\",result=\"applied\"}}"
+            ))
+            .unwrap_or(0.0)
+    };
+    // Let what is in flight land, then watch three comparison rounds.
+    fedgw_testkit::wait_until(DEADLINE, "the writes settle", || async {
+        let before = (
+            writes("status"),
+            writes("cluster_trust_bundle"),
+            writes("config_map"),
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        before
+            == (
+                writes("status"),
+                writes("cluster_trust_bundle"),
+                writes("config_map"),
+            )
+    })
+    .await;
+    let before = (
+        writes("status"),
+        writes("cluster_trust_bundle"),
+        writes("config_map"),
+    );
+    let version = get(&server, &["clusterfederatedtrustdomain", "west"]).unwrap()["metadata"]
+        ["resourceVersion"]
+        .clone();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        before,
+        (
+            writes("status"),
+            writes("cluster_trust_bundle"),
+            writes("config_map")
+        )
+    );
+    assert_eq!(
+        get(&server, &["clusterfederatedtrustdomain", "west"]).unwrap()["metadata"]["resourceVersion"],
+        version
+    );
+    assert!(before.0 >= 1.0 && before.1 >= 1.0, "{before:?}");
+}

@@ -323,6 +323,11 @@ impl Writer {
                 self.count("config_map", "refused_unowned");
                 return;
             }
+            // Already what it should be (a resync, or another replica wrote it).
+            Ok(Some(found)) if found.data.as_ref().and_then(|data| data.get(key)) == Some(&pem) => {
+                written.maps.insert(id, pem);
+                return;
+            }
             Ok(_) => {}
             Err(err) => {
                 self.failed(

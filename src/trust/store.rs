@@ -1173,6 +1173,18 @@ mod tests {
             .unwrap()
     }
 
+    /// A trust store on the test database `db`, its last-known-good copy in `dir`:
+    /// one replica.
+    pub(super) async fn replica(db: &TestDatabase, dir: &Path) -> TrustStore {
+        TrustStore::open_with(
+            dir,
+            PolicySettings::default(),
+            db.storage_with(StorageConfig::default()),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{err}"))
+    }
+
     /// Where a test's trust store keeps what it stores: a sled data directory, or a
     /// fresh database on the test PostgreSQL server (with the data directory that
     /// holds its last-known-good copy).
@@ -1195,7 +1207,7 @@ mod tests {
         async fn open(&self) -> TrustStore {
             match self {
                 Self::Sled(dir) => open(dir).await,
-                Self::Postgres(dir, db) => db.trust_store(dir.path()).await,
+                Self::Postgres(dir, db) => replica(db, dir.path()).await,
             }
         }
     }

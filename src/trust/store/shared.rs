@@ -9,7 +9,7 @@ use crate::trust::db::postgres::testing::TestDatabase;
 use crate::trust::policy::testing::{bundle, now, td};
 
 async fn replica(db: &TestDatabase) -> TrustStore {
-    db.trust_store(tempfile::tempdir().unwrap().path()).await
+    super::tests::replica(db, tempfile::tempdir().unwrap().path()).await
 }
 
 fn fetched() -> Source {

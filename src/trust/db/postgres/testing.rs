@@ -45,18 +45,4 @@ impl TestDatabase {
             ..settings
         }
     }
-
-    /// A trust store on this database, its last-known-good copy in `dir`: one replica.
-    pub(crate) async fn trust_store(
-        &self,
-        dir: &std::path::Path,
-    ) -> crate::trust::store::TrustStore {
-        crate::trust::store::TrustStore::open_with(
-            dir,
-            crate::trust::policy::PolicySettings::default(),
-            self.storage_with(StorageConfig::default()),
-        )
-        .await
-        .unwrap_or_else(|err| panic!("{err}"))
-    }
 }
