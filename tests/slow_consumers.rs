@@ -365,21 +365,32 @@ impl Scene {
             || async { gw.metric("fedgw_watch_clients_dropped_total").await == Some(dropped) },
         )
         .await;
-        wait_until(
-            Duration::from_secs(90),
-            "only the readers remain",
-            || async {
-                gw.metric("fedgw_sds_streams{variant=\"sotw\"}").await == Some(1.0)
-                    && gw.metric("fedgw_watch_clients").await == Some(1.0)
-                    // The event-stream reader, and this very metrics call.
-                    && gw
-                        .metric("fedgw_connections_open{listener=\"admin\"}")
-                        .await
-                        == Some(2.0)
-                    && gw.metric("fedgw_connections_open{listener=\"sds\"}").await == Some(1.0)
-            },
-        )
-        .await;
+        // Polled by hand rather than with wait_until, so that a timeout says which
+        // count was off (once in CI, 2026-12-07, this wait timed out; locally it
+        // takes 0.1 s).
+        let waited = std::time::Instant::now();
+        loop {
+            let counts = (
+                gw.metric("fedgw_sds_streams{variant=\"sotw\"}").await,
+                gw.metric("fedgw_watch_clients").await,
+                // The event-stream reader, and this very metrics call.
+                gw.metric("fedgw_connections_open{listener=\"admin\"}")
+                    .await,
+                gw.metric("fedgw_connections_open{listener=\"sds\"}").await,
+            );
+            if counts == (Some(1.0), Some(1.0), Some(2.0), Some(1.0)) {
+                break;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(90),
+                "round {round}: after 90 s the readers are not alone: (SDS streams, watch clients, admin connections, SDS connections) = {counts:?}, want 1, 1, 2, 1"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "round {round}: only the readers remained after {:?}",
+            waited.elapsed()
+        );
         // The dropped clients' connections were closed by the gateway.
         for stalled in stalled_sds {
             tokio::time::timeout(DEADLINE, stalled.driver)
