@@ -231,23 +231,30 @@ fn twice(domains: Option<&[TrustDomain]>) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `part` is a DNS-1123 label's characters: lower-case letters, digits and
+/// `-`, not at either end.
+fn dns_label_chars(part: &str) -> bool {
+    !part.is_empty()
+        && part
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !part.starts_with('-')
+        && !part.ends_with('-')
+}
+
+/// Whether `value` is a DNS-1123 subdomain of at most `max` characters.
+pub(crate) fn dns_subdomain(value: &str, max: usize) -> bool {
+    value.len() <= max && value.split('.').all(dns_label_chars)
+}
+
 /// A DNS-1123 label (a namespace: at most 63) or subdomain (a name: at most 253).
 fn dns_label_or_subdomain(value: &str, label: bool) -> Result<(), String> {
     let max = if label { 63 } else { 253 };
-    let parts_ok = |part: &str| {
-        !part.is_empty()
-            && part
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !part.starts_with('-')
-            && !part.ends_with('-')
+    let ok = if label {
+        value.len() <= max && dns_label_chars(value)
+    } else {
+        dns_subdomain(value, max)
     };
-    let ok = value.len() <= max
-        && if label {
-            parts_ok(value)
-        } else {
-            value.split('.').all(parts_ok)
-        };
     if ok {
         Ok(())
     } else {

@@ -35,16 +35,7 @@ pub const ANNOTATION_TRUST_DOMAIN: &str = "fedgw.dev/trust-domain";
 /// The name of the ClusterTrustBundle of `trust_domain` linked to `signer`.
 pub fn cluster_trust_bundle_name(signer: &str, trust_domain: &TrustDomain) -> String {
     let td = trust_domain.as_str();
-    let dns = td.len() <= 200
-        && td.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        });
-    let suffix = if dns {
+    let suffix = if super::config::dns_subdomain(td, 200) {
         td.to_owned()
     } else {
         // `_`, a leading or trailing `-`, or a very long name: a digest instead.
